@@ -1,0 +1,52 @@
+// swift-tools-version:5.10
+// SwiftMind: MiniMind-style LLM training in Swift on OpenBLAS + OpenMPI.
+import PackageDescription
+
+// Kernels are built optimised even in debug builds, so golden tests and debugging runs stay fast.
+let fast: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+let package = Package(
+    name: "SwiftMind",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "trainer", targets: ["trainer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C shims only, no logic.
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // Byte-level BPE: tokenizer.json, encode/decode/train, chat templates.
+        .target(name: "Tokenizers", path: "Sources/Tokenizers", swiftSettings: fast),
+        // Config, parameter layout, forward/backward kernels, AdamW, safetensors, KV cache.
+        .target(name: "Model", dependencies: ["CBLAS"], path: "Sources/Model", swiftSettings: fast),
+        // jsonl readers per stage, masks, token cache, sampler, batching.
+        .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
+        // Communicator (MPI | single process), bucketed gradient reducer.
+        // (Not named `Distributed`: that name is taken by the toolchain's distributed-actors module.)
+        .target(name: "SwiftMindDistributed", dependencies: ["CMPI"], path: "Sources/Distributed"),
+        // Loss heads, step loop, checkpoints/resume, metrics.
+        .target(name: "Training",
+                dependencies: ["Model", "Datasets", "Tokenizers", "SwiftMindDistributed",
+                               .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Training", swiftSettings: fast),
+        // The executable: argument parsing and wiring, nothing else.
+        .executableTarget(name: "trainer",
+                          dependencies: ["Training", "Model", "Tokenizers", "Datasets", "SwiftMindDistributed", "CBLAS",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")],
+                          path: "Sources/trainer"),
+
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
+        .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed"], path: "Tests/DistributedTests"),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed"],
+                    path: "Tests/TrainingTests"),
+    ]
+)

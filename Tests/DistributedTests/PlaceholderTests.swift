@@ -1,0 +1,2 @@
+import XCTest
+final class DistributedTestsPlaceholder: XCTestCase { func testBuilds() {} }
