@@ -52,7 +52,7 @@ public struct BPETrainer {
             let text = try JSONLReader.text(of: line, source: path, line: number)
             feed(text)
             done += bytes
-            if number % 2000 == 0 { reporter?("Pre-processing sequences", done, size) }
+            if number % 2000 == 0 && done < size { reporter?("Pre-processing sequences", done, size) }
         }
         progress?("Pre-processing sequences", size, size)
     }

@@ -46,6 +46,10 @@ public enum JSONLReader {
     public static func object(of line: Data, source: String, line number: Int) throws -> [String: Any] {
         let v: Any
         do { v = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed]) } catch {
+            if let f = JSONLocator.locate(line) {
+                throw TokenizerError.badInputLine(source: source, line: number,
+                    reason: "malformed JSON at \(f.path) (column \(f.column)): \(f.reason)")
+            }
             let ns = error as NSError
             let detail = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
             throw TokenizerError.badInputLine(source: source, line: number, reason: "malformed JSON: \(detail)")

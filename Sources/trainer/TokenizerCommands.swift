@@ -105,13 +105,14 @@ struct TokenizerEncode: ParsableCommand {
                 out.flushIfLarge()
             }
             defer { out.flush() }
-            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
-                let text: String
-                do { text = try JSONLReader.text(of: line, source: "stdin", line: number) } catch {
-                    drain(); throw error
+            do {
+                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+                    pending.append(try JSONLReader.text(of: line, source: "stdin", line: number))
+                    if pending.count >= 2048 { drain() }
                 }
-                pending.append(text)
-                if pending.count >= 2048 { drain() }
+            } catch {
+                drain()  // lines before the bad one are still answered, in order
+                throw error
             }
             drain()
         }
