@@ -235,6 +235,15 @@ struct TokenizerBench: ParsableCommand {
                 _ = tk.encode(batch: texts, threads: threads)
             } - tLoad
             print(String(format: "encode(batch:), %d threads (cold): %.3f s  %.2f MB/s", threads, tb, mb / tb))
+            var fileTokens = 0
+            let tf = try best {
+                let tk = try Tokenizer.load(tokenizer)
+                fileTokens = 0
+                try tk.encodeJSONL(path: data, threads: threads) { chunk in for ids in chunk { fileTokens += ids.count } }
+            } - tLoad
+            print(String(format: "encodeJSONL(path:), %d threads (cold, JSON parsing included): %.3f s  %.2f MB/s of file",
+                         threads, tf, Double((try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int) ?? 0) / 1e6 / tf))
+            if fileTokens != tokens { print("warning: encodeJSONL produced \(fileTokens) tokens, encode produced \(tokens)") }
             if trainVocab > 0 {
                 var merges = 0
                 let tt = try best {
