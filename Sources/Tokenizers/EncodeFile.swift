@@ -23,11 +23,7 @@ extension Tokenizer {
                         let w = self.takeWorker()
                         for i in (k * per)..<min(n, (k + 1) * per) {
                             do {
-                                let o = try JSONLReader.object(of: lines[i], source: path, line: numbers[i])
-                                guard let text = o[field] as? String else {
-                                    throw TokenizerError.badInputLine(source: path, line: numbers[i],
-                                                                      reason: "$.\(field): expected a string field \"\(field)\"")
-                                }
+                                let text = try JSONLReader.string(field: field, of: lines[i], source: path, line: numbers[i])
                                 var ids: [Int32] = []
                                 w.encode(text, self, &ids)
                                 (r + i).pointee = ids

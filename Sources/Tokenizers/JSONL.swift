@@ -62,9 +62,15 @@ public enum JSONLReader {
 
     /// The `text` field of a `{"text": …}` line.
     public static func text(of line: Data, source: String, line number: Int) throws -> String {
+        try string(field: "text", of: line, source: source, line: number)
+    }
+
+    /// The string member `field` of a JSON object line (fast path; the full parser only on unusual lines).
+    public static func string(field: String, of line: Data, source: String, line number: Int) throws -> String {
+        if let s = FastField.string(line, field: field) { return s }
         let o = try object(of: line, source: source, line: number)
-        guard let t = o["text"] as? String else {
-            throw TokenizerError.badInputLine(source: source, line: number, reason: "$.text: expected a string field \"text\"")
+        guard let t = o[field] as? String else {
+            throw TokenizerError.badInputLine(source: source, line: number, reason: "$.\(field): expected a string field \"\(field)\"")
         }
         return t
     }
