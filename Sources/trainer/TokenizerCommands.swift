@@ -106,7 +106,8 @@ struct TokenizerEncode: ParsableCommand {
             }
             defer { out.flush() }
             do {
-                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                            afterChunk: { drain(); out.flush() }) { line, number, _ in
                     pending.append(try JSONLReader.text(of: line, source: "stdin", line: number))
                     if pending.count >= 2048 { drain() }
                 }
@@ -130,7 +131,8 @@ struct TokenizerDecode: ParsableCommand {
             let tk = try Tokenizer.load(tokenizer)
             let out = StdoutBuffer()
             defer { out.flush() }
-            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                        afterChunk: { out.flush() }) { line, number, _ in
                 let o = try JSONLReader.object(of: line, source: "stdin", line: number)
                 guard let arr = o["ids"] as? [Any] else {
                     throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
