@@ -8,7 +8,7 @@ struct TokenizerCommand: ParsableCommand {
         commandName: "tokenizer",
         abstract: "Byte-level BPE tokenizer (Hugging Face tokenizer.json compatible): train, encode, decode, vocab, bench.",
         subcommands: [TokenizerTrain.self, TokenizerEncode.self, TokenizerDecode.self, TokenizerVocab.self,
-                      TokenizerBench.self])
+                      TokenizerChatTemplate.self, TokenizerBench.self])
 }
 
 /// Runs `body`, printing a `TokenizerError` (or any error) as one clear line on stderr and exiting with 1.
@@ -184,6 +184,39 @@ struct TokenizerVocab: ParsableCommand {
                 if tk.isSpecial(id) { out.append(", \"special\": true") }
                 out.append("}\n")
                 out.flushIfLarge()
+            }
+        }
+    }
+}
+
+struct TokenizerChatTemplate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat-template",
+        abstract: "Render the chat template: {\"conversations\"|\"messages\": [{role, content}…]} jsonl on stdin → {\"text\": …}.")
+    @Option(help: "tokenizer.json or a directory holding it (and tokenizer_config.json).") var tokenizer: String
+    @Flag(help: "Append the assistant generation prompt.") var addGenerationPrompt = false
+
+    func run() throws {
+        try runReportingErrors {
+            let tk = try Tokenizer.load(tokenizer)
+            let out = StdoutBuffer()
+            defer { out.flush() }
+            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                        afterChunk: { out.flush() }) { line, number, _ in
+                let o = try JSONLReader.object(of: line, source: "stdin", line: number)
+                let key = o["conversations"] != nil ? "conversations" : "messages"
+                guard let list = o[key] as? [Any] else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")
+                }
+                var messages: [ChatMessage] = []
+                for (i, m) in list.enumerated() {
+                    guard let d = m as? [String: Any], let role = d["role"] as? String, let content = d["content"] as? String else {
+                        throw TokenizerError.badInputLine(source: "stdin", line: number,
+                                                          reason: "$.\(key)[\(i)]: expected {\"role\": string, \"content\": string}")
+                    }
+                    messages.append(ChatMessage(role: role, content: content))
+                }
+                out.append("{\"text\": " + jsonQuote(try tk.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt)) + "}\n")
             }
         }
     }
