@@ -84,8 +84,9 @@ public final class MiniMindModel {
     var layerOffsets: [LayerOffsets] = []
     var normOffset = 0
     var acts: Activations?
-    var ropeCos: [Float] = [], ropeSin: [Float] = []
-    var ropeLen = 0
+    /// RoPE cos/sin tables `[ropeLen, hd/2]`, grown on demand.
+    var rope = RopeTable(maxT: 0, headDim: 2, theta: 1)
+    var ropeLen: Int { rope.maxT }
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
     var lastIds: [Int32] = []
@@ -189,8 +190,7 @@ public final class MiniMindModel {
     func ensureRope(_ t: Int) {
         if t <= ropeLen { return }
         let n = max(t, min(max(2 * ropeLen, 64), max(t, config.maxPositionEmbeddings)))
-        (ropeCos, ropeSin) = rope_tables(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
-        ropeLen = n
+        rope = RopeTable(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
     }
 
     func ensureActivations(n: Int, t: Int) -> Activations {
@@ -229,7 +229,7 @@ public final class MiniMindModel {
         let P = paramPtr
         let ids = inputIds.baseAddress!
         timed(\.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
-        ropeCos.withUnsafeBufferPointer { cosT in ropeSin.withUnsafeBufferPointer { sinT in
+        do { let cosT = rope.cos, sinT = rope.sin
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
                 let xin = a.res + l * N * C, xout = a.res + (l + 1) * N * C
@@ -244,8 +244,8 @@ public final class MiniMindModel {
                     matmul_forward(v, ln1, P + lo.v, N, C, KVD)
                 }
                 timed(\.elementwise) {
-                    rope_apply(q, cosT.baseAddress!, sinT.baseAddress!, B, T, H, hd)
-                    rope_apply(k, cosT.baseAddress!, sinT.baseAddress!, B, T, KVH, hd)
+                    rope_apply(q, cosT, sinT, B, T, H, hd)
+                    rope_apply(k, cosT, sinT, B, T, KVH, hd)
                 }
                 timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd) }
                 timed(\.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
@@ -261,7 +261,7 @@ public final class MiniMindModel {
                 timed(\.matmul) { matmul_forward(a.dres, a.dG, P + lo.down, N, I, C) }
                 timed(\.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
-        } }
+        }
         timed(\.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
         timed(\.matmul) { matmul_forward(a.logits, a.xf, P + embedOffset, N, C, V) }
         return UnsafeMutableBufferPointer(start: a.logits, count: N * V)
@@ -287,7 +287,7 @@ public final class MiniMindModel {
             rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C)
         }
         onGradientsReady?(normOffset..<paramCount)
-        ropeCos.withUnsafeBufferPointer { cosT in ropeSin.withUnsafeBufferPointer { sinT in
+        do { let cosT = rope.cos, sinT = rope.sin
             for l in stride(from: L - 1, through: 0, by: -1) {
                 let lo = layerOffsets[l]
                 let xin = a.res + l * N * C
@@ -310,8 +310,8 @@ public final class MiniMindModel {
                     attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd)
                 }
                 timed(\.elementwise) {
-                    rope_apply(a.dq, cosT.baseAddress!, sinT.baseAddress!, B, T, H, hd, inverse: true)
-                    rope_apply(a.dk, cosT.baseAddress!, sinT.baseAddress!, B, T, KVH, hd, inverse: true)
+                    rope_apply(a.dq, cosT, sinT, B, T, H, hd, inverse: true)
+                    rope_apply(a.dk, cosT, sinT, B, T, KVH, hd, inverse: true)
                 }
                 timed(\.matmul) {
                     matmul_backward(a.dln, G + lo.q, a.dq, ln1, P + lo.q, N, C, QD)
@@ -321,7 +321,7 @@ public final class MiniMindModel {
                 timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C) }
                 onGradientsReady?(lo.range)
             }
-        } }
+        }
         lastIds.withUnsafeBufferPointer { ids in
             timed(\.elementwise) { embedding_backward(G + embedOffset, a.dres, ids.baseAddress!, N, C) }
         }
@@ -342,4 +342,17 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
     /// Uniform in [0, 1) with 24 random bits.
     public mutating func nextUniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
+}
+
+/// RoPE tables owned by the model: cos/sin `[maxT, hd/2]` (see `rope_tables`).
+final class RopeTable {
+    let maxT: Int
+    let cos: FPtr, sin: FPtr
+    init(maxT: Int, headDim: Int, theta: Double) {
+        self.maxT = maxT
+        let (c, s) = rope_tables(maxT: maxT, headDim: headDim, theta: theta)
+        cos = .allocate(capacity: max(c.count, 1)); sin = .allocate(capacity: max(s.count, 1))
+        cos.initialize(from: c, count: c.count); sin.initialize(from: s, count: s.count)
+    }
+    deinit { cos.deallocate(); sin.deallocate() }
 }
