@@ -24,21 +24,25 @@ struct LayerOffsets {
 /// dk/dv[N,kvd], dG/dU[N,I], attention scratch [2·blk·T + blk].
 final class Activations {
     let capN: Int, capT: Int
+    /// Worker threads the per-worker scratch (attention, RMSNorm dw) is sized for.
+    let maxWorkers: Int
     let L: Int, C: Int, QD: Int, KVD: Int, I: Int, H: Int, V: Int
     let storage: UnsafeMutablePointer<Float>
     let totalFloats: Int
     var res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v, lse, g, u, xf, rstdf, logits: FPtr
-    var dres, dln, dy, dq, dk, dv, dG, dU, attScratch: FPtr
+    var dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch: FPtr
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
         self.capN = capN; self.capT = capT
+        maxWorkers = min(64, max(ProcessInfo.processInfo.activeProcessorCount, workerCount()))
         L = cfg.numHiddenLayers; C = cfg.hiddenSize; QD = cfg.qDim; KVD = cfg.kvDim; I = cfg.intermediateSize
         H = cfg.numAttentionHeads; V = cfg.vocabSize
         let n = capN
         let sizes: [Int] = [
             (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QD, L * n * QD, L * n * KVD, L * n * KVD,
             L * n * H, L * n * I, L * n * I, n * C, n, n * V,
-            n * C, n * C, n * QD, n * QD, n * KVD, n * KVD, n * I, n * I, 2 * attentionBlock * capT + attentionBlock,
+            n * C, n * C, n * QD, n * QD, n * KVD, n * KVD, n * I, n * I, maxWorkers * attentionScratchPerWorker(capT),
+            maxWorkers * C,
         ]
         totalFloats = sizes.reduce(0, +)
         storage = .allocate(capacity: totalFloats)
@@ -48,7 +52,7 @@ final class Activations {
         for s in sizes { ptrs.append(p); p += s }
         (res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9])
         (lse, g, u, xf, rstdf, logits) = (ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14], ptrs[15])
-        (dres, dln, dy, dq, dk, dv, dG, dU, attScratch) = (ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20], ptrs[21], ptrs[22], ptrs[23], ptrs[24])
+        (dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch) = (ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20], ptrs[21], ptrs[22], ptrs[23], ptrs[24], ptrs[25])
     }
     deinit { storage.deallocate() }
 }
@@ -247,7 +251,7 @@ public final class MiniMindModel {
                     rope_apply(q, cosT, sinT, B, T, H, hd)
                     rope_apply(k, cosT, sinT, B, T, KVH, hd)
                 }
-                timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd) }
+                timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd) }
                 timed(\.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.elementwise) {
                     residual_forward(x2, xin, a.dres, N * C)
@@ -284,7 +288,7 @@ public final class MiniMindModel {
         timed(\.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V) }
         a.dres.update(repeating: 0, count: N * C)
         timed(\.elementwise) {
-            rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C)
+            rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
         }
         onGradientsReady?(normOffset..<paramCount)
         do { let cosT = rope.cos, sinT = rope.sin
@@ -303,11 +307,11 @@ public final class MiniMindModel {
                     matmul_backward(a.dln, G + lo.gate, a.dG, ln2, P + lo.gate, N, C, I)
                     matmul_backward(a.dln, G + lo.up, a.dU, ln2, P + lo.up, N, C, I, accumulate: true)
                 }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C) }
+                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 timed(\.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.attention) {
-                    attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd)
+                    attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd)
                 }
                 timed(\.elementwise) {
                     rope_apply(a.dq, cosT, sinT, B, T, H, hd, inverse: true)
@@ -318,7 +322,7 @@ public final class MiniMindModel {
                     matmul_backward(a.dln, G + lo.k, a.dk, ln1, P + lo.k, N, C, KVD, accumulate: true)
                     matmul_backward(a.dln, G + lo.v, a.dv, ln1, P + lo.v, N, C, KVD, accumulate: true)
                 }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C) }
+                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
             }
         }
