@@ -68,8 +68,7 @@ func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CF
         for i in rows {
             let xi = x + i * c, gi = dout + i * c, di = dx + i * c
             let r = rstd[i]
-            var dot: Float = 0
-            for j in 0..<c { dot += gi[j] * w[j] * xi[j] }
+            let dot = dot3(gi, w, xi, c)
             let k = dot * r * r * r / Float(c)
             for j in 0..<c {
                 part[j] += gi[j] * xi[j] * r

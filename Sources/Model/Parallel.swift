@@ -65,30 +65,57 @@ final class TaskCounter: @unchecked Sendable {
     return e * Float(bitPattern: (ki &+ 127) << 23)
 }
 
-/// out[i] = e^(x[i] − shift) for i in 0..<n; returns Σ out (Float accumulation in 8 lanes).
+/// out[i] = e^(x[i] − shift) for i in 0..<n, in place; returns Σ out.
 @inline(__always) func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-    var acc = SIMD8<Float>()
-    var i = 0
-    while i + 8 <= n {
-        var v = SIMD8<Float>()
-        for j in 0..<8 { let e = fastExp(x[i + j] - shift); x[i + j] = e; v[j] = e }
-        acc += v
-        i += 8
-    }
-    var s = acc.sum()
-    while i < n { let e = fastExp(x[i] - shift); x[i] = e; s += e; i += 1 }
-    return s
+    for j in 0..<n { x[j] = fastExp(x[j] - shift) }
+    return sumOf(x, n)
 }
+
+// Reductions written with 8 independent accumulators: LLVM vectorises these (a single running accumulator is a
+// serial dependency chain it may not reorder), ~8× faster than the naive loop.
 
 /// max of x[0..<n] (n ≥ 1).
 @inline(__always) func maxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var m = SIMD8<Float>(repeating: -.infinity)
+    var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0
     var i = 0
     while i + 8 <= n {
-        m = pointwiseMax(m, SIMD8<Float>(UnsafeBufferPointer(start: x + i, count: 8)))
+        m0 = x[i] > m0 ? x[i] : m0; m1 = x[i + 1] > m1 ? x[i + 1] : m1
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2; m3 = x[i + 3] > m3 ? x[i + 3] : m3
+        m4 = x[i + 4] > m4 ? x[i + 4] : m4; m5 = x[i + 5] > m5 ? x[i + 5] : m5
+        m6 = x[i + 6] > m6 ? x[i + 6] : m6; m7 = x[i + 7] > m7 ? x[i + 7] : m7
         i += 8
     }
-    var r = m.max()
-    while i < n { r = Swift.max(r, x[i]); i += 1 }
+    var r = Swift.max(Swift.max(Swift.max(m0, m1), Swift.max(m2, m3)), Swift.max(Swift.max(m4, m5), Swift.max(m6, m7)))
+    while i < n { if x[i] > r { r = x[i] }; i += 1 }
+    return r
+}
+
+/// Σ x[0..<n].
+@inline(__always) func sumOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0, s4: Float = 0, s5: Float = 0, s6: Float = 0, s7: Float = 0
+    var i = 0
+    while i + 8 <= n {
+        s0 += x[i]; s1 += x[i + 1]; s2 += x[i + 2]; s3 += x[i + 3]
+        s4 += x[i + 4]; s5 += x[i + 5]; s6 += x[i + 6]; s7 += x[i + 7]
+        i += 8
+    }
+    var r = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while i < n { r += x[i]; i += 1 }
+    return r
+}
+
+/// Σ a·b·c over n elements.
+@inline(__always) func dot3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0, s4: Float = 0, s5: Float = 0, s6: Float = 0, s7: Float = 0
+    var i = 0
+    while i + 8 <= n {
+        s0 += a[i] * b[i] * c[i]; s1 += a[i + 1] * b[i + 1] * c[i + 1]
+        s2 += a[i + 2] * b[i + 2] * c[i + 2]; s3 += a[i + 3] * b[i + 3] * c[i + 3]
+        s4 += a[i + 4] * b[i + 4] * c[i + 4]; s5 += a[i + 5] * b[i + 5] * c[i + 5]
+        s6 += a[i + 6] * b[i + 6] * c[i + 6]; s7 += a[i + 7] * b[i + 7] * c[i + 7]
+        i += 8
+    }
+    var r = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while i < n { r += a[i] * b[i] * c[i]; i += 1 }
     return r
 }
