@@ -18,31 +18,30 @@ struct LayerOffsets {
 }
 
 /// Activations kept from forward for backward, allocated for the largest `[B, T]` seen and reused.
-/// Shapes (per layer l, for the current N = B·T rows, packed from each region's start):
-/// res[L+1][N,C] residual stream · ln1/x2/ln2[L][N,C] · rstd1/rstd2[L][N] · q/y[L][N,qd] · k/v[L][N,kvd] ·
-/// lse[L][B,H,T] · g/u[L][N,I] · xf[N,C], rstdf[N] · logits[N,V]; backward scratch: dres/dln[N,C], dy/dq[N,qd],
-/// dk/dv[N,kvd], dG/dU[N,I], attention scratch [2·blk·T + blk].
+/// Shapes (per layer l, for the current N = B·T rows, packed from each region's start; QKV = H·hd + 2·KVH·hd):
+/// res[L+1][N,C] residual stream · ln1/x2/ln2[L][N,C] · rstd1/rstd2[L][N] · qkv[L][N,QKV] (q | k | v, post-RoPE) ·
+/// y[L][N,H·hd] attention output · lse[L][B,H,T] · gu[L][N,2I] (gate | up) · xf[N,C], rstdf[N] · logits[N,V];
+/// scratch: dres/dln[N,C], dy[N,H·hd], dqkv[N,QKV], dgu[N,2I], h[N,I], attention [workers, 2·blk·T + blk],
+/// RMSNorm dw partials [workers, C].
 final class Activations {
     let capN: Int, capT: Int
     /// Worker threads the per-worker scratch (attention, RMSNorm dw) is sized for.
     let maxWorkers: Int
-    let L: Int, C: Int, QD: Int, KVD: Int, I: Int, H: Int, V: Int
     let storage: UnsafeMutablePointer<Float>
     let totalFloats: Int
-    var res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v, lse, g, u, xf, rstdf, logits: FPtr
-    var dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch: FPtr
+    var res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu, xf, rstdf, logits: FPtr
+    var dres, dln, dy, dqkv, dgu, h, attScratch, normScratch: FPtr
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
         self.capN = capN; self.capT = capT
         maxWorkers = min(64, max(ProcessInfo.processInfo.activeProcessorCount, workerCount()))
-        L = cfg.numHiddenLayers; C = cfg.hiddenSize; QD = cfg.qDim; KVD = cfg.kvDim; I = cfg.intermediateSize
-        H = cfg.numAttentionHeads; V = cfg.vocabSize
+        let L = cfg.numHiddenLayers, C = cfg.hiddenSize, QD = cfg.qDim, QKV = cfg.qDim + 2 * cfg.kvDim
+        let I = cfg.intermediateSize, H = cfg.numAttentionHeads, V = cfg.vocabSize
         let n = capN
         let sizes: [Int] = [
-            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QD, L * n * QD, L * n * KVD, L * n * KVD,
-            L * n * H, L * n * I, L * n * I, n * C, n, n * V,
-            n * C, n * C, n * QD, n * QD, n * KVD, n * KVD, n * I, n * I, maxWorkers * attentionScratchPerWorker(capT),
-            maxWorkers * C,
+            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, L * n * 2 * I,
+            n * C, n, n * V,
+            n * C, n * C, n * QD, n * QKV, n * 2 * I, n * I, maxWorkers * attentionScratchPerWorker(capT), maxWorkers * C,
         ]
         totalFloats = sizes.reduce(0, +)
         storage = .allocate(capacity: totalFloats)
@@ -50,9 +49,9 @@ final class Activations {
         var p = storage
         var ptrs: [FPtr] = []
         for s in sizes { ptrs.append(p); p += s }
-        (res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9])
-        (lse, g, u, xf, rstdf, logits) = (ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14], ptrs[15])
-        (dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch) = (ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20], ptrs[21], ptrs[22], ptrs[23], ptrs[24], ptrs[25])
+        (res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9])
+        (xf, rstdf, logits) = (ptrs[10], ptrs[11], ptrs[12])
+        (dres, dln, dy, dqkv, dgu, h, attScratch, normScratch) = (ptrs[13], ptrs[14], ptrs[15], ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20])
     }
     deinit { storage.deallocate() }
 }
@@ -226,6 +225,7 @@ public final class MiniMindModel {
         }
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, eps = cfg.rmsNormEps
+        let QKV = QD + 2 * KVD
         let a = ensureActivations(n: N, t: T)
         ensureRope(T)
         lastB = B; lastT = T
@@ -239,30 +239,28 @@ public final class MiniMindModel {
                 let xin = a.res + l * N * C, xout = a.res + (l + 1) * N * C
                 let ln1 = a.ln1 + l * N * C, x2 = a.x2 + l * N * C, ln2 = a.ln2 + l * N * C
                 let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
-                let q = a.q + l * N * QD, y = a.y + l * N * QD, k = a.k + l * N * KVD, v = a.v + l * N * KVD
-                let lse = a.lse + l * N * H, g = a.g + l * N * I, u = a.u + l * N * I
+                let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
+                let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
                 timed(\.elementwise) { rmsnorm_forward(ln1, r1, xin, P + lo.ln1, N, C, eps) }
-                timed(\.matmul) {
-                    matmul_forward(q, ln1, P + lo.q, N, C, QD)
-                    matmul_forward(k, ln1, P + lo.k, N, C, KVD)
-                    matmul_forward(v, ln1, P + lo.v, N, C, KVD)
-                }
+                // q_proj | k_proj | v_proj are contiguous in the layout: one sgemm gives qkv[N, QKV].
+                timed(\.matmul) { matmul_forward(qkv, ln1, P + lo.q, N, C, QKV) }
                 timed(\.elementwise) {
-                    rope_apply(q, cosT, sinT, B, T, H, hd)
-                    rope_apply(k, cosT, sinT, B, T, KVH, hd)
+                    rope_apply(qkv, cosT, sinT, B, T, H, hd, rowStride: QKV)
+                    rope_apply(qkv + QD, cosT, sinT, B, T, KVH, hd, rowStride: QKV)
                 }
-                timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd) }
+                timed(\.attention) {
+                    attention_forward(y, lse, qkv, qkv + QD, qkv + QD + KVD, a.attScratch, workers: min(workerCount(), a.maxWorkers),
+                                      B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD)
+                }
                 timed(\.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.elementwise) {
                     residual_forward(x2, xin, a.dres, N * C)
                     rmsnorm_forward(ln2, r2, x2, P + lo.ln2, N, C, eps)
                 }
-                timed(\.matmul) {
-                    matmul_forward(g, ln2, P + lo.gate, N, C, I)
-                    matmul_forward(u, ln2, P + lo.up, N, C, I)
-                }
-                timed(\.elementwise) { swiglu_forward(a.dG, g, u, N * I) }
-                timed(\.matmul) { matmul_forward(a.dres, a.dG, P + lo.down, N, I, C) }
+                // gate_proj | up_proj are contiguous: one sgemm gives gu[N, 2I].
+                timed(\.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
+                timed(\.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
+                timed(\.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
                 timed(\.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
         }
@@ -280,6 +278,7 @@ public final class MiniMindModel {
         precondition(B > 0, "backward called before forward")
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, L = cfg.numHiddenLayers
+        let QKV = QD + 2 * KVD
         precondition(dLogits.count == N * V, "backward: dLogits has \(dLogits.count) elements, expected \(N * V)")
         let a = acts!
         let P = paramPtr, G = gradPtr
@@ -297,31 +296,27 @@ public final class MiniMindModel {
                 let xin = a.res + l * N * C
                 let ln1 = a.ln1 + l * N * C, x2 = a.x2 + l * N * C, ln2 = a.ln2 + l * N * C
                 let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
-                let q = a.q + l * N * QD, y = a.y + l * N * QD, k = a.k + l * N * KVD, v = a.v + l * N * KVD
-                let lse = a.lse + l * N * H, g = a.g + l * N * I, u = a.u + l * N * I
-                // MLP: d = down(swiglu(gate(ln2), up(ln2))).
-                timed(\.elementwise) { swiglu_forward(a.dU, g, u, N * I) }  // recompute h
-                timed(\.matmul) { matmul_backward(a.dG, G + lo.down, a.dres, a.dU, P + lo.down, N, I, C) }
-                timed(\.elementwise) { swiglu_backward(a.dG, a.dU, g, u, N * I) }
-                timed(\.matmul) {
-                    matmul_backward(a.dln, G + lo.gate, a.dG, ln2, P + lo.gate, N, C, I)
-                    matmul_backward(a.dln, G + lo.up, a.dU, ln2, P + lo.up, N, C, I, accumulate: true)
-                }
+                let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
+                let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
+                // MLP: d = down_proj(silu(gate) · up), gate | up = gu.
+                timed(\.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
+                timed(\.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) }      // dW_down += ddᵀ·h
+                timed(\.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
+                timed(\.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
+                timed(\.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I) }
                 timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 timed(\.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.attention) {
-                    attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd)
+                    attention_backward(a.dqkv, a.dqkv + QD, a.dqkv + QD + KVD, a.dy, y, lse, qkv, qkv + QD, qkv + QD + KVD,
+                                       a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd,
+                                       ldq: QKV, ldkv: QKV, ldy: QD)
                 }
                 timed(\.elementwise) {
-                    rope_apply(a.dq, cosT, sinT, B, T, H, hd, inverse: true)
-                    rope_apply(a.dk, cosT, sinT, B, T, KVH, hd, inverse: true)
+                    rope_apply(a.dqkv, cosT, sinT, B, T, H, hd, inverse: true, rowStride: QKV)
+                    rope_apply(a.dqkv + QD, cosT, sinT, B, T, KVH, hd, inverse: true, rowStride: QKV)
                 }
-                timed(\.matmul) {
-                    matmul_backward(a.dln, G + lo.q, a.dq, ln1, P + lo.q, N, C, QD)
-                    matmul_backward(a.dln, G + lo.k, a.dk, ln1, P + lo.k, N, C, KVD, accumulate: true)
-                    matmul_backward(a.dln, G + lo.v, a.dv, ln1, P + lo.v, N, C, KVD, accumulate: true)
-                }
+                timed(\.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV) }
                 timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
             }
