@@ -100,6 +100,34 @@ final class GradCheckTests: XCTestCase {
         }
     }
 
+    func testAdamWStateRoundTripAndSubRanges() throws {
+        let n = 1000
+        var rng = SplitMix64(seed: 4)
+        var p0 = (0..<n).map { _ in rng.nextUniform() - 0.5 }
+        let g = (0..<n).map { _ in rng.nextUniform() - 0.5 }
+        var p1 = p0
+        let a = AdamW(count: n, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        let b = AdamW(count: n, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        for step in 1...3 {
+            p0.withUnsafeMutableBufferPointer { pp in g.withUnsafeBufferPointer { a.step(params: pp, grads: $0, lr: 1e-3) } }
+            // Same step taken as three sub-ranges.
+            p1.withUnsafeMutableBufferPointer { pp in g.withUnsafeBufferPointer { gg in
+                for r in [0..<10, 10..<700, 700..<n] { b.update(range: r, params: pp, grads: gg, lr: 1e-3, step: step) }
+            } }
+            b.stepCount = step
+        }
+        XCTAssertEqual(p0, p1)
+        let path = NSTemporaryDirectory() + "adamw-\(getpid()).safetensors"
+        defer { unlink(path) }
+        var w = SafeTensorsWriter()
+        a.addState(to: &w)
+        try w.write(to: path)
+        let c = AdamW(count: n, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        try c.loadState(from: SafeTensorsFile(path: path))
+        XCTAssertEqual(c.stepCount, 3)
+        XCTAssertEqual(Array(c.m), Array(a.m)); XCTAssertEqual(Array(c.v), Array(a.v))
+    }
+
     func testConfigDefaultsAndSchedule() throws {
         let c = ModelConfig()
         XCTAssertEqual(c.intermediateSize, 1408)
