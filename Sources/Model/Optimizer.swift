@@ -78,10 +78,10 @@ public func gradNorm(_ grads: UnsafeBufferPointer<Float>) -> Float {
     var partial = [Double](repeating: 0, count: workers)
     partial.withUnsafeMutableBufferPointer { part in
         let part = part.baseAddress!, g = grads.baseAddress!
-        parallelRanges(n, workers: workers, minPerWorker: 65536) { r in
+        parallelChunks(n, workers: workers, minPerWorker: 65536) { chunk, r in
             var s = 0.0
             for j in r { let x = Double(g[j]); s += x * x }
-            part[r.lowerBound * min(workers, max(1, n / 65536)) / n] = s
+            part[chunk] = s
         }
     }
     return Float(partial.reduce(0, +).squareRoot())
