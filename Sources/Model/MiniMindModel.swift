@@ -77,6 +77,10 @@ public final class MiniMindModel {
     public var numParameters: Int { paramCount }
     public var params: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: paramPtr, count: paramCount) }
     public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: gradPtr, count: paramCount) }
+    /// With ≥ 2 threads and B ≥ 2, split each batch into concurrent single-threaded parts (fastest, robust to a busy
+    /// machine; gradient ranges are then all reported at the end of backward). When false, every sgemm is threaded by
+    /// OpenBLAS instead and ranges are reported layer by layer as they become final (for overlapping a reduction).
+    public var batchParallel = true
     /// When true, forward/backward accumulate wall-clock time per part into `profile`.
     public var profiling = false
     public var profile = ModelProfile()
@@ -226,7 +230,7 @@ public final class MiniMindModel {
     /// Batch parts for B items: with W = min(workers, B) ≥ 2 workers, the batch is split into W contiguous parts run
     /// concurrently, each single-threaded end to end (one join per forward and per backward instead of one per sgemm).
     func batchParts(_ b: Int) -> [Range<Int>] {
-        let w = min(workerCount(), b)
+        let w = batchParallel ? min(workerCount(), b) : 1
         if w <= 1 { return [0..<b] }
         return (0..<w).map { (b * $0 / w)..<(b * ($0 + 1) / w) }
     }
