@@ -52,6 +52,10 @@ public final class GradientReducer {
     public private(set) var lastFinishWaitSeconds: Double = 0
     /// Buckets already launched when `finish()` was called in the last round (the rest started in `finish()`).
     public private(set) var lastBucketsLaunchedBeforeFinish: Int = 0
+    /// Buckets whose all-reduce had already COMPLETED when `finish()` was called in the last round: the communication
+    /// that backward fully hid.
+    public private(set) var lastBucketsCompletedBeforeFinish: Int = 0
+    private var workerCompletedAtStart = 0
 
     private var remaining: [Int]
     private var nextToLaunch = 0
@@ -113,6 +117,7 @@ public final class GradientReducer {
         nextToLaunch = 0
         pendingError = nil
         armed = true
+        workerCompletedAtStart = worker?.completedCount ?? 0
     }
 
     /// Backward reports that `range` (flat element range) holds final gradients; full buckets start their all-reduce.
@@ -169,6 +174,13 @@ public final class GradientReducer {
     public func finish() throws {
         if !armed { prepareForBackward() }
         lastBucketsLaunchedBeforeFinish = nextToLaunch
+        if communicator.size == 1 {
+            lastBucketsCompletedBeforeFinish = nextToLaunch
+        } else if let w = worker {
+            lastBucketsCompletedBeforeFinish = w.completedCount - workerCompletedAtStart
+        } else {
+            lastBucketsCompletedBeforeFinish = inflight.isEmpty ? nextToLaunch : firstIncomplete
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
         while nextToLaunch < buckets.count { launch(nextToLaunch); nextToLaunch += 1 }
         if let w = worker {
@@ -256,6 +268,9 @@ final class CommunicationWorker {
         thread.name = "swiftmind-allreduce"
         thread.start()
     }
+
+    /// Buckets reduced since the worker started.
+    var completedCount: Int { cond.lock(); defer { cond.unlock() }; return completed }
 
     func enqueue(_ i: Int) {
         cond.lock(); queue.append(i); queued += 1; cond.signal(); cond.unlock()
