@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "trainer", targets: ["trainer"]),
+        .executable(name: "mpi-selftest", targets: ["mpi-selftest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -42,10 +43,13 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/trainer"),
+        // MPI checks and the overlap measurement of the gradient reducer (run under mpirun by DistributedTests).
+        .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
+                          path: "Sources/mpi-selftest", swiftSettings: fast),
 
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
-        .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed"], path: "Tests/DistributedTests"),
+        .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed"],
                     path: "Tests/TrainingTests"),
     ]

@@ -1,34 +1,107 @@
-// CONTRACT STUB — the Distributed helper replaces the bodies; the public signatures are what Training uses.
+// Collective communication among the ranks of one data-parallel job.
 import CMPI
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
 
 /// Collective operations among the ranks of one job. `MPICommunicator` under mpirun, `SingleProcessCommunicator` otherwise.
+///
+/// All methods are collective: every rank must call them in the same order with buffers of the same length,
+/// otherwise the job hangs or MPI reports an error. Errors from MPI are thrown as `DistributedError.mpi`.
 public protocol Communicator: AnyObject {
+    /// This process's rank in `0..<size`.
     var rank: Int { get }
+    /// Number of ranks in the job (1 for a single process).
     var size: Int { get }
-    /// In-place sum over all ranks.
+    /// In-place element-wise sum over all ranks; afterwards every rank holds the same sums.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
-    /// Broadcasts `buffer` from `root` to every rank.
+    /// Broadcasts `buffer` (raw bytes, same byte count on every rank) from `root` to every rank.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
     /// Prints `message` (prefixed with the rank) to stderr and brings every rank down. Never returns.
     func abort(message: String, code: Int32) -> Never
+    /// Ends MPI (no-op for a single process). Call once on every rank before the process exits; idempotent.
     func finalize()
 }
 
-/// MPI when the process was started by mpirun/srun (or `SWIFTMIND_FORCE_MPI=1`), a single-process communicator otherwise.
-public func makeCommunicator() throws -> Communicator { fatalError("unimplemented") }
+/// Errors raised by the distributed layer.
+public enum DistributedError: Error, CustomStringConvertible, Equatable {
+    /// An MPI call returned `code`; `message` is MPI_Error_string's text.
+    case mpi(call: String, code: Int32, message: String)
+    /// `checkSameOnAllRanks` found ranks whose value differs from rank 0's.
+    case mismatch(what: String, ranks: [Int], detail: String)
+    /// The communicator was used after `finalize()`, or MPI could not be (re)initialised.
+    case unavailable(String)
 
-/// Bucketed gradient all-reduce overlapping backward (PyTorch DDP's Reducer, Li et al. VLDB 2020).
-public final class GradientReducer {
-    /// `gradients` is the flat gradient buffer; buckets are contiguous ranges of about `bucketCapBytes`, built from the END of
-    /// the buffer (reverse layout order), so the first bucket is the first to become ready in backward.
-    public init(communicator: Communicator, gradients: UnsafeMutableBufferPointer<Float>, bucketCapBytes: Int = 25 << 20) { fatalError("unimplemented") }
-    /// Call before the backward whose gradients are to be reduced.
-    public func prepareForBackward() { fatalError("unimplemented") }
-    /// Backward reports that `range` (flat element range) holds final gradients; full buckets start their all-reduce.
-    public func gradientsReady(_ range: Range<Int>) { fatalError("unimplemented") }
-    /// Waits for every bucket; afterwards `gradients` hold the SUM over ranks.
-    public func finish() throws { fatalError("unimplemented") }
+    public var description: String {
+        switch self {
+        case let .mpi(call, code, message): return "\(call) failed (MPI error \(code)): \(message)"
+        case let .mismatch(what, ranks, detail):
+            return "ranks \(ranks.map(String.init).joined(separator: ", ")) disagree with rank 0 on \(what)"
+                + (detail.isEmpty ? "" : ": \(detail)")
+        case let .unavailable(why): return "MPI unavailable: \(why)"
+        }
+    }
 }
-func _shimCheck() -> Int32 { var f: Int32 = 0; MPI_Initialized(&f); _ = cmpi_comm_world(); return f }
+
+/// How the communicator was chosen, from the environment.
+public enum LaunchEnvironment {
+    /// True when the process was started by a process manager that expects MPI_Init: OpenMPI's mpirun/orterun
+    /// (`OMPI_COMM_WORLD_SIZE`), a PMIx launcher such as `srun --mpi=pmix` (`PMIX_RANK`), or a PMI-1/2 launcher
+    /// (`PMI_SIZE`). `SWIFTMIND_FORCE_MPI=1` forces MPI (a singleton job), `SWIFTMIND_FORCE_MPI=0` forbids it.
+    /// `SLURM_*` variables alone do not count: they are also set inside a batch script that has not called srun.
+    public static func launchedByMPI(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        if let force = env["SWIFTMIND_FORCE_MPI"], !force.isEmpty { return force != "0" }
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_SIZE"] != nil
+    }
+}
+
+private let sharedCommunicatorLock = NSLock()
+private var sharedCommunicator: Communicator?
+
+/// MPI when the process was started by mpirun/srun (or `SWIFTMIND_FORCE_MPI=1`), a single-process communicator otherwise.
+///
+/// MPI can be initialised only once per process, so repeated calls return the same communicator.
+/// Throws `DistributedError.unavailable` after the MPI communicator was finalised.
+public func makeCommunicator() throws -> Communicator {
+    sharedCommunicatorLock.lock(); defer { sharedCommunicatorLock.unlock() }
+    if let c = sharedCommunicator {
+        if let m = c as? MPICommunicator, m.isFinalized { throw DistributedError.unavailable("MPI was already finalized in this process") }
+        return c
+    }
+    let c: Communicator = LaunchEnvironment.launchedByMPI() ? try MPICommunicator() : SingleProcessCommunicator()
+    sharedCommunicator = c
+    return c
+}
+
+/// The communicator of a process that runs alone: rank 0 of 1; reductions and broadcasts leave buffers unchanged.
+public final class SingleProcessCommunicator: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        precondition(root == 0, "broadcast root \(root) out of range for a single process")
+    }
+    public func barrier() throws {}
+    public func abort(message: String, code: Int32) -> Never {
+        writeToStderr("error: \(message)\n")
+        exit(code)
+    }
+    public func finalize() {}
+}
+
+func writeToStderr(_ s: String) {
+    var bytes = Array(s.utf8)
+    bytes.withUnsafeMutableBytes { p in
+        var off = 0
+        while off < p.count {
+            let n = write(2, p.baseAddress! + off, p.count - off)
+            if n <= 0 { break }
+            off += n
+        }
+    }
+}

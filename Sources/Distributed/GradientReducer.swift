@@ -1,0 +1,225 @@
+// Bucketed gradient all-reduce that overlaps the backward pass (PyTorch DDP's Reducer, Li et al., VLDB 2020,
+// "PyTorch Distributed: Experiences on Accelerating Data Parallel Training").
+import CMPI
+import Foundation
+
+/// How a `GradientReducer` drives communication while backward computes.
+public enum ReducerProgress: String, CaseIterable {
+    /// A dedicated thread runs one blocking `MPI_Allreduce` per bucket, in bucket order, while the main thread
+    /// keeps computing. Needs MPI_THREAD_SERIALIZED or better.
+    case communicationThread = "thread"
+    /// The main thread starts `MPI_Iallreduce` per bucket and drives it with `MPI_Test` whenever backward reports
+    /// gradients (`gradientsReady`) or calls `progress()`; no extra thread.
+    case testPolling = "test"
+
+    /// `SWIFTMIND_REDUCER_PROGRESS=thread|test` if set, else the mode measured to overlap best (see the report
+    /// in `scripts/`/README: `mpi-selftest overlap`).
+    public static var `default`: ReducerProgress {
+        if let v = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_PROGRESS"], let m = ReducerProgress(rawValue: v) {
+            return m
+        }
+        return .communicationThread
+    }
+}
+
+/// Bucketed gradient all-reduce overlapping backward (PyTorch DDP's Reducer, Li et al. VLDB 2020).
+///
+/// Use per optimizer step: `prepareForBackward()`, run the (last micro-step's) backward which reports each finished
+/// flat range with `gradientsReady(_:)`, then `finish()`; afterwards `gradients` hold the element-wise SUM over ranks
+/// (not the average). Gradient-accumulation micro-steps that must not be reduced simply do not call
+/// `prepareForBackward()`: `gradientsReady` is ignored outside a prepare/finish round.
+///
+/// Buckets are launched strictly in bucket order on every rank (MPI requires the same collective order everywhere),
+/// so a bucket whose gradients are ready waits for earlier buckets to be ready too. Summation order per element is
+/// MPI's, identical to one plain `MPI_Allreduce` of the whole buffer for 2 ranks (a+b is exact-commutative).
+public final class GradientReducer {
+    public let communicator: Communicator
+    /// The flat gradient buffer `[numParameters]` (fp32), reduced in place.
+    public let gradients: UnsafeMutableBufferPointer<Float>
+    /// Bucket capacity in elements (`bucketCapBytes / 4`, at least 1).
+    public let bucketCapElements: Int
+    /// Flat ranges of the buckets in launch order: `buckets[0]` is the END of the buffer.
+    public let buckets: [Range<Int>]
+    public let progressMode: ReducerProgress
+
+    /// Seconds `finish()` spent waiting for communication in the last round: the communication backward did not hide.
+    public private(set) var lastFinishWaitSeconds: Double = 0
+    /// Buckets already launched when `finish()` was called in the last round (the rest started in `finish()`).
+    public private(set) var lastBucketsLaunchedBeforeFinish: Int = 0
+
+    private var remaining: [Int]
+    private var nextToLaunch = 0
+    private var armed = false
+    private var pendingError: Error?
+    private let mpi: MPICommunicator?
+    // testPolling state: requests in launch order, nil when complete.
+    private var inflight: [MPI_Request?] = []
+    private var firstIncomplete = 0
+    /// Most non-blocking all-reduces kept in flight (tiny buckets): beyond it the oldest is waited for.
+    static let maxInflight = 64
+    // communicationThread state
+    private var worker: CommunicationWorker?
+
+    /// `gradients` is the flat gradient buffer; buckets are contiguous ranges of about `bucketCapBytes`, built from the END of
+    /// the buffer (reverse layout order), so the first bucket is the first to become ready in backward.
+    /// `progress` defaults to `ReducerProgress.default`; with a single rank nothing is communicated.
+    public init(communicator: Communicator, gradients: UnsafeMutableBufferPointer<Float>, bucketCapBytes: Int = 25 << 20,
+                progress: ReducerProgress? = nil) {
+        precondition(bucketCapBytes > 0, "bucketCapBytes must be positive")
+        self.communicator = communicator
+        self.gradients = gradients
+        let cap = max(1, min(bucketCapBytes / MemoryLayout<Float>.stride, Int(Int32.max)))
+        bucketCapElements = cap
+        var b: [Range<Int>] = []
+        var hi = gradients.count
+        while hi > 0 { let lo = max(0, hi - cap); b.append(lo..<hi); hi = lo }
+        buckets = b
+        remaining = b.map(\.count)
+        mpi = communicator as? MPICommunicator
+        var mode = progress ?? ReducerProgress.default
+        if mode == .communicationThread, let m = mpi, m.providedThreadLevel < cmpi_thread_serialized() { mode = .testPolling }
+        if mode == .testPolling && mpi == nil { mode = .communicationThread }
+        progressMode = mode
+        if communicator.size > 1 && mode == .communicationThread {
+            let comm = communicator, grads = gradients, ranges = b
+            worker = CommunicationWorker { i in
+                try comm.allReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]]))
+            }
+        }
+    }
+
+    deinit { worker?.stop() }
+
+    /// Call before the backward whose gradients are to be reduced.
+    public func prepareForBackward() {
+        precondition(nextToLaunch == 0 || !armed, "GradientReducer.prepareForBackward() called again before finish()")
+        for i in buckets.indices { remaining[i] = buckets[i].count }
+        nextToLaunch = 0
+        pendingError = nil
+        armed = true
+    }
+
+    /// Backward reports that `range` (flat element range) holds final gradients; full buckets start their all-reduce.
+    /// Each element must be reported at most once per round; ranges may have any size and order. Ignored outside a
+    /// `prepareForBackward()` ... `finish()` round.
+    public func gradientsReady(_ range: Range<Int>) {
+        guard armed, !range.isEmpty else { return }
+        precondition(range.lowerBound >= 0 && range.upperBound <= gradients.count,
+                     "gradientsReady(\(range)) outside the gradient buffer 0..<\(gradients.count)")
+        let n = gradients.count, cap = bucketCapElements
+        let first = (n - range.upperBound) / cap      // bucket holding range.upperBound - 1
+        let last = (n - 1 - range.lowerBound) / cap   // bucket holding range.lowerBound
+        for i in first...last {
+            let overlap = buckets[i].clamped(to: range).count
+            remaining[i] -= overlap
+            precondition(remaining[i] >= 0, "gradientsReady: elements of bucket \(buckets[i]) reported twice in one backward")
+        }
+        while nextToLaunch < buckets.count && remaining[nextToLaunch] == 0 { launch(nextToLaunch); nextToLaunch += 1 }
+        progress()
+    }
+
+    /// Drives outstanding non-blocking all-reduces (testPolling mode; no-op otherwise). Backward may call this between
+    /// long kernels for better overlap.
+    public func progress() {
+        guard let m = mpi, progressMode == .testPolling else { return }
+        do {
+            // One MPI_Test drives all outstanding operations; advance past those that completed, in order.
+            while firstIncomplete < inflight.count {
+                if inflight[firstIncomplete] != nil, !(try m.test(&inflight[firstIncomplete])) { break }
+                firstIncomplete += 1
+            }
+        } catch { if pendingError == nil { pendingError = error } }
+    }
+
+    private func launch(_ i: Int) {
+        guard communicator.size > 1 else { return }
+        if let w = worker { w.enqueue(i); return }
+        let slice = UnsafeMutableBufferPointer(rebasing: gradients[buckets[i]])
+        do {
+            if let m = mpi {
+                if inflight.count - firstIncomplete >= GradientReducer.maxInflight {
+                    try m.wait(&inflight[firstIncomplete]); firstIncomplete += 1
+                }
+                inflight.append(try m.startAllReduceSum(slice))
+            } else {
+                try communicator.allReduceSum(slice)
+            }
+        } catch { if pendingError == nil { pendingError = error } }
+    }
+
+    /// Waits for every bucket; afterwards `gradients` hold the SUM over ranks. Buckets not reported ready are launched
+    /// here (if `prepareForBackward()` was not called, the whole buffer is reduced without overlap).
+    /// Throws the first MPI error of the round.
+    public func finish() throws {
+        if !armed { prepareForBackward() }
+        lastBucketsLaunchedBeforeFinish = nextToLaunch
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        while nextToLaunch < buckets.count { launch(nextToLaunch); nextToLaunch += 1 }
+        if let w = worker {
+            if let e = w.waitAll() , pendingError == nil { pendingError = e }
+        } else if let m = mpi {
+            for i in firstIncomplete..<inflight.count where inflight[i] != nil {
+                do { try m.wait(&inflight[i]) } catch { if pendingError == nil { pendingError = error } }
+            }
+            inflight.removeAll(keepingCapacity: true)
+            firstIncomplete = 0
+        }
+        lastFinishWaitSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        armed = false
+        nextToLaunch = 0
+        if let e = pendingError { pendingError = nil; throw e }
+    }
+}
+
+/// The communication thread: runs queued bucket reductions in FIFO order.
+final class CommunicationWorker {
+    private let cond = NSCondition()
+    private var queue: [Int] = []
+    private var queued = 0
+    private var completed = 0
+    private var error: Error?
+    private var stopping = false
+    private let exited = DispatchSemaphore(value: 0)
+
+    init(reduce: @escaping (Int) throws -> Void) {
+        let thread = Thread { [cond = self.cond, unowned(unsafe) me = self] in
+            cond.lock()
+            while true {
+                while me.queue.isEmpty && !me.stopping { cond.wait() }
+                if me.queue.isEmpty { break }
+                let i = me.queue.removeFirst()
+                let skip = me.error != nil
+                cond.unlock()
+                var err: Error?
+                if !skip { do { try reduce(i) } catch let e { err = e } }
+                cond.lock()
+                if let e = err, me.error == nil { me.error = e }
+                me.completed += 1
+                cond.broadcast()
+            }
+            cond.unlock()
+            me.exited.signal()
+        }
+        thread.name = "swiftmind-allreduce"
+        thread.start()
+    }
+
+    func enqueue(_ i: Int) {
+        cond.lock(); queue.append(i); queued += 1; cond.signal(); cond.unlock()
+    }
+
+    /// Waits until every queued bucket is reduced; returns (and clears) the first error.
+    func waitAll() -> Error? {
+        cond.lock()
+        while completed < queued { cond.wait() }
+        let e = error
+        error = nil
+        cond.unlock()
+        return e
+    }
+
+    func stop() {
+        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+        exited.wait()
+    }
+}

@@ -1,0 +1,231 @@
+// mpi-selftest: MPI checks and measurements of SwiftMindDistributed, run under mpirun.
+//   mpi-selftest info                        rank, size, host, thread level
+//   mpi-selftest allreduce [--quick]         bucketed all-reduce == one plain all-reduce, bit for bit, 1 KB ... 100 MB
+//   mpi-selftest consistency                 checkSameOnAllRanks accepts equal values and rejects a differing rank
+//   mpi-selftest fail --rank R [--message M] rank R throws inside runOrAbort while the others wait in a collective
+//   mpi-selftest overlap [--params N] [--layers L] [--gemms G] [--dim D] [--bucket-mb X] [--steps S]
+//                                            how much of the bucketed all-reduce each progress mode hides behind compute
+import CBLAS
+import Foundation
+import SwiftMindDistributed
+
+struct SelftestError: Error, CustomStringConvertible { let description: String }
+
+var args = Array(CommandLine.arguments.dropFirst())
+let command = args.isEmpty ? "info" : args.removeFirst()
+func option(_ name: String, _ def: String) -> String {
+    if let i = args.firstIndex(of: name), i + 1 < args.count { return args[i + 1] }
+    return def
+}
+func flag(_ name: String) -> Bool { args.contains(name) }
+
+/// SplitMix64: deterministic per-rank data and segmentations.
+struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1) with a random binary exponent in [-20, 4]: sums then round, so order matters.
+    mutating func nextFloat() -> Float {
+        let u = Float(next() >> 40) / Float(1 << 24) * 2 - 1
+        let e = Int(next() % 25) - 20
+        return u * Float(sign: .plus, exponent: e, significand: 1)
+    }
+}
+
+func fnv1a(_ p: UnsafeRawBufferPointer) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in p { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+let comm: Communicator
+do { comm = try makeCommunicator() } catch { FileHandle.standardError.write("mpi-selftest: \(error)\n".data(using: .utf8)!); exit(2) }
+func say(_ s: String) { if comm.rank == 0 { print(s); fflush(stdout) } }
+
+/// Reports `0..<n` to `reducer` as a backward would: "tensors" of random sizes from the end of the buffer to the
+/// start, with neighbouring tensors sometimes swapped.
+func simulateBackward(_ reducer: GradientReducer, n: Int, rng: inout SplitMix64, meanTensor: Int) {
+    var ranges: [Range<Int>] = []
+    var hi = n
+    while hi > 0 {
+        let len = 1 + Int(rng.next() % UInt64(2 * meanTensor))
+        let lo = max(0, hi - len)
+        ranges.append(lo..<hi); hi = lo
+    }
+    var i = 0
+    while i + 1 < ranges.count { if rng.next() % 4 == 0 { ranges.swapAt(i, i + 1) }; i += 2 }
+    for r in ranges { reducer.gradientsReady(r) }
+}
+
+func runAllreduce() throws {
+    let quick = flag("--quick")
+    // (bucket bytes, elements): bucket sizes 1 KB ... 100 MB; element counts odd so the last bucket is partial.
+    let cases: [(Int, Int)] = quick
+        ? [(1 << 10, 300_007), (64 << 10, 1_000_003), (1 << 20, 3_000_001), (25 << 20, 7_000_001), (100 << 20, 27_000_001)]
+        : [(1 << 10, 1_000_003), (4 << 10, 2_000_003), (64 << 10, 4_000_037), (1 << 20, 8_000_009),
+           (8 << 20, 27_000_001), (25 << 20, 27_000_001), (100 << 20, 27_000_001)]
+    var failures = 0
+    for (capBytes, n) in cases {
+        var rng = SplitMix64(state: UInt64(1000 + comm.rank))
+        let original = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let plain = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let bucketed = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { original.deallocate(); plain.deallocate(); bucketed.deallocate() }
+        for i in 0..<n { original[i] = rng.nextFloat() }
+        _ = plain.initialize(fromContentsOf: original)
+        let t0 = now()
+        try comm.allReduceSum(plain)
+        let tPlain = now() - t0
+        for mode in ReducerProgress.allCases {
+            _ = bucketed.initialize(fromContentsOf: original)
+            let reducer = GradientReducer(communicator: comm, gradients: bucketed, bucketCapBytes: capBytes, progress: mode)
+            var seg = SplitMix64(state: UInt64(77 + 13 * comm.rank))
+            let t1 = now()
+            reducer.prepareForBackward()
+            simulateBackward(reducer, n: n, rng: &seg, meanTensor: max(1, n / 40))
+            try reducer.finish()
+            let tBucketed = now() - t1
+            let same = memcmp(plain.baseAddress!, bucketed.baseAddress!, n * 4) == 0
+            // Every rank must also hold the same bytes.
+            let h = bucketed.withMemoryRebound(to: UInt8.self) { fnv1a(UnsafeRawBufferPointer($0)) }
+            var agree = true
+            do { try comm.checkSameOnAllRanks(String(h, radix: 16), what: "reduced gradient hash") } catch { agree = false }
+            var bad = try comm.allReduceSum(same && agree ? 0 : 1)
+            if comm.size == 1 { bad = same ? 0 : 1 }
+            if bad != 0 { failures += 1 }
+            say(String(format: "allreduce bucket=%@ elements=%d buckets=%d mode=%@ plain=%.3fs bucketed=%.3fs: %@",
+                       capBytes >= 1 << 20 ? "\(capBytes >> 20)MB" : "\(capBytes >> 10)KB", n, reducer.buckets.count,
+                       mode.rawValue, tPlain, tBucketed, bad == 0 ? "bit-identical on all ranks" : "MISMATCH on \(Int(bad)) rank(s)"))
+        }
+    }
+    if failures > 0 { throw SelftestError(description: "\(failures) bucketed all-reduce case(s) differ from the plain all-reduce") }
+    say("allreduce: OK (\(comm.size) ranks)")
+}
+
+func runConsistency() throws {
+    try comm.checkSameOnAllRanks("{\"hidden_size\":128}", what: "config")
+    var caught: DistributedError?
+    do {
+        try comm.checkSameOnAllRanks(comm.rank == comm.size - 1 && comm.size > 1 ? "{\"hidden_size\":256}" : "{\"hidden_size\":128}", what: "config")
+    } catch let e as DistributedError { caught = e }
+    if comm.size > 1 {
+        guard case let .mismatch(_, ranks, _)? = caught, ranks == [comm.size - 1] else {
+            throw SelftestError(description: "checkSameOnAllRanks did not report rank \(comm.size - 1): \(String(describing: caught))")
+        }
+        if comm.rank == comm.size - 1 { print("rank \(comm.rank) sees: \(caught!)") }
+    }
+    var v = [Double](repeating: Double(comm.rank + 1), count: 3)
+    v = try comm.allReduceSum(v)
+    let expect = Double(comm.size * (comm.size + 1) / 2)
+    guard v == [expect, expect, expect] else { throw SelftestError(description: "allReduceSum([Double]) gave \(v)") }
+    var p = [Float](repeating: Float(comm.rank), count: 5)
+    if comm.rank == 0 { p = [1, 2, 3, 4, 5] }
+    try p.withUnsafeMutableBufferPointer { try comm.broadcastParameters($0) }
+    guard p == [1, 2, 3, 4, 5] else { throw SelftestError(description: "broadcastParameters gave \(p)") }
+    try comm.barrier()
+    say("consistency: OK (\(comm.size) ranks)")
+}
+
+func runFail() throws {
+    let bad = Int(option("--rank", "1")) ?? 1
+    let message = option("--message", "deliberate failure for the test")
+    if comm.rank == bad {
+        Thread.sleep(forTimeInterval: 0.3)
+        throw SelftestError(description: message)
+    }
+    // The other ranks wait in a collective that the failing rank never joins.
+    var x: [Double] = [1]
+    x = try comm.allReduceSum(x)
+    try comm.barrier()
+    print("rank \(comm.rank): unexpectedly passed the collective")
+}
+
+/// Backward-like compute: `gemms` single-threaded SGEMMs of `dim`^3 per layer.
+func runOverlap() throws {
+    let n = Int(option("--params", "26000000"))!
+    let layers = Int(option("--layers", "8"))!
+    let gemms = Int(option("--gemms", "4"))!
+    let dim = Int32(option("--dim", "384"))!
+    let capMB = Double(option("--bucket-mb", "25"))!
+    let steps = Int(option("--steps", "5"))!
+    let a = [Float](repeating: 0.5, count: Int(dim * dim)), b = [Float](repeating: 0.25, count: Int(dim * dim))
+    var c = [Float](repeating: 0, count: Int(dim * dim))
+    func compute() {
+        for _ in 0..<gemms {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dim, dim, dim, 1, a, dim, b, dim, 0, &c, dim)
+        }
+    }
+    let grads = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+    defer { grads.deallocate() }
+    grads.initialize(repeating: 1e-3)
+    // Layout: embedding first (1/5 of the parameters), then `layers` equal blocks; backward goes last layer → embedding.
+    let emb = n / 5
+    let per = (n - emb) / layers
+    var blocks: [Range<Int>] = (0..<layers).map { emb + $0 * per ..< (($0 == layers - 1) ? n : emb + ($0 + 1) * per) }
+    blocks.reverse(); blocks.append(0..<emb)
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+    // Compute only.
+    var tc: [Double] = []
+    for _ in 0..<steps { try comm.barrier(); let t = now(); for _ in blocks { compute() }; tc.append(now() - t) }
+    // Communication only: one plain all-reduce, then the bucketed reduce with no compute.
+    var tm: [Double] = []
+    for _ in 0..<steps { try comm.barrier(); let t = now(); try comm.allReduceSum(grads); tm.append(now() - t) }
+    say(String(format: "overlap: %d ranks, %.1f MB gradients, %d blocks, compute %.1f ms/step, plain all-reduce %.1f ms",
+               comm.size, Double(n * 4) / 1e6, blocks.count, median(tc) * 1e3, median(tm) * 1e3))
+    for mode in ReducerProgress.allCases {
+        let reducer = GradientReducer(communicator: comm, gradients: grads, bucketCapBytes: Int(capMB * 1048576), progress: mode)
+        var tb: [Double] = []
+        for _ in 0..<steps {
+            try comm.barrier(); let t = now()
+            reducer.prepareForBackward(); for r in blocks { reducer.gradientsReady(r) }; try reducer.finish()
+            tb.append(now() - t)
+        }
+        var ts: [Double] = [], tw: [Double] = []
+        for _ in 0..<steps {
+            try comm.barrier(); let t = now()
+            reducer.prepareForBackward()
+            for r in blocks { compute(); reducer.gradientsReady(r) }
+            try reducer.finish()
+            ts.append(now() - t); tw.append(reducer.lastFinishWaitSeconds)
+        }
+        let c = median(tc), m = median(tb), s = median(ts)
+        let hidden = max(0, c + m - s) / m
+        say(String(format: "  mode=%-6@ buckets=%d comm-only %.1f ms | compute+comm %.1f ms (serial would be %.1f) | finish() wait %.1f ms | hidden %.0f%% of comm | exposed comm %.0f%% of step",
+                   mode.rawValue, reducer.buckets.count, m * 1e3, s * 1e3, (c + m) * 1e3, median(tw) * 1e3, hidden * 100,
+                   (s - c) / s * 100))
+    }
+}
+
+func runInfo() throws {
+    let level: String
+    if let m = comm as? MPICommunicator {
+        level = ["SINGLE", "FUNNELED", "SERIALIZED", "MULTIPLE"][Int(m.providedThreadLevel)]
+        print("rank \(comm.rank)/\(comm.size) on \(m.processorName), thread level \(level)")
+    } else {
+        print("rank 0/1 (single process, no MPI)")
+    }
+    var x = try comm.allReduceSum([Double(comm.rank)])
+    x[0] = x[0]
+    say("info: sum of ranks = \(Int(x[0])) (expected \(comm.size * (comm.size - 1) / 2))")
+    if Int(x[0]) != comm.size * (comm.size - 1) / 2 { throw SelftestError(description: "wrong sum of ranks \(x[0])") }
+}
+
+runOrAbort(comm) {
+    switch command {
+    case "info": try runInfo()
+    case "allreduce": try runAllreduce()
+    case "consistency": try runConsistency()
+    case "fail": try runFail()
+    case "overlap": try runOverlap()
+    default: throw SelftestError(description: "unknown command \(command); see the header of Sources/mpi-selftest/main.swift")
+    }
+}
+comm.finalize()
