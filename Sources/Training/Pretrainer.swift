@@ -156,18 +156,10 @@ public final class Pretrainer {
                               weightDecay: Float(o.weightDecay))
 
         // Every rank must run the same configuration on the same data.
-        var h = FNV1a64()
-        h.add(String(describing: config)); h.add(cache.meta.source.sampledHash); h.add(UInt64(cache.count))
-        h.add(UInt64(cache.numTokens)); h.add(tok.fingerprint)
-        for v in [o.epochs, o.batchSize, o.accumulationSteps, o.maxSeqLen, o.maxSteps ?? -1] { h.add(UInt64(bitPattern: Int64(v))) }
-        h.add(o.learningRate.bitPattern); h.add(o.gradClip.bitPattern); h.add(o.seed)
+        let canonical = "config \(config); data \(cache.meta.sourcePath) size \(cache.meta.source.size) hash \(cache.meta.source.sampledHash) samples \(cache.count) tokens \(cache.numTokens); tokenizer \(tok.fingerprint); epochs \(o.epochs) batch \(o.batchSize) accumulation \(o.accumulationSteps) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) clip \(o.gradClip) wd \(o.weightDecay) seed \(o.seed) resume \(o.resume) out \(o.outDir)"
+        var h = FNV1a64(); h.add(canonical)
         let dataHash = h.hex
-        var mine = h.value, root = h.value
-        try withUnsafeMutableBytes(of: &root) { try comm.broadcast($0, root: 0) }
-        if root != mine {
-            throw TrainingError.mismatch("rank \(rank): configuration/data hash \(String(format: "%016llx", mine)) differs from rank 0's \(String(format: "%016llx", root)) — every rank must run the same options on the same data")
-        }
-        mine = 0
+        try comm.checkSameOnAllRanks(canonical, what: "pretrain configuration and data")
 
         // Resume: rank 0 reads the newest complete checkpoint; everything is broadcast from rank 0.
         var stateFields = [Int64](repeating: 0, count: 7)   // found, step, epoch, position, seen, adamStep, totalSteps
