@@ -1,4 +1,3 @@
-// CONTRACT STUB — the Tokenizers helper replaces the bodies; the public signatures are what other modules use.
 import Foundation
 
 /// One chat turn, as in MiniMind's `{"role", "content"}` conversations.
@@ -9,35 +8,335 @@ public struct ChatMessage: Codable, Equatable, Sendable {
 }
 
 /// A Hugging Face byte-level BPE tokenizer (`tokenizer.json` + `tokenizer_config.json`).
+///
+/// Encoding reproduces Hugging Face `tokenizers` 0.23 with `add_special_tokens=False`: added tokens are matched
+/// as whole strings first (leftmost-longest), the text between them is split with the GPT-2 byte-level pattern
+/// (see `PreTokenizer`), each piece's bytes are mapped to the byte-level alphabet and merged by rank.
+/// Decoding maps ids back to bytes and replaces ill-formed UTF-8 as Rust's `from_utf8_lossy` does.
+/// All methods are thread-safe.
 public final class Tokenizer: @unchecked Sendable {
-    /// Loads `tokenizer.json` (a file, or a directory holding it and optionally `tokenizer_config.json`).
-    public static func load(_ path: String) throws -> Tokenizer { fatalError("unimplemented") }
-    /// Number of ids (model vocab + added tokens).
-    public var vocabSize: Int { fatalError("unimplemented") }
-    /// Special ids from tokenizer_config.json (MiniMind: pad 0 `<|endoftext|>`, bos 1 `<|im_start|>`, eos 2 `<|im_end|>`).
-    public var padTokenId: Int32 { fatalError("unimplemented") }
-    public var bosTokenId: Int32 { fatalError("unimplemented") }
-    public var eosTokenId: Int32 { fatalError("unimplemented") }
-    /// A stable hash of the loaded files, for cache invalidation.
-    public var fingerprint: String { fatalError("unimplemented") }
-    /// Encodes like `tokenizer(text, add_special_tokens=False)["input_ids"]` (special tokens in the text are matched).
-    public func encode(_ text: String) -> [Int32] { fatalError("unimplemented") }
-    /// Encodes many texts on `threads` threads; result order = input order.
-    public func encode(batch texts: [String], threads: Int) -> [[Int32]] { fatalError("unimplemented") }
-    /// Decodes like Hugging Face `decode`; throws on an id out of range.
-    public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) throws -> String { fatalError("unimplemented") }
-    /// Id of a token string (vocab or added token), nil when absent.
-    public func tokenToId(_ token: String) -> Int32? { fatalError("unimplemented") }
-    /// Renders the chat template (MiniMind's ChatML).
-    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String { fatalError("unimplemented") }
+    let model: BPEModel
+    let specialMatcher: AddedMatcher      // added tokens with normalized = false (matched on the raw text)
+    let normalizedMatcher: AddedMatcher   // added tokens with normalized = true (no normalizer: same text)
+    /// Decoded bytes of every id (empty for ids no token has), flattened.
+    let idByteStart: [Int32]
+    let idByteArena: [UInt8]
+    let idExists: [Bool]
+    let idIsSpecial: [Bool]
+    /// id → token string (byte-level symbols for model tokens, content for added tokens).
+    let idToToken: [String?]
+    let tokenIds: [String: Int32]
+    /// The added tokens, in file order.
+    public let addedTokens: [AddedToken]
+    /// Number of ids (model vocab + added tokens) = 1 + the largest id.
+    public let vocabSize: Int
+    /// Special ids from tokenizer_config.json (MiniMind: pad 0 `<|endoftext|>`, bos 1 `<|im_start|>`, eos 2
+    /// `<|im_end|>`). Without a config, MiniMind's conventions are used when those tokens exist, else -1.
+    public let padTokenId: Int32
+    public let bosTokenId: Int32
+    public let eosTokenId: Int32
+    public let unkTokenId: Int32
+    /// A stable hash (128-bit hex) of the loaded files, for cache invalidation.
+    public let fingerprint: String
+    /// The raw `chat_template` string, when tokenizer_config.json gave one.
+    public let chatTemplateSource: String?
+    let chatTemplate: ChatTemplate
+
+    private let poolLock = NSLock()
+    private var pool: [EncodeWorker] = []
+
+    /// Loads `tokenizer.json` (a file, or a directory holding it) and `tokenizer_config.json` from the same
+    /// directory when present.
+    /// - Throws: `TokenizerError` naming the file and JSON path of any unreadable, malformed or unsupported field.
+    public static func load(_ path: String) throws -> Tokenizer {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw TokenizerError.unreadable(path: path, reason: "no such file or directory")
+        }
+        let file = isDir.boolValue ? (path as NSString).appendingPathComponent("tokenizer.json") : path
+        let dir = (file as NSString).deletingLastPathComponent
+        let configFile = (dir.isEmpty ? "." : dir as NSString).appendingPathComponent("tokenizer_config.json")
+        let data = try readFile(file)
+        let config: Data? = FileManager.default.fileExists(atPath: configFile) ? try readFile(configFile) : nil
+        return try Tokenizer(tokenizerJSON: data, config: config, fileName: file,
+                             configName: configFile)
+    }
+
+    static func readFile(_ path: String) throws -> Data {
+        do { return try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw TokenizerError.unreadable(path: path, reason: (error as NSError).localizedDescription)
+        }
+    }
+
+    /// Builds a tokenizer from the contents of `tokenizer.json` and (optionally) `tokenizer_config.json`.
+    public convenience init(tokenizerJSON: Data, config: Data?, fileName: String = "tokenizer.json",
+                            configName: String = "tokenizer_config.json") throws {
+        let parsed = try TokenizerFile.parse(tokenizerJSON, file: fileName)
+        let cfg = try config.map { try TokenizerConfig.parse($0, file: configName) }
+        try self.init(parsed: parsed, config: cfg, fingerprint: Tokenizer.hash([tokenizerJSON, config ?? Data()]))
+    }
+
+    init(parsed: TokenizerFile, config: TokenizerConfig?, fingerprint: String) throws {
+        var maxId: Int32 = -1
+        for (_, id) in parsed.vocab { maxId = max(maxId, id) }
+        for t in parsed.added { maxId = max(maxId, t.id) }
+        let n = Int(maxId) + 1
+        vocabSize = n
+        var toToken = [String?](repeating: nil, count: n)
+        var special = [Bool](repeating: false, count: n)
+        for (tok, id) in parsed.vocab { toToken[Int(id)] = tok }
+        var ids = parsed.vocab
+        for t in parsed.added {
+            toToken[Int(t.id)] = t.content
+            special[Int(t.id)] = t.special
+            ids[t.content] = t.id
+        }
+        idToToken = toToken
+        idIsSpecial = special
+        tokenIds = ids
+        var starts = [Int32](repeating: 0, count: n + 1)
+        var arena: [UInt8] = []
+        var exists = [Bool](repeating: false, count: n)
+        for i in 0..<n {
+            starts[i] = Int32(arena.count)
+            if let t = toToken[i] { exists[i] = true; arena.append(contentsOf: ByteLevel.decodedBytes(ofToken: t)) }
+        }
+        starts[n] = Int32(arena.count)
+        idByteStart = starts
+        idByteArena = arena
+        idExists = exists
+        addedTokens = parsed.added
+        specialMatcher = AddedMatcher(parsed.added.filter { !$0.normalized })
+        normalizedMatcher = AddedMatcher(parsed.added.filter { $0.normalized })
+
+        var byteToId = [Int32](repeating: -1, count: 256)
+        for b in 0..<256 { if let id = parsed.vocab[ByteLevel.byteStrings[b]] { byteToId[b] = id } }
+        var merges = MergeTable(capacity: parsed.merges.count)
+        for (rank, m) in parsed.merges.enumerated() {
+            merges.set(m.a, m.b, rank: UInt32(rank), newId: m.result)
+        }
+        var whole: [[UInt8]: Int32]? = nil
+        if parsed.ignoreMerges {
+            var w: [[UInt8]: Int32] = [:]
+            for (tok, id) in parsed.vocab { if let b = ByteLevel.decode(tok) { w[b] = id } }
+            whole = w
+        }
+        let unk = parsed.unkToken.flatMap { parsed.vocab[$0] }
+        model = BPEModel(byteToId: byteToId, merges: merges, unkId: unk, fuseUnk: parsed.fuseUnk, wholeWordIds: whole)
+
+        func idOf(_ s: String?, _ fallback: String) -> Int32 {
+            if let s = s { return ids[s] ?? -1 }
+            return config == nil ? (ids[fallback] ?? -1) : -1
+        }
+        padTokenId = idOf(config?.padToken, "<|endoftext|>")
+        bosTokenId = idOf(config?.bosToken, "<|im_start|>")
+        eosTokenId = idOf(config?.eosToken, "<|im_end|>")
+        unkTokenId = idOf(config?.unkToken ?? parsed.unkToken, "<|endoftext|>")
+        chatTemplateSource = config?.chatTemplate
+        chatTemplate = ChatTemplate(source: config?.chatTemplate)
+        self.fingerprint = fingerprint
+    }
+
+    /// 128-bit FNV-1a style hash of the files' bytes, hex.
+    static func hash(_ parts: [Data]) -> String {
+        var h1: UInt64 = 0xCBF2_9CE4_8422_2325, h2: UInt64 = 0x8422_2325_CBF2_9CE4
+        for d in parts {
+            d.withUnsafeBytes { raw in
+                for b in raw {
+                    h1 = (h1 ^ UInt64(b)) &* 0x0000_0100_0000_01B3
+                    h2 = (h2 ^ UInt64(b)) &* 0x9E37_79B9_7F4A_7C15
+                    h2 ^= h2 >> 31
+                }
+            }
+            h1 ^= UInt64(d.count); h2 ^= UInt64(d.count) &* 31
+        }
+        return String(format: "%016llx%016llx", h1, h2)
+    }
+
+    // MARK: - Encode
+
+    func takeWorker() -> EncodeWorker {
+        poolLock.lock(); defer { poolLock.unlock() }
+        return pool.popLast() ?? EncodeWorker()
+    }
+
+    func returnWorker(_ w: EncodeWorker) {
+        poolLock.lock(); pool.append(w); poolLock.unlock()
+    }
+
+    /// Encodes like `tokenizer(text, add_special_tokens=False)["input_ids"]` (special tokens in the text are
+    /// matched). Returns ids in `0..<vocabSize`.
+    public func encode(_ text: String) -> [Int32] {
+        let w = takeWorker()
+        defer { returnWorker(w) }
+        var out: [Int32] = []
+        w.encode(text, self, &out)
+        return out
+    }
+
+    /// Encodes many texts on `threads` threads (each with its own word cache); result order = input order.
+    public func encode(batch texts: [String], threads: Int) -> [[Int32]] {
+        let count = texts.count
+        var results = [[Int32]](repeating: [], count: count)
+        let t = max(1, min(threads, count))
+        if t == 1 {
+            let w = takeWorker()
+            for i in 0..<count { var o: [Int32] = []; w.encode(texts[i], self, &o); results[i] = o }
+            returnWorker(w)
+            return results
+        }
+        // Interleaved chunks so threads finish together even when text lengths vary.
+        let chunk = 64
+        let nChunks = (count + chunk - 1) / chunk
+        let next = ManagedAtomicCounter()
+        results.withUnsafeMutableBufferPointer { res in
+            let resPtr = res.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: t) { _ in
+                let w = self.takeWorker()
+                while true {
+                    let c = next.increment()
+                    if c >= nChunks { break }
+                    for i in (c * chunk)..<min(count, (c + 1) * chunk) {
+                        var o: [Int32] = []
+                        w.encode(texts[i], self, &o)
+                        (resPtr + i).pointee = o
+                    }
+                }
+                self.returnWorker(w)
+            }
+        }
+        return results
+    }
+
+    // MARK: - Decode
+
+    /// Appends the decoded bytes of `id` to `out`; throws when `id` has no token.
+    @inline(__always)
+    func appendBytes(_ id: Int32, skipSpecialTokens: Bool, _ out: inout [UInt8]) throws {
+        guard id >= 0, Int(id) < vocabSize, idExists[Int(id)] else {
+            throw TokenizerError.idOutOfRange(id: Int64(id), vocabSize: vocabSize)
+        }
+        if skipSpecialTokens && idIsSpecial[Int(id)] { return }
+        let s = Int(idByteStart[Int(id)]), e = Int(idByteStart[Int(id) + 1])
+        idByteArena.withUnsafeBufferPointer { out.append(contentsOf: UnsafeBufferPointer(rebasing: $0[s..<e])) }
+    }
+
+    /// Decodes like Hugging Face `decode` (ByteLevel decoder, ill-formed UTF-8 replaced by U+FFFD per maximal
+    /// subpart, `skipSpecialTokens` drops added tokens marked special).
+    /// - Throws: `TokenizerError.idOutOfRange` for an id outside `0..<vocabSize` (Hugging Face silently drops it).
+    public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) throws -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids { try appendBytes(id, skipSpecialTokens: skipSpecialTokens, &bytes) }
+        return UTF8Lossy.decode(bytes)
+    }
+
+    /// Id of a token string (vocab symbol string such as `Ġthe`, or added-token content), nil when absent.
+    public func tokenToId(_ token: String) -> Int32? { tokenIds[token] }
+
+    /// The token string of an id (byte-level symbols for model tokens), nil when no token has that id.
+    public func idToTokenString(_ id: Int32) -> String? {
+        guard id >= 0, Int(id) < vocabSize else { return nil }
+        return idToToken[Int(id)]
+    }
+
+    /// Whether `id` is an added token marked special.
+    public func isSpecial(_ id: Int32) -> Bool { id >= 0 && Int(id) < vocabSize && idIsSpecial[Int(id)] }
+
+    /// The raw bytes `id` decodes to (empty for unknown ids).
+    public func tokenBytes(_ id: Int32) -> [UInt8] {
+        guard id >= 0, Int(id) < vocabSize else { return [] }
+        return Array(idByteArena[Int(idByteStart[Int(id)])..<Int(idByteStart[Int(id) + 1])])
+    }
+
+    /// Renders the chat template (MiniMind's ChatML, or plain ChatML). With MiniMind's template every user turn
+    /// is already followed by `<|im_start|>assistant\n`, so `addGenerationPrompt` changes nothing there (as in
+    /// Hugging Face, whose Jinja rendering of that template ignores the flag).
+    /// - Throws: `TokenizerError.chatTemplate` when the template is not of the ChatML family or `messages` is empty.
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+        try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt)
+    }
+
     /// An incremental decoder for streaming generation.
-    public func makeStreamDecoder(skipSpecialTokens: Bool = false) -> StreamDecoder { fatalError("unimplemented") }
+    public func makeStreamDecoder(skipSpecialTokens: Bool = false) -> StreamDecoder {
+        StreamDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)
+    }
 }
 
-/// Emits text only once a complete UTF-8 character is available.
+/// Emits text only once a complete UTF-8 character is available. The concatenation of every `push` result and
+/// the final `flush` equals `decode` of all pushed ids.
 public final class StreamDecoder {
+    let tokenizer: Tokenizer
+    let skipSpecialTokens: Bool
+    var pending: [UInt8] = []
+
+    init(tokenizer: Tokenizer, skipSpecialTokens: Bool) {
+        self.tokenizer = tokenizer
+        self.skipSpecialTokens = skipSpecialTokens
+    }
+
     /// Adds one id; returns the newly completed text (possibly empty).
-    public func push(_ id: Int32) throws -> String { fatalError("unimplemented") }
-    /// Returns what remains (incomplete bytes replaced with U+FFFD).
-    public func flush() -> String { fatalError("unimplemented") }
+    /// - Throws: `TokenizerError.idOutOfRange`.
+    public func push(_ id: Int32) throws -> String {
+        try tokenizer.appendBytes(id, skipSpecialTokens: skipSpecialTokens, &pending)
+        let k = pending.withUnsafeBufferPointer { UTF8Lossy.emittablePrefix($0) }
+        if k == 0 { return "" }
+        let s = pending.withUnsafeBufferPointer { UTF8Lossy.decode(UnsafeBufferPointer(rebasing: $0[0..<k])) }
+        pending.removeFirst(k)
+        return s
+    }
+
+    /// Returns what remains (incomplete bytes replaced with U+FFFD) and resets.
+    public func flush() -> String {
+        defer { pending.removeAll() }
+        return UTF8Lossy.decode(pending)
+    }
+}
+
+/// A tiny lock-protected counter (the toolchain's Synchronization module is not assumed).
+final class ManagedAtomicCounter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func increment() -> Int { lock.lock(); defer { lock.unlock() }; let v = value; value += 1; return v }
+}
+
+/// Per-thread encoding state: merge buffers and the word cache.
+final class EncodeWorker {
+    var scratch = MergeScratch()
+    var cache = WordCache()
+    static let classTable: UnsafePointer<UInt8> = {
+        let t = UnicodeClasses.table
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: t.count)
+        t.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: t.count) }
+        return UnsafePointer(p)
+    }()
+
+    func encode(_ text: String, _ tk: Tokenizer, _ out: inout [Int32]) {
+        var t = text
+        t.withUTF8 { buf in
+            guard let p = buf.baseAddress, buf.count > 0 else { return }
+            encode(p, buf.count, tk, &out)
+        }
+    }
+
+    func encode(_ p: UnsafePointer<UInt8>, _ n: Int, _ tk: Tokenizer, _ out: inout [Int32]) {
+        let table = EncodeWorker.classTable
+        let model = tk.model
+        tk.specialMatcher.split(p, 0, n, text: { s, e in
+            tk.normalizedMatcher.split(p, s, e, text: { s2, e2 in
+                PreTokenizer.split(p, s2, e2, table) { ws, we in
+                    let len = we - ws
+                    if len == 1 || len >= WordCache.maxWordBytes {
+                        model.mergeWord(p + ws, len, &scratch, &out)
+                        return
+                    }
+                    let h = WordCache.hash(p + ws, len)
+                    if cache.lookup(p + ws, len, h, &out) { return }
+                    let start = out.count
+                    model.mergeWord(p + ws, len, &scratch, &out)
+                    cache.insert(p + ws, len, h, out[start...])
+                }
+            }, token: { out.append($0) })
+        }, token: { out.append($0) })
+    }
 }

@@ -1,0 +1,78 @@
+import Foundation
+
+/// A JSON value with the path that reached it (`$.model.merges[3]`), so every error names where it happened.
+struct JSONNode {
+    let value: Any
+    let path: String
+    let file: String
+
+    static func parse(_ data: Data, file: String) throws -> JSONNode {
+        do {
+            let v = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            return JSONNode(value: v, path: "$", file: file)
+        } catch {
+            let ns = error as NSError
+            let detail = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
+            throw TokenizerError.malformedJSON(file: file, reason: detail)
+        }
+    }
+
+    var isNull: Bool { value is NSNull }
+
+    func fail(_ reason: String) -> TokenizerError {
+        .invalidField(file: file, jsonPath: path, reason: reason)
+    }
+
+    func object() throws -> [String: Any] {
+        guard let o = value as? [String: Any] else { throw fail("expected an object, found \(JSONNode.kind(value))") }
+        return o
+    }
+
+    /// The member `key`, or nil when absent or null.
+    func field(_ key: String) throws -> JSONNode? {
+        let o = try object()
+        guard let v = o[key], !(v is NSNull) else { return nil }
+        return JSONNode(value: v, path: path + "." + key, file: file)
+    }
+
+    func require(_ key: String) throws -> JSONNode {
+        guard let n = try field(key) else {
+            throw TokenizerError.invalidField(file: file, jsonPath: path + "." + key, reason: "missing required field")
+        }
+        return n
+    }
+
+    func string() throws -> String {
+        guard let s = value as? String else { throw fail("expected a string, found \(JSONNode.kind(value))") }
+        return s
+    }
+
+    func int() throws -> Int {
+        if let n = value as? NSNumber {
+            let d = n.doubleValue
+            if d == d.rounded() && abs(d) < 9.0e15 { return Int(d) }
+        }
+        throw fail("expected an integer, found \(JSONNode.kind(value))")
+    }
+
+    func bool() throws -> Bool {
+        if let b = value as? Bool { return b }
+        throw fail("expected true or false, found \(JSONNode.kind(value))")
+    }
+
+    func array() throws -> [JSONNode] {
+        guard let a = value as? [Any] else { throw fail("expected an array, found \(JSONNode.kind(value))") }
+        return a.enumerated().map { JSONNode(value: $0.element, path: "\(path)[\($0.offset)]", file: file) }
+    }
+
+    static func kind(_ v: Any) -> String {
+        switch v {
+        case is NSNull: return "null"
+        case is String: return "a string"
+        case is [Any]: return "an array"
+        case is [String: Any]: return "an object"
+        case is NSNumber: return "a number or boolean"
+        default: return "\(type(of: v))"
+        }
+    }
+}
