@@ -1,0 +1,135 @@
+// ModelConfig: MiniMind2 / Hugging Face Llama configuration (config.json with HF snake_case keys).
+import Foundation
+
+/// Errors raised while reading or validating model files. Each message names the file and the field/tensor.
+public struct ModelError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// MiniMind2 / Hugging Face Llama configuration. JSON keys are HF's snake_case names (`hidden_size`, …).
+/// Defaults are MiniMind2-small's: hidden 512, 8 layers, 8 heads, 2 KV heads, vocab 6400, RMSNorm eps 1e-5,
+/// RoPE θ 1e6, tied embeddings, no dropout.
+public struct ModelConfig: Codable, Equatable, Sendable {
+    public var hiddenSize: Int = 512
+    public var numHiddenLayers: Int = 8
+    public var numAttentionHeads: Int = 8
+    public var numKeyValueHeads: Int = 2
+    public var vocabSize: Int = 6400
+    public var intermediateSize: Int = 1408
+    public var rmsNormEps: Float = 1e-5
+    public var ropeTheta: Double = 1e6
+    public var maxPositionEmbeddings: Int = 32768
+    public var tieWordEmbeddings: Bool = true
+
+    /// `intermediateSize` nil → 64·⌈(8·hidden/3)/64⌉ as MiniMind.
+    public init(hiddenSize: Int = 512, numHiddenLayers: Int = 8, numAttentionHeads: Int = 8, numKeyValueHeads: Int = 2,
+                vocabSize: Int = 6400, intermediateSize: Int? = nil, rmsNormEps: Float = 1e-5, ropeTheta: Double = 1e6,
+                maxPositionEmbeddings: Int = 32768) {
+        self.hiddenSize = hiddenSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.vocabSize = vocabSize
+        self.intermediateSize = intermediateSize ?? ModelConfig.defaultIntermediateSize(hiddenSize: hiddenSize)
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+    }
+
+    /// MiniMind's rule: 64·⌈(8·hidden/3)/64⌉ (512 → 1408).
+    public static func defaultIntermediateSize(hiddenSize: Int) -> Int {
+        let raw = Int(Double(hiddenSize * 8) / 3.0)
+        return 64 * ((raw + 63) / 64)
+    }
+
+    /// Per-head dimension `hidden_size / num_attention_heads`.
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+    /// Width of the q projection output (`num_attention_heads · head_dim`).
+    public var qDim: Int { numAttentionHeads * headDim }
+    /// Width of the k/v projection outputs (`num_key_value_heads · head_dim`).
+    public var kvDim: Int { numKeyValueHeads * headDim }
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads", vocabSize = "vocab_size", intermediateSize = "intermediate_size"
+        case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta", maxPositionEmbeddings = "max_position_embeddings"
+        case tieWordEmbeddings = "tie_word_embeddings"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ModelConfig()
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
+        numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? d.numHiddenLayers
+        numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? d.numAttentionHeads
+        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d.vocabSize
+        intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize)
+            ?? ModelConfig.defaultIntermediateSize(hiddenSize: hiddenSize)
+        rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? d.rmsNormEps
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? d.ropeTheta
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+    }
+
+    /// Throws a `ModelError` naming the first inconsistent field.
+    public func validate(source: String = "config") throws {
+        func bad(_ f: String, _ why: String) -> ModelError { ModelError("\(source): field \(f) \(why)") }
+        if hiddenSize <= 0 { throw bad("hidden_size", "must be > 0 (got \(hiddenSize))") }
+        if numHiddenLayers <= 0 { throw bad("num_hidden_layers", "must be > 0 (got \(numHiddenLayers))") }
+        if numAttentionHeads <= 0 || hiddenSize % numAttentionHeads != 0 {
+            throw bad("num_attention_heads", "must divide hidden_size \(hiddenSize) (got \(numAttentionHeads))") }
+        if numKeyValueHeads <= 0 || numAttentionHeads % numKeyValueHeads != 0 {
+            throw bad("num_key_value_heads", "must divide num_attention_heads \(numAttentionHeads) (got \(numKeyValueHeads))") }
+        if headDim % 2 != 0 { throw bad("hidden_size", "gives an odd head_dim \(headDim); RoPE needs an even one") }
+        if vocabSize <= 0 { throw bad("vocab_size", "must be > 0 (got \(vocabSize))") }
+        if intermediateSize <= 0 { throw bad("intermediate_size", "must be > 0 (got \(intermediateSize))") }
+        if !(rmsNormEps > 0) { throw bad("rms_norm_eps", "must be > 0") }
+        if !(ropeTheta > 0) { throw bad("rope_theta", "must be > 0") }
+        if maxPositionEmbeddings <= 0 { throw bad("max_position_embeddings", "must be > 0") }
+        if !tieWordEmbeddings { throw bad("tie_word_embeddings", "must be true (MiniMind ties lm_head to embed_tokens)") }
+    }
+
+    /// Reads `DIR/config.json`. Throws `ModelError` naming the file and field on bad input.
+    public static func load(directory: String) throws -> ModelConfig {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: path) else { throw ModelError("\(path): cannot read file") }
+        let cfg: ModelConfig
+        do { cfg = try JSONDecoder().decode(ModelConfig.self, from: data) } catch {
+            throw ModelError("\(path): invalid config: \(error)")
+        }
+        try cfg.validate(source: path)
+        return cfg
+    }
+
+    /// The Hugging Face `config.json` dictionary (LlamaForCausalLM, tied embeddings, silu, fp32).
+    public var huggingFaceDictionary: [String: Any] {
+        [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": hiddenSize, "intermediate_size": intermediateSize, "num_hidden_layers": numHiddenLayers,
+            "num_attention_heads": numAttentionHeads, "num_key_value_heads": numKeyValueHeads, "head_dim": headDim,
+            "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps), "rope_theta": ropeTheta,
+            "max_position_embeddings": maxPositionEmbeddings, "hidden_act": "silu", "tie_word_embeddings": true,
+            "attention_bias": false, "mlp_bias": false, "attention_dropout": 0.0,
+            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+        ]
+    }
+
+    /// Writes `DIR/config.json` (LlamaForCausalLM) atomically.
+    public func write(directory: String) throws {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        let data = try JSONSerialization.data(withJSONObject: huggingFaceDictionary, options: [.prettyPrinted, .sortedKeys])
+        try writeAtomically(data, to: path)
+    }
+}
+
+/// Writes `data` to `path` via a temporary file in the same directory + rename (never a half-written file).
+func writeAtomically(_ data: Data, to path: String) throws {
+    let tmp = path + ".tmp-\(getpid())"
+    guard FileManager.default.createFile(atPath: tmp, contents: data) else { throw ModelError("\(path): cannot write \(tmp)") }
+    if rename(tmp, path) != 0 {
+        unlink(tmp)
+        throw ModelError("\(path): rename failed (errno \(errno))")
+    }
+}

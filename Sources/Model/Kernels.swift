@@ -1,0 +1,212 @@
+// Kernels of the MiniMind dense decoder, llm.c style: each layer's `_forward` / `_backward` pair side by side.
+// Layout is row-major; N = B·T rows. Matrix products go through cblas_sgemm, everything else runs on raw pointers.
+// Math: Llama (Touvron et al. 2023) as implemented by MiniMind's model_minimind.py / HF LlamaForCausalLM.
+import Foundation
+import CBLAS
+
+typealias FPtr = UnsafeMutablePointer<Float>
+typealias CFPtr = UnsafePointer<Float>
+
+/// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C (cblas_sgemm).
+@inline(__always)
+func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+           _ a: CFPtr, _ lda: Int, _ b: CFPtr, _ ldb: Int, _ beta: Float, _ c: FPtr, _ ldc: Int) {
+    if m == 0 || n == 0 { return }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+// MARK: - embedding
+
+/// out[N, C] = wte[ids[n], :]. `ids` must be in [0, V) (checked by the caller).
+func embedding_forward(_ out: FPtr, _ ids: UnsafePointer<Int32>, _ wte: CFPtr, _ n: Int, _ c: Int) {
+    for i in 0..<n { (out + i * c).update(from: wte + Int(ids[i]) * c, count: c) }
+}
+/// dwte[ids[n], :] += dout[N, C].
+func embedding_backward(_ dwte: FPtr, _ dout: CFPtr, _ ids: UnsafePointer<Int32>, _ n: Int, _ c: Int) {
+    for i in 0..<n {
+        let d = dwte + Int(ids[i]) * c, g = dout + i * c
+        for j in 0..<c { d[j] += g[j] }
+    }
+}
+
+// MARK: - matmul (nn.Linear without bias)
+
+/// out[N, OC] = inp[N, IC] · W[OC, IC]ᵀ.
+func matmul_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, _ oc: Int) {
+    sgemm(false, true, n, oc, ic, 1, inp, ic, w, ic, 0, out, oc)
+}
+/// dinp[N, IC] (= or += when `accumulate`) dout[N, OC] · W[OC, IC]; dW[OC, IC] += doutᵀ · inp.
+func matmul_backward(_ dinp: FPtr?, _ dw: FPtr, _ dout: CFPtr, _ inp: CFPtr, _ w: CFPtr,
+                     _ n: Int, _ ic: Int, _ oc: Int, accumulate: Bool = false) {
+    if let dinp { sgemm(false, false, n, ic, oc, 1, dout, oc, w, ic, accumulate ? 1 : 0, dinp, ic) }
+    sgemm(true, false, oc, ic, n, 1, dout, oc, inp, ic, 1, dw, ic)
+}
+
+// MARK: - RMSNorm
+
+/// out[N, C] = x · rsqrt(mean(x²) + eps) · w; rstd[N] saved for backward.
+func rmsnorm_forward(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ n: Int, _ c: Int, _ eps: Float) {
+    for i in 0..<n {
+        let xi = x + i * c, oi = out + i * c
+        let ss = cblas_sdot(Int32(c), xi, 1, xi, 1)
+        let r = 1 / (ss / Float(c) + eps).squareRoot()
+        rstd[i] = r
+        for j in 0..<c { oi[j] = (xi[j] * r) * w[j] }
+    }
+}
+/// dx[N, C] += ∂L/∂x; dw[C] += Σₙ dout·x·rstd. With x̂ = x·r: dx = r·(w·dout) − r·x̂·mean(w·dout·x̂).
+func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CFPtr, _ rstd: CFPtr, _ n: Int, _ c: Int) {
+    for i in 0..<n {
+        let xi = x + i * c, gi = dout + i * c, di = dx + i * c
+        let r = rstd[i]
+        var dot: Float = 0
+        for j in 0..<c { dot += gi[j] * w[j] * xi[j] }
+        let k = dot * r * r * r / Float(c)
+        for j in 0..<c {
+            dw[j] += gi[j] * xi[j] * r
+            di[j] += r * w[j] * gi[j] - k * xi[j]
+        }
+    }
+}
+
+// MARK: - RoPE (rotate-half convention)
+
+/// cos/sin tables [maxT, hd/2] with θ_i = base^(−2i/hd), angle = t·θ_i computed in fp32 like MiniMind.
+func rope_tables(maxT: Int, headDim hd: Int, theta: Double) -> (cos: [Float], sin: [Float]) {
+    let half = hd / 2
+    var cs = [Float](repeating: 0, count: maxT * half), sn = cs
+    for i in 0..<half {
+        let f = Float(1.0 / pow(theta, Double(2 * i) / Double(hd)))
+        for t in 0..<maxT {
+            let a = Float(t) * f
+            cs[t * half + i] = Float(cos(Double(a)))
+            sn[t * half + i] = Float(sin(Double(a)))
+        }
+    }
+    return (cs, sn)
+}
+/// In place on x[B, T, H, hd]: (x1, x2) ← (x1·cos − x2·sin, x2·cos + x1·sin), position = t + pos0.
+/// `inverse` applies the transpose (rotation by −angle): the backward pass.
+func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h: Int, _ hd: Int, pos0: Int = 0, inverse: Bool = false) {
+    let half = hd / 2
+    let sgn: Float = inverse ? -1 : 1
+    for bi in 0..<b {
+        for ti in 0..<t {
+            let c = cosT + (ti + pos0) * half, s = sinT + (ti + pos0) * half
+            for hi in 0..<h {
+                let p = x + ((bi * t + ti) * h + hi) * hd
+                for i in 0..<half {
+                    let x1 = p[i], x2 = p[i + half], si = sgn * s[i]
+                    p[i] = x1 * c[i] - x2 * si
+                    p[i + half] = x2 * c[i] + x1 * si
+                }
+            }
+        }
+    }
+}
+
+// MARK: - causal attention with grouped KV heads
+
+/// Query rows processed per block: keys beyond the block's last row are never computed (causal).
+let attentionBlock = 128
+
+/// y[B,T,H,hd] = softmax(q·kᵀ/√hd + causal)·v with KV head g = h / (H/KVH); lse[B,H,T] (log-sum-exp of each row,
+/// scaled scores) saved so backward recomputes P instead of storing [B,H,T,T].
+/// q[B,T,H,hd], k/v[B,T,KVH,hd]; scratch ≥ attentionBlock·T floats.
+func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr,
+                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
+    let qd = h * hd, kvd = kvh * hd, rep = h / kvh
+    let scale = 1 / Float(hd).squareRoot()
+    for bi in 0..<b {
+        for hi in 0..<h {
+            let g = hi / rep
+            let qp = q + bi * t * qd + hi * hd, kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+            let yp = y + bi * t * qd + hi * hd
+            let lp = lse + (bi * h + hi) * t
+            var r0 = 0
+            while r0 < t {
+                let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
+                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, scratch, keys)
+                for i in 0..<rows {
+                    let row = scratch + i * keys, valid = r0 + i + 1
+                    var mx = -Float.infinity
+                    for j in 0..<valid where row[j] > mx { mx = row[j] }
+                    var sum: Float = 0
+                    for j in 0..<valid { let e = expf(row[j] - mx); row[j] = e; sum += e }
+                    let inv = 1 / sum
+                    for j in 0..<valid { row[j] *= inv }
+                    for j in valid..<keys { row[j] = 0 }
+                    lp[r0 + i] = mx + logf(sum)
+                }
+                sgemm(false, false, rows, hd, keys, 1, scratch, keys, vp, kvd, 0, yp + r0 * qd, qd)
+                r0 = r1
+            }
+        }
+    }
+}
+
+/// Backward of `attention_forward`. Writes dq[B,T,H,hd]; writes dk/dv[B,T,KVH,hd] (zeroed here, summed over the
+/// heads of each group). With P recomputed from lse: dP = dy·vᵀ, dv += Pᵀ·dy, dS = P⊙(dP − rowsum(dy⊙y)),
+/// dq = dS·k/√hd, dk += dSᵀ·q/√hd (FlashAttention-2's D trick, Dao 2023). scratch ≥ 2·attentionBlock·T + attentionBlock.
+func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CFPtr, _ lse: CFPtr,
+                        _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr,
+                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
+    let qd = h * hd, kvd = kvh * hd, rep = h / kvh
+    let scale = 1 / Float(hd).squareRoot()
+    dk.update(repeating: 0, count: b * t * kvd)
+    dv.update(repeating: 0, count: b * t * kvd)
+    let P = scratch, dP = scratch + attentionBlock * t, D = scratch + 2 * attentionBlock * t
+    for bi in 0..<b {
+        for hi in 0..<h {
+            let g = hi / rep
+            let qp = q + bi * t * qd + hi * hd, kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+            let yp = y + bi * t * qd + hi * hd, dyp = dy + bi * t * qd + hi * hd
+            let dqp = dq + bi * t * qd + hi * hd, dkp = dk + bi * t * kvd + g * hd, dvp = dv + bi * t * kvd + g * hd
+            let lp = lse + (bi * h + hi) * t
+            var r0 = 0
+            while r0 < t {
+                let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
+                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, P, keys)
+                for i in 0..<rows {
+                    let row = P + i * keys, valid = r0 + i + 1, l = lp[r0 + i]
+                    for j in 0..<valid { row[j] = expf(row[j] - l) }
+                    for j in valid..<keys { row[j] = 0 }
+                    D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * qd, 1, yp + (r0 + i) * qd, 1)
+                }
+                sgemm(false, true, rows, keys, hd, 1, dyp + r0 * qd, qd, vp, kvd, 0, dP, keys)
+                sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * qd, qd, 1, dvp, kvd)
+                for i in 0..<rows {
+                    let pr = P + i * keys, dr = dP + i * keys, di = D[i], valid = r0 + i + 1
+                    for j in 0..<valid { dr[j] = pr[j] * (dr[j] - di) }
+                    for j in valid..<keys { dr[j] = 0 }
+                }
+                sgemm(false, false, rows, hd, keys, scale, dP, keys, kp, kvd, 0, dqp + r0 * qd, qd)
+                sgemm(true, false, keys, hd, rows, scale, dP, keys, qp + r0 * qd, qd, 1, dkp, kvd)
+                r0 = r1
+            }
+        }
+    }
+}
+
+// MARK: - SwiGLU
+
+/// h[N·I] = silu(g)·u with silu(g) = g·σ(g).
+func swiglu_forward(_ out: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: Int) {
+    for i in 0..<count { let x = g[i]; out[i] = x / (1 + expf(-x)) * u[i] }
+}
+/// In place: on entry dg holds dh; on exit dg = dh·u·σ(g)(1 + g(1−σ(g))) and du = dh·g·σ(g).
+func swiglu_backward(_ dg: FPtr, _ du: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: Int) {
+    for i in 0..<count {
+        let x = g[i], s = 1 / (1 + expf(-x)), dh = dg[i]
+        du[i] = dh * x * s
+        dg[i] = dh * u[i] * s * (1 + x * (1 - s))
+    }
+}
+
+// MARK: - residual
+
+/// out[n] = a[n] + b[n].
+func residual_forward(_ out: FPtr, _ a: CFPtr, _ b: CFPtr, _ count: Int) {
+    for i in 0..<count { out[i] = a[i] + b[i] }
+}
