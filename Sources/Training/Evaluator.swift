@@ -32,11 +32,14 @@ public enum Evaluator {
             let b = ds.batch(indices: all[start ..< end])
             if b.maskCount > 0 {
                 let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: end - start, seqLen: ds.seqLen) }
-                total += b.labels.withUnsafeBufferPointer { y in
-                    b.lossMask.withUnsafeBufferPointer { m in
-                        TrainOps.maskedCrossEntropy(logits: logits, labels: y, lossMask: m, vocabSize: V, normaliser: 1)
+                let rows = (end - start) * ds.seqLen
+                var ce = [Float](repeating: 0, count: rows)
+                b.labels.withUnsafeBufferPointer { y in
+                    ce.withUnsafeMutableBufferPointer { out in
+                        CrossEntropy.tokenLoss(logits: UnsafeBufferPointer(logits), labels: y, vocabSize: V, out: out)
                     }
                 }
+                for r in 0 ..< rows where b.lossMask[r] != 0 { total += Double(ce[r]) * Double(b.lossMask[r]) }
                 tokens += b.maskCount
             }
             start = end

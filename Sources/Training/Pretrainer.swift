@@ -152,8 +152,8 @@ public final class Pretrainer {
                                  maxPositionEmbeddings: 32768)
         let model = MiniMindModel(config: config, seed: o.seed)
         let N = model.numParameters
-        let adam = AdamWState(count: N, beta1: Float(o.beta1), beta2: Float(o.beta2), eps: Float(o.eps),
-                              weightDecay: Float(o.weightDecay))
+        let adam = AdamW(count: N, beta1: Float(o.beta1), beta2: Float(o.beta2), eps: Float(o.eps),
+                         weightDecay: Float(o.weightDecay))
 
         // Every rank must run the same configuration on the same data.
         let canonical = "config \(config); data \(cache.meta.sourcePath) size \(cache.meta.source.size) hash \(cache.meta.source.sampledHash) samples \(cache.count) tokens \(cache.numTokens); tokenizer \(tok.fingerprint); epochs \(o.epochs) batch \(o.batchSize) accumulation \(o.accumulationSteps) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) clip \(o.gradClip) wd \(o.weightDecay) seed \(o.seed) resume \(o.resume) out \(o.outDir)"
@@ -172,7 +172,7 @@ public final class Pretrainer {
             }
             model.params.update(from: UnsafeBufferPointer(loaded.params))
             let opt = try Checkpoints.readOptimizer(latest.path, numParameters: N)
-            adam.m = opt.m; adam.v = opt.v
+            _ = adam.m.update(fromContentsOf: opt.m); _ = adam.v.update(fromContentsOf: opt.v)
             stateFields = [1, Int64(st.step), Int64(st.epoch), Int64(st.samplePosition), Int64(st.globalSamplesSeen),
                            Int64(opt.step), Int64(st.totalSteps)]
             if st.maxSeqLen != o.maxSeqLen || st.batchSize * st.worldSize * st.accumulationSteps != globalPerStep {
@@ -183,9 +183,9 @@ public final class Pretrainer {
         try stateFields.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
         try comm.broadcast(UnsafeMutableRawBufferPointer(model.params), root: 0)
         if stateFields[0] == 1 {
-            try adam.m.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
-            try adam.v.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
-            adam.step = Int(stateFields[5])
+            try comm.broadcast(UnsafeMutableRawBufferPointer(adam.m), root: 0)
+            try comm.broadcast(UnsafeMutableRawBufferPointer(adam.v), root: 0)
+            adam.stepCount = Int(stateFields[5])
         }
         var step = Int(stateFields[1]), epoch = Int(stateFields[2]), position = Int(stateFields[3])
         var seen = Int(stateFields[4])
@@ -222,7 +222,7 @@ public final class Pretrainer {
                                   rngSeed: o.seed, worldSize: world, batchSize: B, accumulationSteps: acc,
                                   learningRate: o.learningRate, maxSeqLen: o.maxSeqLen, dataHash: dataHash, lastLoss: losses.last)
             return try Checkpoints.write(name: name, outDir: o.outDir, model: model,
-                                         optimizer: full ? OptimizerSnapshot(m: adam.m, v: adam.v, step: adam.step) : nil,
+                                         optimizer: full ? OptimizerSnapshot(m: Array(adam.m), v: Array(adam.v), step: adam.stepCount) : nil,
                                          state: full ? st : nil, tokenizerFiles: tokFiles)
         }
 
@@ -257,8 +257,8 @@ public final class Pretrainer {
                 let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: B, seqLen: T) }
                 lossPart += b.labels.withUnsafeBufferPointer { y in
                     b.lossMask.withUnsafeBufferPointer { mk in
-                        TrainOps.maskedCrossEntropy(logits: logits, labels: y, lossMask: mk, vocabSize: config.vocabSize,
-                                                    normaliser: normaliser)
+                        CrossEntropy.forwardBackward(logits: logits, labels: y, lossMask: mk, vocabSize: config.vocabSize,
+                                                     normalizer: Float(normaliser)) / normaliser
                     }
                 }
                 if m == acc - 1, let r = reducer {
@@ -274,9 +274,10 @@ public final class Pretrainer {
             var lossBuf = [lossPart]
             try lossBuf.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
             let loss = lossBuf[0]
-            let gradNorm = TrainOps.clipGradNorm(model.grads, maxNorm: Float(o.gradClip))
-            let lr = miniMindLearningRate(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
-            adam.update(params: model.params, grads: model.grads, lr: Float(lr))
+            let gradNorm = o.gradClip > 0 ? clipGradNorm(model.grads, maxNorm: Float(o.gradClip))
+                                           : Model.gradNorm(UnsafeBufferPointer(model.grads))
+            let lr = cosineLR(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
+            adam.step(params: model.params, grads: UnsafeBufferPointer(model.grads), lr: Float(lr))
 
             step += 1
             localStart += perRankPerStep
