@@ -141,8 +141,8 @@ public final class TokenCache: @unchecked Sendable {
         var committed = false
         defer { if !committed { try? fm.removeItem(atPath: tmp) } }
 
-        fm.createFile(atPath: tmp + "/tokens.bin", contents: nil)
-        fm.createFile(atPath: tmp + "/index.bin", contents: nil)
+        _ = fm.createFile(atPath: tmp + "/tokens.bin", contents: nil)
+        _ = fm.createFile(atPath: tmp + "/index.bin", contents: nil)
         let tokOut = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp + "/tokens.bin"))
         let idxOut = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp + "/index.bin"))
         var reader = try JSONLChunkReader(path: dataPath, chunkBytes: 16 << 20)

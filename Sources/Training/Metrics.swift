@@ -12,7 +12,7 @@ public final class MetricsWriter {
 
     public init(path: String) throws {
         self.path = path
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let h = FileHandle(forWritingAtPath: path) else {
             throw TrainingError.io(path: path, reason: "cannot open for appending")
         }
