@@ -11,6 +11,9 @@ struct JSONNode {
             let v = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
             return JSONNode(value: v, path: "$", file: file)
         } catch {
+            if let f = JSONLocator.locate(data) {
+                throw TokenizerError.malformedJSON(file: file, reason: "at \(f.path) (line \(f.line), column \(f.column)): \(f.reason)")
+            }
             let ns = error as NSError
             let detail = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
             throw TokenizerError.malformedJSON(file: file, reason: detail)

@@ -1,6 +1,249 @@
-// Placeholder — replaced by the helper that owns `trainer tokenizer`.
+// `trainer tokenizer train|encode|decode|vocab|bench`: wiring over the Tokenizers module.
 import ArgumentParser
+import Foundation
+import Tokenizers
+
 struct TokenizerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokenizer", abstract: "(not yet implemented)")
-    func run() throws { throw ValidationError("trainer tokenizer is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Byte-level BPE tokenizer (Hugging Face tokenizer.json compatible): train, encode, decode, vocab, bench.",
+        subcommands: [TokenizerTrain.self, TokenizerEncode.self, TokenizerDecode.self, TokenizerVocab.self,
+                      TokenizerBench.self])
+}
+
+/// Runs `body`, printing a `TokenizerError` (or any error) as one clear line on stderr and exiting with 1.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as TokenizerError {
+        FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
+        throw ExitCode(1)
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+/// Buffered writer to stdout.
+final class StdoutBuffer {
+    var bytes: [UInt8] = []
+    init() { bytes.reserveCapacity(1 << 20) }
+    func append(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    func appendInt(_ v: Int32) {
+        if v == 0 { bytes.append(0x30); return }
+        var x = Int64(v)
+        if x < 0 { bytes.append(0x2D); x = -x }
+        var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &tmp) { t in
+            while x > 0 { t[n] = UInt8(0x30 + x % 10); x /= 10; n += 1 }
+            for i in stride(from: n - 1, through: 0, by: -1) { bytes.append(t[i]) }
+        }
+    }
+    func flushIfLarge() { if bytes.count > (1 << 20) { flush() } }
+    func flush() {
+        if !bytes.isEmpty { FileHandle.standardOutput.write(Data(bytes)); bytes.removeAll(keepingCapacity: true) }
+    }
+}
+
+struct TokenizerTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a byte-level BPE tokenizer (Hugging Face BpeTrainer semantics, MiniMind's specials) on {\"text\"} jsonl.")
+    @Option(help: "Training data: jsonl with one {\"text\": …} object per line.") var data: String
+    @Option(help: "Target vocabulary size (specials + 256 byte symbols + merges).") var vocabSize: Int
+    @Option(help: "Output directory for tokenizer.json and tokenizer_config.json.") var out: String
+    @Option(help: "Stop merging when the best pair occurs fewer times than this.") var minFrequency: Int = 0
+
+    func run() throws {
+        try runReportingErrors {
+            guard vocabSize >= 259 else {
+                throw TokenizerError.training("--vocab-size must be at least 259 (3 specials + 256 byte symbols), got \(vocabSize)")
+            }
+            let start = Date()
+            var lastReport = Date.distantPast
+            let progress: (String, Int, Int) -> Void = { stage, done, total in
+                let now = Date()
+                guard now.timeIntervalSince(lastReport) > 0.2 || done == total else { return }
+                lastReport = now
+                let pct = total > 0 ? String(format: " %5.1f%%", 100.0 * Double(done) / Double(total)) : ""
+                FileHandle.standardError.write(Data(String(format: "\r[%6.2fs] %-26@ %d/%d%@",
+                    now.timeIntervalSince(start), stage as NSString, done, total, pct as NSString).utf8))
+                if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
+            }
+            var trainer = BPETrainer(vocabSize: vocabSize, minFrequency: minFrequency, progress: progress)
+            try trainer.feedJSONL(path: data)
+            let result = try trainer.train()
+            try TokenizerWriter.write(result, to: out)
+            FileHandle.standardError.write(Data(String(format: "wrote %@/tokenizer.json (vocab %d, %d merges) in %.2f s\n",
+                out as NSString, result.vocab.count, result.merges.count, Date().timeIntervalSince(start)).utf8))
+        }
+    }
+}
+
+struct TokenizerEncode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode", abstract: "Read {\"text\": …} jsonl on stdin, write {\"ids\": […]} per line on stdout.")
+    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String
+    @Option(help: "Encoding threads (output order is input order).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func run() throws {
+        try runReportingErrors {
+            let tk = try Tokenizer.load(tokenizer)
+            let out = StdoutBuffer()
+            var pending: [String] = []
+            func drain() {
+                for ids in tk.encode(batch: pending, threads: threads) {
+                    out.append("{\"ids\": [")
+                    for (i, id) in ids.enumerated() {
+                        if i > 0 { out.bytes.append(0x2C); out.bytes.append(0x20) }
+                        out.appendInt(id)
+                    }
+                    out.append("]}\n")
+                }
+                pending.removeAll(keepingCapacity: true)
+                out.flushIfLarge()
+            }
+            defer { out.flush() }
+            do {
+                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+                    pending.append(try JSONLReader.text(of: line, source: "stdin", line: number))
+                    if pending.count >= 2048 { drain() }
+                }
+            } catch {
+                drain()  // lines before the bad one are still answered, in order
+                throw error
+            }
+            drain()
+        }
+    }
+}
+
+struct TokenizerDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode", abstract: "Read {\"ids\": […]} jsonl on stdin, write {\"text\": …} per line on stdout.")
+    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String
+    @Flag(help: "Drop special tokens (e.g. <|im_start|>) from the text.") var skipSpecialTokens = false
+
+    func run() throws {
+        try runReportingErrors {
+            let tk = try Tokenizer.load(tokenizer)
+            let out = StdoutBuffer()
+            defer { out.flush() }
+            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+                let o = try JSONLReader.object(of: line, source: "stdin", line: number)
+                guard let arr = o["ids"] as? [Any] else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
+                }
+                var ids: [Int32] = []
+                ids.reserveCapacity(arr.count)
+                for (i, v) in arr.enumerated() {
+                    guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15 else {
+                        throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids[\(i)]: expected an integer")
+                    }
+                    let x = Int64(n.doubleValue)
+                    guard x >= 0 && x < Int64(tk.vocabSize) else {
+                        throw TokenizerError.badInputLine(source: "stdin", line: number,
+                            reason: "$.ids[\(i)]: " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)
+                    }
+                    ids.append(Int32(x))
+                }
+                let text: String
+                do { text = try tk.decode(ids, skipSpecialTokens: skipSpecialTokens) } catch let e as TokenizerError {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: e.description)
+                }
+                out.append("{\"text\": " + jsonQuote(text) + "}\n")
+                out.flushIfLarge()
+            }
+        }
+    }
+}
+
+struct TokenizerVocab: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vocab",
+        abstract: "List the vocabulary as jsonl: id, byte-level symbol (as in vocab.json) and the text it decodes to.",
+        discussion: "Byte-level symbols such as 'Ġthe' or 'ä½ł' stand for raw bytes; \"text\" shows what they decode to. A token whose bytes are not complete UTF-8 on their own also gets \"bytes\" (hex).")
+    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String
+
+    func run() throws {
+        try runReportingErrors {
+            let tk = try Tokenizer.load(tokenizer)
+            let out = StdoutBuffer()
+            defer { out.flush() }
+            for id in 0..<Int32(tk.vocabSize) {
+                guard let sym = tk.idToTokenString(id) else { continue }
+                let bytes = tk.tokenBytes(id)
+                let text = (try? tk.decode([id])) ?? ""
+                out.append("{\"id\": \(id), \"token\": \(jsonQuote(sym)), \"text\": \(jsonQuote(text))")
+                if String(validating: bytes, as: UTF8.self) == nil {
+                    out.append(", \"bytes\": \"" + bytes.map { String(format: "%02x", $0) }.joined() + "\"")
+                }
+                if tk.isSpecial(id) { out.append(", \"special\": true") }
+                out.append("}\n")
+                out.flushIfLarge()
+            }
+        }
+    }
+}
+
+struct TokenizerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure encode speed (one thread, many threads) and training speed.")
+    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String = "../shared/tokenizers/minimind"
+    @Option(help: "{\"text\"} jsonl corpus.") var data: String = "../shared/corpus/pretrain.jsonl"
+    @Option(help: "Threads for the batch path.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Vocab size for the training benchmark (0 = skip).") var trainVocab: Int = 6400
+    @Option(help: "Repetitions (the best time is reported).") var repeats: Int = 3
+
+    func run() throws {
+        try runReportingErrors {
+            var texts: [String] = []
+            try JSONLReader.forEachLine(path: data) { line, number, _ in
+                if JSONLReader.isBlank(line) { return }
+                texts.append(try JSONLReader.text(of: line, source: data, line: number))
+            }
+            let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+            let mb = Double(bytes) / 1e6
+            print(String(format: "corpus %@: %d texts, %.2f MB of UTF-8 text", data, texts.count, mb))
+            func best(_ f: () throws -> Void) rethrows -> Double {
+                var b = Double.infinity
+                for _ in 0..<max(1, repeats) { let t0 = Date(); try f(); b = min(b, Date().timeIntervalSince(t0)) }
+                return b
+            }
+            var tokens = 0
+            // Each repetition loads a fresh tokenizer so the word cache starts cold.
+            let t1 = try best {
+                let tk = try Tokenizer.load(tokenizer)
+                _ = tk.encode("warm up the unicode table")
+                let t0 = Date()
+                var n = 0
+                for t in texts { n += tk.encode(t).count }
+                tokens = n
+                _ = t0
+            }
+            let tLoad = try best { _ = try Tokenizer.load(tokenizer) }
+            let single = t1 - tLoad
+            print(String(format: "encode, 1 thread (cold cache):  %.3f s  %.2f MB/s  (%d tokens, %.2f bytes/token)",
+                         single, mb / single, tokens, Double(bytes) / Double(tokens)))
+            let tkWarm = try Tokenizer.load(tokenizer)
+            for t in texts { _ = tkWarm.encode(t) }
+            let warm = best { for t in texts { _ = tkWarm.encode(t) } }
+            print(String(format: "encode, 1 thread (warm cache):  %.3f s  %.2f MB/s", warm, mb / warm))
+            let tb = try best {
+                let tk = try Tokenizer.load(tokenizer)
+                _ = tk.encode(batch: texts, threads: threads)
+            } - tLoad
+            print(String(format: "encode(batch:), %d threads (cold): %.3f s  %.2f MB/s", threads, tb, mb / tb))
+            if trainVocab > 0 {
+                var merges = 0
+                let tt = try best {
+                    var trainer = BPETrainer(vocabSize: trainVocab)
+                    try trainer.feedJSONL(path: data)
+                    merges = try trainer.train().merges.count
+                }
+                print(String(format: "train vocab %d (%d merges), read + pre-tokenize + merge: %.3f s", trainVocab, merges, tt))
+            }
+        }
+    }
 }
