@@ -45,29 +45,39 @@ func matmul_backward(_ dinp: FPtr?, _ dw: FPtr, _ dout: CFPtr, _ inp: CFPtr, _ w
 
 // MARK: - RMSNorm
 
-/// out[N, C] = x · rsqrt(mean(x²) + eps) · w; rstd[N] saved for backward.
+/// out[N, C] = x · rsqrt(mean(x²) + eps) · w; rstd[N] saved for backward. Rows split over workers.
 func rmsnorm_forward(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ n: Int, _ c: Int, _ eps: Float) {
-    for i in 0..<n {
-        let xi = x + i * c, oi = out + i * c
-        let ss = cblas_sdot(Int32(c), xi, 1, xi, 1)
-        let r = 1 / (ss / Float(c) + eps).squareRoot()
-        rstd[i] = r
-        for j in 0..<c { oi[j] = (xi[j] * r) * w[j] }
+    parallelRanges(n, workers: workerCount(), minPerWorker: 16) { rows in
+        for i in rows {
+            let xi = x + i * c, oi = out + i * c
+            let ss = cblas_sdot(Int32(c), xi, 1, xi, 1)
+            let r = 1 / (ss / Float(c) + eps).squareRoot()
+            rstd[i] = r
+            for j in 0..<c { oi[j] = (xi[j] * r) * w[j] }
+        }
     }
 }
 /// dx[N, C] += ∂L/∂x; dw[C] += Σₙ dout·x·rstd. With x̂ = x·r: dx = r·(w·dout) − r·x̂·mean(w·dout·x̂).
-func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CFPtr, _ rstd: CFPtr, _ n: Int, _ c: Int) {
-    for i in 0..<n {
-        let xi = x + i * c, gi = dout + i * c, di = dx + i * c
-        let r = rstd[i]
-        var dot: Float = 0
-        for j in 0..<c { dot += gi[j] * w[j] * xi[j] }
-        let k = dot * r * r * r / Float(c)
-        for j in 0..<c {
-            dw[j] += gi[j] * xi[j] * r
-            di[j] += r * w[j] * gi[j] - k * xi[j]
+/// Rows split over workers; each worker sums its dw part in `scratch` [workers, C] first.
+func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CFPtr, _ rstd: CFPtr, _ n: Int, _ c: Int,
+                      scratch: FPtr, maxWorkers: Int) {
+    let workers = min(workerCount(), maxWorkers, max(1, n / 16))
+    scratch.update(repeating: 0, count: workers * c)
+    parallelRanges(n, workers: workers) { rows in
+        let part = scratch + (rows.lowerBound * workers / n) * c
+        for i in rows {
+            let xi = x + i * c, gi = dout + i * c, di = dx + i * c
+            let r = rstd[i]
+            var dot: Float = 0
+            for j in 0..<c { dot += gi[j] * w[j] * xi[j] }
+            let k = dot * r * r * r / Float(c)
+            for j in 0..<c {
+                part[j] += gi[j] * xi[j] * r
+                di[j] += r * w[j] * gi[j] - k * xi[j]
+            }
         }
     }
+    for wi in 0..<workers { let p = scratch + wi * c; for j in 0..<c { dw[j] += p[j] } }
 }
 
 // MARK: - RoPE (rotate-half convention)
@@ -91,8 +101,9 @@ func rope_tables(maxT: Int, headDim hd: Int, theta: Double) -> (cos: [Float], si
 func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h: Int, _ hd: Int, pos0: Int = 0, inverse: Bool = false) {
     let half = hd / 2
     let sgn: Float = inverse ? -1 : 1
-    for bi in 0..<b {
-        for ti in 0..<t {
+    parallelRanges(b * t, workers: workerCount(), minPerWorker: 16) { rows in
+        for row in rows {
+            let bi = row / t, ti = row % t
             let c = cosT + (ti + pos0) * half, s = sinT + (ti + pos0) * half
             for hi in 0..<h {
                 let p = x + ((bi * t + ti) * h + hi) * hd
@@ -111,35 +122,39 @@ func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h
 /// Query rows processed per block: keys beyond the block's last row are never computed (causal).
 let attentionBlock = 128
 
-/// y[B,T,H,hd] = softmax(q·kᵀ/√hd + causal)·v with KV head g = h / (H/KVH); lse[B,H,T] (log-sum-exp of each row,
+/// Floats of attention scratch one worker needs for sequence length T.
+func attentionScratchPerWorker(_ t: Int) -> Int { 2 * attentionBlock * t + attentionBlock }
+
+/// y[B,T,H,hd] = softmax(q·kᵀ/√hd + causal)·v with KV head g = h / (H/KVH); lse[B,H,T] (log-sum-exp of each row of
 /// scaled scores) saved so backward recomputes P instead of storing [B,H,T,T].
-/// q[B,T,H,hd], k/v[B,T,KVH,hd]; scratch ≥ attentionBlock·T floats.
-func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr,
+/// q[B,T,H,hd], k/v[B,T,KVH,hd]. Tasks (b, kv-group) run on `workers` threads, each with its own scratch slice of
+/// `attentionScratchPerWorker(T)` floats.
+func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
     let qd = h * hd, kvd = kvh * hd, rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
-    for bi in 0..<b {
-        for hi in 0..<h {
-            let g = hi / rep
-            let qp = q + bi * t * qd + hi * hd, kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
-            let yp = y + bi * t * qd + hi * hd
+    let per = attentionScratchPerWorker(t)
+    parallelTasks(b * kvh, workers: workers) { task, worker in
+        let S = scratch + worker * per
+        let bi = task / kvh, g = task % kvh
+        let kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+        for hi in (g * rep)..<((g + 1) * rep) {
+            let qp = q + bi * t * qd + hi * hd, yp = y + bi * t * qd + hi * hd
             let lp = lse + (bi * h + hi) * t
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
-                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, scratch, keys)
+                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, S, keys)
                 for i in 0..<rows {
-                    let row = scratch + i * keys, valid = r0 + i + 1
-                    var mx = -Float.infinity
-                    for j in 0..<valid where row[j] > mx { mx = row[j] }
-                    var sum: Float = 0
-                    for j in 0..<valid { let e = expf(row[j] - mx); row[j] = e; sum += e }
+                    let row = S + i * keys, valid = r0 + i + 1
+                    let mx = maxOf(row, valid)
+                    let sum = expShiftSum(row, valid, shift: mx)
                     let inv = 1 / sum
                     for j in 0..<valid { row[j] *= inv }
                     for j in valid..<keys { row[j] = 0 }
                     lp[r0 + i] = mx + logf(sum)
                 }
-                sgemm(false, false, rows, hd, keys, 1, scratch, keys, vp, kvd, 0, yp + r0 * qd, qd)
+                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, kvd, 0, yp + r0 * qd, qd)
                 r0 = r1
             }
         }
@@ -148,29 +163,32 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
 
 /// Backward of `attention_forward`. Writes dq[B,T,H,hd]; writes dk/dv[B,T,KVH,hd] (zeroed here, summed over the
 /// heads of each group). With P recomputed from lse: dP = dy·vᵀ, dv += Pᵀ·dy, dS = P⊙(dP − rowsum(dy⊙y)),
-/// dq = dS·k/√hd, dk += dSᵀ·q/√hd (FlashAttention-2's D trick, Dao 2023). scratch ≥ 2·attentionBlock·T + attentionBlock.
+/// dq = dS·k/√hd, dk += dSᵀ·q/√hd (FlashAttention-2's D trick, Dao 2023). One task per (b, kv-group), so the
+/// dk/dv slices written by concurrent tasks are disjoint.
 func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CFPtr, _ lse: CFPtr,
-                        _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr,
+                        _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
                         _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
     let qd = h * hd, kvd = kvh * hd, rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
-    dk.update(repeating: 0, count: b * t * kvd)
-    dv.update(repeating: 0, count: b * t * kvd)
-    let P = scratch, dP = scratch + attentionBlock * t, D = scratch + 2 * attentionBlock * t
-    for bi in 0..<b {
-        for hi in 0..<h {
-            let g = hi / rep
-            let qp = q + bi * t * qd + hi * hd, kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+    let per = attentionScratchPerWorker(t)
+    parallelTasks(b * kvh, workers: workers) { task, worker in
+        let P = scratch + worker * per, dP = P + attentionBlock * t, D = P + 2 * attentionBlock * t
+        let bi = task / kvh, g = task % kvh
+        let kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+        let dkp = dk + bi * t * kvd + g * hd, dvp = dv + bi * t * kvd + g * hd
+        for ti in 0..<t { (dkp + ti * kvd).update(repeating: 0, count: hd); (dvp + ti * kvd).update(repeating: 0, count: hd) }
+        for hi in (g * rep)..<((g + 1) * rep) {
+            let qp = q + bi * t * qd + hi * hd
             let yp = y + bi * t * qd + hi * hd, dyp = dy + bi * t * qd + hi * hd
-            let dqp = dq + bi * t * qd + hi * hd, dkp = dk + bi * t * kvd + g * hd, dvp = dv + bi * t * kvd + g * hd
+            let dqp = dq + bi * t * qd + hi * hd
             let lp = lse + (bi * h + hi) * t
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
                 sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, P, keys)
                 for i in 0..<rows {
-                    let row = P + i * keys, valid = r0 + i + 1, l = lp[r0 + i]
-                    for j in 0..<valid { row[j] = expf(row[j] - l) }
+                    let row = P + i * keys, valid = r0 + i + 1
+                    _ = expShiftSum(row, valid, shift: lp[r0 + i])
                     for j in valid..<keys { row[j] = 0 }
                     D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * qd, 1, yp + (r0 + i) * qd, 1)
                 }
@@ -193,14 +211,18 @@ func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CF
 
 /// h[N·I] = silu(g)·u with silu(g) = g·σ(g).
 func swiglu_forward(_ out: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: Int) {
-    for i in 0..<count { let x = g[i]; out[i] = x / (1 + expf(-x)) * u[i] }
+    parallelRanges(count, workers: workerCount(), minPerWorker: 4096) { r in
+        for i in r { let x = g[i]; out[i] = x / (1 + fastExp(-x)) * u[i] }
+    }
 }
 /// In place: on entry dg holds dh; on exit dg = dh·u·σ(g)(1 + g(1−σ(g))) and du = dh·g·σ(g).
 func swiglu_backward(_ dg: FPtr, _ du: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: Int) {
-    for i in 0..<count {
-        let x = g[i], s = 1 / (1 + expf(-x)), dh = dg[i]
-        du[i] = dh * x * s
-        dg[i] = dh * u[i] * s * (1 + x * (1 - s))
+    parallelRanges(count, workers: workerCount(), minPerWorker: 4096) { r in
+        for i in r {
+            let x = g[i], s = 1 / (1 + fastExp(-x)), dh = dg[i]
+            du[i] = dh * x * s
+            dg[i] = dh * u[i] * s * (1 + x * (1 - s))
+        }
     }
 }
 
@@ -208,5 +230,5 @@ func swiglu_backward(_ dg: FPtr, _ du: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: In
 
 /// out[n] = a[n] + b[n].
 func residual_forward(_ out: FPtr, _ a: CFPtr, _ b: CFPtr, _ count: Int) {
-    for i in 0..<count { out[i] = a[i] + b[i] }
+    parallelRanges(count, workers: workerCount(), minPerWorker: 16384) { r in for i in r { out[i] = a[i] + b[i] } }
 }

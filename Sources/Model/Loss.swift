@@ -17,25 +17,32 @@ public enum CrossEntropy {
                                        lossMask: UnsafeBufferPointer<Float>, vocabSize V: Int, normalizer: Float) -> Double {
         let n = labels.count
         precondition(logits.count == n * V && lossMask.count == n, "crossEntropy: logits \(logits.count) / labels \(n) / mask \(lossMask.count) disagree with V = \(V)")
-        var total = 0.0
         let base = logits.baseAddress!
-        for r in 0..<n {
-            let row = base + r * V
-            let m = lossMask[r]
-            if m == 0 { row.update(repeating: 0, count: V); continue }
-            let label = Int(labels[r])
-            precondition(label >= 0 && label < V, "crossEntropy: labels[\(r)] = \(label) outside [0, \(V)) with loss_mask \(m)")
-            var mx = -Float.infinity
-            for j in 0..<V where row[j] > mx { mx = row[j] }
-            var sum: Float = 0
-            let xl = row[label]
-            for j in 0..<V { let e = expf(row[j] - mx); row[j] = e; sum += e }
-            let lse = mx + logf(sum)
-            total += Double(lse - xl) * Double(m)
-            let scale = m / normalizer / sum
-            for j in 0..<V { row[j] *= scale }
-            row[label] -= m / normalizer
+        let workers = workerCount()
+        var partial = [Double](repeating: 0, count: workers)
+        partial.withUnsafeMutableBufferPointer { part in
+            let part = part.baseAddress!
+            parallelRanges(n, workers: workers) { rows in
+                var total = 0.0
+                for r in rows {
+                    let row = base + r * V
+                    let m = lossMask[r]
+                    if m == 0 { row.update(repeating: 0, count: V); continue }
+                    let label = Int(labels[r])
+                    precondition(label >= 0 && label < V, "crossEntropy: labels[\(r)] = \(label) outside [0, \(V)) with loss_mask \(m)")
+                    let mx = maxOf(row, V)
+                    let xl = row[label]
+                    let sum = expShiftSum(row, V, shift: mx)
+                    let lse = mx + logf(sum)
+                    total += Double(lse - xl) * Double(m)
+                    let scale = m / normalizer / sum
+                    for j in 0..<V { row[j] *= scale }
+                    row[label] -= m / normalizer
+                }
+                part[rows.lowerBound * workers / n] = total
+            }
         }
+        let total = partial.reduce(0, +)
         return total
     }
 
@@ -50,10 +57,9 @@ public enum CrossEntropy {
             let label = Int(labels[r])
             if label < 0 || label >= V { out[r] = 0; continue }
             let row = base + r * V
-            var mx = -Float.infinity
-            for j in 0..<V where row[j] > mx { mx = row[j] }
+            let mx = maxOf(row, V)
             var sum: Float = 0
-            for j in 0..<V { sum += expf(row[j] - mx) }
+            for j in 0..<V { sum += fastExp(row[j] - mx) }
             out[r] = mx + logf(sum) - row[label]
         }
     }

@@ -24,21 +24,25 @@ struct LayerOffsets {
 /// dk/dv[N,kvd], dG/dU[N,I], attention scratch [2·blk·T + blk].
 final class Activations {
     let capN: Int, capT: Int
+    /// Worker threads the per-worker scratch (attention, RMSNorm dw) is sized for.
+    let maxWorkers: Int
     let L: Int, C: Int, QD: Int, KVD: Int, I: Int, H: Int, V: Int
     let storage: UnsafeMutablePointer<Float>
     let totalFloats: Int
     var res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v, lse, g, u, xf, rstdf, logits: FPtr
-    var dres, dln, dy, dq, dk, dv, dG, dU, attScratch: FPtr
+    var dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch: FPtr
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
         self.capN = capN; self.capT = capT
+        maxWorkers = min(64, max(ProcessInfo.processInfo.activeProcessorCount, workerCount()))
         L = cfg.numHiddenLayers; C = cfg.hiddenSize; QD = cfg.qDim; KVD = cfg.kvDim; I = cfg.intermediateSize
         H = cfg.numAttentionHeads; V = cfg.vocabSize
         let n = capN
         let sizes: [Int] = [
             (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QD, L * n * QD, L * n * KVD, L * n * KVD,
             L * n * H, L * n * I, L * n * I, n * C, n, n * V,
-            n * C, n * C, n * QD, n * QD, n * KVD, n * KVD, n * I, n * I, 2 * attentionBlock * capT + attentionBlock,
+            n * C, n * C, n * QD, n * QD, n * KVD, n * KVD, n * I, n * I, maxWorkers * attentionScratchPerWorker(capT),
+            maxWorkers * C,
         ]
         totalFloats = sizes.reduce(0, +)
         storage = .allocate(capacity: totalFloats)
@@ -48,7 +52,7 @@ final class Activations {
         for s in sizes { ptrs.append(p); p += s }
         (res, ln1, x2, ln2, rstd1, rstd2, q, y, k, v) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9])
         (lse, g, u, xf, rstdf, logits) = (ptrs[10], ptrs[11], ptrs[12], ptrs[13], ptrs[14], ptrs[15])
-        (dres, dln, dy, dq, dk, dv, dG, dU, attScratch) = (ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20], ptrs[21], ptrs[22], ptrs[23], ptrs[24])
+        (dres, dln, dy, dq, dk, dv, dG, dU, attScratch, normScratch) = (ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20], ptrs[21], ptrs[22], ptrs[23], ptrs[24], ptrs[25])
     }
     deinit { storage.deallocate() }
 }
@@ -84,8 +88,9 @@ public final class MiniMindModel {
     var layerOffsets: [LayerOffsets] = []
     var normOffset = 0
     var acts: Activations?
-    var ropeCos: [Float] = [], ropeSin: [Float] = []
-    var ropeLen = 0
+    /// RoPE cos/sin tables `[ropeLen, hd/2]`, grown on demand.
+    var rope = RopeTable(maxT: 0, headDim: 2, theta: 1)
+    var ropeLen: Int { rope.maxT }
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
     var lastIds: [Int32] = []
@@ -189,8 +194,7 @@ public final class MiniMindModel {
     func ensureRope(_ t: Int) {
         if t <= ropeLen { return }
         let n = max(t, min(max(2 * ropeLen, 64), max(t, config.maxPositionEmbeddings)))
-        (ropeCos, ropeSin) = rope_tables(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
-        ropeLen = n
+        rope = RopeTable(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
     }
 
     func ensureActivations(n: Int, t: Int) -> Activations {
@@ -229,7 +233,7 @@ public final class MiniMindModel {
         let P = paramPtr
         let ids = inputIds.baseAddress!
         timed(\.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
-        ropeCos.withUnsafeBufferPointer { cosT in ropeSin.withUnsafeBufferPointer { sinT in
+        do { let cosT = rope.cos, sinT = rope.sin
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
                 let xin = a.res + l * N * C, xout = a.res + (l + 1) * N * C
@@ -244,10 +248,10 @@ public final class MiniMindModel {
                     matmul_forward(v, ln1, P + lo.v, N, C, KVD)
                 }
                 timed(\.elementwise) {
-                    rope_apply(q, cosT.baseAddress!, sinT.baseAddress!, B, T, H, hd)
-                    rope_apply(k, cosT.baseAddress!, sinT.baseAddress!, B, T, KVH, hd)
+                    rope_apply(q, cosT, sinT, B, T, H, hd)
+                    rope_apply(k, cosT, sinT, B, T, KVH, hd)
                 }
-                timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd) }
+                timed(\.attention) { attention_forward(y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd) }
                 timed(\.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.elementwise) {
                     residual_forward(x2, xin, a.dres, N * C)
@@ -261,7 +265,7 @@ public final class MiniMindModel {
                 timed(\.matmul) { matmul_forward(a.dres, a.dG, P + lo.down, N, I, C) }
                 timed(\.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
-        } }
+        }
         timed(\.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
         timed(\.matmul) { matmul_forward(a.logits, a.xf, P + embedOffset, N, C, V) }
         return UnsafeMutableBufferPointer(start: a.logits, count: N * V)
@@ -284,10 +288,10 @@ public final class MiniMindModel {
         timed(\.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V) }
         a.dres.update(repeating: 0, count: N * C)
         timed(\.elementwise) {
-            rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C)
+            rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
         }
         onGradientsReady?(normOffset..<paramCount)
-        ropeCos.withUnsafeBufferPointer { cosT in ropeSin.withUnsafeBufferPointer { sinT in
+        do { let cosT = rope.cos, sinT = rope.sin
             for l in stride(from: L - 1, through: 0, by: -1) {
                 let lo = layerOffsets[l]
                 let xin = a.res + l * N * C
@@ -303,25 +307,25 @@ public final class MiniMindModel {
                     matmul_backward(a.dln, G + lo.gate, a.dG, ln2, P + lo.gate, N, C, I)
                     matmul_backward(a.dln, G + lo.up, a.dU, ln2, P + lo.up, N, C, I, accumulate: true)
                 }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C) }
+                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 timed(\.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
                 timed(\.attention) {
-                    attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, B, T, H, KVH, hd)
+                    attention_backward(a.dq, a.dk, a.dv, a.dy, y, lse, q, k, v, a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd)
                 }
                 timed(\.elementwise) {
-                    rope_apply(a.dq, cosT.baseAddress!, sinT.baseAddress!, B, T, H, hd, inverse: true)
-                    rope_apply(a.dk, cosT.baseAddress!, sinT.baseAddress!, B, T, KVH, hd, inverse: true)
+                    rope_apply(a.dq, cosT, sinT, B, T, H, hd, inverse: true)
+                    rope_apply(a.dk, cosT, sinT, B, T, KVH, hd, inverse: true)
                 }
                 timed(\.matmul) {
                     matmul_backward(a.dln, G + lo.q, a.dq, ln1, P + lo.q, N, C, QD)
                     matmul_backward(a.dln, G + lo.k, a.dk, ln1, P + lo.k, N, C, KVD, accumulate: true)
                     matmul_backward(a.dln, G + lo.v, a.dv, ln1, P + lo.v, N, C, KVD, accumulate: true)
                 }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C) }
+                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
             }
-        } }
+        }
         lastIds.withUnsafeBufferPointer { ids in
             timed(\.elementwise) { embedding_backward(G + embedOffset, a.dres, ids.baseAddress!, N, C) }
         }
@@ -342,4 +346,17 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
     /// Uniform in [0, 1) with 24 random bits.
     public mutating func nextUniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
+}
+
+/// RoPE tables owned by the model: cos/sin `[maxT, hd/2]` (see `rope_tables`).
+final class RopeTable {
+    let maxT: Int
+    let cos: FPtr, sin: FPtr
+    init(maxT: Int, headDim: Int, theta: Double) {
+        self.maxT = maxT
+        let (c, s) = rope_tables(maxT: maxT, headDim: headDim, theta: theta)
+        cos = .allocate(capacity: max(c.count, 1)); sin = .allocate(capacity: max(s.count, 1))
+        cos.initialize(from: c, count: c.count); sin.initialize(from: s, count: s.count)
+    }
+    deinit { cos.deallocate(); sin.deallocate() }
 }

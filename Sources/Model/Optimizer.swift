@@ -40,7 +40,8 @@ public final class AdamW {
         let bc2Sqrt = bc2.squareRoot()
         let decay = 1 - lr * weightDecay
         let p = params.baseAddress!, g = grads.baseAddress!, mp = m.baseAddress!, vp = v.baseAddress!
-        for i in range {
+        parallelRanges(range.count, workers: workerCount(), minPerWorker: 65536) { sub in
+        for i in (range.lowerBound + sub.lowerBound)..<(range.lowerBound + sub.upperBound) {
             let gi = g[i]
             p[i] *= decay
             let mi = mp[i] + (gi - mp[i]) * (1 - b1)          // torch: exp_avg.lerp_(grad, 1 − β1)
@@ -49,14 +50,24 @@ public final class AdamW {
             let denom = vi.squareRoot() / bc2Sqrt + e
             p[i] -= stepSize * (mi / denom)
         }
+        }
     }
 }
 
 /// Global L2 norm of `grads` (accumulated in Double).
 public func gradNorm(_ grads: UnsafeBufferPointer<Float>) -> Float {
-    var s = 0.0
-    for x in grads { s += Double(x) * Double(x) }
-    return Float(s.squareRoot())
+    let n = grads.count, workers = workerCount()
+    guard n > 0 else { return 0 }
+    var partial = [Double](repeating: 0, count: workers)
+    partial.withUnsafeMutableBufferPointer { part in
+        let part = part.baseAddress!, g = grads.baseAddress!
+        parallelRanges(n, workers: workers, minPerWorker: 65536) { r in
+            var s = 0.0
+            for j in r { let x = Double(g[j]); s += x * x }
+            part[r.lowerBound * min(workers, max(1, n / 65536)) / n] = s
+        }
+    }
+    return Float(partial.reduce(0, +).squareRoot())
 }
 
 /// `torch.nn.utils.clip_grad_norm_`: returns the pre-clip global L2 norm; when norm > maxNorm scales every gradient
@@ -65,7 +76,10 @@ public func gradNorm(_ grads: UnsafeBufferPointer<Float>) -> Float {
 public func clipGradNorm(_ grads: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
     let norm = gradNorm(UnsafeBufferPointer(grads))
     let coef = maxNorm / (norm + 1e-6)
-    if coef < 1 { for i in grads.indices { grads[i] *= coef } }
+    if coef < 1 {
+        let g = grads.baseAddress!
+        parallelRanges(grads.count, workers: workerCount(), minPerWorker: 65536) { r in for i in r { g[i] *= coef } }
+    }
     return norm
 }
 

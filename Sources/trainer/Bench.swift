@@ -1,6 +1,96 @@
-// Placeholder — replaced by the helper that owns `trainer bench`.
+// `trainer bench`: training speed and memory of one process on random tokens (forward, loss, backward, clip, AdamW).
 import ArgumentParser
+import Foundation
+import Model
+
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "(not yet implemented)")
-    func run() throws { throw ValidationError("trainer bench is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Train a few steps on random tokens; print tokens/s, GFLOP/s, peak RSS and a per-part breakdown.",
+        discussion: """
+        FLOPs per step = 6·params·tokens + attention (12·layers·T·hidden per token, forward + backward, as PaLM
+        counts it; the causal half-skip is not credited). Timed steps exclude --warmup steps. --json prints one line
+        {"tokens_per_s": …, "gflops": …, "peak_rss_mb": …, …}.
+        """)
+
+    @Option(name: .customLong("hidden-size")) var hiddenSize = 512
+    @Option(name: .customLong("num-hidden-layers")) var numHiddenLayers = 8
+    @Option(name: .customLong("num-attention-heads")) var numAttentionHeads = 8
+    @Option(name: .customLong("num-key-value-heads")) var numKeyValueHeads = 2
+    @Option(name: .customLong("vocab-size")) var vocabSize = 6400
+    @Option(name: .customLong("batch-size")) var batchSize = 4
+    @Option(name: .customLong("max-seq-len")) var maxSeqLen = 512
+    @Option var steps = 5
+    @Option var warmup = 1
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+    @Option var seed: UInt64 = 0
+    @Flag var json = false
+
+    func run() throws {
+        OpenBLASRuntime.setThreads(threads)
+        let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
+                              numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
+        try cfg.validate(source: "bench options")
+        let B = batchSize, T = maxSeqLen, N = B * T
+        let m = MiniMindModel(config: cfg, seed: seed)
+        let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
+        var rng = SplitMix64(seed: seed &+ 1)
+        let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
+        let input = Array(ids[0..<N]), labels = Array(ids[1...])
+        let mask = [Float](repeating: 1, count: N)
+        var loss = 0.0, tLoss = 0.0, tOpt = 0.0, tTotal = 0.0
+        for s in 0..<(warmup + steps) {
+            let timed = s >= warmup
+            if s == warmup { m.profile = ModelProfile() }
+            m.profiling = true
+            let t0 = Date()
+            m.zeroGrad()
+            let logits = input.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            let t1 = Date()
+            let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: vocabSize, normalizer: Float(N)) } }
+            let t2 = Date()
+            m.backward(dLogits: logits)
+            let t3 = Date()
+            clipGradNorm(m.grads, maxNorm: 1.0)
+            opt.step(params: m.params, grads: UnsafeBufferPointer(m.grads), lr: Float(cosineLR(step: s, totalSteps: warmup + steps, baseLR: 5e-4)))
+            let t4 = Date()
+            loss = sum / Double(N)
+            if timed {
+                tLoss += t2.timeIntervalSince(t1); tOpt += t4.timeIntervalSince(t3); tTotal += t4.timeIntervalSince(t0)
+            }
+            if !json {
+                print(String(format: "step %d%@: loss %.4f, %.3f s (fwd %.3f, loss %.3f, bwd %.3f, opt %.3f)", s, timed ? "" : " (warmup)", loss,
+                             t4.timeIntervalSince(t0), t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2), t4.timeIntervalSince(t3)))
+            }
+        }
+        let p = m.profile
+        let tokens = Double(N * steps)
+        let flops = (6 * Double(m.numParameters) + 12 * Double(numHiddenLayers * T * hiddenSize)) * tokens
+        let tps = tokens / tTotal, gflops = flops / tTotal / 1e9
+        var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
+        let rssMB = Double(ru.ru_maxrss) / 1024
+        let other = tTotal - p.matmul - p.attention - p.elementwise - tLoss - tOpt
+        if json {
+            let d: [String: Any] = ["tokens_per_s": tps, "gflops": gflops, "peak_rss_mb": rssMB, "step_s": tTotal / Double(steps),
+                                    "params": m.numParameters, "batch_size": B, "seq_len": T, "threads": OpenBLASRuntime.threads,
+                                    "core": OpenBLASRuntime.coreName, "loss": loss,
+                                    "breakdown_s": ["matmul": p.matmul / Double(steps), "attention": p.attention / Double(steps),
+                                                    "norms_rope_swiglu": p.elementwise / Double(steps), "loss": tLoss / Double(steps),
+                                                    "optimizer": tOpt / Double(steps), "other": other / Double(steps)]]
+            let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
+            print(String(data: data, encoding: .utf8)!)
+        } else {
+            print(String(format: "config: hidden %d, layers %d, heads %d/%d, vocab %d, params %d (%.1f M); B=%d T=%d; OpenBLAS %@ × %d threads",
+                         hiddenSize, numHiddenLayers, numAttentionHeads, numKeyValueHeads, vocabSize, m.numParameters,
+                         Double(m.numParameters) / 1e6, B, T, OpenBLASRuntime.coreName, OpenBLASRuntime.threads))
+            print(String(format: "%.1f tokens/s, %.1f GFLOP/s, %.3f s/step, peak RSS %.0f MB (activations %.0f MB)",
+                         tps, gflops, tTotal / Double(steps), rssMB, Double(m.activationBytes) / 1048576))
+            let per = Double(steps)
+            for (name, t) in [("matmuls (sgemm)", p.matmul), ("attention", p.attention), ("norms/RoPE/SwiGLU/residual/embedding", p.elementwise),
+                              ("loss (softmax CE)", tLoss), ("optimizer (clip + AdamW)", tOpt), ("other", other)] {
+                print(String(format: "  %-38@ %7.3f s/step  %5.1f %%", name as NSString, t / per, 100 * t / tTotal))
+            }
+        }
+    }
 }

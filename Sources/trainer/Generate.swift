@@ -1,6 +1,96 @@
-// Placeholder — replaced by the helper that owns `trainer generate`.
+// `trainer generate`: KV-cache decoding with MiniMind's sampling, streamed as text (or ids with --ids).
 import ArgumentParser
+import Foundation
+import Model
+import Tokenizers
+
 struct Generate: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "generate", abstract: "(not yet implemented)")
-    func run() throws { throw ValidationError("trainer generate is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate from a model with a KV cache; streams text as it is produced (--ids: a JSON array of ids).",
+        discussion: """
+        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt); with --chat it is rendered as one
+        user turn through the tokenizer's chat template with the generation prompt. --prompt-ids 1,2,3 uses ids as
+        given. Sampling as MiniMind's generate: repetition penalty, temperature (0 = greedy), top-k (0 = off),
+        top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
+        eos, else 2; -1 = never) or after --max-new-tokens.
+        """)
+
+    @Option(help: "Model directory (config.json + model.safetensors).") var model: String
+    @Option(help: "Prompt text.") var prompt: String?
+    @Flag(help: "Render --prompt as a user turn with the chat template.") var chat = false
+    @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    var tokenizer: String?
+    @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 512
+    @Option var temperature: Float = 0.85
+    @Option(name: .customLong("top-p")) var topP: Float = 0.85
+    @Option(name: .customLong("top-k")) var topK: Int = 0
+    @Option(name: .customLong("repetition-penalty")) var repetitionPenalty: Float = 1.0
+    @Option var seed: UInt64 = 0
+    @Option(name: .customLong("eos-id")) var eosId: Int?
+    @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
+    @Option(help: "OpenBLAS threads.") var threads: Int?
+
+    func validate() throws {
+        if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
+        if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT") }
+        if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
+        if maxNewTokens < 0 { throw ValidationError("--max-new-tokens must be ≥ 0") }
+    }
+
+    func loadTokenizer(required: Bool) throws -> Tokenizer? {
+        var candidates: [String] = []
+        if let tokenizer { candidates = [tokenizer] } else {
+            candidates = [model, (model as NSString).appendingPathComponent("../shared/tokenizers/minimind"), "../shared/tokenizers/minimind"]
+        }
+        for c in candidates {
+            let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
+            if FileManager.default.fileExists(atPath: file) { return try Tokenizer.load(c) }
+        }
+        if required { throw ValidationError("no tokenizer.json found (tried \(candidates.joined(separator: ", "))); pass --tokenizer") }
+        return nil
+    }
+
+    func run() throws {
+        OpenBLASRuntime.setThreads(threads)
+        let m = try MiniMindModel.load(directory: model)
+        var tok: Tokenizer? = nil
+        var prompt: [Int32]
+        if let promptIds {
+            prompt = []
+            for part in promptIds.split(separator: ",") {
+                guard let v = Int32(part.trimmingCharacters(in: .whitespaces)), v >= 0, Int(v) < m.config.vocabSize else {
+                    throw ValidationError("--prompt-ids: '\(part)' is not an id in [0, \(m.config.vocabSize))") }
+                prompt.append(v)
+            }
+            if !ids { tok = try loadTokenizer(required: false) }
+        } else {
+            let t = try loadTokenizer(required: true)!
+            tok = t
+            if chat {
+                prompt = t.encode(try t.applyChatTemplate([ChatMessage(role: "user", content: self.prompt!)], addGenerationPrompt: true))
+            } else {
+                prompt = [t.bosTokenId] + t.encode(self.prompt!)
+            }
+        }
+        guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
+        let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
+        let opts = SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
+                                   repetitionPenalty: repetitionPenalty, seed: seed, eosTokenId: eos)
+        let gen = TokenGenerator(model: m, promptIds: prompt, options: opts)
+        if ids {
+            let out = Array(gen)
+            print("[" + out.map(String.init).joined(separator: ",") + "]")
+            return
+        }
+        let decoder = tok?.makeStreamDecoder(skipSpecialTokens: true)
+        let stdout = FileHandle.standardOutput
+        for id in gen {
+            let piece = try decoder.map { try $0.push(id) } ?? "\(id) "
+            if !piece.isEmpty { stdout.write(piece.data(using: .utf8)!) }
+        }
+        let rest = decoder?.flush() ?? ""
+        stdout.write((rest + "\n").data(using: .utf8)!)
+    }
 }

@@ -1,0 +1,59 @@
+import Foundation
+import XCTest
+@testable import Model
+
+final class GenerationTests: XCTestCase {
+    struct GenerateJSON: Decodable { let prompt_ids: [Int32]; let greedy_ids: [Int32]; let max_new_tokens: Int }
+
+    func testGreedyIdsAndStepLogitsMatchGolden() throws {
+        let model = try MiniMindModel.load(directory: golden("generate_model"))
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        let ref = try SafeTensorsFile(path: golden("generate_model/generate_logits.safetensors")).floats("step_logits")
+        let V = model.config.vocabSize
+        let gen = TokenGenerator(model: model, promptIds: g.prompt_ids,
+                                 options: SamplingOptions(maxNewTokens: g.max_new_tokens, temperature: 0, eosTokenId: nil))
+        var ids: [Int32] = []
+        var worst: Float = 0
+        while let id = gen.next() {
+            let step = ids.count
+            let d = gen.lastLogits.withUnsafeBufferPointer { maxAbsDiff($0, Array(ref[(step * V)..<((step + 1) * V)])) }
+            XCTAssertLessThan(d, 1e-4, "step \(step)")
+            worst = max(worst, d)
+            ids.append(id)
+        }
+        print("generate: \(ids.count) ids, step logits max |diff| = \(worst)")
+        XCTAssertEqual(ids, g.greedy_ids)
+    }
+
+    /// Cached decoding equals a full uncached forward over the same sequence.
+    func testCachedEqualsUncached() throws {
+        let model = try MiniMindModel.load(directory: golden("generate_model"))
+        let seq: [Int32] = [1, 85, 736, 201, 59, 292, 389, 260, 3836, 1861, 501]
+        let cache = KVCache(config: model.config, maxLength: 32)
+        _ = model.forwardIncremental(tokens: Array(seq[0..<4]), cache: cache)
+        var last: [Float] = []
+        for t in seq[4...] { last = model.forwardIncremental(tokens: [t], cache: cache) }
+        let full = seq.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: 1, seqLen: seq.count) }
+        let V = model.config.vocabSize
+        let d = last.withUnsafeBufferPointer { maxAbsDiff($0, Array(full[((seq.count - 1) * V)...])) }
+        XCTAssertLessThan(d, 1e-4)
+    }
+
+    func testSamplingIsSeededAndFilters() {
+        let logits: [Float] = [1, 5, 3, 4.9, -2, 0]
+        var o = SamplingOptions(temperature: 1, topP: 1, topK: 2, seed: 1)
+        var r1 = SplitMix64(seed: 5), r2 = SplitMix64(seed: 5)
+        var seen = Set<Int32>()
+        for _ in 0..<200 {
+            let a = Sampler.sample(logits: logits, history: [], options: o, rng: &r1)
+            XCTAssertEqual(a, Sampler.sample(logits: logits, history: [], options: o, rng: &r2))
+            seen.insert(a)
+        }
+        XCTAssertEqual(seen, [1, 3])
+        o.topK = 0; o.topP = 0.3     // the top token alone holds > 30 % of the mass
+        var r = SplitMix64(seed: 9)
+        for _ in 0..<50 { XCTAssertEqual(Sampler.sample(logits: logits, history: [], options: o, rng: &r), 1) }
+        o.temperature = 0; o.repetitionPenalty = 2   // 5/2 < 4.9 → greedy picks id 3
+        XCTAssertEqual(Sampler.sample(logits: logits, history: [1], options: o, rng: &r), 3)
+    }
+}
