@@ -8,11 +8,15 @@ public enum ReducerProgress: String, CaseIterable {
     /// A dedicated thread runs one blocking `MPI_Allreduce` per bucket, in bucket order, while the main thread
     /// keeps computing. Needs MPI_THREAD_SERIALIZED or better.
     case communicationThread = "thread"
+    /// A dedicated thread starts `MPI_Iallreduce` per bucket as soon as it is ready and drives all outstanding ones
+    /// with `MPI_Test`, sleeping `SWIFTMIND_REDUCER_POLL_US` (default 50) microseconds between polls, so it takes
+    /// little CPU from backward. Falls back to `communicationThread` for non-MPI communicators.
+    case pollingThread = "pollthread"
     /// The main thread starts `MPI_Iallreduce` per bucket and drives it with `MPI_Test` whenever backward reports
     /// gradients (`gradientsReady`) or calls `progress()`; no extra thread.
     case testPolling = "test"
 
-    /// `SWIFTMIND_REDUCER_PROGRESS=thread|test` if set, else the mode measured to overlap best (see the report
+    /// `SWIFTMIND_REDUCER_PROGRESS=thread|pollthread|test` if set, else the mode measured to overlap best (see the report
     /// in `scripts/`/README: `mpi-selftest overlap`).
     public static var `default`: ReducerProgress {
         if let v = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_PROGRESS"], let m = ReducerProgress(rawValue: v) {
@@ -77,13 +81,23 @@ public final class GradientReducer {
         remaining = b.map(\.count)
         mpi = communicator as? MPICommunicator
         var mode = progress ?? ReducerProgress.default
-        if mode == .communicationThread, let m = mpi, m.providedThreadLevel < cmpi_thread_serialized() { mode = .testPolling }
-        if mode == .testPolling && mpi == nil { mode = .communicationThread }
+        if mode != .testPolling, let m = mpi, m.providedThreadLevel < cmpi_thread_serialized() { mode = .testPolling }
+        if mpi == nil { mode = .communicationThread }
         progressMode = mode
-        if communicator.size > 1 && mode == .communicationThread {
+        if communicator.size > 1 {
             let comm = communicator, grads = gradients, ranges = b
-            worker = CommunicationWorker { i in
-                try comm.allReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]]))
+            switch mode {
+            case .communicationThread:
+                worker = CommunicationWorker(ops: .blocking({ i in
+                    try comm.allReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]]))
+                }))
+            case .pollingThread:
+                let m = mpi!
+                worker = CommunicationWorker(ops: .nonBlocking(
+                    start: { i in try m.startAllReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]])) },
+                    test: { r in try m.test(&r) }))
+            case .testPolling:
+                break
             }
         }
     }
@@ -171,8 +185,13 @@ public final class GradientReducer {
     }
 }
 
-/// The communication thread: runs queued bucket reductions in FIFO order.
+/// The communication thread: runs queued bucket reductions in FIFO order, either one blocking all-reduce at a time or
+/// as non-blocking all-reduces polled with MPI_Test between short sleeps.
 final class CommunicationWorker {
+    enum Ops {
+        case blocking((Int) throws -> Void)
+        case nonBlocking(start: (Int) throws -> MPI_Request?, test: (inout MPI_Request?) throws -> Bool)
+    }
     private let cond = NSCondition()
     private var queue: [Int] = []
     private var queued = 0
@@ -180,22 +199,54 @@ final class CommunicationWorker {
     private var error: Error?
     private var stopping = false
     private let exited = DispatchSemaphore(value: 0)
+    /// Seconds between MPI_Test polls in non-blocking mode.
+    static let pollInterval: Double = {
+        let us = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_POLL_US"].flatMap(Double.init) ?? 50
+        return max(0, us) / 1e6
+    }()
 
-    init(reduce: @escaping (Int) throws -> Void) {
+    init(ops: Ops) {
         let thread = Thread { [cond = self.cond, unowned(unsafe) me = self] in
+            var inflight: [MPI_Request?] = []   // oldest first
+            var first = 0
             cond.lock()
             while true {
-                while me.queue.isEmpty && !me.stopping { cond.wait() }
-                if me.queue.isEmpty { break }
-                let i = me.queue.removeFirst()
+                while me.queue.isEmpty && first == inflight.count && !me.stopping { cond.wait() }
+                if me.queue.isEmpty && first == inflight.count { break }   // stopping, nothing left
+                let take = me.queue
+                me.queue.removeAll()
                 let skip = me.error != nil
                 cond.unlock()
                 var err: Error?
-                if !skip { do { try reduce(i) } catch let e { err = e } }
+                var done = 0
+                switch ops {
+                case .blocking(let reduce):
+                    for i in take {
+                        if !skip && err == nil { do { try reduce(i) } catch let e { err = e } }
+                        done += 1
+                    }
+                case .nonBlocking(let start, let test):
+                    for i in take {
+                        if skip || err != nil { inflight.append(nil); continue }
+                        do { inflight.append(try start(i)) } catch let e { err = e; inflight.append(nil) }
+                    }
+                    // One MPI_Test progresses every outstanding operation; retire completed ones in order.
+                    while first < inflight.count {
+                        if inflight[first] != nil && err == nil {
+                            do { if !(try test(&inflight[first])) { break } } catch let e { err = e }
+                        }
+                        first += 1; done += 1
+                    }
+                    if first == inflight.count { inflight.removeAll(keepingCapacity: true); first = 0 }
+                }
                 cond.lock()
                 if let e = err, me.error == nil { me.error = e }
-                me.completed += 1
-                cond.broadcast()
+                me.completed += done
+                if done > 0 { cond.broadcast() }
+                if first < inflight.count && me.queue.isEmpty {
+                    // Outstanding operations: poll again after a short sleep, or at once when a bucket is queued.
+                    _ = cond.wait(until: Date(timeIntervalSinceNow: CommunicationWorker.pollInterval))
+                }
             }
             cond.unlock()
             me.exited.signal()

@@ -69,8 +69,7 @@ func runAllreduce() throws {
     // (bucket bytes, elements): bucket sizes 1 KB ... 100 MB; element counts odd so the last bucket is partial.
     let cases: [(Int, Int)] = quick
         ? [(1 << 10, 300_007), (64 << 10, 1_000_003), (1 << 20, 3_000_001), (25 << 20, 7_000_001), (100 << 20, 27_000_001)]
-        : [(1 << 10, 1_000_003), (4 << 10, 2_000_003), (64 << 10, 4_000_037), (1 << 20, 8_000_009),
-           (8 << 20, 27_000_001), (25 << 20, 27_000_001), (100 << 20, 27_000_001)]
+        : [(1 << 10, 1_000_003), (64 << 10, 4_000_037), (1 << 20, 8_000_009), (25 << 20, 27_000_001), (100 << 20, 27_000_001)]
     var failures = 0
     for (capBytes, n) in cases {
         var rng = SplitMix64(state: UInt64(1000 + comm.rank))
@@ -154,7 +153,7 @@ func runOverlap() throws {
     let gemms = Int(option("--gemms", "4"))!
     let dim = Int32(option("--dim", "384"))!
     let capMB = Double(option("--bucket-mb", "25"))!
-    let steps = Int(option("--steps", "5"))!
+    let steps = Int(option("--steps", "6"))!
     let a = [Float](repeating: 0.5, count: Int(dim * dim)), b = [Float](repeating: 0.25, count: Int(dim * dim))
     var c = [Float](repeating: 0, count: Int(dim * dim))
     func compute() {
@@ -172,14 +171,16 @@ func runOverlap() throws {
     blocks.reverse(); blocks.append(0..<emb)
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 
+    // Minimum over steps: the machine is shared, the minimum is the least disturbed run.
+    func best(_ xs: [Double]) -> Double { xs.min()! }
     // Compute only.
     var tc: [Double] = []
     for _ in 0..<steps { try comm.barrier(); let t = now(); for _ in blocks { compute() }; tc.append(now() - t) }
-    // Communication only: one plain all-reduce, then the bucketed reduce with no compute.
+    // Communication only: one plain all-reduce of the whole buffer.
     var tm: [Double] = []
     for _ in 0..<steps { try comm.barrier(); let t = now(); try comm.allReduceSum(grads); tm.append(now() - t) }
-    say(String(format: "overlap: %d ranks, %.1f MB gradients, %d blocks, compute %.1f ms/step, plain all-reduce %.1f ms",
-               comm.size, Double(n * 4) / 1e6, blocks.count, median(tc) * 1e3, median(tm) * 1e3))
+    say(String(format: "overlap: %d ranks, %.1f MB gradients, %d blocks, compute alone %.1f ms/step, one plain all-reduce %.1f ms",
+               comm.size, Double(n * 4) / 1e6, blocks.count, best(tc) * 1e3, best(tm) * 1e3))
     for mode in ReducerProgress.allCases {
         let reducer = GradientReducer(communicator: comm, gradients: grads, bucketCapBytes: Int(capMB * 1048576), progress: mode)
         var tb: [Double] = []
@@ -188,19 +189,22 @@ func runOverlap() throws {
             reducer.prepareForBackward(); for r in blocks { reducer.gradientsReady(r) }; try reducer.finish()
             tb.append(now() - t)
         }
-        var ts: [Double] = [], tw: [Double] = []
+        // Overlapped: step time = compute (possibly slowed by communication) + exposed communication
+        // (time in gradientsReady/finish, i.e. not computing).
+        var ts: [Double] = [], tcs: [Double] = [], tw: [Double] = []
         for _ in 0..<steps {
             try comm.barrier(); let t = now()
+            var inCompute = 0.0
             reducer.prepareForBackward()
-            for r in blocks { compute(); reducer.gradientsReady(r) }
+            for r in blocks { let c0 = now(); compute(); inCompute += now() - c0; reducer.gradientsReady(r) }
             try reducer.finish()
-            ts.append(now() - t); tw.append(reducer.lastFinishWaitSeconds)
+            ts.append(now() - t); tcs.append(inCompute); tw.append(reducer.lastFinishWaitSeconds)
         }
-        let c = median(tc), m = median(tb), s = median(ts)
-        let hidden = max(0, c + m - s) / m
-        say(String(format: "  mode=%-6@ buckets=%d comm-only %.1f ms | compute+comm %.1f ms (serial would be %.1f) | finish() wait %.1f ms | hidden %.0f%% of comm | exposed comm %.0f%% of step",
-                   mode.rawValue, reducer.buckets.count, m * 1e3, s * 1e3, (c + m) * 1e3, median(tw) * 1e3, hidden * 100,
-                   (s - c) / s * 100))
+        let i = ts.indices.min { ts[$0] < ts[$1] }!
+        let c = best(tc), m = best(tb), s = ts[i], exposed = ts[i] - tcs[i]
+        say(String(format: "  mode=%-6@ buckets=%d | bucketed comm alone %.1f ms | overlapped step %.1f ms (serial compute+comm %.1f) = compute %.1f (%.0f%% slower than alone) + exposed comm %.1f (finish() wait %.1f) | exposed = %.0f%% of step, %.0f%% of comm hidden | speed-up vs serial %.2fx",
+                   mode.rawValue, reducer.buckets.count, m * 1e3, s * 1e3, (c + m) * 1e3, tcs[i] * 1e3, (tcs[i] / c - 1) * 100,
+                   exposed * 1e3, tw[i] * 1e3, exposed / s * 100, max(0, 1 - exposed / m) * 100, (c + m) / s))
     }
 }
 
