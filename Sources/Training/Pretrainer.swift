@@ -179,6 +179,8 @@ public final class Pretrainer {
                 logger.warning("resuming with a different geometry (world \(st.worldSize)→\(world), batch \(st.batchSize)→\(B), accumulation \(st.accumulationSteps)→\(acc), max_seq_len \(st.maxSeqLen)→\(o.maxSeqLen)): the continuation starts at the same global sample but the loss sequence will differ")
             }
             resumedFrom = latest.path
+        } else if o.resume && rank == 0 {
+            logger.warning("--resume: no complete checkpoint in \(o.outDir), starting from step 0")
         }
         try stateFields.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
         try comm.broadcast(UnsafeMutableRawBufferPointer(model.params), root: 0)
@@ -234,6 +236,7 @@ public final class Pretrainer {
             }
             if localIdx.count - localStart < perRankPerStep {   // epoch exhausted (the incomplete tail step is dropped)
                 epoch += 1; position = 0; localEpoch = -1
+                if epoch >= o.epochs { break }
                 continue
             }
             let t0 = Date()

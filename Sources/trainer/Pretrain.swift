@@ -65,7 +65,7 @@ struct Pretrain: ParsableCommand {
     var keepCheckpoints: Int = 2
     @Option(name: [.customLong("bucket-cap-mb"), .customLong("bucket_cap_mb")], help: "Gradient all-reduce bucket size (MB).")
     var bucketCapMB: Double = 25
-    @Option(name: .customLong("threads"), help: "BLAS and tokenizer threads per rank (default: cores / ranks on this host).")
+    @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: cores / ranks on this host); rank 0 tokenizes on all cores.")
     var threads: Int?
     @Option(name: [.customLong("cache-dir"), .customLong("cache_dir")], help: "Token cache root (default ~/.cache/swiftmind/tokens).")
     var cacheDir: String?
@@ -82,7 +82,7 @@ struct Pretrain: ParsableCommand {
         o.learningRate = learningRate; o.accumulationSteps = accumulationSteps; o.gradClip = gradClip; o.maxSeqLen = maxSeqLen
         o.hiddenSize = hiddenSize; o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval
         o.saveInterval = saveInterval; o.seed = seed; o.maxSteps = maxSteps; o.resume = resume
-        o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB; o.threads = threadsPerRank
+        o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB; o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)
         o.cacheDir = cacheDir; o.weightDecay = weightDecay
         var logger = Logger(label: "pretrain")
         logger[metadataKey: "rank"] = "\(comm.rank)"
