@@ -16,12 +16,15 @@ struct AddedMatcher {
     private var ids: [Int32] = []
     /// Candidate indices per first byte, longest first.
     private var byFirst = [[Int]](repeating: [], count: 256)
+    /// 1 where some token starts with that byte (a flat table keeps the scan loop free of array copies).
+    private var startsToken = [UInt8](repeating: 0, count: 256)
     var isEmpty: Bool { tokens.isEmpty }
 
     init(_ list: [AddedToken]) {
         for t in list where !t.content.isEmpty {
             let b = Array(t.content.utf8)
             byFirst[Int(b[0])].append(tokens.count)
+            startsToken[Int(b[0])] = 1
             tokens.append(b); ids.append(t.id)
         }
         for i in 0..<256 where byFirst[i].count > 1 {
@@ -37,10 +40,16 @@ struct AddedMatcher {
         var runStart = start
         var i = start
         while i < end {
-            let cands = byFirst[Int(p[i])]
+            let first = startsToken.withUnsafeBufferPointer { t in
+                var k = i
+                while k < end && t[Int(p[k])] == 0 { k += 1 }
+                return k
+            }
+            if first >= end { break }
+            i = first
             var matched = -1
-            if !cands.isEmpty {
-                for c in cands {
+            do {
+                for c in byFirst[Int(p[i])] {
                     let t = tokens[c]
                     if t.count <= end - i && t.withUnsafeBufferPointer({ memcmp($0.baseAddress!, p + i, t.count) }) == 0 {
                         matched = c; break

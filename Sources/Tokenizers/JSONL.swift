@@ -3,16 +3,27 @@ import Foundation
 /// Streaming reader for jsonl input (files or stdin), validating UTF-8 line by line.
 public enum JSONLReader {
     /// Calls `body(line, lineNumber, byteCountIncludingNewline)` for each line of `handle` (1-based numbers; a
-    /// trailing `\r` is dropped). Lines are checked to be valid UTF-8 first.
-    /// - Throws: `TokenizerError.invalidUTF8(source:line:byteOffset:)`, or whatever `body` throws.
+    /// trailing `\r` is dropped). Lines are checked to be valid UTF-8 first. Reads with read(2), so on a pipe
+    /// each line is handled as soon as it arrives; `afterChunk` runs after the complete lines of each read
+    /// (e.g. to flush answers to a co-process that waits for them).
+    /// - Throws: `TokenizerError.invalidUTF8(source:line:byteOffset:)`, `.unreadable`, or whatever `body` throws.
     public static func forEachLine(handle: FileHandle, source: String,
+                                   afterChunk: () throws -> Void = {},
                                    _ body: (Data, Int, Int) throws -> Void) throws {
+        let fd = handle.fileDescriptor
+        let cap = 8 << 20
+        let chunk = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 16)
+        defer { chunk.deallocate() }
         var buffer = Data()
         var lineNumber = 0
         var eof = false
         while !eof {
-            let chunk = handle.readData(ofLength: 8 << 20)
-            if chunk.isEmpty { eof = true } else { buffer.append(chunk) }
+            let got = read(fd, chunk, cap)
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw TokenizerError.unreadable(path: source, reason: String(cString: strerror(errno)))
+            }
+            if got == 0 { eof = true } else { buffer.append(chunk.assumingMemoryBound(to: UInt8.self), count: got) }
             var start = buffer.startIndex
             while true {
                 let nl = buffer[start...].firstIndex(of: UInt8(ascii: "\n"))
@@ -29,7 +40,8 @@ public enum JSONLReader {
                 try body(Data(line), lineNumber, end - start + (nl == nil ? 0 : 1))
                 if let nl = nl { start = nl + 1 } else { start = end; break }
             }
-            buffer = Data(buffer[start...])
+            buffer = start == buffer.endIndex ? Data() : Data(buffer[start...])
+            try afterChunk()
         }
     }
 
@@ -62,9 +74,15 @@ public enum JSONLReader {
 
     /// The `text` field of a `{"text": …}` line.
     public static func text(of line: Data, source: String, line number: Int) throws -> String {
+        try string(field: "text", of: line, source: source, line: number)
+    }
+
+    /// The string member `field` of a JSON object line (fast path; the full parser only on unusual lines).
+    public static func string(field: String, of line: Data, source: String, line number: Int) throws -> String {
+        if let s = FastField.string(line, field: field) { return s }
         let o = try object(of: line, source: source, line: number)
-        guard let t = o["text"] as? String else {
-            throw TokenizerError.badInputLine(source: source, line: number, reason: "$.text: expected a string field \"text\"")
+        guard let t = o[field] as? String else {
+            throw TokenizerError.badInputLine(source: source, line: number, reason: "$.\(field): expected a string field \"\(field)\"")
         }
         return t
     }

@@ -8,7 +8,7 @@ struct TokenizerCommand: ParsableCommand {
         commandName: "tokenizer",
         abstract: "Byte-level BPE tokenizer (Hugging Face tokenizer.json compatible): train, encode, decode, vocab, bench.",
         subcommands: [TokenizerTrain.self, TokenizerEncode.self, TokenizerDecode.self, TokenizerVocab.self,
-                      TokenizerBench.self])
+                      TokenizerChatTemplate.self, TokenizerBench.self])
 }
 
 /// Runs `body`, printing a `TokenizerError` (or any error) as one clear line on stderr and exiting with 1.
@@ -106,7 +106,8 @@ struct TokenizerEncode: ParsableCommand {
             }
             defer { out.flush() }
             do {
-                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                            afterChunk: { drain(); out.flush() }) { line, number, _ in
                     pending.append(try JSONLReader.text(of: line, source: "stdin", line: number))
                     if pending.count >= 2048 { drain() }
                 }
@@ -130,7 +131,8 @@ struct TokenizerDecode: ParsableCommand {
             let tk = try Tokenizer.load(tokenizer)
             let out = StdoutBuffer()
             defer { out.flush() }
-            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin") { line, number, _ in
+            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                        afterChunk: { out.flush() }) { line, number, _ in
                 let o = try JSONLReader.object(of: line, source: "stdin", line: number)
                 guard let arr = o["ids"] as? [Any] else {
                     throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
@@ -187,6 +189,39 @@ struct TokenizerVocab: ParsableCommand {
     }
 }
 
+struct TokenizerChatTemplate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat-template",
+        abstract: "Render the chat template: {\"conversations\"|\"messages\": [{role, content}…]} jsonl on stdin → {\"text\": …}.")
+    @Option(help: "tokenizer.json or a directory holding it (and tokenizer_config.json).") var tokenizer: String
+    @Flag(help: "Append the assistant generation prompt.") var addGenerationPrompt = false
+
+    func run() throws {
+        try runReportingErrors {
+            let tk = try Tokenizer.load(tokenizer)
+            let out = StdoutBuffer()
+            defer { out.flush() }
+            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                        afterChunk: { out.flush() }) { line, number, _ in
+                let o = try JSONLReader.object(of: line, source: "stdin", line: number)
+                let key = o["conversations"] != nil ? "conversations" : "messages"
+                guard let list = o[key] as? [Any] else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")
+                }
+                var messages: [ChatMessage] = []
+                for (i, m) in list.enumerated() {
+                    guard let d = m as? [String: Any], let role = d["role"] as? String, let content = d["content"] as? String else {
+                        throw TokenizerError.badInputLine(source: "stdin", line: number,
+                                                          reason: "$.\(key)[\(i)]: expected {\"role\": string, \"content\": string}")
+                    }
+                    messages.append(ChatMessage(role: role, content: content))
+                }
+                out.append("{\"text\": " + jsonQuote(try tk.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt)) + "}\n")
+            }
+        }
+    }
+}
+
 struct TokenizerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure encode speed (one thread, many threads) and training speed.")
@@ -206,35 +241,44 @@ struct TokenizerBench: ParsableCommand {
             let bytes = texts.reduce(0) { $0 + $1.utf8.count }
             let mb = Double(bytes) / 1e6
             print(String(format: "corpus %@: %d texts, %.2f MB of UTF-8 text", data, texts.count, mb))
-            func best(_ f: () throws -> Void) rethrows -> Double {
-                var b = Double.infinity
-                for _ in 0..<max(1, repeats) { let t0 = Date(); try f(); b = min(b, Date().timeIntervalSince(t0)) }
-                return b
+            // Wall time and this process's CPU time (other jobs on a shared machine inflate wall time only).
+            func cpuNow() -> Double {
+                var ts = timespec()
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+                return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+            }
+            /// Runs `prepare` (untimed) then `f` (timed) `repeats` times; returns the best (wall, cpu) seconds.
+            func best(prepare: () throws -> Void = {}, _ f: () throws -> Void) rethrows -> (Double, Double) {
+                var bw = Double.infinity, bc = Double.infinity
+                for _ in 0..<max(1, repeats) {
+                    try prepare()
+                    let w0 = Date(), c0 = cpuNow()
+                    try f()
+                    bw = min(bw, Date().timeIntervalSince(w0)); bc = min(bc, cpuNow() - c0)
+                }
+                return (bw, bc)
+            }
+            func report(_ label: String, _ t: (Double, Double), _ megabytes: Double, _ extra: String = "") {
+                print(String(format: "%@ %.3f s wall (%.2f MB/s), %.3f s CPU (%.2f MB/s per CPU-second)%@",
+                             label as NSString, t.0, megabytes / t.0, t.1, megabytes / t.1, extra as NSString))
             }
             var tokens = 0
-            // Each repetition loads a fresh tokenizer so the word cache starts cold.
-            let t1 = try best {
-                let tk = try Tokenizer.load(tokenizer)
-                _ = tk.encode("warm up the unicode table")
-                let t0 = Date()
-                var n = 0
-                for t in texts { n += tk.encode(t).count }
-                tokens = n
-                _ = t0
+            var tk = try Tokenizer.load(tokenizer)
+            let fresh = { tk = try Tokenizer.load(tokenizer); _ = tk.encode("warm up the unicode table") }
+            let t1 = try best(prepare: fresh) { var n = 0; for t in texts { n += tk.encode(t).count }; tokens = n }
+            report("encode, 1 thread, cold word cache:", t1, mb, String(format: "  [%d tokens, %.2f bytes/token]", tokens, Double(bytes) / Double(tokens)))
+            let warm = try best { for t in texts { _ = tk.encode(t) } }
+            report("encode, 1 thread, warm word cache:", warm, mb)
+            let tb = try best(prepare: fresh) { _ = tk.encode(batch: texts, threads: threads) }
+            report("encode(batch:) \(threads) threads, cold:", tb, mb)
+            let fileMB = Double((try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int) ?? 0) / 1e6
+            var fileTokens = 0
+            let tf = try best(prepare: fresh) {
+                fileTokens = 0
+                try tk.encodeJSONL(path: data, threads: threads) { chunk in for ids in chunk { fileTokens += ids.count } }
             }
-            let tLoad = try best { _ = try Tokenizer.load(tokenizer) }
-            let single = t1 - tLoad
-            print(String(format: "encode, 1 thread (cold cache):  %.3f s  %.2f MB/s  (%d tokens, %.2f bytes/token)",
-                         single, mb / single, tokens, Double(bytes) / Double(tokens)))
-            let tkWarm = try Tokenizer.load(tokenizer)
-            for t in texts { _ = tkWarm.encode(t) }
-            let warm = best { for t in texts { _ = tkWarm.encode(t) } }
-            print(String(format: "encode, 1 thread (warm cache):  %.3f s  %.2f MB/s", warm, mb / warm))
-            let tb = try best {
-                let tk = try Tokenizer.load(tokenizer)
-                _ = tk.encode(batch: texts, threads: threads)
-            } - tLoad
-            print(String(format: "encode(batch:), %d threads (cold): %.3f s  %.2f MB/s", threads, tb, mb / tb))
+            report("encodeJSONL(path:) \(threads) threads, cold, read+parse+encode (MB of file):", tf, fileMB)
+            if fileTokens != tokens { print("warning: encodeJSONL produced \(fileTokens) tokens, encode produced \(tokens)") }
             if trainVocab > 0 {
                 var merges = 0
                 let tt = try best {
@@ -242,7 +286,8 @@ struct TokenizerBench: ParsableCommand {
                     try trainer.feedJSONL(path: data)
                     merges = try trainer.train().merges.count
                 }
-                print(String(format: "train vocab %d (%d merges), read + pre-tokenize + merge: %.3f s", trainVocab, merges, tt))
+                print(String(format: "train vocab %d (%d merges), read + pre-tokenize + merge: %.3f s wall, %.3f s CPU",
+                             trainVocab, merges, tt.0, tt.1))
             }
         }
     }

@@ -42,3 +42,32 @@ final class ChatTemplateTests: XCTestCase {
         }
     }
 }
+
+/// MiniMind-3's Qwen3-style template (recognised by fingerprint); expectations written from the template's rules
+/// and checked against transformers' Jinja rendering of 3254 conversations (see the report).
+final class MiniMind3TemplateTests: XCTestCase {
+    func testThinkBlocksToolTurnsAndGenerationPrompt() throws {
+        let t = ChatTemplate(kind: .miniMind3)
+        let msgs = [ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "q"),
+                    ChatMessage(role: "assistant", content: "\n<think>\nr\n</think>\n\nans"),
+                    ChatMessage(role: "tool", content: "t1"), ChatMessage(role: "tool", content: "t2"),
+                    ChatMessage(role: "system", content: "S2"), ChatMessage(role: "user", content: "q2")]
+        let want = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq<|im_end|>\n"
+            + "<|im_start|>assistant\n<think>\nr\n</think>\n\nans<|im_end|>\n"
+            + "<|im_start|>user\n<tool_response>\nt1\n</tool_response>\n<tool_response>\nt2\n</tool_response><|im_end|>\n"
+            + "<|im_start|>system\nS2<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n"
+            + "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        XCTAssertEqual(try t.render(msgs, addGenerationPrompt: true), want)
+        XCTAssertEqual(try t.render([ChatMessage(role: "user", content: "hi"), ChatMessage(role: "assistant", content: "yo")],
+                                    addGenerationPrompt: false),
+                       "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nyo<|im_end|>\n")
+    }
+
+    func testNormalizationKeepsStringLiterals() {
+        XCTAssertEqual(ChatTemplate.normalize("{%- if x %}{{ 'a b' }}{% endif -%}"), "{%ifx%}{{'a b'}}{%endif%}")
+        XCTAssertNotEqual(ChatTemplate.normalize(ChatTemplate.miniMindSource),
+                          ChatTemplate.normalize(ChatTemplate.miniMindSource.replacingOccurrences(of: "helpful assistant", with: "helpfulassistant")))
+        XCTAssertEqual(ChatTemplate.normalize(ChatTemplate.miniMindSource.replacingOccurrences(of: "%}{%", with: "%}\n  {%")),
+                       ChatTemplate.normalize(ChatTemplate.miniMindSource))
+    }
+}

@@ -90,3 +90,14 @@ final class GoldenEncodeDecodeTests: XCTestCase {
         XCTAssertEqual(sd.flush(), "\u{FFFD}")
     }
 }
+
+final class EncodeFileTests: XCTestCase {
+    func testEncodeJSONLMatchesPerTextEncode() throws {
+        let tk = Fixtures.miniMind
+        let path = Fixtures.path("golden/tokenizer/tokenizer_cases.jsonl")
+        let rows = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl")
+        var got: [[Int32]] = []
+        try tk.encodeJSONL(path: path, threads: 3, chunkLines: 50) { got += $0 }
+        XCTAssertEqual(got, rows.map { ints($0["ids"]) })
+    }
+}

@@ -49,7 +49,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: base.path), ["out"])
         // Output path that is a file: error, nothing written.
         let file = base.appendingPathComponent("afile").path
-        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         XCTAssertThrowsError(try TokenizerWriter.write(r, to: file))
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: base.path)), ["out", "afile"])
     }

@@ -1,0 +1,81 @@
+import Foundation
+import XCTest
+@testable import Tokenizers
+
+/// Bad input gives errors that name the file, JSON path or line — never a crash or a silent mis-encoding.
+final class BadInputTests: XCTestCase {
+    static var original: [String: Any] = try! JSONSerialization.jsonObject(with: Data(contentsOf:
+        URL(fileURLWithPath: Fixtures.miniMindDir + "/tokenizer.json"))) as! [String: Any]
+
+    func load(_ mutate: (inout [String: Any]) -> Void) throws -> Tokenizer {
+        var j = BadInputTests.original
+        mutate(&j)
+        return try Tokenizer(tokenizerJSON: try JSONSerialization.data(withJSONObject: j), config: nil, fileName: "t.json")
+    }
+
+    func expectError(_ contains: String, _ mutate: (inout [String: Any]) -> Void, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try load(mutate), file: file, line: line) { e in
+            XCTAssertTrue("\(e)".contains(contains), "\(e) does not mention \(contains)", file: file, line: line)
+        }
+    }
+
+    func testUnsupportedFeaturesNameTheField() {
+        expectError("$.normalizer") { $0["normalizer"] = ["type": "NFC"] }
+        expectError("$.model.type") { j in var m = j["model"] as! [String: Any]; m["type"] = "Unigram"; j["model"] = m }
+        expectError("$.model.byte_fallback") { j in var m = j["model"] as! [String: Any]; m["byte_fallback"] = true; j["model"] = m }
+        expectError("$.model.dropout") { j in var m = j["model"] as! [String: Any]; m["dropout"] = 0.1; j["model"] = m }
+        expectError("$.pre_tokenizer.type") { $0["pre_tokenizer"] = ["type": "Whitespace"] }
+        expectError("$.pre_tokenizer.add_prefix_space") { j in
+            var p = j["pre_tokenizer"] as! [String: Any]; p["add_prefix_space"] = true; j["pre_tokenizer"] = p
+        }
+        expectError("$.decoder.type") { $0["decoder"] = ["type": "WordPiece"] }
+        expectError("$.added_tokens[1].lstrip") { j in
+            var a = j["added_tokens"] as! [[String: Any]]; a[1]["lstrip"] = true; j["added_tokens"] = a
+        }
+    }
+
+    func testMalformedFieldsNameTheJSONPath() {
+        expectError("$.model.merges[7]") { j in
+            var m = j["model"] as! [String: Any]; var ms = m["merges"] as! [Any]; ms[7] = ["Ġt", "nosuchsymbol"]; m["merges"] = ms; j["model"] = m
+        }
+        expectError("$.model.merges[3]") { j in
+            var m = j["model"] as! [String: Any]; var ms = m["merges"] as! [Any]; ms[3] = 5; m["merges"] = ms; j["model"] = m
+        }
+        expectError("$.model.vocab[\"a\"]") { j in
+            var m = j["model"] as! [String: Any]; var v = m["vocab"] as! [String: Any]; v["a"] = "x"; m["vocab"] = v; j["model"] = m
+        }
+        expectError("$.model.vocab") { j in var m = j["model"] as! [String: Any]; m["vocab"] = nil; j["model"] = m }
+        XCTAssertThrowsError(try Tokenizer(tokenizerJSON: Data("{\"model\": {\"vocab\": {\"a\": 1,, }}}".utf8), config: nil)) { e in
+            XCTAssertTrue("\(e)".contains("$.model.vocab"), "\(e)")
+            XCTAssertTrue("\(e)".contains("line 1"), "\(e)")
+        }
+        XCTAssertThrowsError(try Tokenizer.load("/nonexistent/tokenizer.json")) { e in
+            XCTAssertTrue("\(e)".contains("/nonexistent"))
+        }
+    }
+
+    func testStringFormMergesEncodeTheSame() throws {
+        let tk = try load { j in
+            var m = j["model"] as! [String: Any]
+            m["merges"] = (m["merges"] as! [[String]]).map { $0.joined(separator: " ") }
+            j["model"] = m
+        }
+        let rows = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl")
+        for r in rows.prefix(60) { XCTAssertEqual(tk.encode(r["text"] as! String), ints(r["ids"])) }
+    }
+
+    func testJSONLInvalidUTF8NamesTheLine() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(getpid()).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var d = Data("{\"text\": \"ok\"}\n{\"text\": \"fine\"}\n{\"text\": \"x".utf8)
+        d.append(contentsOf: [0xE4, 0xBD, 0x22, 0x7D, 0x0A])
+        try d.write(to: URL(fileURLWithPath: path))
+        var seen = 0
+        XCTAssertThrowsError(try JSONLReader.forEachLine(path: path) { _, _, _ in seen += 1 }) { e in
+            XCTAssertEqual(e as? TokenizerError, .invalidUTF8(source: path, line: 3, byteOffset: 11))
+        }
+        XCTAssertEqual(seen, 2)
+        var trainer = BPETrainer(vocabSize: 300)
+        XCTAssertThrowsError(try trainer.feedJSONL(path: path))
+    }
+}
