@@ -61,15 +61,14 @@ func rmsnorm_forward(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ n: Int
 /// Rows split over workers; each worker sums its dw part in `scratch` [workers, C] first.
 func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CFPtr, _ rstd: CFPtr, _ n: Int, _ c: Int,
                       scratch: FPtr, maxWorkers: Int) {
-    let workers = min(workerCount(), maxWorkers, max(1, n / 16))
+    let workers = chunkCount(n, workers: min(workerCount(), maxWorkers), minPerWorker: 16)
     scratch.update(repeating: 0, count: workers * c)
-    parallelRanges(n, workers: workers) { rows in
-        let part = scratch + (rows.lowerBound * workers / n) * c
+    parallelChunks(n, workers: workers) { chunk, rows in
+        let part = scratch + chunk * c
         for i in rows {
             let xi = x + i * c, gi = dout + i * c, di = dx + i * c
             let r = rstd[i]
-            var dot: Float = 0
-            for j in 0..<c { dot += gi[j] * w[j] * xi[j] }
+            let dot = dot3(gi, w, xi, c)
             let k = dot * r * r * r / Float(c)
             for j in 0..<c {
                 part[j] += gi[j] * xi[j] * r
@@ -96,9 +95,11 @@ func rope_tables(maxT: Int, headDim hd: Int, theta: Double) -> (cos: [Float], si
     }
     return (cs, sn)
 }
-/// In place on x[B, T, H, hd]: (x1, x2) ← (x1·cos − x2·sin, x2·cos + x1·sin), position = t + pos0.
+/// In place on x[B, T, H, hd] (token rows `rowStride` floats apart, default H·hd): (x1, x2) ← (x1·cos − x2·sin, x2·cos + x1·sin), position = t + pos0.
 /// `inverse` applies the transpose (rotation by −angle): the backward pass.
-func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h: Int, _ hd: Int, pos0: Int = 0, inverse: Bool = false) {
+func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h: Int, _ hd: Int, pos0: Int = 0, inverse: Bool = false,
+                rowStride: Int? = nil) {
+    let ld = rowStride ?? h * hd
     let half = hd / 2
     let sgn: Float = inverse ? -1 : 1
     parallelRanges(b * t, workers: workerCount(), minPerWorker: 16) { rows in
@@ -106,7 +107,7 @@ func rope_apply(_ x: FPtr, _ cosT: CFPtr, _ sinT: CFPtr, _ b: Int, _ t: Int, _ h
             let bi = row / t, ti = row % t
             let c = cosT + (ti + pos0) * half, s = sinT + (ti + pos0) * half
             for hi in 0..<h {
-                let p = x + ((bi * t + ti) * h + hi) * hd
+                let p = x + (bi * t + ti) * ld + hi * hd
                 for i in 0..<half {
                     let x1 = p[i], x2 = p[i + half], si = sgn * s[i]
                     p[i] = x1 * c[i] - x2 * si
@@ -127,24 +128,25 @@ func attentionScratchPerWorker(_ t: Int) -> Int { 2 * attentionBlock * t + atten
 
 /// y[B,T,H,hd] = softmax(q·kᵀ/√hd + causal)·v with KV head g = h / (H/KVH); lse[B,H,T] (log-sum-exp of each row of
 /// scaled scores) saved so backward recomputes P instead of storing [B,H,T,T].
-/// q[B,T,H,hd], k/v[B,T,KVH,hd]. Tasks (b, kv-group) run on `workers` threads, each with its own scratch slice of
+/// q[B,T,H,hd], k/v[B,T,KVH,hd], rows (one per token) `ldq`/`ldkv`/`ldy` floats apart (q, k, v are column slices
+/// of the fused qkv activation [N, H·hd + 2·KVH·hd]). Tasks (b, kv-group) run on `workers` threads, each with its own scratch slice of
 /// `attentionScratchPerWorker(T)` floats.
 func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
-    let qd = h * hd, kvd = kvh * hd, rep = h / kvh
+                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+    let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
     parallelTasks(b * kvh, workers: workers) { task, worker in
         let S = scratch + worker * per
         let bi = task / kvh, g = task % kvh
-        let kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
+        let kp = k + bi * t * ldkv + g * hd, vp = v + bi * t * ldkv + g * hd
         for hi in (g * rep)..<((g + 1) * rep) {
-            let qp = q + bi * t * qd + hi * hd, yp = y + bi * t * qd + hi * hd
+            let qp = q + bi * t * ldq + hi * hd, yp = y + bi * t * ldy + hi * hd
             let lp = lse + (bi * h + hi) * t
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
-                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, S, keys)
+                sgemm(false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, S, keys)
                 for i in 0..<rows {
                     let row = S + i * keys, valid = r0 + i + 1
                     let mx = maxOf(row, valid)
@@ -154,7 +156,7 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
                     for j in valid..<keys { row[j] = 0 }
                     lp[r0 + i] = mx + logf(sum)
                 }
-                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, kvd, 0, yp + r0 * qd, qd)
+                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, yp + r0 * ldy, ldy)
                 r0 = r1
             }
         }
@@ -167,40 +169,40 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
 /// dk/dv slices written by concurrent tasks are disjoint.
 func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CFPtr, _ lse: CFPtr,
                         _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int) {
-    let qd = h * hd, kvd = kvh * hd, rep = h / kvh
+                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+    let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
     parallelTasks(b * kvh, workers: workers) { task, worker in
         let P = scratch + worker * per, dP = P + attentionBlock * t, D = P + 2 * attentionBlock * t
         let bi = task / kvh, g = task % kvh
-        let kp = k + bi * t * kvd + g * hd, vp = v + bi * t * kvd + g * hd
-        let dkp = dk + bi * t * kvd + g * hd, dvp = dv + bi * t * kvd + g * hd
-        for ti in 0..<t { (dkp + ti * kvd).update(repeating: 0, count: hd); (dvp + ti * kvd).update(repeating: 0, count: hd) }
+        let kp = k + bi * t * ldkv + g * hd, vp = v + bi * t * ldkv + g * hd
+        let dkp = dk + bi * t * ldkv + g * hd, dvp = dv + bi * t * ldkv + g * hd
+        for ti in 0..<t { (dkp + ti * ldkv).update(repeating: 0, count: hd); (dvp + ti * ldkv).update(repeating: 0, count: hd) }
         for hi in (g * rep)..<((g + 1) * rep) {
-            let qp = q + bi * t * qd + hi * hd
-            let yp = y + bi * t * qd + hi * hd, dyp = dy + bi * t * qd + hi * hd
-            let dqp = dq + bi * t * qd + hi * hd
+            let qp = q + bi * t * ldq + hi * hd
+            let yp = y + bi * t * ldy + hi * hd, dyp = dy + bi * t * ldy + hi * hd
+            let dqp = dq + bi * t * ldq + hi * hd
             let lp = lse + (bi * h + hi) * t
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
-                sgemm(false, true, rows, keys, hd, scale, qp + r0 * qd, qd, kp, kvd, 0, P, keys)
+                sgemm(false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, P, keys)
                 for i in 0..<rows {
                     let row = P + i * keys, valid = r0 + i + 1
                     _ = expShiftSum(row, valid, shift: lp[r0 + i])
                     for j in valid..<keys { row[j] = 0 }
-                    D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * qd, 1, yp + (r0 + i) * qd, 1)
+                    D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * ldy, 1, yp + (r0 + i) * ldy, 1)
                 }
-                sgemm(false, true, rows, keys, hd, 1, dyp + r0 * qd, qd, vp, kvd, 0, dP, keys)
-                sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * qd, qd, 1, dvp, kvd)
+                sgemm(false, true, rows, keys, hd, 1, dyp + r0 * ldy, ldy, vp, ldkv, 0, dP, keys)
+                sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv)
                 for i in 0..<rows {
                     let pr = P + i * keys, dr = dP + i * keys, di = D[i], valid = r0 + i + 1
                     for j in 0..<valid { dr[j] = pr[j] * (dr[j] - di) }
                     for j in valid..<keys { dr[j] = 0 }
                 }
-                sgemm(false, false, rows, hd, keys, scale, dP, keys, kp, kvd, 0, dqp + r0 * qd, qd)
-                sgemm(true, false, keys, hd, rows, scale, dP, keys, qp + r0 * qd, qd, 1, dkp, kvd)
+                sgemm(false, false, rows, hd, keys, scale, dP, keys, kp, ldkv, 0, dqp + r0 * ldq, ldq)
+                sgemm(true, false, keys, hd, rows, scale, dP, keys, qp + r0 * ldq, ldq, 1, dkp, ldkv)
                 r0 = r1
             }
         }
@@ -222,6 +224,30 @@ func swiglu_backward(_ dg: FPtr, _ du: FPtr, _ g: CFPtr, _ u: CFPtr, _ count: In
             let x = g[i], s = 1 / (1 + fastExp(-x)), dh = dg[i]
             du[i] = dh * x * s
             dg[i] = dh * u[i] * s * (1 + x * (1 - s))
+        }
+    }
+}
+
+/// Row-fused variant: gu[N, 2I] holds gate in columns [0, I) and up in [I, 2I); out[N, I] = silu(gate)·up.
+func swiglu_forward_fused(_ out: FPtr, _ gu: CFPtr, _ n: Int, _ inter: Int) {
+    parallelRanges(n, workers: workerCount(), minPerWorker: 8) { rows in
+        for r in rows {
+            let g = gu + r * 2 * inter, u = g + inter, o = out + r * inter
+            for i in 0..<inter { let x = g[i]; o[i] = x / (1 + fastExp(-x)) * u[i] }
+        }
+    }
+}
+/// Backward of `swiglu_forward_fused`: from dh[N, I] writes dgu[N, 2I] (d gate | d up).
+func swiglu_backward_fused(_ dgu: FPtr, _ dh: CFPtr, _ gu: CFPtr, _ n: Int, _ inter: Int) {
+    parallelRanges(n, workers: workerCount(), minPerWorker: 8) { rows in
+        for r in rows {
+            let g = gu + r * 2 * inter, u = g + inter, d = dh + r * inter
+            let dg = dgu + r * 2 * inter, du = dg + inter
+            for i in 0..<inter {
+                let x = g[i], s = 1 / (1 + fastExp(-x)), dhi = d[i]
+                du[i] = dhi * x * s
+                dg[i] = dhi * u[i] * s * (1 + x * (1 - s))
+            }
         }
     }
 }

@@ -3,6 +3,15 @@ import Foundation
 import Dispatch
 import CBLAS
 
+/// Threads used by the model: OpenBLAS's thread count, which also sets the worker count of the non-BLAS loops and
+/// the number of batch parts `forward`/`backward` run concurrently. (`trainer --threads N` sets it.)
+public enum ComputeThreads {
+    public static var count: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
+
 /// Worker count for the non-BLAS loops = OpenBLAS's thread count (so `--threads` governs both).
 @inline(__always) func workerCount() -> Int { max(1, Int(openblas_get_num_threads())) }
 
@@ -10,11 +19,22 @@ import CBLAS
 /// Inline (no dispatch) when one worker or small `n`.
 @inline(__always)
 func parallelRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Range<Int>) -> Void) {
-    let w = min(workers, max(1, n / max(minPerWorker, 1)))
-    if w <= 1 { body(0..<n); return }
+    parallelChunks(n, workers: workers, minPerWorker: minPerWorker) { _, r in body(r) }
+}
+
+/// Number of chunks `parallelChunks` uses for these arguments.
+@inline(__always) func chunkCount(_ n: Int, workers: Int, minPerWorker: Int = 1) -> Int {
+    max(1, min(workers, n / max(minPerWorker, 1)))
+}
+
+/// As `parallelRanges`, also passing the chunk index in 0..<chunkCount(n, workers:, minPerWorker:).
+@inline(__always)
+func parallelChunks(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+    let w = chunkCount(n, workers: workers, minPerWorker: minPerWorker)
+    if w <= 1 { body(0, 0..<n); return }
     DispatchQueue.concurrentPerform(iterations: w) { i in
         let lo = n * i / w, hi = n * (i + 1) / w
-        if lo < hi { body(lo..<hi) }
+        if lo < hi { body(i, lo..<hi) }
     }
 }
 
@@ -65,30 +85,57 @@ final class TaskCounter: @unchecked Sendable {
     return e * Float(bitPattern: (ki &+ 127) << 23)
 }
 
-/// out[i] = e^(x[i] − shift) for i in 0..<n; returns Σ out (Float accumulation in 8 lanes).
+/// out[i] = e^(x[i] − shift) for i in 0..<n, in place; returns Σ out.
 @inline(__always) func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-    var acc = SIMD8<Float>()
-    var i = 0
-    while i + 8 <= n {
-        var v = SIMD8<Float>()
-        for j in 0..<8 { let e = fastExp(x[i + j] - shift); x[i + j] = e; v[j] = e }
-        acc += v
-        i += 8
-    }
-    var s = acc.sum()
-    while i < n { let e = fastExp(x[i] - shift); x[i] = e; s += e; i += 1 }
-    return s
+    for j in 0..<n { x[j] = fastExp(x[j] - shift) }
+    return sumOf(x, n)
 }
+
+// Reductions written with 8 independent accumulators: LLVM vectorises these (a single running accumulator is a
+// serial dependency chain it may not reorder), ~8× faster than the naive loop.
 
 /// max of x[0..<n] (n ≥ 1).
 @inline(__always) func maxOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var m = SIMD8<Float>(repeating: -.infinity)
+    var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0
     var i = 0
     while i + 8 <= n {
-        m = pointwiseMax(m, SIMD8<Float>(UnsafeBufferPointer(start: x + i, count: 8)))
+        m0 = x[i] > m0 ? x[i] : m0; m1 = x[i + 1] > m1 ? x[i + 1] : m1
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2; m3 = x[i + 3] > m3 ? x[i + 3] : m3
+        m4 = x[i + 4] > m4 ? x[i + 4] : m4; m5 = x[i + 5] > m5 ? x[i + 5] : m5
+        m6 = x[i + 6] > m6 ? x[i + 6] : m6; m7 = x[i + 7] > m7 ? x[i + 7] : m7
         i += 8
     }
-    var r = m.max()
-    while i < n { r = Swift.max(r, x[i]); i += 1 }
+    var r = Swift.max(Swift.max(Swift.max(m0, m1), Swift.max(m2, m3)), Swift.max(Swift.max(m4, m5), Swift.max(m6, m7)))
+    while i < n { if x[i] > r { r = x[i] }; i += 1 }
+    return r
+}
+
+/// Σ x[0..<n].
+@inline(__always) func sumOf(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0, s4: Float = 0, s5: Float = 0, s6: Float = 0, s7: Float = 0
+    var i = 0
+    while i + 8 <= n {
+        s0 += x[i]; s1 += x[i + 1]; s2 += x[i + 2]; s3 += x[i + 3]
+        s4 += x[i + 4]; s5 += x[i + 5]; s6 += x[i + 6]; s7 += x[i + 7]
+        i += 8
+    }
+    var r = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while i < n { r += x[i]; i += 1 }
+    return r
+}
+
+/// Σ a·b·c over n elements.
+@inline(__always) func dot3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ n: Int) -> Float {
+    var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0, s4: Float = 0, s5: Float = 0, s6: Float = 0, s7: Float = 0
+    var i = 0
+    while i + 8 <= n {
+        s0 += a[i] * b[i] * c[i]; s1 += a[i + 1] * b[i + 1] * c[i + 1]
+        s2 += a[i + 2] * b[i + 2] * c[i + 2]; s3 += a[i + 3] * b[i + 3] * c[i + 3]
+        s4 += a[i + 4] * b[i + 4] * c[i + 4]; s5 += a[i + 5] * b[i + 5] * c[i + 5]
+        s6 += a[i + 6] * b[i + 6] * c[i + 6]; s7 += a[i + 7] * b[i + 7] * c[i + 7]
+        i += 8
+    }
+    var r = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while i < n { r += a[i] * b[i] * c[i]; i += 1 }
     return r
 }

@@ -25,6 +25,13 @@ struct Bench: ParsableCommand {
     @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
     @Option var seed: UInt64 = 0
     @Flag var json = false
+    @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
+    var noBatchParallel = false
+
+    static func cpuSeconds() -> Double {
+        var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
+        return Double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + Double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6
+    }
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
@@ -33,15 +40,16 @@ struct Bench: ParsableCommand {
         try cfg.validate(source: "bench options")
         let B = batchSize, T = maxSeqLen, N = B * T
         let m = MiniMindModel(config: cfg, seed: seed)
+        m.batchParallel = !noBatchParallel
         let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
         var rng = SplitMix64(seed: seed &+ 1)
         let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
         let input = Array(ids[0..<N]), labels = Array(ids[1...])
         let mask = [Float](repeating: 1, count: N)
-        var loss = 0.0, tLoss = 0.0, tOpt = 0.0, tTotal = 0.0
+        var loss = 0.0, tLoss = 0.0, tOpt = 0.0, tTotal = 0.0, cpuStart = 0.0
         for s in 0..<(warmup + steps) {
             let timed = s >= warmup
-            if s == warmup { m.profile = ModelProfile() }
+            if s == warmup { m.profile = ModelProfile(); cpuStart = Bench.cpuSeconds() }
             m.profiling = true
             let t0 = Date()
             m.zeroGrad()
@@ -64,6 +72,7 @@ struct Bench: ParsableCommand {
                              t4.timeIntervalSince(t0), t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2), t4.timeIntervalSince(t3)))
             }
         }
+        let cpu = Bench.cpuSeconds() - cpuStart
         let p = m.profile
         let tokens = Double(N * steps)
         let flops = (6 * Double(m.numParameters) + 12 * Double(numHiddenLayers * T * hiddenSize)) * tokens
@@ -74,7 +83,8 @@ struct Bench: ParsableCommand {
         if json {
             let d: [String: Any] = ["tokens_per_s": tps, "gflops": gflops, "peak_rss_mb": rssMB, "step_s": tTotal / Double(steps),
                                     "params": m.numParameters, "batch_size": B, "seq_len": T, "threads": OpenBLASRuntime.threads,
-                                    "core": OpenBLASRuntime.coreName, "loss": loss,
+                                    "core": OpenBLASRuntime.coreName, "loss": loss, "cpu_s_per_step": cpu / Double(steps),
+                                    "tokens_per_cpu_s": tokens / cpu,
                                     "breakdown_s": ["matmul": p.matmul / Double(steps), "attention": p.attention / Double(steps),
                                                     "norms_rope_swiglu": p.elementwise / Double(steps), "loss": tLoss / Double(steps),
                                                     "optimizer": tOpt / Double(steps), "other": other / Double(steps)]]
@@ -86,10 +96,12 @@ struct Bench: ParsableCommand {
                          Double(m.numParameters) / 1e6, B, T, OpenBLASRuntime.coreName, OpenBLASRuntime.threads))
             print(String(format: "%.1f tokens/s, %.1f GFLOP/s, %.3f s/step, peak RSS %.0f MB (activations %.0f MB)",
                          tps, gflops, tTotal / Double(steps), rssMB, Double(m.activationBytes) / 1048576))
+            print(String(format: "process CPU time %.3f s/step (%.1f tokens per CPU-second; wall/CPU shows contention from other processes)",
+                         cpu / Double(steps), tokens / cpu))
             let per = Double(steps)
             for (name, t) in [("matmuls (sgemm)", p.matmul), ("attention", p.attention), ("norms/RoPE/SwiGLU/residual/embedding", p.elementwise),
                               ("loss (softmax CE)", tLoss), ("optimizer (clip + AdamW)", tOpt), ("other", other)] {
-                print(String(format: "  %-38@ %7.3f s/step  %5.1f %%", name as NSString, t / per, 100 * t / tTotal))
+                print("  " + name.padding(toLength: 38, withPad: " ", startingAt: 0) + String(format: " %7.3f s/step  %5.1f %%", t / per, 100 * t / tTotal))
             }
         }
     }
