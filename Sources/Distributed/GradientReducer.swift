@@ -16,13 +16,15 @@ public enum ReducerProgress: String, CaseIterable {
     /// gradients (`gradientsReady`) or calls `progress()`; no extra thread.
     case testPolling = "test"
 
-    /// `SWIFTMIND_REDUCER_PROGRESS=thread|pollthread|test` if set, else the mode measured to overlap best (see the report
-    /// in `scripts/`/README: `mpi-selftest overlap`).
+    /// `SWIFTMIND_REDUCER_PROGRESS=thread|pollthread|test` if set, else `pollingThread`, the mode measured to overlap
+    /// best on CPU-bound ranks (`mpi-selftest overlap`): the blocking thread busy-polls inside MPI and takes a core
+    /// from backward (compute ~2x slower with 2 ranks on 2 cores); MPI_Test from the main thread progresses only at
+    /// `gradientsReady` calls, so most of the transfer waits for `finish()`.
     public static var `default`: ReducerProgress {
         if let v = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_PROGRESS"], let m = ReducerProgress(rawValue: v) {
             return m
         }
-        return .communicationThread
+        return .pollingThread
     }
 }
 

@@ -68,8 +68,8 @@ func runAllreduce() throws {
     let quick = flag("--quick")
     // (bucket bytes, elements): bucket sizes 1 KB ... 100 MB; element counts odd so the last bucket is partial.
     let cases: [(Int, Int)] = quick
-        ? [(1 << 10, 300_007), (64 << 10, 1_000_003), (1 << 20, 3_000_001), (25 << 20, 7_000_001), (100 << 20, 27_000_001)]
-        : [(1 << 10, 1_000_003), (64 << 10, 4_000_037), (1 << 20, 8_000_009), (25 << 20, 27_000_001), (100 << 20, 27_000_001)]
+        ? [(1 << 10, 100_003), (64 << 10, 1_000_003), (1 << 20, 3_000_001), (25 << 20, 7_000_001), (100 << 20, 27_000_001)]
+        : [(1 << 10, 300_007), (64 << 10, 2_000_003), (1 << 20, 8_000_009), (25 << 20, 14_000_001), (100 << 20, 27_000_001)]
     var failures = 0
     for (capBytes, n) in cases {
         var rng = SplitMix64(state: UInt64(1000 + comm.rank))
@@ -82,7 +82,10 @@ func runAllreduce() throws {
         let t0 = now()
         try comm.allReduceSum(plain)
         let tPlain = now() - t0
-        for mode in ReducerProgress.allCases {
+        // The blocking-thread mode is slow with many buckets on an oversubscribed machine (see `overlap`): it is
+        // checked on the 1 MB case only, to keep the run short.
+        let modes: [ReducerProgress] = capBytes == 1 << 20 ? ReducerProgress.allCases : [.pollingThread, .testPolling]
+        for mode in modes {
             _ = bucketed.initialize(fromContentsOf: original)
             let reducer = GradientReducer(communicator: comm, gradients: bucketed, bucketCapBytes: capBytes, progress: mode)
             var seg = SplitMix64(state: UInt64(77 + 13 * comm.rank))
@@ -92,16 +95,42 @@ func runAllreduce() throws {
             try reducer.finish()
             let tBucketed = now() - t1
             let same = memcmp(plain.baseAddress!, bucketed.baseAddress!, n * 4) == 0
-            // Every rank must also hold the same bytes.
+            // Every rank must hold the same bytes (replicas stay identical).
             let h = bucketed.withMemoryRebound(to: UInt8.self) { fnv1a(UnsafeRawBufferPointer($0)) }
             var agree = true
             do { try comm.checkSameOnAllRanks(String(h, radix: 16), what: "reduced gradient hash") } catch { agree = false }
-            var bad = try comm.allReduceSum(same && agree ? 0 : 1)
-            if comm.size == 1 { bad = same ? 0 : 1 }
-            if bad != 0 { failures += 1 }
+            // With 3+ ranks MPI's summation order depends on the message size (ring segments, recursive doubling),
+            // so bucketing may change roundings: then the difference must stay within the fp32 summation bound
+            // |bucketed - plain| <= 2 (size - 1) eps sum_r |g_r|.
+            var withinBound = same
+            var worstUlpRatio = 0.0
+            if !same && comm.size > 2 {
+                let absSum = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+                defer { absSum.deallocate() }
+                for i in 0..<n { absSum[i] = abs(original[i]) }
+                try comm.allReduceSum(absSum)
+                let eps = Double(Float.ulpOfOne) / 2
+                withinBound = true
+                for i in 0..<n where plain[i] != bucketed[i] {
+                    let bound = 2 * Double(comm.size - 1) * eps * Double(absSum[i]) * 1.0001
+                    let d = abs(Double(plain[i]) - Double(bucketed[i]))
+                    worstUlpRatio = max(worstUlpRatio, d / bound)
+                    if d > bound { withinBound = false }
+                }
+            }
+            let sameEverywhere = try comm.allReduceSum(same ? 0 : 1) == 0
+            let boundEverywhere = try comm.allReduceSum(withinBound ? 0 : 1) == 0
+            let ok = agree && (comm.size <= 2 ? sameEverywhere : boundEverywhere)
+            if !ok { failures += 1 }
+            let verdict: String
+            if !agree { verdict = "MISMATCH: ranks hold different results" }
+            else if sameEverywhere { verdict = "bit-identical on all ranks" }
+            else if comm.size > 2 && boundEverywhere {
+                verdict = String(format: "identical on all ranks; rounding differs from the plain all-reduce within the summation bound (worst %.2f of bound)", worstUlpRatio)
+            } else { verdict = "MISMATCH with the plain all-reduce" }
             say(String(format: "allreduce bucket=%@ elements=%d buckets=%d mode=%@ plain=%.3fs bucketed=%.3fs: %@",
                        capBytes >= 1 << 20 ? "\(capBytes >> 20)MB" : "\(capBytes >> 10)KB", n, reducer.buckets.count,
-                       mode.rawValue, tPlain, tBucketed, bad == 0 ? "bit-identical on all ranks" : "MISMATCH on \(Int(bad)) rank(s)"))
+                       mode.rawValue, tPlain, tBucketed, verdict))
         }
     }
     if failures > 0 { throw SelftestError(description: "\(failures) bucketed all-reduce case(s) differ from the plain all-reduce") }
@@ -171,40 +200,39 @@ func runOverlap() throws {
     blocks.reverse(); blocks.append(0..<emb)
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 
-    // Minimum over steps: the machine is shared, the minimum is the least disturbed run.
-    func best(_ xs: [Double]) -> Double { xs.min()! }
-    // Compute only.
-    var tc: [Double] = []
-    for _ in 0..<steps { try comm.barrier(); let t = now(); for _ in blocks { compute() }; tc.append(now() - t) }
-    // Communication only: one plain all-reduce of the whole buffer.
-    var tm: [Double] = []
-    for _ in 0..<steps { try comm.barrier(); let t = now(); try comm.allReduceSum(grads); tm.append(now() - t) }
-    say(String(format: "overlap: %d ranks, %.1f MB gradients, %d blocks, compute alone %.1f ms/step, one plain all-reduce %.1f ms",
-               comm.size, Double(n * 4) / 1e6, blocks.count, best(tc) * 1e3, best(tm) * 1e3))
-    for mode in ReducerProgress.allCases {
-        let reducer = GradientReducer(communicator: comm, gradients: grads, bucketCapBytes: Int(capMB * 1048576), progress: mode)
-        var tb: [Double] = []
-        for _ in 0..<steps {
-            try comm.barrier(); let t = now()
+    // The machine may be shared: every configuration runs once per round, rounds repeat `steps` times, and the
+    // least disturbed (minimum) time of each configuration is reported.
+    let modes = ReducerProgress.allCases
+    let reducers = modes.map { GradientReducer(communicator: comm, gradients: grads, bucketCapBytes: Int(capMB * 1048576), progress: $0) }
+    var tc: [Double] = [], tm: [Double] = []
+    var tb = [[Double]](repeating: [], count: modes.count)
+    var ts = [[Double]](repeating: [], count: modes.count), tcs = ts, tw = ts
+    for _ in 0..<steps {
+        try comm.barrier(); var t = now(); for _ in blocks { compute() }; tc.append(now() - t)
+        try comm.barrier(); t = now(); try comm.allReduceSum(grads); tm.append(now() - t)
+        for (k, reducer) in reducers.enumerated() {
+            // Communication alone through the reducer.
+            try comm.barrier(); t = now()
             reducer.prepareForBackward(); for r in blocks { reducer.gradientsReady(r) }; try reducer.finish()
-            tb.append(now() - t)
-        }
-        // Overlapped: step time = compute (possibly slowed by communication) + exposed communication
-        // (time in gradientsReady/finish, i.e. not computing).
-        var ts: [Double] = [], tcs: [Double] = [], tw: [Double] = []
-        for _ in 0..<steps {
-            try comm.barrier(); let t = now()
+            tb[k].append(now() - t)
+            // Overlapped: step = compute (maybe slowed by communication) + exposed communication (not computing).
+            try comm.barrier(); t = now()
             var inCompute = 0.0
             reducer.prepareForBackward()
             for r in blocks { let c0 = now(); compute(); inCompute += now() - c0; reducer.gradientsReady(r) }
             try reducer.finish()
-            ts.append(now() - t); tcs.append(inCompute); tw.append(reducer.lastFinishWaitSeconds)
+            ts[k].append(now() - t); tcs[k].append(inCompute); tw[k].append(reducer.lastFinishWaitSeconds)
         }
-        let i = ts.indices.min { ts[$0] < ts[$1] }!
-        let c = best(tc), m = best(tb), s = ts[i], exposed = ts[i] - tcs[i]
-        say(String(format: "  mode=%-6@ buckets=%d | bucketed comm alone %.1f ms | overlapped step %.1f ms (serial compute+comm %.1f) = compute %.1f (%.0f%% slower than alone) + exposed comm %.1f (finish() wait %.1f) | exposed = %.0f%% of step, %.0f%% of comm hidden | speed-up vs serial %.2fx",
-                   mode.rawValue, reducer.buckets.count, m * 1e3, s * 1e3, (c + m) * 1e3, tcs[i] * 1e3, (tcs[i] / c - 1) * 100,
-                   exposed * 1e3, tw[i] * 1e3, exposed / s * 100, max(0, 1 - exposed / m) * 100, (c + m) / s))
+    }
+    let cAlone = tc.min()!
+    say(String(format: "overlap: %d ranks, %.1f MB gradients, %d blocks, %d rounds, compute alone %.1f ms/step, one plain all-reduce %.1f ms",
+               comm.size, Double(n * 4) / 1e6, blocks.count, steps, cAlone * 1e3, tm.min()! * 1e3))
+    for (k, mode) in modes.enumerated() {
+        let i = ts[k].indices.min { ts[k][$0] < ts[k][$1] }!
+        let m = tb[k].min()!, s = ts[k][i], exposed = s - tcs[k][i]
+        say(String(format: "  mode=%-10@ buckets=%d | bucketed comm alone %6.1f ms | overlapped step %6.1f ms (serial %6.1f) = compute %6.1f (%+.0f%% vs alone) + exposed comm %5.1f (finish() wait %5.1f) | exposed %2.0f%% of step | step vs serial %.2fx faster",
+                   mode.rawValue, reducers[k].buckets.count, m * 1e3, s * 1e3, (cAlone + m) * 1e3, tcs[k][i] * 1e3,
+                   (tcs[k][i] / cAlone - 1) * 100, exposed * 1e3, tw[k][i] * 1e3, exposed / s * 100, (cAlone + m) / s))
     }
 }
 

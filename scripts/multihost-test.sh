@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Multi-host test on one machine: 3 network namespaces ("hosts") joined by a bridge, mpirun --hostfile across them
+# through a plm_rsh_agent wrapper (instead of ssh), OpenMPI's TCP transport only, all traffic on the namespaces'
+# private subnet. Run as root (CI does); skips with exit 0 when not root or network namespaces are not permitted.
+#
+#   scripts/multihost-test.sh                 build, then run the checks below across the namespaces
+#   scripts/multihost-test.sh -- CMD ARGS...  run one command (e.g. a built binary) on 3 ranks across the namespaces
+#
+# Environment: SWIFTMIND_NETNS_HOSTS (2 or 3, default 3), SWIFTMIND_NETNS_SUBNET (first three octets of a /24,
+# default 10.213.77), SWIFTMIND_NETNS_TIMEOUT (seconds per mpirun, default 300).
+#
+# Layout (everything is created fresh and removed on exit, whatever happens):
+#   netns <P>-sw : bridge br0 + veth ends p1..pN            (a private "switch": the root namespace is untouched)
+#   netns <P>-hI : lo + eth0 = <SUBNET>.1I/24, hostname <P>-hI in its own UTS namespace
+#   <P> = swm<pid>; mpirun itself runs inside <P>-h1; the agent runs `ip netns exec <P>-hI` for address <SUBNET>.1I.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+skip() { echo "multihost-test: SKIP: $*"; exit 0; }
+[ "$(id -u)" = 0 ] || skip "needs root to create network namespaces (run as root, as CI does)"
+command -v ip >/dev/null || skip "ip (iproute2) not installed"
+command -v mpirun >/dev/null || { echo "multihost-test: mpirun not found (scripts/install-deps.sh)" >&2; exit 1; }
+
+NHOSTS="${SWIFTMIND_NETNS_HOSTS:-3}"
+case "$NHOSTS" in 2|3) ;; *) echo "multihost-test: SWIFTMIND_NETNS_HOSTS must be 2 or 3" >&2; exit 2 ;; esac
+NET="${SWIFTMIND_NETNS_SUBNET:-10.213.77}"
+TIMEOUT="${SWIFTMIND_NETNS_TIMEOUT:-300}"
+P="swm$$"
+SW="$P-sw"
+TMP=""
+CREATED=()
+
+cleanup() {
+  local rc=$?
+  set +e
+  for ns in "${CREATED[@]}"; do
+    # Anything still running inside a namespace (a hung rank, an orted) is killed before the namespace goes.
+    pids="$(ip netns pids "$ns" 2>/dev/null)"
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+  done
+  for ns in "${CREATED[@]}"; do ip netns del "$ns" 2>/dev/null; done   # deletes br0 and the veth pairs with them
+  [ -n "$TMP" ] && rm -rf "$TMP"
+  left="$(ip netns list 2>/dev/null | grep -c "^$P-" || true)"
+  [ "$left" = 0 ] || echo "multihost-test: WARNING: $left namespace(s) $P-* could not be removed" >&2
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Probe: may we create namespaces here (containers without CAP_SYS_ADMIN / CAP_NET_ADMIN may not)?
+if ! ip netns add "$SW" 2>/dev/null; then skip "'ip netns add' is not permitted here"; fi
+CREATED+=("$SW")
+if ! ip -n "$SW" link add br0 type bridge 2>/dev/null; then skip "cannot create a bridge inside a network namespace"; fi
+ip -n "$SW" link set br0 up
+ip -n "$SW" link set lo up
+
+# The subnet must not be in use on this machine (the namespaces are isolated, but keep addresses unambiguous).
+if ip -4 addr show | grep -q "inet $NET\."; then
+  echo "multihost-test: subnet $NET.0/24 is already used here; set SWIFTMIND_NETNS_SUBNET" >&2; exit 1
+fi
+
+HOSTS=()
+for i in $(seq 1 "$NHOSTS"); do
+  ns="$P-h$i"; addr="$NET.1$i"
+  ip netns add "$ns"; CREATED+=("$ns")
+  ip -n "$ns" link add eth0 type veth peer name "p$i" netns "$SW"
+  ip -n "$SW" link set "p$i" master br0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  HOSTS+=("$addr")
+done
+
+TMP="$(mktemp -d /tmp/swiftmind-multihost.XXXXXX)"
+HOSTFILE="$TMP/hostfile"
+for a in "${HOSTS[@]}"; do echo "$a slots=1"; done > "$HOSTFILE"
+
+# Runs a command "on host" $1 (an address of the subnet): inside that host's network namespace and, when unshare is
+# available, its own UTS namespace with its own hostname (so MPI sees distinct processor names).
+cat > "$TMP/in-host.sh" <<AGENT
+#!/usr/bin/env bash
+addr="\$1"; shift
+case "\$addr" in
+$(for i in $(seq 1 "$NHOSTS"); do echo "  $NET.1$i) ns=$P-h$i ;;"; done)
+  *) echo "in-host: unknown host \$addr" >&2; exit 255 ;;
+esac
+if command -v unshare >/dev/null; then
+  exec ip netns exec "\$ns" unshare --uts /bin/sh -c "hostname \$ns; exec \$*"
+fi
+exec ip netns exec "\$ns" /bin/sh -c "\$*"
+AGENT
+# The plm_rsh_agent: mpirun calls it like ssh, `agent [ssh options] HOST REMOTE-COMMAND...`.
+cat > "$TMP/agent.sh" <<AGENT
+#!/usr/bin/env bash
+while [ \$# -gt 0 ]; do case "\$1" in -x|-T|-n|-q) shift ;; -o|-p|-l) shift 2 ;; *) break ;; esac; done
+exec "$TMP/in-host.sh" "\$@"
+AGENT
+chmod +x "$TMP/in-host.sh" "$TMP/agent.sh"
+
+echo "multihost-test: ${#HOSTS[@]} namespaces ${HOSTS[*]} on bridge $SW/br0, subnet $NET.0/24"
+
+# mh_mpirun NP CMD ARGS... : mpirun started on the first host, ranks spread over the hosts (one slot each, so
+# NP > hosts wraps with --oversubscribe), TCP only, out-of-band and data traffic restricted to the subnet.
+mh_mpirun() {
+  local np="$1"; shift
+  . scripts/env.sh
+  timeout --kill-after=10 "$TIMEOUT" "$TMP/in-host.sh" "${HOSTS[0]}" \
+    mpirun --hostfile "$HOSTFILE" -np "$np" --oversubscribe --bind-to none \
+      --mca plm_rsh_agent "$TMP/agent.sh" \
+      --mca btl tcp,self --mca btl_tcp_if_include "$NET.0/24" --mca oob_tcp_if_include "$NET.0/24" \
+      --mca pml ob1 \
+      -x OPENBLAS_NUM_THREADS=1 -x OPENBLAS_CORETYPE -x PATH \
+      $(printf '%q ' "$@")
+}
+
+if [ "${1:-}" = "--" ]; then
+  shift
+  mh_mpirun "${#HOSTS[@]}" "$@"
+  exit $?
+fi
+
+# ---- the checks ---------------------------------------------------------------------------------------------------
+swift build --product mpi-selftest >&2
+BIN="$(swift build --show-bin-path)"
+N="${#HOSTS[@]}"
+
+echo "== 1. every rank on its own host, MPI over TCP"
+out="$(mh_mpirun "$N" "$BIN/mpi-selftest" info)"; echo "$out"
+for i in $(seq 1 "$N"); do
+  echo "$out" | grep -q "on $P-h$i," || { echo "multihost-test: FAIL: no rank ran on host $P-h$i" >&2; exit 1; }
+done
+echo "$out" | grep -q "info: sum of ranks = $((N * (N - 1) / 2)) " || { echo "multihost-test: FAIL: wrong all-reduce" >&2; exit 1; }
+
+echo "== 2. bucketed all-reduce == plain all-reduce, bit for bit, across the hosts"
+out="$(mh_mpirun "$N" "$BIN/mpi-selftest" allreduce --quick)"; echo "$out"
+echo "$out" | grep -q "allreduce: OK ($N ranks)" || { echo "multihost-test: FAIL: bucketed all-reduce" >&2; exit 1; }
+
+echo "== 3. a failing rank brings all hosts down"
+set +e
+out="$(mh_mpirun "$N" "$BIN/mpi-selftest" fail --rank $((N - 1)) --message "multihost injected failure" 2>&1)"; rc=$?
+set -e
+echo "$out" | grep "SwiftMind rank" || true
+if [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 137 ] || ! echo "$out" | grep -q "multihost injected failure"; then
+  echo "multihost-test: FAIL: rank failure not propagated (exit $rc)" >&2; exit 1
+fi
+
+# ---- 4. (Training) pretrain a few steps across the hosts and compare the losses with a one-host run: add here, e.g.
+#   mh_mpirun 2 "$TRAINER" pretrain ... --out-dir "$TMP/mh" ; compare with "$TRAINER" run by mpirun -np 2 locally.
+
+echo "multihost-test: OK"
