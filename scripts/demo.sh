@@ -36,4 +36,5 @@ echo "== generating"
 PROMPT='《静夜思》
 作者：李白
 床前明月光，'
-"$BIN" generate --model "$OUT/pretrain/final" --prompt "$PROMPT" --max-new-tokens 48
+printf "%s" "$PROMPT"
+"$BIN" generate --model "$OUT/pretrain/final" --prompt "$PROMPT" --max-new-tokens 48 --temperature 0.7

@@ -170,7 +170,7 @@ public final class Pretrainer {
             guard loaded.config == config else {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "its config.json differs from the options (hidden size, layers, vocab)")
             }
-            model.params.update(from: UnsafeBufferPointer(loaded.params))
+            _ = model.params.update(fromContentsOf: UnsafeBufferPointer(loaded.params))
             let opt = try Checkpoints.readOptimizer(latest.path, numParameters: N)
             _ = adam.m.update(fromContentsOf: opt.m); _ = adam.v.update(fromContentsOf: opt.v)
             stateFields = [1, Int64(st.step), Int64(st.epoch), Int64(st.samplePosition), Int64(st.globalSamplesSeen),
