@@ -58,7 +58,7 @@ struct Pretrain: ParsableCommand {
     var seed: UInt64 = 1337
     @Option(name: [.customLong("max-steps"), .customLong("max_steps")], help: "Stop after N optimizer steps; the schedule spans them.")
     var maxSteps: Int?
-    @Flag(name: [.customLong("resume"), .customLong("from-resume"), .customLong("from_resume")],
+    @Flag(name: .customLong("resume"),
           help: "Continue from the newest complete OUT/checkpoint-*/ (any world size).")
     var resume = false
     @Option(name: [.customLong("keep-checkpoints"), .customLong("keep_checkpoints")], help: "Checkpoints kept.")
