@@ -98,4 +98,16 @@ final class PretrainRunTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(bad):2"), r.stderr)
     }
+
+    /// Ranks started with different options stop together with a message naming the disagreement.
+    func testRanksWithDifferentOptionsRefuseToTrain() throws {
+        let a = args(out: work + "/mismatch", batch: 4, accumulation: 1)
+        var b = a
+        b[b.firstIndex(of: "1e-3")!] = "2e-3"
+        let r = try TrainerRunner.run(a, np: 2, timeout: 60, secondRankArgs: b)
+        XCTAssertFalse(r.timedOut, "hung:\n\(r.stderr)")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("pretrain configuration and data"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/mismatch/final"))
+    }
 }
