@@ -164,8 +164,24 @@ if [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 137 ] || ! echo "$out" | grep -
   echo "multihost-test: FAIL: rank failure not propagated (exit $rc)" >&2; exit 1
 fi
 
-# ---- 4. (Training) pretrain a few steps across the hosts and compare the losses with a one-host run: add here, e.g.
-#   mh_capture 2 "$TRAINER" pretrain ... --out-dir "$TMP/mh"   (output in $MH_OUT; $TMP is removed on exit)
-#   and compare with the same command under a local `mpirun -np 2`.
+echo "== 4. pretraining across the hosts gives the losses of the same run on one host"
+swift build --product trainer >&2
+SHARED="$(cd "$ROOT/.." && pwd)/shared"
+head -n 300 "$SHARED/corpus/pretrain.jsonl" > "$TMP/train.jsonl"
+PRE=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --cache-dir "$TMP/cache"
+     --hidden-size 32 --num-hidden-layers 2 --max-seq-len 33 --batch-size 2 --accumulation-steps 1
+     --max-steps 8 --log-interval 1 --save-interval 100 --threads 1 --seed 3)
+mh_capture "$N" "$BIN/trainer" "${PRE[@]}" --out-dir "$TMP/mh" >/dev/null || { printf '%s\n' "$MH_OUT" >&2; echo "multihost-test: FAIL: pretrain across hosts" >&2; exit 1; }
+( . scripts/env.sh; mpirun -np "$N" --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 \
+    "$BIN/trainer" "${PRE[@]}" --out-dir "$TMP/local" > "$TMP/local.out" 2>&1 ) || { cat "$TMP/local.out" >&2; echo "multihost-test: FAIL: local pretrain" >&2; exit 1; }
+python3 - "$TMP/mh/metrics.jsonl" "$TMP/local/metrics.jsonl" <<'PY' || { echo "multihost-test: FAIL: losses differ" >&2; exit 1; }
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+d = max(abs(x - y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+print(f"{len(a)} steps across hosts vs one host: max |loss difference| {d:.3g}")
+for x, y in zip(a, b): print(f"  {x:.6f}  {y:.6f}")
+sys.exit(0 if len(a) == 8 and d <= 1e-6 else 1)
+PY
 
 echo "multihost-test: OK"

@@ -1,6 +1,35 @@
-// Placeholder — replaced by the helper that owns `trainer eval`.
+// `trainer eval`: held-out masked loss and perplexity, printed as one JSON line.
 import ArgumentParser
+import Foundation
+import Model
+import Tokenizers
+import Training
+
 struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "eval", abstract: "(not yet implemented)")
-    func run() throws { throw ValidationError("trainer eval is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Held-out masked loss and perplexity of a model on a pretrain jsonl: prints {\"loss\", \"ppl\", \"tokens\"}.")
+
+    @Option(name: .customLong("model"), help: "Model directory (config.json, model.safetensors, tokenizer files).")
+    var model: String
+    @Option(name: .customLong("data"), help: "jsonl with one {\"text\": …} per line.")
+    var data: String
+    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], help: "Tokens per sample (truncate/pad).")
+    var maxSeqLen: Int = 512
+    @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Samples per forward.")
+    var batchSize: Int = 16
+    @Option(name: .customLong("tokenizer"), help: "Tokenizer file or directory (default: the model directory).")
+    var tokenizer: String?
+    @Option(name: .customLong("threads"), help: "Tokenizer threads.")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func run() throws {
+        let m = try MiniMindModel.load(directory: model)
+        let tok = try Tokenizer.load(tokenizer ?? model)
+        let r = try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen,
+                                       batchSize: batchSize, threads: threads)
+        let line: [String: Any] = ["loss": r.loss, "ppl": r.ppl, "tokens": r.tokens]
+        let d = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
+        print(String(decoding: d, as: UTF8.self))
+    }
 }

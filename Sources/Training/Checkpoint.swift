@@ -1,0 +1,175 @@
+// Checkpoints: OUT/checkpoint-<step>/ = a loadable model directory + optimizer state + trainer state, written under a
+// temporary name and renamed; the newest K are kept; OUT/final/ at the end.
+import Foundation
+import Model
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything besides the weights that a resumed run needs (`trainer_state.json`).
+public struct TrainerState: Codable, Equatable, Sendable {
+    /// Optimizer steps completed.
+    public var step: Int
+    /// Epoch of the NEXT sample to read (0-based).
+    public var epoch: Int
+    /// Global position, within `epoch`'s sample order, of the next sample to read (a global sample index).
+    public var samplePosition: Int
+    /// Samples consumed since the start of training (over all ranks, padding repeats included).
+    public var globalSamplesSeen: Int
+    /// Total optimizer steps of the schedule the run was started with.
+    public var totalSteps: Int
+    /// RNG state: the sample order of an epoch is derived from `seed + epoch`, so (seed, epoch) is the whole state.
+    public var rngSeed: UInt64
+    public var worldSize: Int
+    public var batchSize: Int
+    public var accumulationSteps: Int
+    public var learningRate: Double
+    public var maxSeqLen: Int
+    public var dataHash: String
+    /// Loss of every completed step (global masked mean), for checks and plots.
+    public var lastLoss: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch
+        case samplePosition = "sample_position"
+        case globalSamplesSeen = "global_samples_seen"
+        case totalSteps = "total_steps"
+        case rngSeed = "rng_seed"
+        case worldSize = "world_size"
+        case batchSize = "batch_size"
+        case accumulationSteps = "accumulation_steps"
+        case learningRate = "learning_rate"
+        case maxSeqLen = "max_seq_len"
+        case dataHash = "data_hash"
+        case lastLoss = "last_loss"
+    }
+}
+
+/// Optimizer state as stored in `optimizer.safetensors`: `exp_avg` (m), `exp_avg_sq` (v), both `[numParameters]`
+/// fp32, and the AdamW step count in the metadata (`step`).
+public struct OptimizerSnapshot {
+    public var m: [Float]
+    public var v: [Float]
+    public var step: Int
+    public init(m: [Float], v: [Float], step: Int) { self.m = m; self.v = v; self.step = step }
+}
+
+public enum Checkpoints {
+    public static let prefix = "checkpoint-"
+
+    /// Writes `OUT/<name>/` atomically (temporary directory + rename). `tokenizerFiles` are copied beside the weights.
+    public static func write(name: String, outDir: String, model: MiniMindModel, optimizer: OptimizerSnapshot?,
+                             state: TrainerState?, tokenizerFiles: [String]) throws -> String {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        let final = (outDir as NSString).appendingPathComponent(name)
+        let tmp = (outDir as NSString).appendingPathComponent(".\(name).tmp-\(getpid())")
+        try? fm.removeItem(atPath: tmp)
+        try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        var done = false
+        defer { if !done { try? fm.removeItem(atPath: tmp) } }
+        try model.save(directory: tmp)
+        for f in tokenizerFiles {
+            try fm.copyItem(atPath: f, toPath: (tmp as NSString).appendingPathComponent((f as NSString).lastPathComponent))
+        }
+        if let o = optimizer {
+            try writeFloatTensors([("exp_avg", o.m), ("exp_avg_sq", o.v)], metadata: ["step": String(o.step)],
+                                  to: tmp + "/optimizer.safetensors")
+        }
+        if let s = state {
+            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(s).write(to: URL(fileURLWithPath: tmp + "/trainer_state.json"))
+        }
+        if fm.fileExists(atPath: final) {
+            let old = (outDir as NSString).appendingPathComponent(".\(name).old-\(getpid())")
+            try? fm.removeItem(atPath: old)
+            try fm.moveItem(atPath: final, toPath: old)
+            try? fm.removeItem(atPath: old)
+        }
+        guard rename(tmp, final) == 0 else { throw TrainingError.io(path: final, reason: "rename failed") }
+        done = true
+        return final
+    }
+
+    /// Complete checkpoints in `outDir` (those holding `trainer_state.json`), sorted by step, oldest first.
+    public static func list(outDir: String) -> [(step: Int, path: String)] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: outDir) else { return [] }
+        var out: [(Int, String)] = []
+        for n in names where n.hasPrefix(prefix) {
+            guard let s = Int(n.dropFirst(prefix.count)) else { continue }
+            let p = (outDir as NSString).appendingPathComponent(n)
+            if FileManager.default.fileExists(atPath: p + "/trainer_state.json") { out.append((s, p)) }
+        }
+        return out.sorted { $0.0 < $1.0 }
+    }
+
+    /// Deletes all but the newest `keep` checkpoints.
+    public static func prune(outDir: String, keep: Int) {
+        let all = list(outDir: outDir)
+        guard keep >= 0, all.count > keep else { return }
+        for c in all.prefix(all.count - keep) { try? FileManager.default.removeItem(atPath: c.path) }
+    }
+
+    public static func readState(_ dir: String) throws -> TrainerState {
+        let p = dir + "/trainer_state.json"
+        guard let d = FileManager.default.contents(atPath: p) else { throw TrainingError.badCheckpoint(path: p, reason: "missing") }
+        do { return try JSONDecoder().decode(TrainerState.self, from: d) } catch {
+            throw TrainingError.badCheckpoint(path: p, reason: "\(error)")
+        }
+    }
+
+    public static func readOptimizer(_ dir: String, numParameters: Int) throws -> OptimizerSnapshot {
+        let p = dir + "/optimizer.safetensors"
+        let (tensors, meta) = try readFloatTensors(p)
+        guard let m = tensors["exp_avg"], let v = tensors["exp_avg_sq"], let s = meta["step"].flatMap({ Int($0) }) else {
+            throw TrainingError.badCheckpoint(path: p, reason: "needs exp_avg, exp_avg_sq and metadata step")
+        }
+        guard m.count == numParameters, v.count == numParameters else {
+            throw TrainingError.badCheckpoint(path: p, reason: "optimizer state has \(m.count) elements, the model \(numParameters)")
+        }
+        return OptimizerSnapshot(m: m, v: v, step: s)
+    }
+}
+
+// MARK: - Minimal fp32 safetensors I/O for the optimizer state (format: u64 LE header size, JSON header, raw data).
+
+func writeFloatTensors(_ tensors: [(String, [Float])], metadata: [String: String], to path: String) throws {
+    var header: [String: Any] = ["__metadata__": metadata]
+    var offset = 0
+    for (name, values) in tensors {
+        header[name] = ["dtype": "F32", "shape": [values.count], "data_offsets": [offset, offset + values.count * 4]]
+        offset += values.count * 4
+    }
+    var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    while json.count % 8 != 0 { json.append(0x20) }
+    var out = Data()
+    out.reserveCapacity(8 + json.count + offset)
+    withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+    out.append(json)
+    for (_, values) in tensors { values.withUnsafeBytes { out.append(contentsOf: $0) } }
+    try out.write(to: URL(fileURLWithPath: path), options: .atomic)
+}
+
+func readFloatTensors(_ path: String) throws -> ([String: [Float]], [String: String]) {
+    guard let d = FileManager.default.contents(atPath: path), d.count >= 8 else {
+        throw TrainingError.badCheckpoint(path: path, reason: "missing or truncated")
+    }
+    let n = Int(d.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+    guard 8 + n <= d.count, let header = try? JSONSerialization.jsonObject(with: d.subdata(in: 8 ..< 8 + n)) as? [String: Any] else {
+        throw TrainingError.badCheckpoint(path: path, reason: "bad header")
+    }
+    var tensors: [String: [Float]] = [:]
+    var meta: [String: String] = [:]
+    let base = 8 + n
+    for (k, v) in header {
+        if k == "__metadata__" { meta = v as? [String: String] ?? [:]; continue }
+        guard let e = v as? [String: Any], e["dtype"] as? String == "F32", let off = e["data_offsets"] as? [Int], off.count == 2,
+              base + off[1] <= d.count, (off[1] - off[0]) % 4 == 0 else {
+            throw TrainingError.badCheckpoint(path: path, reason: "bad entry \(k)")
+        }
+        var arr = [Float](repeating: 0, count: (off[1] - off[0]) / 4)
+        arr.withUnsafeMutableBytes { dst in d.copyBytes(to: dst.bindMemory(to: UInt8.self), from: base + off[0] ..< base + off[1]) }
+        tensors[k] = arr
+    }
+    return (tensors, meta)
+}

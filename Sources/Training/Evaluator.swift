@@ -1,0 +1,50 @@
+// Held-out masked loss and perplexity of a model directory on a pretrain-format jsonl.
+import Foundation
+import Model
+import Datasets
+import Tokenizers
+
+public struct EvalResult: Sendable {
+    /// Σ CE·mask / Σ mask over every sample (nats per target token).
+    public var loss: Double
+    /// exp(loss).
+    public var ppl: Double { exp(loss) }
+    /// Σ mask: the number of target tokens scored.
+    public var tokens: Int
+}
+
+public enum Evaluator {
+    /// Scores `dataPath` with MiniMind's pretrain sample semantics (truncate/pad to `maxSeqLen`, X/Y shift, mask Y ≠ pad),
+    /// `batchSize` samples per forward. The data is tokenized in memory, streaming the file in chunks.
+    public static func evaluate(model: MiniMindModel, tokenizer: Tokenizer, dataPath: String, maxSeqLen: Int,
+                                batchSize: Int = 16, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                                cacheRoot: String? = nil) throws -> EvalResult {
+        let root = cacheRoot ?? TokenCache.defaultCacheRoot
+        let cache = try TokenCache.openOrBuild(dataPath: dataPath, tokenizer: tokenizer, cacheRoot: root, threads: threads).0
+        let ds = PretrainDataset(cache: cache, maxSeqLen: maxSeqLen, padTokenId: tokenizer.padTokenId)
+        let V = model.config.vocabSize
+        var total = 0.0
+        var tokens = 0
+        var start = 0
+        let all = Array(0 ..< ds.count)
+        while start < ds.count {
+            let end = min(ds.count, start + batchSize)
+            let b = ds.batch(indices: all[start ..< end])
+            if b.maskCount > 0 {
+                let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: end - start, seqLen: ds.seqLen) }
+                let rows = (end - start) * ds.seqLen
+                var ce = [Float](repeating: 0, count: rows)
+                b.labels.withUnsafeBufferPointer { y in
+                    ce.withUnsafeMutableBufferPointer { out in
+                        CrossEntropy.tokenLoss(logits: UnsafeBufferPointer(logits), labels: y, vocabSize: V, out: out)
+                    }
+                }
+                for r in 0 ..< rows where b.lossMask[r] != 0 { total += Double(ce[r]) * Double(b.lossMask[r]) }
+                tokens += b.maskCount
+            }
+            start = end
+        }
+        guard tokens > 0 else { throw DataError.empty(path: dataPath) }
+        return EvalResult(loss: total / Double(tokens), tokens: tokens)
+    }
+}

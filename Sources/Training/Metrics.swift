@@ -1,0 +1,84 @@
+// Rank-0 logging: swift-log lines, metrics.jsonl, and a progress bar on a terminal.
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Appends one JSON object per line to `OUT/metrics.jsonl` (opened in append mode, so a resumed run continues the file).
+public final class MetricsWriter {
+    public let path: String
+    private let handle: FileHandle
+
+    public init(path: String) throws {
+        self.path = path
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw TrainingError.io(path: path, reason: "cannot open for appending")
+        }
+        handle = h
+        try handle.seekToEnd()
+    }
+
+    /// Writes `record` as one line of JSON with sorted keys.
+    public func append(_ record: [String: Any]) throws {
+        var data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+        data.append(0x0A)
+        try handle.write(contentsOf: data)
+    }
+
+    deinit { try? handle.close() }
+}
+
+/// A one-line progress bar redrawn in place on stderr (only when stderr is a terminal).
+public struct ProgressBar {
+    public let enabled: Bool
+    public let total: Int
+    public init(total: Int) {
+        self.total = total
+        enabled = isatty(2) != 0 && ProcessInfo.processInfo.environment["SWIFTMIND_NO_PROGRESS"] == nil
+    }
+    public func draw(step: Int, suffix: String) {
+        guard enabled, total > 0 else { return }
+        let width = 30
+        let filled = min(width, width * step / total)
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        FileHandle.standardError.write(Data("\r\u{1B}[2K[\(bar)] \(step)/\(total) \(suffix)".utf8))
+    }
+    /// Clears the bar's line before a log line is printed.
+    public func clear() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+    }
+    public func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\n".utf8))
+    }
+}
+
+/// Formats seconds as `1h02m03s` / `2m03s` / `3.4s`.
+public func formatDuration(_ s: Double) -> String {
+    if !s.isFinite || s < 0 { return "?" }
+    if s < 60 { return String(format: "%.1fs", s) }
+    let t = Int(s.rounded())
+    if t < 3600 { return String(format: "%dm%02ds", t / 60, t % 60) }
+    return String(format: "%dh%02dm%02ds", t / 3600, (t % 3600) / 60, t % 60)
+}
+
+/// Errors raised by the training loop; each names the file or option at fault.
+public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
+    case io(path: String, reason: String)
+    case badCheckpoint(path: String, reason: String)
+    case invalidOption(String)
+    case mismatch(String)
+
+    public var description: String {
+        switch self {
+        case let .io(path, reason): return "\(path): \(reason)"
+        case let .badCheckpoint(path, reason): return "\(path): bad checkpoint: \(reason)"
+        case let .invalidOption(m): return m
+        case let .mismatch(m): return m
+        }
+    }
+    public var errorDescription: String? { description }
+}

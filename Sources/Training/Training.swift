@@ -1,4 +1,0 @@
-// Placeholder — the Training helper builds loss heads' wiring, the step loop, checkpoints/resume and metrics here.
-import Model
-import Datasets
-import SwiftMindDistributed

@@ -1,0 +1,106 @@
+import XCTest
+import Foundation
+import Model
+
+/// Runs the built `trainer` executable (alone or under `mpirun -np N`) for the end-to-end training tests.
+enum TrainerRunner {
+    struct Run { let status: Int32; let stdout: String; let stderr: String; let timedOut: Bool }
+
+    static var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
+    static var shared: URL { packageRoot.deletingLastPathComponent().appendingPathComponent("shared") }
+    static var corpus: String { shared.appendingPathComponent("corpus/pretrain.jsonl").path }
+    static var tokenizer: String { shared.appendingPathComponent("tokenizers/minimind").path }
+
+    static var mpirun: URL? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+            let u = URL(fileURLWithPath: String(dir)).appendingPathComponent("mpirun")
+            if FileManager.default.isExecutableFile(atPath: u.path) { return u }
+        }
+        return nil
+    }
+
+    /// `trainer` in the build products directory (beside the test bundle), or `$SWIFTMIND_TRAINER_BIN`.
+    static var trainer: URL? {
+        if let p = ProcessInfo.processInfo.environment["SWIFTMIND_TRAINER_BIN"] { return URL(fileURLWithPath: p) }
+        var candidates: [URL] = []
+        for b in Bundle.allBundles + [Bundle.main] { candidates.append(b.bundleURL.deletingLastPathComponent()) }
+        candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent())
+        for dir in candidates {
+            var d = dir
+            for _ in 0 ..< 4 {
+                let u = d.appendingPathComponent("trainer")
+                if FileManager.default.isExecutableFile(atPath: u.path) { return u }
+                d = d.deletingLastPathComponent()
+            }
+        }
+        return nil
+    }
+
+    /// Runs `trainer args` (np 1: directly; np > 1: under mpirun with the TCP/shared-memory transports, as the
+    /// Distributed tests do). Fails the test when the binary or mpirun is missing.
+    static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil) throws -> Run {
+        guard let exe = trainer else {
+            XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
+            throw XCTSkip("no trainer binary")
+        }
+        let p = Process()
+        var env = ProcessInfo.processInfo.environment
+        if getuid() == 0 { env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" }
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        env["SWIFTMIND_NO_PROGRESS"] = "1"
+        if np > 1 {
+            guard let m = mpirun else { XCTFail("mpirun not on PATH (install openmpi-bin)"); throw XCTSkip("no mpirun") }
+            p.executableURL = m
+            let flags = ["--oversubscribe", "--bind-to", "none",
+                         "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism", "none"]
+            if let second = secondRankArgs {   // MPMD: rank 0 runs `args`, rank 1 `second`
+                p.arguments = flags + ["-np", "1", exe.path] + args + [":", "-np", "1", exe.path] + second
+            } else {
+                p.arguments = ["-np", "\(np)"] + flags + [exe.path] + args
+            }
+        } else {
+            p.executableURL = exe
+            p.arguments = args
+        }
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out; p.standardError = err
+        final class Box: @unchecked Sendable { var data = Data() }
+        let o = Box(), e = Box()
+        let group = DispatchGroup()
+        group.enter(); DispatchQueue.global().async { o.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter(); DispatchQueue.global().async { e.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let done = DispatchSemaphore(value: 0)
+        p.terminationHandler = { _ in done.signal() }
+        try p.run()
+        var timedOut = false
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            timedOut = true
+            kill(p.processIdentifier, SIGTERM)
+            if done.wait(timeout: .now() + 5) == .timedOut { kill(p.processIdentifier, SIGKILL); done.wait() }
+        }
+        group.wait()
+        return Run(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self),
+                   stderr: String(decoding: e.data, as: UTF8.self), timedOut: timedOut)
+    }
+
+    /// `(step, loss)` of every line of `OUT/metrics.jsonl`.
+    static func losses(outDir: String) throws -> [(step: Int, loss: Double)] {
+        let text = try String(contentsOfFile: outDir + "/metrics.jsonl", encoding: .utf8)
+        return try text.split(separator: "\n").map { line in
+            let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return ((obj["step"] as! NSNumber).intValue, (obj["loss"] as! NSNumber).doubleValue)
+        }
+    }
+
+    static func parameters(_ dir: String) throws -> [Float] {
+        let m = try MiniMindModel.load(directory: dir)
+        return Array(m.params)
+    }
+
+    static func tempDir(_ name: String) -> String {
+        let d = NSTemporaryDirectory() + "swiftmind-\(name)-\(UUID().uuidString.prefix(8))"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+}
