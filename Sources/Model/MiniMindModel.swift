@@ -15,6 +15,9 @@ public struct ParameterInfo: Equatable, Sendable {
 /// Offsets (in elements) of one decoder layer's parameters inside the flat buffer.
 struct LayerOffsets {
     var ln1 = 0, q = 0, k = 0, v = 0, o = 0, ln2 = 0, gate = 0, up = 0, down = 0
+    /// MoE (MoE.swift): `mlp.gate.weight` [E, C]; each expert (routed 0..<E, then shared) gate_proj | up_proj | down_proj.
+    var moeGate = 0
+    var experts: [Int] = []
     var range: Range<Int> = 0..<0
 }
 
@@ -32,6 +35,8 @@ final class Activations {
     let totalFloats: Int
     var res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu, xf, rstdf: FPtr
     var dres, dln, dy, dqkv, dgu, h, attScratch, normScratch: FPtr
+    /// MoE routing state (MoE.swift), nil for a dense model.
+    var moe: MoEArena?
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
         self.capN = capN; self.capT = capT
@@ -40,7 +45,7 @@ final class Activations {
         let I = cfg.intermediateSize, H = cfg.numAttentionHeads, V = cfg.vocabSize
         let n = capN
         let sizes: [Int] = [
-            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, L * n * 2 * I,
+            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, cfg.useMoe ? 0 : L * n * 2 * I,
             n * C, n,
             n * C, n * C, n * QD, n * QKV, n * 2 * I, n * I, maxWorkers * attentionScratchPerWorker(capT), maxWorkers * C,
         ]
@@ -113,6 +118,11 @@ public final class MiniMindModel {
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
     var lastIds: [Int32] = []
+    /// MoE: aux (load-balancing) loss of the last `forward`, summed over layers (0 for a dense model).
+    public internal(set) var lastAuxLoss: Double = 0
+    /// MoE: ∂objective/∂aux_loss used by `backward` (1 = the aux loss added once; a trainer averaging over accumulation
+    /// steps and ranks sets 1/(steps·world); 0 = no aux gradient).
+    public var auxLossScale: Float = 1
 
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
     init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
@@ -138,9 +148,18 @@ public final class MiniMindModel {
             lo.v = add(p + "self_attn.v_proj.weight", [cfg.kvDim, C])
             lo.o = add(p + "self_attn.o_proj.weight", [C, cfg.qDim])
             lo.ln2 = add(p + "post_attention_layernorm.weight", [C])
-            lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
-            lo.up = add(p + "mlp.up_proj.weight", [I, C])
-            lo.down = add(p + "mlp.down_proj.weight", [C, I])
+            if cfg.useMoe {
+                lo.moeGate = add(p + "mlp.gate.weight", [cfg.nRoutedExperts, C])
+                for e in 0..<(cfg.nRoutedExperts + cfg.nSharedExperts) {
+                    let q = e < cfg.nRoutedExperts ? p + "mlp.experts.\(e)." : p + "mlp.shared_experts.\(e - cfg.nRoutedExperts)."
+                    lo.experts.append(add(q + "gate_proj.weight", [I, C]))
+                    _ = add(q + "up_proj.weight", [I, C]); _ = add(q + "down_proj.weight", [C, I])
+                }
+            } else {
+                lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
+                lo.up = add(p + "mlp.up_proj.weight", [I, C])
+                lo.down = add(p + "mlp.down_proj.weight", [C, I])
+            }
             lo.range = start..<off
             los.append(lo)
         }
@@ -293,11 +312,13 @@ public final class MiniMindModel {
         lastB = B; lastT = T
         lastIds = Array(inputIds)
         lastParts = parts
+        for a in arenas { ensureMoE(a) }
         let logits = logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
             let r = parts[w]
             forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, logits + r.lowerBound * T * V, prof: w == 0)
         }
+        lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
         return UnsafeMutableBufferPointer(start: logits, count: N * V)
     }
 
@@ -309,6 +330,7 @@ public final class MiniMindModel {
         let QKV = QD + 2 * KVD
         let P = paramPtr
         timed(prof, \.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
+        a.moe?.aux = 0
         do { let cosT = rope.cos, sinT = rope.sin
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
@@ -335,10 +357,14 @@ public final class MiniMindModel {
                     residual_forward(x2, xin, a.dres, N * C)
                     rmsnorm_forward(ln2, r2, x2, P + lo.ln2, N, C, eps)
                 }
+                if let m = a.moe {
+                    timed(prof, \.matmul) { m.aux += moeForward(m, layer: l, lo, x: ln2, out: a.dres, h: a.h, N: N, T: T, auxBatch: lastB) }
+                } else {
                 // gate_proj | up_proj are contiguous: one sgemm gives gu[N, 2I].
                 timed(prof, \.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
                 timed(prof, \.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
+                }
                 timed(prof, \.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
         }
@@ -417,12 +443,19 @@ public final class MiniMindModel {
                 let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
                 let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
                 let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
+                if let m = a.moe {
+                    timed(prof, \.matmul) {
+                        moeBackward(m, layer: l, lo, x: ln2, dout: a.dres, dx: a.dln, G: G, h: a.h, dgu: a.dgu, N: N, T: T,
+                                    auxBatch: lastB, auxScale: auxLossScale)
+                    }
+                } else {
                 // MLP: d = down_proj(silu(gate) · up), gate | up = gu.
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
                 if !fz { timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
                 timed(prof, \.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
                 timed(prof, \.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
                 timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I, weights: !fz) }
+                }
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C, weights: !fz) }

@@ -1,0 +1,86 @@
+import Foundation
+import XCTest
+@testable import Model
+
+/// MiniMind2-MoE golden (`../shared/golden/moe/`): training-mode forward (logits, ce, aux_loss, loss = ce + aux) and
+/// every gradient of loss, within the shared fp32 tolerances.
+final class MoEGoldenTests: XCTestCase {
+    func run(batchParallel: Bool) throws {
+        let m = try MiniMindModel.load(directory: golden("moe"))
+        XCTAssertTrue(m.config.useMoe)
+        m.batchParallel = batchParallel
+        let f = try SafeTensorsFile(path: golden("moe/train_step.safetensors"))
+        let ids = try f.int32s("input_ids"), labels = try f.int32s("labels")
+        let shape = try f.entry("input_ids").shape
+        let B = shape[0], T = shape[1], V = m.config.vocabSize
+        m.zeroGrad()
+        let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+        let d = maxAbsDiff(UnsafeBufferPointer(logits), try f.floats("logits"))
+        print("moe logits max |diff| = \(d)")
+        XCTAssertLessThan(d, 1e-4)
+        let mask = [Float](repeating: 1, count: B * T)
+        let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+            CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: V, normalizer: Float(B * T)) } }
+        let ce = Float(sum / Double(B * T)), aux = Float(m.lastAuxLoss)
+        let (rce, raux, rloss) = (try f.floats("ce")[0], try f.floats("aux_loss")[0], try f.floats("loss")[0])
+        print("moe ce \(ce) ref \(rce) |diff| \(abs(ce - rce)); aux \(aux) ref \(raux) |diff| \(abs(aux - raux)); loss |diff| \(abs(ce + aux - rloss))")
+        XCTAssertLessThan(abs(ce - rce), 1e-4)
+        XCTAssertLessThan(abs(aux - raux), 1e-4)
+        XCTAssertLessThan(abs(ce + aux - rloss), 1e-4)
+        var ready: [Range<Int>] = []
+        m.auxLossScale = 1
+        m.backward(dLogits: logits) { ready.append($0) }
+        XCTAssertEqual(ready.map(\.count).reduce(0, +), m.numParameters)
+        var worst = (name: "", ratio: Float(0), diff: Float(0))
+        for p in m.parameters {
+            let ref = try f.floats("grad." + p.name)
+            var dd: Float = 0
+            for i in 0..<p.count { dd = max(dd, abs(m.grads[p.offset + i] - ref[i])) }
+            let tol = 1e-4 + 1e-3 * maxAbs(ref)
+            XCTAssertLessThan(dd, tol, "grad.\(p.name)")
+            if dd / tol > worst.ratio { worst = (p.name, dd / tol, dd) }
+        }
+        print("moe grads (batchParallel \(batchParallel)): worst |diff| = \(worst.diff) = \(worst.ratio) of its tolerance (\(worst.name))")
+    }
+
+    func testTrainStepMatchesGolden() throws { try run(batchParallel: true) }
+    func testTrainStepMatchesGoldenSingleThreadedParts() throws { try run(batchParallel: false) }
+
+    /// Cached incremental decoding of a MoE model gives the logits of the full forward at every position.
+    func testIncrementalDecodingMatchesForward() throws {
+        let m = try MiniMindModel.load(directory: golden("moe"), withGradients: false)
+        let f = try SafeTensorsFile(path: golden("moe/train_step.safetensors"))
+        let ids = Array(try f.int32s("input_ids").prefix(15)), V = m.config.vocabSize
+        let full = Array(ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: 1, seqLen: ids.count) })
+        let cache = KVCache(config: m.config, maxLength: ids.count)
+        var d: Float = 0
+        _ = m.forwardIncremental(tokens: Array(ids.prefix(5)), cache: cache)
+        for t in 5..<ids.count {
+            let lg = m.forwardIncremental(tokens: [ids[t]], cache: cache)
+            for j in 0..<V { d = max(d, abs(lg[j] - full[t * V + j])) }
+        }
+        print("moe cached vs full logits max |diff| = \(d)")
+        XCTAssertLessThan(d, 1e-4)
+    }
+
+    func testConfigRoundTripAndDenseConfigUnchanged() throws {
+        let dir = NSTemporaryDirectory() + "moe-cfg-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = ModelConfig(hiddenSize: 32, numHiddenLayers: 1, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 50)
+        try c.write(directory: dir)
+        let dense = try String(contentsOfFile: dir + "/config.json")
+        XCTAssertFalse(dense.contains("use_moe"))
+        XCTAssertTrue(dense.contains("LlamaForCausalLM"))
+        XCTAssertFalse(try ModelConfig.load(directory: dir).useMoe)
+        c.useMoe = true; c.nRoutedExperts = 3; c.numExpertsPerTok = 1; c.nSharedExperts = 0; c.auxLossAlpha = 0.05
+        c.normTopkProb = false
+        try c.write(directory: dir)
+        XCTAssertEqual(try ModelConfig.load(directory: dir), c)
+        let g = try ModelConfig.load(directory: golden("moe"))
+        XCTAssertEqual([g.numExpertsPerTok, g.nRoutedExperts, g.nSharedExperts], [2, 4, 1])
+        XCTAssertEqual(g.scoringFunc, "softmax"); XCTAssertEqual(g.auxLossAlpha, 0.1); XCTAssertTrue(g.seqAux && g.normTopkProb)
+        c.numExpertsPerTok = 4
+        XCTAssertThrowsError(try c.validate(source: "x")) { XCTAssertTrue("\($0)".contains("num_experts_per_tok")) }
+    }
+}
