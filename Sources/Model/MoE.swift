@@ -265,3 +265,37 @@ extension MiniMindModel {
         return out
     }
 }
+
+/// The MoE fields of a `ModelConfig` as training options carry them (MiniMind's names and defaults).
+public struct MoESettings: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var useMoe = false
+    public var numExpertsPerTok = 2
+    public var nRoutedExperts = 4
+    public var nSharedExperts = 1
+    public var scoringFunc = "softmax"
+    public var auxLossAlpha: Float = 0.1
+    public var seqAux = true
+    public var normTopkProb = true
+    public init() {}
+    /// Copies the fields into `config` (all of them, so a dense config keeps MiniMind's MoE defaults).
+    public func apply(to c: inout ModelConfig) {
+        c.useMoe = useMoe; c.numExpertsPerTok = numExpertsPerTok; c.nRoutedExperts = nRoutedExperts
+        c.nSharedExperts = nSharedExperts; c.scoringFunc = scoringFunc; c.auxLossAlpha = auxLossAlpha
+        c.seqAux = seqAux; c.normTopkProb = normTopkProb
+    }
+    public var description: String {
+        useMoe ? "moe: \(nRoutedExperts) routed experts, top-\(numExpertsPerTok), \(nSharedExperts) shared, \(scoringFunc), aux α \(auxLossAlpha)\(seqAux ? " (seq)" : ""), norm_topk_prob \(normTopkProb)" : "dense"
+    }
+}
+
+/// Formats tokens per expert `[layers][E]` as "l0 [a b c d] l1 [...]" plus the max/mean imbalance over all layers.
+public func formatExpertCounts(_ counts: [[Int]]) -> String {
+    guard !counts.isEmpty else { return "" }
+    var worst = 0.0
+    for row in counts where !row.isEmpty {
+        let mean = Double(row.reduce(0, +)) / Double(row.count)
+        if mean > 0 { worst = max(worst, Double(row.max()!) / mean) }
+    }
+    return counts.enumerated().map { "l\($0.offset) [\($0.element.map(String.init).joined(separator: " "))]" }.joined(separator: " ")
+        + String(format: " (max/mean %.2f)", worst)
+}

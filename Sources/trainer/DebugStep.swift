@@ -17,6 +17,8 @@ struct DebugStep: ParsableCommand {
         --objective lora: rank --lora-rank adapters on every square Linear (starting from --lora FILE when given; names
         <module>.lora.A.weight, optionally prefixed "lora."), base frozen; writes grad.<module>.lora.{A,B}.weight.
         --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL mean) beside loss.
+        On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
+        MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
@@ -60,7 +62,7 @@ struct DebugStep: ParsableCommand {
         guard norm > 0 else { throw ValidationError("\(batch): loss_mask is all zero") }
 
         var w = SafeTensorsWriter()
-        let loss: Float
+        var loss: Float
         var adapters: LoRAAdapters?
         switch objective {
         case "lm", "lora":
@@ -110,6 +112,11 @@ struct DebugStep: ParsableCommand {
             m.backward(dLogits: logits)
         default:
             throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+        }
+        if m.config.useMoe {
+            if objective == "lm" || objective == "lora" { w.add("ce", shape: [1], floats: [loss]) }
+            w.add("aux_loss", shape: [1], floats: [Float(m.lastAuxLoss)])
+            loss += Float(m.lastAuxLoss)
         }
         let G = adapters?.grads ?? m.grads
         let gn = gradClip > 0 ? clipGradNorm(G, maxNorm: gradClip) : gradNorm(UnsafeBufferPointer(G))
