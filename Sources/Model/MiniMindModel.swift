@@ -238,6 +238,16 @@ public final class MiniMindModel {
         (replicas.map(\.totalFloats).reduce(0, +) + logitsCap + extraGrads.count * paramCount) * 4
     }
 
+    /// Frees the activation arenas, logits and private gradient buffers (they are re-allocated by the next forward),
+    /// e.g. after an evaluation pass with a larger batch than training uses. Call only between steps.
+    public func releaseActivations() {
+        replicas = []
+        logitsPtr?.deallocate(); logitsPtr = nil; logitsCap = 0
+        for g in extraGrads { g.deallocate() }
+        extraGrads = []
+        lastB = 0; lastT = 0; lastParts = []
+    }
+
     /// Batch parts for B items: with W = min(workers, B) ≥ 2 workers, the batch is split into W contiguous parts run
     /// concurrently, each single-threaded end to end (one join per forward and per backward instead of one per sgemm).
     func batchParts(_ b: Int) -> [Range<Int>] {

@@ -28,6 +28,12 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
     var noBatchParallel = false
 
+    func validate() throws {
+        if steps < 1 { throw ValidationError("--steps must be ≥ 1") }
+        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
+        if batchSize < 1 || maxSeqLen < 1 { throw ValidationError("--batch-size and --max-seq-len must be ≥ 1") }
+    }
+
     static func cpuSeconds() -> Double {
         var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
         return Double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + Double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6
