@@ -25,15 +25,15 @@
 #   ./launch.sh --hostfile hostfiles/cluster.example -np 8 pretrain --batch-size 8
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$ROOT"
+# The working directory is kept: relative paths in trainer arguments and --hostfile mean what the user typed.
 
 case "${1:-}" in
   demo)
     shift
-    if [ -f scripts/demo.sh ]; then exec bash scripts/demo.sh "$@"; fi
+    if [ -f "$ROOT/scripts/demo.sh" ]; then exec bash "$ROOT/scripts/demo.sh" "$@"; fi
     echo "launch.sh: scripts/demo.sh is not present in this checkout" >&2; exit 2 ;;
   test)
-    shift; exec bash scripts/test.sh "$@" ;;
+    shift; exec bash "$ROOT/scripts/test.sh" "$@" ;;
   ""|-h|--help)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
@@ -43,7 +43,9 @@ mpi_args=(); exports=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -np|-n|--np) np="$2"; shift 2 ;;
-    --hostfile|-hostfile|--machinefile) mpi_args+=(--hostfile "$2"); use_mpi=1; shift 2 ;;
+    --hostfile|-hostfile|--machinefile)
+      [ -r "$2" ] || { echo "launch.sh: hostfile '$2' not readable" >&2; exit 2; }
+      mpi_args+=(--hostfile "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); use_mpi=1; shift 2 ;;
     --host|-H) mpi_args+=(--host "$2"); use_mpi=1; shift 2 ;;
     --mca) mpi_args+=(--mca "$2" "$3"); shift 3 ;;
     -x) exports+=("$2"); shift 2 ;;
@@ -61,13 +63,13 @@ case "$np" in ''|*[!0-9]*|0) echo "launch.sh: -np needs a positive integer, got 
 [ "$np" -gt 1 ] && use_mpi=1
 
 # shellcheck source=scripts/env.sh
-. scripts/env.sh
+. "$ROOT/scripts/env.sh"
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 if [ "$build" = 1 ]; then
-  swift build -c "$config" --product trainer >&2
+  swift build --package-path "$ROOT" -c "$config" --product trainer >&2
 fi
-bin="$(swift build -c "$config" --show-bin-path)/trainer"
+bin="$(swift build --package-path "$ROOT" -c "$config" --show-bin-path)/trainer"
 [ -x "$bin" ] || { echo "launch.sh: $bin not found (build it, or drop --no-build)" >&2; exit 2; }
 
 if [ "$use_mpi" = 0 ]; then
@@ -77,17 +79,18 @@ fi
 
 command -v mpirun >/dev/null || { echo "launch.sh: mpirun not found; run scripts/install-deps.sh (openmpi-bin)" >&2; exit 2; }
 # Variables every rank needs, on every host (mpirun -x copies the launcher's value).
-for v in OPENBLAS_NUM_THREADS OPENBLAS_CORETYPE $(compgen -e | grep -E '^SWIFTMIND_' || true); do exports+=("$v"); done
+for v in OPENBLAS_NUM_THREADS OPENBLAS_CORETYPE $(compgen -e | grep -E '^SWIFTMIND_' || true); do
+  [ -n "${!v+x}" ] && exports+=("$v")
+done
 xargs_=(); for v in "${exports[@]}"; do xargs_+=(-x "$v"); done
 local_only=1
 for a in "${mpi_args[@]}"; do case "$a" in --hostfile|--host) local_only=0 ;; esac; done
 extra=()
-if [ "$local_only" = 1 ]; then
-  # One machine: allow more ranks than OpenMPI counts cores (it counts physical cores, not hyperthreads), and keep
-  # shared memory working in containers that forbid cross-process memory attach (CMA needs ptrace rights).
-  extra+=(--oversubscribe)
-  [ -n "${OMPI_MCA_btl_vader_single_copy_mechanism:-}" ] || extra+=(--mca btl_vader_single_copy_mechanism none)
-fi
+# One machine: allow more ranks than OpenMPI counts cores (it counts physical cores, not hyperthreads).
+[ "$local_only" = 1 ] && extra+=(--oversubscribe)
+# Keep shared memory working in containers that forbid cross-process memory attach (CMA needs ptrace rights);
+# export OMPI_MCA_btl_vader_single_copy_mechanism=cma (or xpmem) to use single-copy transfers where allowed.
+[ -n "${OMPI_MCA_btl_vader_single_copy_mechanism:-}" ] || extra+=(--mca btl_vader_single_copy_mechanism none)
 cmd=(mpirun -np "$np" "${extra[@]}" "${mpi_args[@]}" "${xargs_[@]}" "$bin" "$@")
 [ "$dry" = 1 ] && { printf '%q ' "${cmd[@]}"; echo; exit 0; }
 exec "${cmd[@]}"

@@ -30,11 +30,15 @@ rm -rf "$OUT/pretrain"
 mpirun "${MPI_FLAGS[@]}" -x OPENBLAS_NUM_THREADS=1 -x OPENBLAS_CORETYPE \
   "$BIN" pretrain --data-path "$DATA" --tokenizer "$OUT/tokenizer" --out-dir "$OUT/pretrain" \
   --hidden-size 128 --num-hidden-layers 4 --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
-  --learning-rate 1e-3 --max-steps "$STEPS" --log-interval 20 --save-interval 200 --threads 1
+  --learning-rate 1e-3 --epochs 3 --max-steps "$STEPS" --log-interval 20 --save-interval 200 --threads 1
 
 echo "== generating"
 PROMPT='《静夜思》
 作者：李白
 床前明月光，'
-printf "%s" "$PROMPT"
-"$BIN" generate --model "$OUT/pretrain/final" --prompt "$PROMPT" --max-new-tokens 48 --temperature 0.7
+TEXT=$("$BIN" generate --model "$OUT/pretrain/final" --prompt "$PROMPT" --max-new-tokens 48 --temperature 0.7 \
+       2>"$OUT/generate.log") || { cat "$OUT/generate.log" >&2; exit 1; }
+echo "----"
+printf '%s%s\n' "$PROMPT" "$TEXT"
+echo "----"
+echo "model: $OUT/pretrain/final   metrics: $OUT/pretrain/metrics.jsonl"

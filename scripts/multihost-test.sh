@@ -102,6 +102,7 @@ echo "multihost-test: ${#HOSTS[@]} namespaces ${HOSTS[*]} on bridge $SW/br0, sub
 
 # mh_mpirun NP CMD ARGS... : mpirun started on the first host, ranks spread over the hosts (one slot each, so
 # NP > hosts wraps with --oversubscribe), TCP only, out-of-band and data traffic restricted to the subnet.
+# Runs in the background and waits, so that a signal to this script runs the cleanup at once.
 mh_mpirun() {
   local np="$1"; shift
   . scripts/env.sh
@@ -111,7 +112,18 @@ mh_mpirun() {
       --mca btl tcp,self --mca btl_tcp_if_include "$NET.0/24" --mca oob_tcp_if_include "$NET.0/24" \
       --mca pml ob1 \
       -x OPENBLAS_NUM_THREADS=1 -x OPENBLAS_CORETYPE -x PATH \
-      $(printf '%q ' "$@")
+      $(printf '%q ' "$@") &
+  wait $!
+}
+
+# mh_capture NP CMD ARGS... : like mh_mpirun, with stdout+stderr shown and kept in $MH_OUT; returns mpirun's status.
+MH_OUT=""
+mh_capture() {
+  local rc=0
+  mh_mpirun "$@" > "$TMP/mh.out" 2>&1 || rc=$?
+  MH_OUT="$(grep -v 'setpgid' "$TMP/mh.out" || true)"
+  printf '%s\n' "$MH_OUT"
+  return $rc
 }
 
 if [ "${1:-}" = "--" ]; then
@@ -126,26 +138,50 @@ BIN="$(swift build --show-bin-path)"
 N="${#HOSTS[@]}"
 
 echo "== 1. every rank on its own host, MPI over TCP"
-out="$(mh_mpirun "$N" "$BIN/mpi-selftest" info)"; echo "$out"
+mh_capture "$N" "$BIN/mpi-selftest" info; out="$MH_OUT"
 for i in $(seq 1 "$N"); do
   echo "$out" | grep -q "on $P-h$i," || { echo "multihost-test: FAIL: no rank ran on host $P-h$i" >&2; exit 1; }
 done
 echo "$out" | grep -q "info: sum of ranks = $((N * (N - 1) / 2)) " || { echo "multihost-test: FAIL: wrong all-reduce" >&2; exit 1; }
 
 echo "== 2. bucketed all-reduce == plain all-reduce, bit for bit, across the hosts"
-out="$(mh_mpirun "$N" "$BIN/mpi-selftest" allreduce --quick)"; echo "$out"
+mh_capture "$N" "$BIN/mpi-selftest" allreduce --quick || true; out="$MH_OUT"
 echo "$out" | grep -q "allreduce: OK ($N ranks)" || { echo "multihost-test: FAIL: bucketed all-reduce" >&2; exit 1; }
+# The data went over the bridge: each host's eth0 carried (at least) its share of the 100 MB all-reduces.
+for i in $(seq 1 "$N"); do
+  tx="$(ip netns exec "$P-h$i" cat /sys/class/net/eth0/statistics/tx_bytes)"
+  lo="$(ip netns exec "$P-h$i" cat /sys/class/net/lo/statistics/tx_bytes)"
+  echo "host $P-h$i: eth0 sent $((tx / 1000000)) MB, lo sent $((lo / 1000000)) MB"
+  [ "$tx" -gt 100000000 ] || { echo "multihost-test: FAIL: host $i sent only $tx bytes on eth0" >&2; exit 1; }
+done
 
 echo "== 3. a failing rank brings all hosts down"
-set +e
-out="$(mh_mpirun "$N" "$BIN/mpi-selftest" fail --rank $((N - 1)) --message "multihost injected failure" 2>&1)"; rc=$?
-set -e
+rc=0
+mh_mpirun "$N" "$BIN/mpi-selftest" fail --rank $((N - 1)) --message "multihost injected failure" > "$TMP/fail.out" 2>&1 || rc=$?
+out="$(cat "$TMP/fail.out")"
 echo "$out" | grep "SwiftMind rank" || true
 if [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 137 ] || ! echo "$out" | grep -q "multihost injected failure"; then
   echo "multihost-test: FAIL: rank failure not propagated (exit $rc)" >&2; exit 1
 fi
 
-# ---- 4. (Training) pretrain a few steps across the hosts and compare the losses with a one-host run: add here, e.g.
-#   mh_mpirun 2 "$TRAINER" pretrain ... --out-dir "$TMP/mh" ; compare with "$TRAINER" run by mpirun -np 2 locally.
+echo "== 4. pretraining across the hosts gives the losses of the same run on one host"
+swift build --product trainer >&2
+SHARED="$(cd "$ROOT/.." && pwd)/shared"
+head -n 300 "$SHARED/corpus/pretrain.jsonl" > "$TMP/train.jsonl"
+PRE=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --cache-dir "$TMP/cache"
+     --hidden-size 32 --num-hidden-layers 2 --max-seq-len 33 --batch-size 2 --accumulation-steps 1
+     --max-steps 8 --log-interval 1 --save-interval 100 --threads 1 --seed 3)
+mh_capture "$N" "$BIN/trainer" "${PRE[@]}" --out-dir "$TMP/mh" >/dev/null || { printf '%s\n' "$MH_OUT" >&2; echo "multihost-test: FAIL: pretrain across hosts" >&2; exit 1; }
+( . scripts/env.sh; mpirun -np "$N" --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 \
+    "$BIN/trainer" "${PRE[@]}" --out-dir "$TMP/local" > "$TMP/local.out" 2>&1 ) || { cat "$TMP/local.out" >&2; echo "multihost-test: FAIL: local pretrain" >&2; exit 1; }
+python3 - "$TMP/mh/metrics.jsonl" "$TMP/local/metrics.jsonl" <<'PY' || { echo "multihost-test: FAIL: losses differ" >&2; exit 1; }
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+d = max(abs(x - y) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+print(f"{len(a)} steps across hosts vs one host: max |loss difference| {d:.3g}")
+for x, y in zip(a, b): print(f"  {x:.6f}  {y:.6f}")
+sys.exit(0 if len(a) == 8 and d <= 1e-6 else 1)
+PY
 
 echo "multihost-test: OK"

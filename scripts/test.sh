@@ -6,3 +6,5 @@ bash scripts/install-deps.sh
 . scripts/env.sh
 swift build --build-tests
 swift test --skip-build
+# Multi-host rehearsal over network namespaces (root only; prints SKIP and succeeds otherwise).
+bash scripts/multihost-test.sh

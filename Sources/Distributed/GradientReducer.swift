@@ -17,9 +17,10 @@ public enum ReducerProgress: String, CaseIterable {
     case testPolling = "test"
 
     /// `SWIFTMIND_REDUCER_PROGRESS=thread|pollthread|test` if set, else `pollingThread`, the mode measured to overlap
-    /// best on CPU-bound ranks (`mpi-selftest overlap`): the blocking thread busy-polls inside MPI and takes a core
-    /// from backward (compute ~2x slower with 2 ranks on 2 cores); MPI_Test from the main thread progresses only at
-    /// `gradientsReady` calls, so most of the transfer waits for `finish()`.
+    /// best (`mpi-selftest overlap`, OpenMPI 4.1.4, 2 ranks on 2 cores, vader and tcp): when backward ended, the
+    /// polling thread had already completed 31-61% of the buckets while using ~10-20% of a core; `MPI_Test` from the
+    /// main thread completed 0-13% (libnbc schedules advance only at the few `gradientsReady` calls); the blocking
+    /// thread completed 3-47% but busy-polled inside MPI (up to a full core), slowing backward by 20-180%.
     public static var `default`: ReducerProgress {
         if let v = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_PROGRESS"], let m = ReducerProgress(rawValue: v) {
             return m
@@ -52,6 +53,10 @@ public final class GradientReducer {
     public private(set) var lastFinishWaitSeconds: Double = 0
     /// Buckets already launched when `finish()` was called in the last round (the rest started in `finish()`).
     public private(set) var lastBucketsLaunchedBeforeFinish: Int = 0
+    /// Buckets whose all-reduce had already COMPLETED when `finish()` was called in the last round: the communication
+    /// that backward fully hid.
+    public private(set) var lastBucketsCompletedBeforeFinish: Int = 0
+    private var workerCompletedAtStart = 0
 
     private var remaining: [Int]
     private var nextToLaunch = 0
@@ -113,6 +118,7 @@ public final class GradientReducer {
         nextToLaunch = 0
         pendingError = nil
         armed = true
+        workerCompletedAtStart = worker?.completedCount ?? 0
     }
 
     /// Backward reports that `range` (flat element range) holds final gradients; full buckets start their all-reduce.
@@ -169,6 +175,13 @@ public final class GradientReducer {
     public func finish() throws {
         if !armed { prepareForBackward() }
         lastBucketsLaunchedBeforeFinish = nextToLaunch
+        if communicator.size == 1 {
+            lastBucketsCompletedBeforeFinish = nextToLaunch
+        } else if let w = worker {
+            lastBucketsCompletedBeforeFinish = w.completedCount - workerCompletedAtStart
+        } else {
+            lastBucketsCompletedBeforeFinish = inflight.isEmpty ? nextToLaunch : firstIncomplete
+        }
         let t0 = DispatchTime.now().uptimeNanoseconds
         while nextToLaunch < buckets.count { launch(nextToLaunch); nextToLaunch += 1 }
         if let w = worker {
@@ -256,6 +269,9 @@ final class CommunicationWorker {
         thread.name = "swiftmind-allreduce"
         thread.start()
     }
+
+    /// Buckets reduced since the worker started.
+    var completedCount: Int { cond.lock(); defer { cond.unlock() }; return completed }
 
     func enqueue(_ i: Int) {
         cond.lock(); queue.append(i); queued += 1; cond.signal(); cond.unlock()

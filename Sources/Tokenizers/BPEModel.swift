@@ -115,6 +115,7 @@ struct MergeScratch {
 extension BPEModel {
     /// Appends the ids of one pre-token (raw bytes `p[0..<n]`) to `out`.
     func mergeWord(_ p: UnsafePointer<UInt8>, _ n: Int, _ s: inout MergeScratch, _ out: inout [Int32]) {
+        let merges = self.merges, byteToId = self.byteToId
         if let whole = wholeWordIds, let id = whole[Array(UnsafeBufferPointer(start: p, count: n))] {
             out.append(id); return
         }
@@ -184,7 +185,7 @@ struct WordCache {
     static let maxWordBytes = 256
 
     init(maxEntries: Int = 1 << 17) {
-        var size = 16
+        var size = 1
         while size < maxEntries * 2 { size <<= 1 }
         slots = [Int32](repeating: -1, count: size)
         mask = size - 1
@@ -209,8 +210,9 @@ struct WordCache {
     }
 
     /// Appends the cached ids for the word to `out` and returns true, or returns false.
+    /// (`mutating` only so that callers access the cache in place instead of copying it.)
     @inline(__always)
-    func lookup(_ p: UnsafePointer<UInt8>, _ n: Int, _ h: UInt64, _ out: inout [Int32]) -> Bool {
+    mutating func lookup(_ p: UnsafePointer<UInt8>, _ n: Int, _ h: UInt64, _ out: inout [Int32]) -> Bool {
         var s = Int(truncatingIfNeeded: h) & mask
         while true {
             let e = Int(slots[s])

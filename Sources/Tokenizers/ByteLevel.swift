@@ -71,7 +71,8 @@ enum UnicodeClasses {
     static let table: [UInt8] = {
         var t = [UInt8](repeating: CharClass.other.rawValue, count: 0x110000)
         t.withUnsafeMutableBufferPointer { buf in
-            for v in 0..<0x110000 {
+            // Planes 4…16 hold no letters, numbers or spaces (unassigned, tags, variation selectors, private use).
+            for v in 0..<0x40000 {
                 guard let u = Unicode.Scalar(UInt32(v)) else { continue }
                 let p = u.properties
                 if let age = p.age, (age.major, age.minor) > oniguruma { continue }

@@ -12,9 +12,9 @@ public enum JSONLReader {
                                    _ body: (Data, Int, Int) throws -> Void) throws {
         let fd = handle.fileDescriptor
         let cap = 8 << 20
-        let chunk = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 16)
+        let chunk = UnsafeMutablePointer<UInt8>.allocate(capacity: cap)
         defer { chunk.deallocate() }
-        var buffer = Data()
+        var buffer = [UInt8]()
         var lineNumber = 0
         var eof = false
         while !eof {
@@ -23,24 +23,30 @@ public enum JSONLReader {
                 if errno == EINTR { continue }
                 throw TokenizerError.unreadable(path: source, reason: String(cString: strerror(errno)))
             }
-            if got == 0 { eof = true } else { buffer.append(chunk.assumingMemoryBound(to: UInt8.self), count: got) }
-            var start = buffer.startIndex
-            while true {
-                let nl = buffer[start...].firstIndex(of: UInt8(ascii: "\n"))
-                if nl == nil && !eof { break }
-                let end = nl ?? buffer.endIndex
-                if nl == nil && start == end { break }
-                lineNumber += 1
-                var lineEnd = end
-                if lineEnd > start && buffer[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
-                let line = buffer[start..<lineEnd]
-                if let bad = line.withUnsafeBytes({ UTF8Lossy.firstInvalid($0.bindMemory(to: UInt8.self)) }) {
-                    throw TokenizerError.invalidUTF8(source: source, line: lineNumber, byteOffset: bad)
+            if got == 0 { eof = true } else { buffer.append(contentsOf: UnsafeBufferPointer(start: chunk, count: got)) }
+            let consumed: Int = try buffer.withUnsafeBufferPointer { bp in
+                guard let base = bp.baseAddress else { return 0 }
+                let n = bp.count
+                var start = 0
+                while start < n {
+                    let found = memchr(base + start, 0x0A, n - start)
+                    if found == nil && !eof { break }
+                    let end = found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
+                    lineNumber += 1
+                    var lineEnd = end
+                    if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                    let line = UnsafeBufferPointer(start: base + start, count: lineEnd - start)
+                    if let bad = UTF8Lossy.firstInvalid(line) {
+                        throw TokenizerError.invalidUTF8(source: source, line: lineNumber, byteOffset: bad)
+                    }
+                    try body(Data(buffer: line), lineNumber, end - start + (found == nil ? 0 : 1))
+                    start = found == nil ? n : end + 1
                 }
-                try body(Data(line), lineNumber, end - start + (nl == nil ? 0 : 1))
-                if let nl = nl { start = nl + 1 } else { start = end; break }
+                return start
             }
-            buffer = start == buffer.endIndex ? Data() : Data(buffer[start...])
+            if consumed == buffer.count { buffer.removeAll(keepingCapacity: true) } else if consumed > 0 {
+                buffer.removeFirst(consumed)
+            }
             try afterChunk()
         }
     }

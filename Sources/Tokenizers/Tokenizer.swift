@@ -320,6 +320,16 @@ final class EncodeWorker {
     }
 
     func encode(_ p: UnsafePointer<UInt8>, _ n: Int, _ tk: Tokenizer, _ out: inout [Int32]) {
+        // Work on locals (moved out of the class, so still uniquely referenced): closures then capture local
+        // variables, which needs no dynamic exclusivity checks.
+        var scratch = MergeScratch()
+        var cache = WordCache(maxEntries: 0)
+        swap(&scratch, &self.scratch)
+        swap(&cache, &self.cache)
+        defer {
+            swap(&scratch, &self.scratch)
+            swap(&cache, &self.cache)
+        }
         let table = EncodeWorker.classTable
         let model = tk.model
         tk.specialMatcher.split(p, 0, n, text: { s, e in

@@ -162,8 +162,11 @@ public final class Pretrainer {
                          weightDecay: Float(o.weightDecay))
 
         // Every rank must run the same configuration on the same data.
-        let canonical = "config \(config); data \(cache.meta.sourcePath) size \(cache.meta.source.size) hash \(cache.meta.source.sampledHash) samples \(cache.count) tokens \(cache.numTokens); tokenizer \(tok.fingerprint); epochs \(o.epochs) batch \(o.batchSize) accumulation \(o.accumulationSteps) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) clip \(o.gradClip) wd \(o.weightDecay) seed \(o.seed) resume \(o.resume) out \(o.outDir)"
-        var h = FNV1a64(); h.add(canonical)
+        // The data identity (what a checkpoint must have been trained on to be resumed) …
+        let dataCanonical = "data size \(cache.meta.source.size) hash \(cache.meta.source.sampledHash) samples \(cache.count) tokens \(cache.numTokens); tokenizer \(tok.fingerprint); seed \(o.seed)"
+        // … and everything the ranks must agree on.
+        let canonical = "config \(config); data \(cache.meta.sourcePath) \(dataCanonical); epochs \(o.epochs) batch \(o.batchSize) accumulation \(o.accumulationSteps) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) clip \(o.gradClip) wd \(o.weightDecay) seed \(o.seed) resume \(o.resume) out \(o.outDir)"
+        var h = FNV1a64(); h.add(dataCanonical)
         let dataHash = h.hex
         try comm.checkSameOnAllRanks(canonical, what: "pretrain configuration and data")
 
@@ -172,6 +175,9 @@ public final class Pretrainer {
         var resumedFrom: String?
         if o.resume && rank == 0, let latest = Checkpoints.list(outDir: o.outDir).last {
             let st = try Checkpoints.readState(latest.path)
+            guard st.dataHash == dataHash else {
+                throw TrainingError.badCheckpoint(path: latest.path, reason: "it was trained on other data, tokenizer or seed (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
+            }
             let loaded = try MiniMindModel.load(directory: latest.path)
             guard loaded.config == config else {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "its config.json differs from the options (hidden size, layers, vocab)")

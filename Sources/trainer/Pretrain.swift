@@ -18,9 +18,11 @@ enum TrainerLogging {
     static func bootstrap() { _ = once }
 }
 
-/// Threads per rank: the cores of this host divided among the ranks on it (OpenMPI's local size).
+/// Threads per rank: `$OPENBLAS_NUM_THREADS` when set, else the cores of this host divided among the ranks on it
+/// (OpenMPI's local size).
 func defaultThreadsPerRank() -> Int {
     let env = ProcessInfo.processInfo.environment
+    if let t = env["OPENBLAS_NUM_THREADS"].flatMap({ Int($0) }), t > 0 { return t }
     let local = env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? env["SLURM_NTASKS_PER_NODE"].flatMap { Int($0) } ?? 1
     return max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
 }
@@ -58,14 +60,14 @@ struct Pretrain: ParsableCommand {
     var seed: UInt64 = 1337
     @Option(name: [.customLong("max-steps"), .customLong("max_steps")], help: "Stop after N optimizer steps; the schedule spans them.")
     var maxSteps: Int?
-    @Flag(name: [.customLong("resume"), .customLong("from-resume"), .customLong("from_resume")],
+    @Flag(name: .customLong("resume"),
           help: "Continue from the newest complete OUT/checkpoint-*/ (any world size).")
     var resume = false
     @Option(name: [.customLong("keep-checkpoints"), .customLong("keep_checkpoints")], help: "Checkpoints kept.")
     var keepCheckpoints: Int = 2
     @Option(name: [.customLong("bucket-cap-mb"), .customLong("bucket_cap_mb")], help: "Gradient all-reduce bucket size (MB).")
     var bucketCapMB: Double = 25
-    @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: cores / ranks on this host); rank 0 tokenizes on all cores.")
+    @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this host); rank 0 tokenizes on all cores.")
     var threads: Int?
     @Option(name: [.customLong("cache-dir"), .customLong("cache_dir")], help: "Token cache root (default ~/.cache/swiftmind/tokens).")
     var cacheDir: String?

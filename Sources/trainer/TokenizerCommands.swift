@@ -29,16 +29,24 @@ final class StdoutBuffer {
     var bytes: [UInt8] = []
     init() { bytes.reserveCapacity(1 << 20) }
     func append(_ s: String) { bytes.append(contentsOf: s.utf8) }
-    func appendInt(_ v: Int32) {
-        if v == 0 { bytes.append(0x30); return }
-        var x = Int64(v)
-        if x < 0 { bytes.append(0x2D); x = -x }
-        var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &tmp) { t in
-            while x > 0 { t[n] = UInt8(0x30 + x % 10); x /= 10; n += 1 }
-            for i in stride(from: n - 1, through: 0, by: -1) { bytes.append(t[i]) }
+    /// Appends `{"ids": [a, b, …]}\n`.
+    func appendIdsLine(_ ids: [Int32]) {
+        let line = [UInt8](unsafeUninitializedCapacity: 16 + ids.count * 13) { buf, count in
+            var k = 0
+            for c in "{\"ids\": [".utf8 { buf[k] = c; k += 1 }
+            for (i, v) in ids.enumerated() {
+                if i > 0 { buf[k] = 0x2C; buf[k + 1] = 0x20; k += 2 }
+                var x = Int64(v)
+                if x < 0 { buf[k] = 0x2D; k += 1; x = -x }
+                let first = k
+                repeat { buf[k] = UInt8(0x30 + x % 10); x /= 10; k += 1 } while x > 0
+                var a = first, b = k - 1
+                while a < b { buf.swapAt(a, b); a += 1; b -= 1 }
+            }
+            for c in "]}\n".utf8 { buf[k] = c; k += 1 }
+            count = k
         }
+        bytes.append(contentsOf: line)
     }
     func flushIfLarge() { if bytes.count > (1 << 20) { flush() } }
     func flush() {
@@ -93,14 +101,7 @@ struct TokenizerEncode: ParsableCommand {
             let out = StdoutBuffer()
             var pending: [String] = []
             func drain() {
-                for ids in tk.encode(batch: pending, threads: threads) {
-                    out.append("{\"ids\": [")
-                    for (i, id) in ids.enumerated() {
-                        if i > 0 { out.bytes.append(0x2C); out.bytes.append(0x20) }
-                        out.appendInt(id)
-                    }
-                    out.append("]}\n")
-                }
+                for ids in tk.encode(batch: pending, threads: threads) { out.appendIdsLine(ids) }
                 pending.removeAll(keepingCapacity: true)
                 out.flushIfLarge()
             }

@@ -30,19 +30,31 @@ final class MPIRunTests: XCTestCase {
         return nil
     }
 
-    func mpirun(_ args: [String], np: Int = 2, timeout: Double = 60) throws -> Run {
-        guard let mpirun = Self.mpirun else { throw XCTSkip("mpirun not on PATH (install openmpi-bin)") }
+    func selftestURL() throws -> URL {
         guard let exe = Self.selftest else {
             XCTFail("mpi-selftest not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_SELFTEST_BIN)")
             throw XCTSkip("no mpi-selftest")
         }
-        let p = Process()
-        p.executableURL = mpirun
+        return exe
+    }
+
+    func mpirun(_ args: [String], np: Int = 2, timeout: Double = 60) throws -> Run {
+        guard let mpirun = Self.mpirun else { throw XCTSkip("mpirun not on PATH (install openmpi-bin)") }
+        let exe = try selftestURL()
         // --oversubscribe: 2 ranks on a 1-2 core container; single-copy off: CMA/ptrace is often blocked in containers.
-        p.arguments = ["-np", "\(np)", "--oversubscribe", "--bind-to", "none",
-                       "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism", "none",
-                       exe.path] + args
+        return try run(mpirun, ["-np", "\(np)", "--oversubscribe", "--bind-to", "none",
+                                "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism", "none",
+                                exe.path] + args, timeout: timeout)
+    }
+
+    func run(_ executable: URL, _ arguments: [String], timeout: Double, dropMPIEnvironment: Bool = false) throws -> Run {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
+        if dropMPIEnvironment {
+            for k in env.keys where k.hasPrefix("OMPI_") || k.hasPrefix("PMI") || k == "SWIFTMIND_FORCE_MPI" { env[k] = nil }
+        }
         if getuid() == 0 { env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" }
         env["OPENBLAS_NUM_THREADS"] = "1"
         p.environment = env
@@ -66,6 +78,21 @@ final class MPIRunTests: XCTestCase {
         group.wait()
         return Run(status: p.terminationStatus, stdout: String(decoding: outData.data, as: UTF8.self),
                    stderr: String(decoding: errData.data, as: UTF8.self), timedOut: timedOut, seconds: Date().timeIntervalSince(t0))
+    }
+
+    /// Started without mpirun, the same executable runs alone (single-process communicator, no MPI_Init), and a
+    /// failure prints its message and exits non-zero.
+    func testWithoutMPIRunIsSingleProcess() throws {
+        let exe = try selftestURL()
+        let ok = try run(exe, ["info"], timeout: 30, dropMPIEnvironment: true)
+        XCTAssertEqual(ok.status, 0, ok.stdout + ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("rank 0/1 (single process, no MPI)"), ok.stdout)
+        let sum = try run(exe, ["consistency"], timeout: 30, dropMPIEnvironment: true)
+        XCTAssertEqual(sum.status, 0, sum.stdout + sum.stderr)
+        let bad = try run(exe, ["fail", "--rank", "0", "--message", "alone and failing"], timeout: 30, dropMPIEnvironment: true)
+        XCTAssertFalse(bad.timedOut)
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("error: alone and failing"), bad.stderr)
     }
 
     func testTwoRanksStartAndAgree() throws {

@@ -80,6 +80,15 @@ final class PretrainRunTests: XCTestCase {
                 XCTAssertLessThan(d, 1e-5, "resume on 2 ranks: max loss difference \(d)")
             }
         }
+        // A checkpoint trained on other data (here: another shuffle seed) is refused, not silently continued.
+        let other = work + "/other-seed"
+        try fm.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try fm.copyItem(atPath: full + "/checkpoint-10", toPath: other + "/checkpoint-10")
+        var a = args(out: other, batch: 8, accumulation: 1, extra: ["--resume"])
+        a[a.firstIndex(of: "--seed")! + 1] = "6"
+        let r = try TrainerRunner.run(a)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("trained on other data"), r.stderr)
         // keep-checkpoints 2: only the newest two remain.
         let names = try fm.contentsOfDirectory(atPath: full).filter { $0.hasPrefix("checkpoint-") }.sorted()
         XCTAssertEqual(names, ["checkpoint-10", "checkpoint-20"])
@@ -97,5 +106,17 @@ final class PretrainRunTests: XCTestCase {
         XCTAssertFalse(r.timedOut)
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(bad):2"), r.stderr)
+    }
+
+    /// Ranks started with different options stop together with a message naming the disagreement.
+    func testRanksWithDifferentOptionsRefuseToTrain() throws {
+        let a = args(out: work + "/mismatch", batch: 4, accumulation: 1)
+        var b = a
+        b[b.firstIndex(of: "1e-3")!] = "2e-3"
+        let r = try TrainerRunner.run(a, np: 2, timeout: 60, secondRankArgs: b)
+        XCTAssertFalse(r.timedOut, "hung:\n\(r.stderr)")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("pretrain configuration and data"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/mismatch/final"))
     }
 }

@@ -38,7 +38,7 @@ enum TrainerRunner {
 
     /// Runs `trainer args` (np 1: directly; np > 1: under mpirun with the TCP/shared-memory transports, as the
     /// Distributed tests do). Fails the test when the binary or mpirun is missing.
-    static func run(_ args: [String], np: Int = 1, timeout: Double = 120) throws -> Run {
+    static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil) throws -> Run {
         guard let exe = trainer else {
             XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
             throw XCTSkip("no trainer binary")
@@ -51,9 +51,13 @@ enum TrainerRunner {
         if np > 1 {
             guard let m = mpirun else { XCTFail("mpirun not on PATH (install openmpi-bin)"); throw XCTSkip("no mpirun") }
             p.executableURL = m
-            p.arguments = ["-np", "\(np)", "--oversubscribe", "--bind-to", "none",
-                           "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism", "none",
-                           exe.path] + args
+            let flags = ["--oversubscribe", "--bind-to", "none",
+                         "--mca", "btl", "self,vader,tcp", "--mca", "btl_vader_single_copy_mechanism", "none"]
+            if let second = secondRankArgs {   // MPMD: rank 0 runs `args`, rank 1 `second`
+                p.arguments = flags + ["-np", "1", exe.path] + args + [":", "-np", "1", exe.path] + second
+            } else {
+                p.arguments = ["-np", "\(np)"] + flags + [exe.path] + args
+            }
         } else {
             p.executableURL = exe
             p.arguments = args
