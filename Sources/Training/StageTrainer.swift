@@ -50,6 +50,9 @@ public struct StageOptions: Codable, Sendable {
     public var teacher: String? = nil
     public var alpha = 0.5
     public var temperature = 2.0
+    /// MoE fields for a random init (`--use-moe` …); with --init the model's config.json decides (`--use-moe` then
+    /// requires a MoE model). The aux loss is added to every stage's loss, as MiniMind.
+    public var moe = MoESettings()
 
     /// MiniMind's defaults: SFT lr 5e-7, 2 epochs, batch 16, seq 512; LoRA lr 1e-4, 10 epochs, batch 32;
     /// DPO lr 1e-8, 2 epochs, batch 4, seq 1024, β 0.1; reason lr 1e-6, seq 1024; distill lr 5e-6, seq 512.
@@ -130,10 +133,15 @@ public final class StageTrainer {
         // Models.
         let model: MiniMindModel
         if let d = o.initDir { model = try MiniMindModel.load(directory: d) } else {
-            model = MiniMindModel(config: ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers,
-                                                      vocabSize: tok.vocabSize, maxPositionEmbeddings: 32768), seed: o.seed)
+            var c = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
+                                maxPositionEmbeddings: 32768)
+            o.moe.apply(to: &c)
+            try c.validate(source: "\(o.stage) options")
+            model = MiniMindModel(config: c, seed: o.seed)
         }
         let config = model.config
+        if o.moe.useMoe && !config.useMoe { throw TrainingError.mismatch("--use-moe: \(o.initDir!)/config.json is a dense model") }
+        model.auxLossScale = Float(1.0 / Double(acc * world))   // MiniMind: (loss + aux) / accumulation, averaged over ranks
         let V = config.vocabSize
         guard V >= tok.vocabSize else { throw TrainingError.mismatch("model vocab \(V) < tokenizer vocab \(tok.vocabSize)") }
         var adapters: LoRAAdapters?
@@ -245,7 +253,7 @@ public final class StageTrainer {
             let maskNorm = max(counts[0], 1), pairNorm = max(counts[1], 1)
 
             model.zeroGrad()
-            var lossPart = 0.0, extraPart = 0.0   // extra: DPO preferred pairs / distill CE part
+            var lossPart = 0.0, extraPart = 0.0, auxPart = 0.0   // extra: DPO preferred pairs / distill CE part
             var waited = 0.0
             for (m, b) in batches.enumerated() {
                 let rows = rowsPerBatch
@@ -258,6 +266,7 @@ public final class StageTrainer {
                 }
                 if let t = teacher { teacherLogits = b.inputIds.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: rows, seqLen: T) } }
                 let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: rows, seqLen: T) }
+                auxPart += model.lastAuxLoss / Double(acc)
                 b.labels.withUnsafeBufferPointer { y in
                     b.lossMask.withUnsafeBufferPointer { mk in
                         switch o.stage {
@@ -293,9 +302,10 @@ public final class StageTrainer {
                     model.backward(dLogits: logits)
                 }
             }
-            var lossBuf = [lossPart, extraPart]
+            var lossBuf = [lossPart, extraPart, auxPart]
             try lossBuf.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
-            let loss = lossBuf[0], extra = lossBuf[1]
+            let aux = lossBuf[2] / Double(world)
+            let loss = lossBuf[0] + aux, extra = lossBuf[1]
             let gradNorm = o.gradClip > 0 ? clipGradNorm(trainG, maxNorm: Float(o.gradClip)) : Model.gradNorm(UnsafeBufferPointer(trainG))
             let lr = cosineLR(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
             adam.step(params: trainP, grads: UnsafeBufferPointer(trainG), lr: Float(lr))
@@ -324,6 +334,7 @@ public final class StageTrainer {
                                               "tokens_per_s": tps, "elapsed_s": elapsed, "eta_s": eta,
                                               "step_time_s": winTime / Double(winSteps), "world_size": world, "global_samples": seen]
                     if !extraName.isEmpty { rec[extraName] = winExtra / Double(winSteps) }
+                    if config.useMoe { rec["aux_loss"] = aux; logger.info("\(String(format: "  aux_loss %.4f", aux))") }
                     try metrics?.append(rec)
                     winLoss = 0; winSteps = 0; winTime = 0; winTokens = 0; winExtra = 0
                 }

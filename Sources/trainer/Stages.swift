@@ -37,6 +37,7 @@ struct StageArguments: ParsableArguments {
     @Option(name: [.customLong("bucket-cap-mb"), .customLong("bucket_cap_mb")]) var bucketCapMB: Double = 25
     @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: cores / ranks on this host).") var threads: Int?
     @Option(name: [.customLong("weight-decay"), .customLong("weight_decay")]) var weightDecay: Double = 0.01
+    @OptionGroup var moe: MoEArguments
 
     func options(_ stage: Stage) -> StageOptions {
         var o = StageOptions.defaults(for: stage)
@@ -48,7 +49,7 @@ struct StageArguments: ParsableArguments {
         o.accumulationSteps = accumulationSteps; o.gradClip = gradClip; o.hiddenSize = hiddenSize
         o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval; o.saveInterval = saveInterval; o.seed = seed
         o.maxSteps = maxSteps; o.resume = resume; o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB
-        o.weightDecay = weightDecay
+        o.weightDecay = weightDecay; o.moe = moe.settings
         return o
     }
 
