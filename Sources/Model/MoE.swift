@@ -276,12 +276,16 @@ public struct MoESettings: Codable, Sendable, Equatable, CustomStringConvertible
     public var auxLossAlpha: Float = 0.1
     public var seqAux = true
     public var normTopkProb = true
+    /// `intermediate_size` override (each expert's, or the dense MLP's); nil = MiniMind's rule from hidden_size.
+    /// Lets a MoE model match a dense one in active parameters.
+    public var intermediateSize: Int? = nil
     public init() {}
     /// Copies the fields into `config` (all of them, so a dense config keeps MiniMind's MoE defaults).
     public func apply(to c: inout ModelConfig) {
         c.useMoe = useMoe; c.numExpertsPerTok = numExpertsPerTok; c.nRoutedExperts = nRoutedExperts
         c.nSharedExperts = nSharedExperts; c.scoringFunc = scoringFunc; c.auxLossAlpha = auxLossAlpha
         c.seqAux = seqAux; c.normTopkProb = normTopkProb
+        if let i = intermediateSize { c.intermediateSize = i }
     }
     public var description: String {
         useMoe ? "moe: \(nRoutedExperts) routed experts, top-\(numExpertsPerTok), \(nSharedExperts) shared, \(scoringFunc), aux α \(auxLossAlpha)\(seqAux ? " (seq)" : ""), norm_topk_prob \(normTopkProb)" : "dense"

@@ -19,12 +19,15 @@ struct MoEArguments: ParsableArguments {
     var seqAux = true
     @Flag(name: .customLong("norm-topk-prob"), inversion: .prefixedNo, help: "MoE: normalise the top-k weights.")
     var normTopkProb = true
+    @Option(name: [.customLong("intermediate-size"), .customLong("intermediate_size")],
+            help: "MLP (each expert's) intermediate size; default 64·⌈(8·hidden/3)/64⌉ as MiniMind.")
+    var intermediateSize: Int?
 
     var settings: MoESettings {
         var s = MoESettings()
         s.useMoe = useMoe; s.numExpertsPerTok = numExpertsPerTok; s.nRoutedExperts = nRoutedExperts
         s.nSharedExperts = nSharedExperts; s.scoringFunc = scoringFunc; s.auxLossAlpha = auxLossAlpha
-        s.seqAux = seqAux; s.normTopkProb = normTopkProb
+        s.seqAux = seqAux; s.normTopkProb = normTopkProb; s.intermediateSize = intermediateSize
         return s
     }
 }
