@@ -84,3 +84,51 @@ final class MoEGoldenTests: XCTestCase {
         XCTAssertThrowsError(try c.validate(source: "x")) { XCTAssertTrue("\($0)".contains("num_experts_per_tok")) }
     }
 }
+
+/// Finite differences of loss = CE + aux on MoE variants the golden does not cover (top-1 without normalisation and no
+/// shared expert; top-3 of 4 with 2 shared experts). Samples whose ±h perturbation changes the routing are skipped.
+final class MoEGradCheckTests: XCTestCase {
+    func check(E: Int, k: Int, S: Int, norm: Bool) {
+        var cfg = ModelConfig(hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1, vocabSize: 29,
+                              intermediateSize: 24, rmsNormEps: 1e-5, ropeTheta: 1e4, maxPositionEmbeddings: 64)
+        cfg.useMoe = true; cfg.nRoutedExperts = E; cfg.numExpertsPerTok = k; cfg.nSharedExperts = S; cfg.normTopkProb = norm
+        cfg.auxLossAlpha = 0.1
+        let m = MiniMindModel(config: cfg, seed: 11)
+        m.batchParallel = false
+        let B = 2, T = 6, N = B * T
+        var rng = SplitMix64(seed: 5)
+        let ids = (0..<N).map { _ in Int32(rng.next() % 29) }, labels = (0..<N).map { _ in Int32(rng.next() % 29) }
+        let mask = [Float](repeating: 1, count: N)
+        func loss(_ backward: Bool) -> (Double, [Int32]) {
+            let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: 29, normalizer: Float(N)) } }
+            let a = m.replicas[0].moe!
+            let routing = Array(UnsafeBufferPointer(start: a.idx, count: a.capN * k * cfg.numHiddenLayers))
+            if backward { m.zeroGrad(); m.backward(dLogits: lg) }
+            return (s / Double(N) + m.lastAuxLoss, routing)
+        }
+        let (_, r0) = loss(true)
+        let g = Array(m.grads)
+        let h: Float = 1e-3
+        var worst = 0.0, checked = 0
+        for p in m.parameters {
+            let gmax = Double(g[p.range].map { abs($0) }.max()!)
+            for _ in 0..<5 {
+                let i = p.offset + Int(rng.next() % UInt64(p.count))
+                let orig = m.params[i]
+                m.params[i] = orig + h; let (lp, rp) = loss(false)
+                m.params[i] = orig - h; let (lm, rm) = loss(false)
+                m.params[i] = orig
+                if rp != r0 || rm != r0 { continue }
+                let fd = (lp - lm) / Double(2 * h), err = abs(fd - Double(g[i])), tol = 5e-4 + 1e-2 * gmax
+                XCTAssertLessThan(err, tol, "\(p.name)[\(i - p.offset)] analytic \(g[i]) fd \(fd)")
+                worst = max(worst, err / tol); checked += 1
+            }
+        }
+        XCTAssertGreaterThan(checked, m.parameters.count * 3)
+        print("moe E\(E) k\(k) S\(S) norm \(norm): \(checked) finite-difference samples, worst error \(worst) of tolerance")
+    }
+    func testTop1NoSharedNoNorm() { check(E: 3, k: 1, S: 0, norm: false) }
+    func testTop3TwoShared() { check(E: 4, k: 3, S: 2, norm: true) }
+}
