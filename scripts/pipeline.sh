@@ -49,7 +49,7 @@ SFT=$OUT/sft/final
 if has sft; then
   L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT_EPOCHS:-8}" \
     --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-2e-3}" --log-interval 20 --save-interval 200
-  E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --max-new-tokens 40 \
+  E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40 \
     --answers "$OUT/sft_author_answers.jsonl"
 fi
 
@@ -68,7 +68,7 @@ if has lora; then
     --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-5e-3}" --lora-rank 8 --log-interval 10 --save-interval 1000
   printf '{"conversations": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "SwiftMind"}]}\n' > "$OUT/data/who.jsonl"
   E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
-  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" \
+  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" --match author \
     --max-new-tokens 40 --answers "$OUT/lora_author_answers.jsonl"
   "$BIN" lora merge --model "$SFT" --lora "$OUT/lora/lora.safetensors" --out "$OUT/lora_merged" 2>/dev/null
 fi
