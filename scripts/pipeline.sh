@@ -8,7 +8,7 @@
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # NP (2), CONFIG (release | debug), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS, REASON_EPOCHS,
-# DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft dpo lora reason distill).
+# DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -49,7 +49,9 @@ SFT=$OUT/sft/final
 if has sft; then
   L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT_EPOCHS:-8}" \
     --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-2e-3}" --log-interval 20 --save-interval 200
-  E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --max-new-tokens 40 \
+fi
+if has sft || has sft-eval; then
+  E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40 \
     --answers "$OUT/sft_author_answers.jsonl"
 fi
 
@@ -68,7 +70,7 @@ if has lora; then
     --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-5e-3}" --lora-rank 8 --log-interval 10 --save-interval 1000
   printf '{"conversations": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "SwiftMind"}]}\n' > "$OUT/data/who.jsonl"
   E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
-  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" \
+  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" --match author \
     --max-new-tokens 40 --answers "$OUT/lora_author_answers.jsonl"
   "$BIN" lora merge --model "$SFT" --lora "$OUT/lora/lora.safetensors" --out "$OUT/lora_merged" 2>/dev/null
 fi

@@ -103,3 +103,13 @@ extension PostEval {
         return (total / Double(max(tokens, 1)), tokens)
     }
 }
+
+extension PostEval {
+    /// The author named by an answer of the form "…的作者是X。" (X up to the next "。" or the end), nil when absent.
+    public static func author(inReference s: String) -> String? {
+        guard let r = s.range(of: "作者是", options: .backwards) else { return nil }
+        let tail = s[r.upperBound...]
+        let name = tail.prefix { $0 != "。" && $0 != "，" && !$0.isNewline }
+        return name.isEmpty ? nil : String(name)
+    }
+}

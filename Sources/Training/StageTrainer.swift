@@ -160,9 +160,12 @@ public final class StageTrainer {
         let N = trainP.count
         let adam = AdamW(count: N, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: Float(o.weightDecay))
 
+        // The data identity a checkpoint must match to be resumed, and everything the ranks must agree on.
+        let src = try SourceIdentity.of(path: o.dataPath)
+        let dataCanonical = "stage \(o.stage) data size \(src.size) hash \(src.sampledHash) samples \(dataset.count); tokenizer \(tok.fingerprint); seed \(o.seed)"
         var h = FNV1a64()
-        let canonical = "stage \(o.stage) config \(config); data \(o.dataPath) samples \(dataset.count); tokenizer \(tok.fingerprint); epochs \(o.epochs) batch \(B) accumulation \(acc) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) seed \(o.seed) resume \(o.resume) out \(o.outDir) trainable \(N)"
-        h.add(canonical)
+        let canonical = "\(dataCanonical) config \(config); data \(o.dataPath); epochs \(o.epochs) batch \(B) accumulation \(acc) max_seq_len \(o.maxSeqLen) max_steps \(o.maxSteps ?? -1) lr \(o.learningRate) seed \(o.seed) resume \(o.resume) out \(o.outDir) trainable \(N)"
+        h.add(dataCanonical)
         let dataHash = h.hex
         try comm.checkSameOnAllRanks(canonical, what: "\(o.stage) configuration and data")
 
@@ -171,6 +174,9 @@ public final class StageTrainer {
         var resumedFrom: String?
         if o.resume && rank == 0, let latest = Checkpoints.list(outDir: o.outDir).last {
             let st = try Checkpoints.readState(latest.path)
+            guard st.dataHash == dataHash else {
+                throw TrainingError.badCheckpoint(path: latest.path, reason: "it was trained on other data, tokenizer, seed or stage (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
+            }
             if let a = adapters { try a.load(path: latest.path + "/" + Self.adapterFile) } else {
                 let loaded = try MiniMindModel.load(directory: latest.path)
                 guard loaded.config == config else { throw TrainingError.badCheckpoint(path: latest.path, reason: "its config.json differs from the model") }

@@ -13,6 +13,8 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
+    @Option(help: "exact-match: exact (whole answer) or author (the answer names the author of a reference \"…的作者是X。\").")
+    var match: String = "exact"
 
     func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
         let m = try MiniMindModel.load(directory: dir)
@@ -28,9 +30,13 @@ struct PostEvalArguments: ParsableArguments {
         case "exact-match", "format":
             let fmt = task == "format"
             let res = try PostEval.answers(model: m, tokenizer: tok, dataPath: data, filter: filter, limit: limit,
-                                           maxNewTokens: maxNewTokens) { ans, ref in fmt ? PostEval.hasThinkAnswerFormat(ans) : ans == ref }
+                                           maxNewTokens: maxNewTokens) { ans, ref in
+                if fmt { return PostEval.hasThinkAnswerFormat(ans) }
+                if match == "author", let a = PostEval.author(inReference: ref) { return PostEval.author(inReference: ans) == a }
+                return ans == ref
+            }
             line["n"] = res.count
-            line[fmt ? "format_rate" : "exact_match"] = Double(res.filter(\.ok).count) / Double(max(res.count, 1))
+            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : "exact_match")] = Double(res.filter(\.ok).count) / Double(max(res.count, 1))
             line["examples"] = res.prefix(3).map { ["prompt": $0.prompt, "answer": $0.answer, "ok": $0.ok] as [String: Any] }
             if let p = answers {
                 let enc = JSONEncoder()
