@@ -38,7 +38,7 @@ public final class LoRAAdapters {
     /// - Throws: `ModelError` when an MLP projection is square (intermediate_size == hidden_size): not supported.
     public init(config cfg: ModelConfig, rank: Int, seed: UInt64 = 42) throws {
         precondition(rank >= 1, "LoRA rank must be ≥ 1")
-        if cfg.intermediateSize == cfg.hiddenSize {
+        if cfg.intermediateSize == cfg.hiddenSize && !cfg.useMoe {   // MoE: the gate and the experts are never adapted (issue 7)
             throw ModelError("LoRA: square MLP projections (intermediate_size == hidden_size) are not supported")
         }
         self.rank = rank

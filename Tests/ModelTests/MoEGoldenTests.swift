@@ -132,3 +132,50 @@ final class MoEGradCheckTests: XCTestCase {
     func testTop1NoSharedNoNorm() { check(E: 3, k: 1, S: 0, norm: false) }
     func testTop3TwoShared() { check(E: 4, k: 3, S: 2, norm: true) }
 }
+
+/// LoRA on a MoE model: adapters only on square attention Linears (never the gate or experts, even when
+/// intermediate_size == hidden_size), base frozen; adapter gradients of CE + aux match finite differences.
+final class MoELoRATests: XCTestCase {
+    func testAdaptersOnAttentionOnlyAndGradients() throws {
+        var cfg = ModelConfig(hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1, vocabSize: 29,
+                              intermediateSize: 16, rmsNormEps: 1e-5, ropeTheta: 1e4, maxPositionEmbeddings: 64)
+        cfg.useMoe = true
+        let m = MiniMindModel(config: cfg, seed: 3)
+        m.batchParallel = false
+        let a = try LoRAAdapters(config: cfg, rank: 2, seed: 1)
+        XCTAssertTrue(a.targets.allSatisfy { $0.module.contains("self_attn") })
+        var rng = SplitMix64(seed: 9)
+        for i in 0..<a.count { a.params[i] = 0.1 * (rng.nextUniform() - 0.5) }
+        m.lora = a; m.frozenBase = true
+        let B = 2, T = 5, N = B * T
+        let ids = (0..<N).map { _ in Int32(rng.next() % 29) }, labels = (0..<N).map { _ in Int32(rng.next() % 29) }
+        let mask = [Float](repeating: 1, count: N)
+        func loss(_ backward: Bool) -> (Double, [Int32]) {
+            let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: 29, normalizer: Float(N)) } }
+            let r = m.replicas[0].moe!
+            let routing = Array(UnsafeBufferPointer(start: r.idx, count: r.capN * cfg.numExpertsPerTok * cfg.numHiddenLayers))
+            if backward { m.zeroGrad(); m.backward(dLogits: lg) }
+            return (s / Double(N) + m.lastAuxLoss, routing)
+        }
+        let (_, r0) = loss(true)
+        // frozenBase: no Linear gets a weight gradient (RMSNorm weights are still computed, as in the dense model).
+        for p in m.parameters where p.name.contains(".mlp.") || p.name.contains("_proj") {
+            XCTAssertTrue(m.grads[p.range].allSatisfy { $0 == 0 }, "\(p.name) is frozen")
+        }
+        let g = Array(a.grads), gmax = Double(g.map { abs($0) }.max()!)
+        var checked = 0
+        for _ in 0..<40 {
+            let i = Int(rng.next() % UInt64(a.count)), orig = a.params[i], h: Float = 1e-3
+            a.params[i] = orig + h; let (lp, rp) = loss(false)
+            a.params[i] = orig - h; let (lm, rm) = loss(false)
+            a.params[i] = orig
+            if rp != r0 || rm != r0 { continue }
+            let fd = (lp - lm) / Double(2 * h)
+            XCTAssertLessThan(abs(fd - Double(g[i])), 5e-4 + 1e-2 * gmax, "adapter[\(i)] analytic \(g[i]) fd \(fd)")
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 20)
+    }
+}
