@@ -23,7 +23,7 @@ extension ModelConfig {
         [
             "architectures": ["MiniMindForCausalLM"], "model_type": "minimind",
             "use_moe": true, "num_experts_per_tok": numExpertsPerTok, "n_routed_experts": nRoutedExperts,
-            "n_shared_experts": nSharedExperts, "scoring_func": scoringFunc, "aux_loss_alpha": Double(auxLossAlpha),
+            "n_shared_experts": nSharedExperts, "scoring_func": scoringFunc, "aux_loss_alpha": Double("\(auxLossAlpha)") ?? Double(auxLossAlpha),
             "seq_aux": seqAux, "norm_topk_prob": normTopkProb,
         ]
     }
