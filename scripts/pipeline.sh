@@ -57,8 +57,8 @@ fi
 
 # 2. DPO on 90% of dpo.jsonl; preference accuracy (chosen preferred by mean log-prob) on the held-out 10%.
 if has dpo; then
-  L dpo --init "$SFT" --data-path "$OUT/data/dpo_train.jsonl" --out-dir "$OUT/dpo" --epochs "${DPO_EPOCHS:-1}" \
-    --batch-size 4 --max-seq-len 128 --learning-rate "${DPO_LR:-1e-5}" --log-interval 20 --save-interval 200
+  L dpo --init "$SFT" --data-path "$OUT/data/dpo_train.jsonl" --out-dir "$OUT/dpo" --epochs "${DPO_EPOCHS:-2}" \
+    --batch-size 4 --max-seq-len 128 --learning-rate "${DPO_LR:-1e-4}" --log-interval 20 --save-interval 200
   E eval --task preference --model "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --reference "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
@@ -69,7 +69,7 @@ if has lora; then
   L lora --init "$SFT" --data-path "$C/lora_identity.jsonl" --out-dir "$OUT/lora" --epochs "${LORA_EPOCHS:-30}" \
     --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-5e-3}" --lora-rank 8 --log-interval 10 --save-interval 1000
   printf '{"conversations": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "SwiftMind"}]}\n' > "$OUT/data/who.jsonl"
-  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
+  E eval --task exact-match --match contains --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
   E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" --match author \
     --max-new-tokens 40 --answers "$OUT/lora_author_answers.jsonl"
   "$BIN" lora merge --model "$SFT" --lora "$OUT/lora/lora.safetensors" --out "$OUT/lora_merged" 2>/dev/null

@@ -13,7 +13,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
-    @Option(help: "exact-match: exact (whole answer) or author (the answer names the author of a reference \"…的作者是X。\").")
+    @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference) or author (the answer names the author of a reference \"…的作者是X。\").")
     var match: String = "exact"
 
     func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
@@ -33,10 +33,11 @@ struct PostEvalArguments: ParsableArguments {
                                            maxNewTokens: maxNewTokens) { ans, ref in
                 if fmt { return PostEval.hasThinkAnswerFormat(ans) }
                 if match == "author", let a = PostEval.author(inReference: ref) { return PostEval.author(inReference: ans) == a }
+                if match == "contains" { return ans.contains(ref) }
                 return ans == ref
             }
             line["n"] = res.count
-            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : "exact_match")] = Double(res.filter(\.ok).count) / Double(max(res.count, 1))
+            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate" : "exact_match")] = Double(res.filter(\.ok).count) / Double(max(res.count, 1))
             line["examples"] = res.prefix(3).map { ["prompt": $0.prompt, "answer": $0.answer, "ok": $0.ok] as [String: Any] }
             if let p = answers {
                 let enc = JSONEncoder()
