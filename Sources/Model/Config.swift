@@ -21,6 +21,23 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var ropeTheta: Double = 1e6
     public var maxPositionEmbeddings: Int = 32768
     public var tieWordEmbeddings: Bool = true
+    // Mixture-of-Experts (MiniMind2-MoE, see MoE.swift); HF keys as MiniMind's MiniMindConfig.
+    /// `use_moe`: each block's MLP becomes `n_routed_experts` routed SwiGLU experts + `n_shared_experts` shared ones.
+    public var useMoe: Bool = false
+    /// `num_experts_per_tok` (top-k).
+    public var numExpertsPerTok: Int = 2
+    /// `n_routed_experts` (E).
+    public var nRoutedExperts: Int = 4
+    /// `n_shared_experts` (every token passes through each).
+    public var nSharedExperts: Int = 1
+    /// `scoring_func` (only "softmax").
+    public var scoringFunc: String = "softmax"
+    /// `aux_loss_alpha` (α of the load-balancing loss).
+    public var auxLossAlpha: Float = 0.1
+    /// `seq_aux` (sequence-level aux loss; the batch-level variant is not implemented).
+    public var seqAux: Bool = true
+    /// `norm_topk_prob`: top-k weights divided by their sum when k > 1.
+    public var normTopkProb: Bool = true
 
     /// `intermediateSize` nil → 64·⌈(8·hidden/3)/64⌉ as MiniMind.
     public init(hiddenSize: Int = 512, numHiddenLayers: Int = 8, numAttentionHeads: Int = 8, numKeyValueHeads: Int = 2,
@@ -55,6 +72,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         case numKeyValueHeads = "num_key_value_heads", vocabSize = "vocab_size", intermediateSize = "intermediate_size"
         case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta", maxPositionEmbeddings = "max_position_embeddings"
         case tieWordEmbeddings = "tie_word_embeddings"
+        case useMoe = "use_moe", numExpertsPerTok = "num_experts_per_tok", nRoutedExperts = "n_routed_experts"
+        case nSharedExperts = "n_shared_experts", scoringFunc = "scoring_func", auxLossAlpha = "aux_loss_alpha"
+        case seqAux = "seq_aux", normTopkProb = "norm_topk_prob"
     }
 
     public init(from decoder: Decoder) throws {
@@ -71,6 +91,14 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? d.ropeTheta
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+        useMoe = try c.decodeIfPresent(Bool.self, forKey: .useMoe) ?? d.useMoe
+        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? d.numExpertsPerTok
+        nRoutedExperts = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts) ?? d.nRoutedExperts
+        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? d.nSharedExperts
+        scoringFunc = try c.decodeIfPresent(String.self, forKey: .scoringFunc) ?? d.scoringFunc
+        auxLossAlpha = try c.decodeIfPresent(Float.self, forKey: .auxLossAlpha) ?? d.auxLossAlpha
+        seqAux = try c.decodeIfPresent(Bool.self, forKey: .seqAux) ?? d.seqAux
+        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? d.normTopkProb
     }
 
     /// Throws a `ModelError` naming the first inconsistent field.
@@ -89,6 +117,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         if !(ropeTheta > 0) { throw bad("rope_theta", "must be > 0") }
         if maxPositionEmbeddings <= 0 { throw bad("max_position_embeddings", "must be > 0") }
         if !tieWordEmbeddings { throw bad("tie_word_embeddings", "must be true (MiniMind ties lm_head to embed_tokens)") }
+        if useMoe { try validateMoE(source: source) }
     }
 
     /// Reads `DIR/config.json`. Throws `ModelError` naming the file and field on bad input.
@@ -119,7 +148,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// Writes `DIR/config.json` (LlamaForCausalLM) atomically.
     public func write(directory: String) throws {
         let path = (directory as NSString).appendingPathComponent("config.json")
-        let data = try JSONSerialization.data(withJSONObject: huggingFaceDictionary, options: [.prettyPrinted, .sortedKeys])
+        var dict = huggingFaceDictionary
+        if useMoe { dict.merge(moeDictionary) { _, new in new } }
+        let data = try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: path)
     }
 }

@@ -73,10 +73,12 @@ extension MiniMindModel {
                 matmul_forward(tmp, y, P + lo.o, M, QD, C)
                 residual_forward(x, x, tmp, M * C)
                 rmsnorm_forward(ln, rstd, x, P + lo.ln2, M, C, eps)
+                if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: M) } else {
                 matmul_forward(g, ln, P + lo.gate, M, C, I)
                 matmul_forward(u, ln, P + lo.up, M, C, I)
                 swiglu_forward(g, g, u, M * I)
                 matmul_forward(tmp, g, P + lo.down, M, I, C)
+                }
                 residual_forward(x, x, tmp, M * C)
             }
             rmsnorm_forward(ln, rstd, x + (M - 1) * C, P + normOffset, 1, C, eps)

@@ -38,9 +38,9 @@ func matmul_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, 
 }
 /// dinp[N, IC] (= or += when `accumulate`) dout[N, OC] · W[OC, IC]; dW[OC, IC] += doutᵀ · inp.
 func matmul_backward(_ dinp: FPtr?, _ dw: FPtr, _ dout: CFPtr, _ inp: CFPtr, _ w: CFPtr,
-                     _ n: Int, _ ic: Int, _ oc: Int, accumulate: Bool = false) {
+                     _ n: Int, _ ic: Int, _ oc: Int, accumulate: Bool = false, weights: Bool = true) {
     if let dinp { sgemm(false, false, n, ic, oc, 1, dout, oc, w, ic, accumulate ? 1 : 0, dinp, ic) }
-    sgemm(true, false, oc, ic, n, 1, dout, oc, inp, ic, 1, dw, ic)
+    if weights { sgemm(true, false, oc, ic, n, 1, dout, oc, inp, ic, 1, dw, ic) }
 }
 
 // MARK: - RMSNorm

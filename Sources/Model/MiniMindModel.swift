@@ -15,6 +15,9 @@ public struct ParameterInfo: Equatable, Sendable {
 /// Offsets (in elements) of one decoder layer's parameters inside the flat buffer.
 struct LayerOffsets {
     var ln1 = 0, q = 0, k = 0, v = 0, o = 0, ln2 = 0, gate = 0, up = 0, down = 0
+    /// MoE (MoE.swift): `mlp.gate.weight` [E, C]; each expert (routed 0..<E, then shared) gate_proj | up_proj | down_proj.
+    var moeGate = 0
+    var experts: [Int] = []
     var range: Range<Int> = 0..<0
 }
 
@@ -32,6 +35,8 @@ final class Activations {
     let totalFloats: Int
     var res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu, xf, rstdf: FPtr
     var dres, dln, dy, dqkv, dgu, h, attScratch, normScratch: FPtr
+    /// MoE routing state (MoE.swift), nil for a dense model.
+    var moe: MoEArena?
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
         self.capN = capN; self.capT = capT
@@ -40,7 +45,7 @@ final class Activations {
         let I = cfg.intermediateSize, H = cfg.numAttentionHeads, V = cfg.vocabSize
         let n = capN
         let sizes: [Int] = [
-            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, L * n * 2 * I,
+            (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, cfg.useMoe ? 0 : L * n * 2 * I,
             n * C, n,
             n * C, n * C, n * QD, n * QKV, n * 2 * I, n * I, maxWorkers * attentionScratchPerWorker(capT), maxWorkers * C,
         ]
@@ -76,7 +81,7 @@ public final class MiniMindModel {
     public let parameters: [ParameterInfo]
     public var numParameters: Int { paramCount }
     public var params: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: paramPtr, count: paramCount) }
-    public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: gradPtr, count: paramCount) }
+    public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: gradPtr, count: hasGradients ? paramCount : 0) }
     /// With ≥ 2 threads and B ≥ 2, split each batch into concurrent single-threaded parts (fastest, robust to a busy
     /// machine; gradient ranges are then all reported at the end of backward). When false, every sgemm is threaded by
     /// OpenBLAS instead and ranges are reported layer by layer as they become final (for overlapping a reduction).
@@ -84,8 +89,16 @@ public final class MiniMindModel {
     /// When true, forward/backward accumulate wall-clock time per part into `profile`.
     public var profiling = false
     public var profile = ModelProfile()
+    /// LoRA adapters (see `LoRA.swift`): when set, forward adds `B(Ax)` to every adapted Linear and backward fills
+    /// the adapters' gradients.
+    public var lora: LoRAAdapters?
+    /// When true, backward computes only what the input gradients need (no weight gradients of the Linears and the
+    /// embedding; `grads` is then meaningless). Used with LoRA, whose base is frozen.
+    public var frozenBase = false
 
     let paramCount: Int
+    /// False for a forward-only model (`load(directory:withGradients: false)`): `grads` is empty, backward is refused.
+    public let hasGradients: Bool
     let paramPtr: FPtr
     let gradPtr: FPtr
     let embedOffset = 0
@@ -105,9 +118,14 @@ public final class MiniMindModel {
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
     var lastIds: [Int32] = []
+    /// MoE: aux (load-balancing) loss of the last `forward`, summed over layers (0 for a dense model).
+    public internal(set) var lastAuxLoss: Double = 0
+    /// MoE: ∂objective/∂aux_loss used by `backward` (1 = the aux loss added once; a trainer averaging over accumulation
+    /// steps and ranks sets 1/(steps·world); 0 = no aux gradient).
+    public var auxLossScale: Float = 1
 
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
-    init(layoutFor cfg: ModelConfig) {
+    init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
         config = cfg
         var infos: [ParameterInfo] = []
         var off = 0
@@ -130,9 +148,18 @@ public final class MiniMindModel {
             lo.v = add(p + "self_attn.v_proj.weight", [cfg.kvDim, C])
             lo.o = add(p + "self_attn.o_proj.weight", [C, cfg.qDim])
             lo.ln2 = add(p + "post_attention_layernorm.weight", [C])
-            lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
-            lo.up = add(p + "mlp.up_proj.weight", [I, C])
-            lo.down = add(p + "mlp.down_proj.weight", [C, I])
+            if cfg.useMoe {
+                lo.moeGate = add(p + "mlp.gate.weight", [cfg.nRoutedExperts, C])
+                for e in 0..<(cfg.nRoutedExperts + cfg.nSharedExperts) {
+                    let q = e < cfg.nRoutedExperts ? p + "mlp.experts.\(e)." : p + "mlp.shared_experts.\(e - cfg.nRoutedExperts)."
+                    lo.experts.append(add(q + "gate_proj.weight", [I, C]))
+                    _ = add(q + "up_proj.weight", [I, C]); _ = add(q + "down_proj.weight", [C, I])
+                }
+            } else {
+                lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
+                lo.up = add(p + "mlp.up_proj.weight", [I, C])
+                lo.down = add(p + "mlp.down_proj.weight", [C, I])
+            }
             lo.range = start..<off
             los.append(lo)
         }
@@ -141,7 +168,9 @@ public final class MiniMindModel {
         parameters = infos
         paramCount = off
         paramPtr = .allocate(capacity: off); paramPtr.initialize(repeating: 0, count: off)
-        gradPtr = .allocate(capacity: off); gradPtr.initialize(repeating: 0, count: off)
+        // A forward-only model (a frozen DPO reference, a distillation teacher) gets no gradient buffer.
+        hasGradients = withGradients
+        gradPtr = .allocate(capacity: withGradients ? off : 1); gradPtr.initialize(repeating: 0, count: withGradients ? off : 1)
     }
 
     deinit {
@@ -172,9 +201,10 @@ public final class MiniMindModel {
 
     /// Loads `DIR/config.json` + `DIR/model.safetensors` (F32/F16/BF16). Every parameter must be present with its
     /// shape; a tied `lm_head.weight` is accepted and ignored; any other tensor is an error naming it.
-    public static func load(directory: String) throws -> MiniMindModel {
+    /// `withGradients: false` gives a forward-only model without a gradient buffer.
+    public static func load(directory: String, withGradients: Bool = true) throws -> MiniMindModel {
         let cfg = try ModelConfig.load(directory: directory)
-        let m = MiniMindModel(layoutFor: cfg)
+        let m = MiniMindModel(layoutFor: cfg, withGradients: withGradients)
         let path = (directory as NSString).appendingPathComponent("model.safetensors")
         let f = try SafeTensorsFile(path: path)
         for p in m.parameters {
@@ -199,7 +229,7 @@ public final class MiniMindModel {
         try config.write(directory: directory)
     }
 
-    public func zeroGrad() { gradPtr.update(repeating: 0, count: paramCount) }
+    public func zeroGrad() { gradPtr.update(repeating: 0, count: hasGradients ? paramCount : 1); lora?.zeroGrad() }
 
     /// Flat ranges of each gradient group in the order backward finalises them: norm, layers.N-1 … 0, embed_tokens.
     public var gradientReadyOrder: [Range<Int>] {
@@ -282,11 +312,13 @@ public final class MiniMindModel {
         lastB = B; lastT = T
         lastIds = Array(inputIds)
         lastParts = parts
+        for a in arenas { ensureMoE(a) }
         let logits = logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
             let r = parts[w]
             forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, logits + r.lowerBound * T * V, prof: w == 0)
         }
+        lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
         return UnsafeMutableBufferPointer(start: logits, count: N * V)
     }
 
@@ -298,6 +330,7 @@ public final class MiniMindModel {
         let QKV = QD + 2 * KVD
         let P = paramPtr
         timed(prof, \.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
+        a.moe?.aux = 0
         do { let cosT = rope.cos, sinT = rope.sin
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
@@ -309,6 +342,7 @@ public final class MiniMindModel {
                 timed(prof, \.elementwise) { rmsnorm_forward(ln1, r1, xin, P + lo.ln1, N, C, eps) }
                 // q_proj | k_proj | v_proj are contiguous in the layout: one sgemm gives qkv[N, QKV].
                 timed(prof, \.matmul) { matmul_forward(qkv, ln1, P + lo.q, N, C, QKV) }
+                lora?.forward(layer: l, site: .qkv, x: ln1, out: qkv, n: N)
                 timed(prof, \.elementwise) {
                     rope_apply(qkv, cosT, sinT, B, T, H, hd, rowStride: QKV)
                     rope_apply(qkv + QD, cosT, sinT, B, T, KVH, hd, rowStride: QKV)
@@ -318,14 +352,19 @@ public final class MiniMindModel {
                                       B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD)
                 }
                 timed(prof, \.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
+                lora?.forward(layer: l, site: .o, x: y, out: a.dres, n: N)
                 timed(prof, \.elementwise) {
                     residual_forward(x2, xin, a.dres, N * C)
                     rmsnorm_forward(ln2, r2, x2, P + lo.ln2, N, C, eps)
                 }
+                if let m = a.moe {
+                    timed(prof, \.matmul) { m.aux += moeForward(m, layer: l, lo, x: ln2, out: a.dres, h: a.h, N: N, T: T, auxBatch: lastB) }
+                } else {
                 // gate_proj | up_proj are contiguous: one sgemm gives gu[N, 2I].
                 timed(prof, \.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
                 timed(prof, \.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
+                }
                 timed(prof, \.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
         }
@@ -344,9 +383,11 @@ public final class MiniMindModel {
         precondition(B > 0, "backward called before forward")
         precondition(dLogits.count == B * T * V, "backward: dLogits has \(dLogits.count) elements, expected \(B * T * V)")
         let parts = lastParts
+        precondition(hasGradients, "backward on a model loaded without gradient buffers")
+        lora?.ensureParts(parts.count)
         if parts.count == 1 {
             lastIds.withUnsafeBufferPointer { ids in
-                backwardPart(replicas[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, prof: true, onGradientsReady)
+                backwardPart(replicas[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, part: 0, prof: true, onGradientsReady)
             }
             return
         }
@@ -360,7 +401,7 @@ public final class MiniMindModel {
             runParts(parts.count) { w in
                 let r = parts[w]
                 backwardPart(replicas[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dLogits.baseAddress! + r.lowerBound * T * V,
-                             bufs[w], prof: w == 0, nil)
+                             bufs[w], part: w, prof: w == 0, nil)
             }
         }
         // grads += Σ private buffers; the private buffers are left zeroed for the next backward.
@@ -373,12 +414,13 @@ public final class MiniMindModel {
             }
         }
         if profiling { profile.elementwise += nowSeconds() - t0 }
+        lora?.reduceParts(parts.count)
         if let cb = onGradientsReady { for r in gradientReadyOrder { cb(r) } }
     }
 
     /// Backward of B items through arena `a` from dLogits [B, T, V], adding into the gradient buffer `G`.
     private func backwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ dLogitsPtr: FPtr, _ G: FPtr,
-                              prof: Bool, _ onGradientsReady: ((Range<Int>) -> Void)?) {
+                              part: Int, prof: Bool, _ onGradientsReady: ((Range<Int>) -> Void)?) {
         let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, L = cfg.numHiddenLayers
@@ -386,7 +428,8 @@ public final class MiniMindModel {
         let P = paramPtr
         let dl = UnsafePointer(dLogitsPtr)
         // lm_head (tied): dxf = dlogits·E, dE += dlogitsᵀ·xf.
-        timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V) }
+        let fz = frozenBase
+        timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V, weights: !fz) }
         a.dres.update(repeating: 0, count: N * C)
         timed(prof, \.elementwise) {
             rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
@@ -400,15 +443,23 @@ public final class MiniMindModel {
                 let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
                 let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
                 let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
+                if let m = a.moe {
+                    timed(prof, \.matmul) {
+                        moeBackward(m, layer: l, lo, x: ln2, dout: a.dres, dx: a.dln, G: G, h: a.h, dgu: a.dgu, N: N, T: T,
+                                    auxBatch: lastB, auxScale: auxLossScale)
+                    }
+                } else {
                 // MLP: d = down_proj(silu(gate) · up), gate | up = gu.
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
-                timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) }      // dW_down += ddᵀ·h
+                if !fz { timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
                 timed(prof, \.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
                 timed(prof, \.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I, weights: !fz) }
+                }
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
-                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
+                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C, weights: !fz) }
+                lora?.backward(layer: l, site: .o, part: part, x: y, dout: a.dres, dx: a.dy, n: N)
                 timed(prof, \.attention) {
                     attention_backward(a.dqkv, a.dqkv + QD, a.dqkv + QD + KVD, a.dy, y, lse, qkv, qkv + QD, qkv + QD + KVD,
                                        a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd,
@@ -418,12 +469,13 @@ public final class MiniMindModel {
                     rope_apply(a.dqkv, cosT, sinT, B, T, H, hd, inverse: true, rowStride: QKV)
                     rope_apply(a.dqkv + QD, cosT, sinT, B, T, KVH, hd, inverse: true, rowStride: QKV)
                 }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV, weights: !fz) }
+                lora?.backward(layer: l, site: .qkv, part: part, x: ln1, dout: a.dqkv, dx: a.dln, n: N)
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
             }
         }
-        timed(prof, \.elementwise) { embedding_backward(G + embedOffset, a.dres, ids, N, C) }
+        if !fz { timed(prof, \.elementwise) { embedding_backward(G + embedOffset, a.dres, ids, N, C) } }
         onGradientsReady?(embedOffset..<(embedOffset + V * C))
     }
 }

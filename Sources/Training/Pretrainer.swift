@@ -34,6 +34,8 @@ public struct PretrainOptions: Codable, Sendable {
     public var beta1 = 0.9
     public var beta2 = 0.999
     public var eps = 1e-8
+    /// MoE fields of the model (`--use-moe` …); the aux loss is added to the loss, averaged like it.
+    public var moe = MoESettings()
     public init() {}
 
     func validate() throws {
@@ -148,9 +150,13 @@ public final class Pretrainer {
         let globalPerStep = perRankPerStep * world
 
         // Model.
-        let config = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
+        var config = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
                                  maxPositionEmbeddings: 32768)
+        o.moe.apply(to: &config)
+        try config.validate(source: "pretrain options")
         let model = MiniMindModel(config: config, seed: o.seed)
+        // MiniMind: loss = (ce + aux) / accumulation_steps, gradients averaged over ranks.
+        model.auxLossScale = Float(1.0 / Double(acc * world))
         let N = model.numParameters
         let adam = AdamW(count: N, beta1: Float(o.beta1), beta2: Float(o.beta2), eps: Float(o.eps),
                          weightDecay: Float(o.weightDecay))
@@ -208,7 +214,7 @@ public final class Pretrainer {
             }
         }
         if rank == 0 {
-            logger.info("world \(world), model \(N) parameters (hidden \(config.hiddenSize), \(config.numHiddenLayers) layers, vocab \(config.vocabSize)), \(dataset.count) samples, batch \(B)×\(acc) per rank, \(globalPerStep) samples / step, \(totalSteps) steps\(resumedFrom.map { ", resumed from \($0) at step \(step)" } ?? "")")
+            logger.info("world \(world), model \(N) parameters (\(config.activeParameterCount) active, \(o.moe)) (hidden \(config.hiddenSize), \(config.numHiddenLayers) layers, vocab \(config.vocabSize)), \(dataset.count) samples, batch \(B)×\(acc) per rank, \(globalPerStep) samples / step, \(totalSteps) steps\(resumedFrom.map { ", resumed from \($0) at step \(step)" } ?? "")")
         }
 
         let reducer = world > 1 ? GradientReducer(communicator: comm, gradients: model.grads,
@@ -220,6 +226,8 @@ public final class Pretrainer {
 
         var losses: [Double] = []
         var commWait = 0.0, stepTime = 0.0, tokensDone = 0.0
+        var winExperts = [[Int]](repeating: [Int](repeating: 0, count: config.nRoutedExperts), count: config.numHiddenLayers)
+        var winAux = 0.0
         var winLoss = 0.0, winSteps = 0, winTime = 0.0, winTokens = 0.0, winWait = 0.0
         let runStart = Date()
         let startStep = step
@@ -260,10 +268,14 @@ public final class Pretrainer {
             let normaliser = max(counts[0], 1)
 
             model.zeroGrad()
-            var lossPart = 0.0
+            var lossPart = 0.0, auxPart = 0.0
             var waited = 0.0
             for (m, b) in batches.enumerated() {
                 let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: B, seqLen: T) }
+                if config.useMoe {
+                    auxPart += model.lastAuxLoss / Double(acc)
+                    for (l, row) in model.lastExpertCounts.enumerated() { for (e, c) in row.enumerated() { winExperts[l][e] += c } }
+                }
                 lossPart += b.labels.withUnsafeBufferPointer { y in
                     b.lossMask.withUnsafeBufferPointer { mk in
                         CrossEntropy.forwardBackward(logits: logits, labels: y, lossMask: mk, vocabSize: config.vocabSize,
@@ -280,9 +292,10 @@ public final class Pretrainer {
                     model.backward(dLogits: logits)
                 }
             }
-            var lossBuf = [lossPart]
+            var lossBuf = [lossPart, auxPart]
             try lossBuf.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
-            let loss = lossBuf[0]
+            let aux = lossBuf[1] / Double(world)
+            let loss = lossBuf[0] + aux
             let gradNorm = o.gradClip > 0 ? clipGradNorm(model.grads, maxNorm: Float(o.gradClip))
                                            : Model.gradNorm(UnsafeBufferPointer(model.grads))
             let lr = cosineLR(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
@@ -296,6 +309,7 @@ public final class Pretrainer {
             let dt = Date().timeIntervalSince(t0)
             let stepTokens = Double(globalPerStep * T)
             stepTime += dt; commWait += waited; tokensDone += stepTokens
+            winAux += aux
             winLoss += loss; winSteps += 1; winTime += dt; winTokens += stepTokens; winWait += waited
 
             if rank == 0 {
@@ -305,12 +319,20 @@ public final class Pretrainer {
                     let tps = winTokens / max(winTime, 1e-9)
                     bar.clear()
                     logger.info("\(String(format: "step %d/%d epoch %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f comm_wait %.1f%% ETA %@", step, totalSteps, epoch + 1, loss, lr, gradNorm, tps, 100 * winWait / max(winTime, 1e-9), formatDuration(eta)))")
-                    try metrics?.append(["step": step, "epoch": epoch, "loss": loss, "loss_window_mean": winLoss / Double(winSteps),
+                    var rec: [String: Any] = ["step": step, "epoch": epoch, "loss": loss, "loss_window_mean": winLoss / Double(winSteps),
                                          "lr": lr, "grad_norm": Double(gradNorm), "tokens_per_s": tps,
                                          "elapsed_s": elapsed, "eta_s": eta, "step_time_s": winTime / Double(winSteps),
                                          "comm_wait_s": winWait / Double(winSteps),
                                          "unhidden_comm_fraction": winWait / max(winTime, 1e-9), "world_size": world,
-                                         "global_samples": seen])
+                                         "global_samples": seen]
+                    if config.useMoe {
+                        rec["ce"] = loss - aux; rec["aux_loss"] = aux; rec["aux_loss_window_mean"] = winAux / Double(winSteps)
+                        rec["tokens_per_expert"] = winExperts   // rank 0's routing over the window, [layers][E]
+                        logger.info("\(String(format: "  ce %.4f aux_loss %.4f; rank-0 tokens per expert ", loss - aux, aux))\(formatExpertCounts(winExperts))")
+                        winExperts = winExperts.map { $0.map { _ in 0 } }
+                    }
+                    try metrics?.append(rec)
+                    winAux = 0
                     winLoss = 0; winSteps = 0; winTime = 0; winTokens = 0; winWait = 0
                 }
                 bar.draw(step: step, suffix: String(format: "loss %.4f  ETA %@", loss, formatDuration(eta)))

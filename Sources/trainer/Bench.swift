@@ -27,6 +27,7 @@ struct Bench: ParsableCommand {
     @Flag var json = false
     @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
     var noBatchParallel = false
+    @OptionGroup var moe: MoEArguments
 
     func validate() throws {
         if steps < 1 { throw ValidationError("--steps must be ≥ 1") }
@@ -41,8 +42,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
+        var cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
                               numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
+        moe.settings.apply(to: &cfg)
         try cfg.validate(source: "bench options")
         let B = batchSize, T = maxSeqLen, N = B * T
         let m = MiniMindModel(config: cfg, seed: seed)
@@ -52,6 +54,8 @@ struct Bench: ParsableCommand {
         let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
         let input = Array(ids[0..<N]), labels = Array(ids[1...])
         let mask = [Float](repeating: 1, count: N)
+        var expertTokens = [[Int]](repeating: [Int](repeating: 0, count: cfg.nRoutedExperts), count: cfg.numHiddenLayers)
+        var aux = 0.0
         var loss = 0.0, tLoss = 0.0, tOpt = 0.0, tTotal = 0.0, cpuStart = 0.0
         for s in 0..<(warmup + steps) {
             let timed = s >= warmup
@@ -61,6 +65,10 @@ struct Bench: ParsableCommand {
             m.zeroGrad()
             let logits = input.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
             let t1 = Date()
+            if cfg.useMoe && timed {
+                aux = m.lastAuxLoss
+                for (l, row) in m.lastExpertCounts.enumerated() { for (e, c) in row.enumerated() { expertTokens[l][e] += c } }
+            }
             let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
                 CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: vocabSize, normalizer: Float(N)) } }
             let t2 = Date()
@@ -81,7 +89,8 @@ struct Bench: ParsableCommand {
         let cpu = Bench.cpuSeconds() - cpuStart
         let p = m.profile
         let tokens = Double(N * steps)
-        let flops = (6 * Double(m.numParameters) + 12 * Double(numHiddenLayers * T * hiddenSize)) * tokens
+        // MoE: only the active parameters (top-k routed + shared experts + gate) do work for a token.
+        let flops = (6 * Double(cfg.useMoe ? cfg.activeParameterCount : m.numParameters) + 12 * Double(numHiddenLayers * T * hiddenSize)) * tokens
         let tps = tokens / tTotal, gflops = flops / tTotal / 1e9
         var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
         let rssMB = Double(ru.ru_maxrss) / 1024
@@ -90,7 +99,8 @@ struct Bench: ParsableCommand {
             let d: [String: Any] = ["tokens_per_s": tps, "gflops": gflops, "peak_rss_mb": rssMB, "step_s": tTotal / Double(steps),
                                     "params": m.numParameters, "batch_size": B, "seq_len": T, "threads": OpenBLASRuntime.threads,
                                     "core": OpenBLASRuntime.coreName, "loss": loss, "cpu_s_per_step": cpu / Double(steps),
-                                    "tokens_per_cpu_s": tokens / cpu,
+                                    "tokens_per_cpu_s": tokens / cpu, "use_moe": cfg.useMoe, "active_params": cfg.activeParameterCount,
+                                    "tokens_per_expert": cfg.useMoe ? expertTokens : [], "aux_loss": aux,
                                     "breakdown_s": ["matmul": p.matmul / Double(steps), "attention": p.attention / Double(steps),
                                                     "norms_rope_swiglu": p.elementwise / Double(steps), "loss": tLoss / Double(steps),
                                                     "optimizer": tOpt / Double(steps), "other": other / Double(steps)]]
@@ -100,6 +110,10 @@ struct Bench: ParsableCommand {
             print(String(format: "config: hidden %d, layers %d, heads %d/%d, vocab %d, params %d (%.1f M); B=%d T=%d; OpenBLAS %@ × %d threads",
                          hiddenSize, numHiddenLayers, numAttentionHeads, numKeyValueHeads, vocabSize, m.numParameters,
                          Double(m.numParameters) / 1e6, B, T, OpenBLASRuntime.coreName, OpenBLASRuntime.threads))
+            if cfg.useMoe {
+                print("MoE: \(cfg.nRoutedExperts) routed experts, top-\(cfg.numExpertsPerTok), \(cfg.nSharedExperts) shared; active params \(cfg.activeParameterCount); aux_loss \(String(format: "%.4f", aux)) (last step)")
+                print("tokens per expert over the timed steps (each token counted once per chosen expert): \(formatExpertCounts(expertTokens))")
+            }
             print(String(format: "%.1f tokens/s, %.1f GFLOP/s, %.3f s/step, peak RSS %.0f MB (activations %.0f MB)",
                          tps, gflops, tTotal / Double(steps), rssMB, Double(m.activationBytes) / 1048576))
             print(String(format: "process CPU time %.3f s/step (%.1f tokens per CPU-second; wall/CPU shows contention from other processes)",

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Training
 
 struct DebugStep: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +13,12 @@ struct DebugStep: ParsableCommand {
         Writes logits [B, T, V], loss [1] (= Σ CE·mask / Σ mask), grad.<name> for every parameter as the optimizer
         sees it (after clipping to --grad-clip, default 1.0 as MiniMind; 0 disables clipping), grad_norm [1] (before
         clipping) and, when --lr is given, after_step.<name> after clipping and one AdamW step.
+        --objective dpo: rows [0, B/2) chosen, [B/2, B) rejected, --reference DIR (frozen), --beta; loss = MiniMind's dpo_loss.
+        --objective lora: rank --lora-rank adapters on every square Linear (starting from --lora FILE when given; names
+        <module>.lora.A.weight, optionally prefixed "lora."), base frozen; writes grad.<module>.lora.{A,B}.weight.
+        --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL mean) beside loss.
+        On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
+        MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
@@ -24,6 +31,14 @@ struct DebugStep: ParsableCommand {
     @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0.01
     @Option(name: .customLong("grad-clip"), help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
     @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(help: "Loss head: lm | dpo | lora | distill.") var objective: String = "lm"
+    @Option(help: "dpo: reference model directory.") var reference: String?
+    @Option(help: "dpo: β.") var beta: Double = 0.1
+    @Option(help: "lora: adapter safetensors to start from.") var lora: String?
+    @Option(name: .customLong("lora-rank"), help: "lora: adapter rank.") var loraRank: Int = 8
+    @Option(help: "distill: teacher model directory.") var teacher: String?
+    @Option(help: "distill: weight of the CE term.") var alpha: Double = 0.5
+    @Option(help: "distill: softmax temperature.") var temperature: Double = 2.0
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
@@ -46,19 +61,73 @@ struct DebugStep: ParsableCommand {
         let norm = mask.reduce(0, +)
         guard norm > 0 else { throw ValidationError("\(batch): loss_mask is all zero") }
 
-        m.zeroGrad()
-        let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
         var w = SafeTensorsWriter()
-        w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
-        let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-            CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: V, normalizer: norm) } }
-        let loss = Float(sum / Double(norm))
-        m.backward(dLogits: logits)
-        let gn = gradClip > 0 ? clipGradNorm(m.grads, maxNorm: gradClip) : gradNorm(UnsafeBufferPointer(m.grads))
+        var loss: Float
+        var adapters: LoRAAdapters?
+        switch objective {
+        case "lm", "lora":
+            if objective == "lora" {
+                let a = try LoRAAdapters(config: m.config, rank: lora.map { try LoRAAdapters.rank(inFile: $0) } ?? loraRank)
+                if let f = lora { try a.load(path: f, prefix: try SafeTensorsFile(path: f).entries.keys.contains { $0.hasPrefix("lora.") } ? "lora." : "") }
+                m.lora = a; m.frozenBase = true; adapters = a
+            }
+            m.zeroGrad()
+            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
+            let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: V, normalizer: norm) } }
+            loss = Float(sum / Double(norm))
+            m.backward(dLogits: logits)
+        case "dpo":
+            guard let refDir = reference else { throw ValidationError("--objective dpo needs --reference DIR") }
+            guard B % 2 == 0 else { throw ValidationError("\(batch): dpo needs an even B (chosen rows then rejected rows), got \(B)") }
+            let ref = try MiniMindModel.load(directory: refDir, withGradients: false)
+            let refLogits = ids.withUnsafeBufferPointer { ref.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            let refLP = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                DPOLoss.sequenceLogProbs(logits: UnsafeBufferPointer(refLogits), labels: l, mask: mk, rows: B, seqLen: T, vocabSize: V) } }
+            m.zeroGrad()
+            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
+            let r = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                DPOLoss.forwardBackward(logits: logits, labels: l, mask: mk, referenceLogProbs: refLP, rows: B, seqLen: T,
+                                        vocabSize: V, beta: beta, normalizer: Double(B / 2)) } }
+            loss = Float(r.lossSum / Double(B / 2))
+            m.backward(dLogits: logits)
+        case "distill":
+            guard let tDir = teacher else { throw ValidationError("--objective distill needs --teacher DIR") }
+            let t = try MiniMindModel.load(directory: tDir, withGradients: false)
+            guard t.config.vocabSize == V else { throw ValidationError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
+            let tLogits = ids.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            m.zeroGrad()
+            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
+            let rows = Double(mask.filter { $0 != 0 }.count)
+            let r = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+                DistillLoss.forwardBackward(student: logits, teacher: UnsafeBufferPointer(tLogits), labels: l, mask: mk, vocabSize: V,
+                                            alpha: alpha, temperature: temperature, ceNormalizer: Double(norm), klNormalizer: rows) } }
+            let ce = r.ceSum / Double(norm), kl = temperature * temperature * r.klSum / rows
+            loss = Float(alpha * ce + (1 - alpha) * kl)
+            w.add("ce", shape: [1], floats: [Float(ce)])
+            w.add("kl", shape: [1], floats: [Float(kl)])
+            m.backward(dLogits: logits)
+        default:
+            throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+        }
+        if m.config.useMoe {
+            if objective == "lm" || objective == "lora" { w.add("ce", shape: [1], floats: [loss]) }
+            w.add("aux_loss", shape: [1], floats: [Float(m.lastAuxLoss)])
+            loss += Float(m.lastAuxLoss)
+        }
+        let G = adapters?.grads ?? m.grads
+        let gn = gradClip > 0 ? clipGradNorm(G, maxNorm: gradClip) : gradNorm(UnsafeBufferPointer(G))
         w.add("loss", shape: [1], floats: [loss])
         w.add("grad_norm", shape: [1], floats: [gn])
-        for p in m.parameters { w.add("grad." + p.name, shape: p.shape, floats: UnsafeBufferPointer(rebasing: m.grads[p.range])) }
-        if let lr {
+        if let a = adapters {
+            for t in a.tensors { w.add("grad." + t.name, shape: t.shape, floats: UnsafeBufferPointer(rebasing: a.grads[t.range])) }
+        } else {
+            for p in m.parameters { w.add("grad." + p.name, shape: p.shape, floats: UnsafeBufferPointer(rebasing: m.grads[p.range])) }
+        }
+        if let lr, adapters == nil {
             let opt = AdamW(count: m.numParameters, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay)
             opt.step(params: m.params, grads: UnsafeBufferPointer(m.grads), lr: lr)
             for p in m.parameters { w.add("after_step." + p.name, shape: p.shape, floats: UnsafeBufferPointer(rebasing: m.params[p.range])) }

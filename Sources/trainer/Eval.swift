@@ -22,8 +22,10 @@ struct Eval: ParsableCommand {
     var tokenizer: String?
     @Option(name: .customLong("threads"), help: "Tokenizer threads.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var post: PostEvalArguments
 
     func run() throws {
+        if post.task != "loss" { return try post.run(model: model, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen) }
         let m = try MiniMindModel.load(directory: model)
         let tok = try Tokenizer.load(tokenizer ?? model)
         let r = try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen,

@@ -73,6 +73,7 @@ struct Pretrain: ParsableCommand {
     var cacheDir: String?
     @Option(name: [.customLong("weight-decay"), .customLong("weight_decay")], help: "AdamW decoupled weight decay.")
     var weightDecay: Double = 0.01
+    @OptionGroup var moe: MoEArguments
 
     func run() throws {
         TrainerLogging.bootstrap()
@@ -85,7 +86,7 @@ struct Pretrain: ParsableCommand {
         o.hiddenSize = hiddenSize; o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval
         o.saveInterval = saveInterval; o.seed = seed; o.maxSteps = maxSteps; o.resume = resume
         o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB; o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)
-        o.cacheDir = cacheDir; o.weightDecay = weightDecay
+        o.cacheDir = cacheDir; o.weightDecay = weightDecay; o.moe = moe.settings
         var logger = Logger(label: "pretrain")
         logger[metadataKey: "rank"] = "\(comm.rank)"
         do {

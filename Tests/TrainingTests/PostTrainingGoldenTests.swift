@@ -1,0 +1,62 @@
+import XCTest
+import Foundation
+import Model
+
+/// `trainer debug-step --objective dpo|lora|distill` against the PyTorch goldens (tolerances of shared/README.md:
+/// losses/logits 1e-4 absolute, gradients 1e-4 + 1e-3·max|g| per tensor).
+final class PostTrainingGoldenTests: XCTestCase {
+    func golden(_ p: String) -> String { TrainerRunner.shared.appendingPathComponent("golden/" + p).path }
+
+    /// Runs debug-step (no clipping: the goldens hold raw gradients) and compares every tensor the golden has.
+    func check(_ name: String, _ args: [String], skip: (String) -> Bool = { _ in false }) throws {
+        let work = TrainerRunner.tempDir("golden-\(name)")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let out = work + "/out.safetensors"
+        let r = try TrainerRunner.run(["debug-step", "--batch", golden("\(name)_step.safetensors"), "--out", out, "--grad-clip", "0"] + args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let g = try SafeTensorsFile(path: golden("\(name)_step.safetensors")), o = try SafeTensorsFile(path: out)
+        var compared = 0
+        for key in g.entries.keys.sorted() where !["input_ids", "labels", "loss_mask"].contains(key) && !key.hasPrefix("lora.") && !skip(key) {
+            let want = try g.floats(key)
+            guard o.entries[key] != nil else { XCTFail("\(name): \(key) not written"); continue }
+            let got = try o.floats(key)
+            XCTAssertEqual(got.count, want.count, key)
+            var d: Float = 0, mx: Float = 0
+            for i in 0..<min(got.count, want.count) { d = max(d, abs(got[i] - want[i])); mx = max(mx, abs(want[i])) }
+            let tol: Float = key.hasPrefix("grad.") ? 1e-4 + 1e-3 * mx : 1e-4
+            XCTAssertLessThanOrEqual(d, tol, "\(name): \(key) max |Δ| = \(d)")
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 3)
+    }
+
+    func testDPOStep() throws {
+        try check("dpo", ["--model", golden("dpo_policy"), "--objective", "dpo", "--reference", golden("dpo_reference"), "--beta", "0.1"])
+    }
+
+    func testLoRAStep() throws {
+        try check("lora", ["--model", golden("lora_base"), "--objective", "lora", "--lora", golden("lora_step.safetensors"), "--lora-rank", "4"])
+    }
+
+    func testDistillStep() throws {
+        try check("distill", ["--model", golden("distill_student"), "--objective", "distill", "--teacher", golden("distill_teacher"),
+                              "--alpha", "0.5", "--temperature", "2"])
+    }
+
+    /// Merging an adapter into the base gives the same logits as base + adapter.
+    func testLoRAMergeMatchesAdapterForward() throws {
+        let base = try MiniMindModel.load(directory: golden("lora_base"))
+        let a = try LoRAAdapters(config: base.config, rank: 4)
+        try a.load(path: golden("lora_step.safetensors"), prefix: "lora.")
+        for i in 0..<a.count { a.params[i] += 0.01 * Float(i % 7) }   // non-zero B
+        let ids: [Int32] = (0..<30).map { Int32(($0 * 37) % 6400) }
+        base.lora = a
+        let l1 = Array(ids.withUnsafeBufferPointer { base.forward(inputIds: $0, batchSize: 2, seqLen: 15) })
+        base.lora = nil
+        try a.merge(into: base)
+        let l2 = Array(ids.withUnsafeBufferPointer { base.forward(inputIds: $0, batchSize: 2, seqLen: 15) })
+        var d: Float = 0
+        for i in l1.indices { d = max(d, abs(l1[i] - l2[i])) }
+        XCTAssertLessThan(d, 1e-4)
+    }
+}

@@ -1,0 +1,82 @@
+import XCTest
+import Foundation
+import Model
+
+/// End-to-end runs of `trainer sft|lora|dpo|reason|distill` under `mpirun -np 2` with the tiny golden models, then a
+/// single-rank `--resume` from checkpoint-2 that must continue with the same losses (same global batch).
+final class StageRunTests: XCTestCase {
+    var work = ""
+    func golden(_ p: String) -> String { TrainerRunner.shared.appendingPathComponent("golden/" + p).path }
+    func corpus(_ f: String) -> String { TrainerRunner.shared.appendingPathComponent("corpus/" + f).path }
+
+    override func setUpWithError() throws {
+        work = TrainerRunner.tempDir("stages")
+        let d = work
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+    }
+
+    func head(_ f: String, _ n: Int) throws -> String {
+        let lines = try String(contentsOfFile: corpus(f), encoding: .utf8).split(separator: "\n")
+        let p = work + "/" + f
+        try (lines.prefix(n).joined(separator: "\n") + "\n").write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    /// Trains 4 steps on 2 ranks (batch 2 each), then resumes checkpoint-2 on 1 rank (batch 4): steps 3…4 must match.
+    func runAndResume(_ stage: [String], data: String, extra: [String], lr: String = "1e-3") throws -> String {
+        let out = work + "/" + stage.joined(separator: "-")
+        func args(_ o: String, batch: Int) -> [String] {
+            stage + ["--data-path", data, "--tokenizer", TrainerRunner.tokenizer, "--max-seq-len", "48", "--batch-size", "\(batch)",
+                     "--learning-rate", lr, "--max-steps", "4", "--epochs", "4", "--log-interval", "1", "--save-interval", "2",
+                     "--threads", "1", "--out-dir", o] + extra
+        }
+        let r = try TrainerRunner.run(args(out, batch: 2), np: 2)
+        XCTAssertEqual(r.status, 0, "\(stage) failed:\n\(r.stderr)")
+        let ref = try TrainerRunner.losses(outDir: out)
+        XCTAssertEqual(ref.map(\.step), [1, 2, 3, 4], "\(stage)")
+        XCTAssertTrue(ref.allSatisfy { $0.loss.isFinite })
+        let res = out + "-resumed"
+        try FileManager.default.createDirectory(atPath: res, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: out + "/checkpoint-2", toPath: res + "/checkpoint-2")
+        let r2 = try TrainerRunner.run(args(res, batch: 4) + ["--resume"], np: 1)
+        XCTAssertEqual(r2.status, 0, "\(stage) resume failed:\n\(r2.stderr)")
+        let l = try TrainerRunner.losses(outDir: res)
+        XCTAssertEqual(l.map(\.step), [3, 4])
+        let d = zip(l, ref.suffix(2)).map { abs($0.loss - $1.loss) }.max() ?? 1
+        XCTAssertLessThan(d, 1e-4, "\(stage): resumed losses differ by \(d)")
+        return out
+    }
+
+    func testSFT() throws {
+        let out = try runAndResume(["sft"], data: try head("sft.jsonl", 40), extra: ["--init", golden("distill_student")])
+        let l = try TrainerRunner.losses(outDir: out)
+        XCTAssertLessThan(l.last!.loss, l.first!.loss)
+    }
+
+    func testReason() throws {
+        _ = try runAndResume(["reason"], data: try head("reason.jsonl", 24), extra: ["--init", golden("distill_student")])
+    }
+
+    func testDPO() throws {
+        _ = try runAndResume(["dpo"], data: try head("dpo.jsonl", 24), extra: ["--init", golden("dpo_policy"), "--reference", golden("dpo_reference")],
+                             lr: "1e-4")
+    }
+
+    func testDistill() throws {
+        _ = try runAndResume(["distill"], data: try head("sft.jsonl", 40), extra: ["--init", golden("distill_student"), "--teacher", golden("distill_teacher")])
+    }
+
+    /// Only the adapters train (the base in final/ is unchanged); the adapter is saved alone; `lora merge` folds it in.
+    func testLoRA() throws {
+        let out = try runAndResume(["lora"], data: corpus("lora_identity.jsonl"), extra: ["--init", golden("lora_base"), "--lora-rank", "4"])
+        XCTAssertEqual(try TrainerRunner.parameters(out + "/final"), try TrainerRunner.parameters(golden("lora_base")))
+        let f = try SafeTensorsFile(path: out + "/lora.safetensors")
+        XCTAssertEqual(Set(f.entries.keys), Set((0..<2).flatMap { l in ["q_proj", "o_proj"].flatMap { m in
+            ["A", "B"].map { "model.layers.\(l).self_attn.\(m).lora.\($0).weight" } } }))
+        XCTAssertGreaterThan(try f.floats("model.layers.0.self_attn.q_proj.lora.B.weight").map(abs).max()!, 0)
+        let merged = work + "/merged"
+        let r = try TrainerRunner.run(["lora", "merge", "--model", golden("lora_base"), "--lora", out + "/lora.safetensors", "--out", merged])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotEqual(try TrainerRunner.parameters(merged), try TrainerRunner.parameters(golden("lora_base")))
+    }
+}
