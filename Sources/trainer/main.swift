@@ -5,7 +5,7 @@ struct Trainer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trainer",
         abstract: "SwiftMind: train MiniMind-style LLMs on CPUs, data-parallel over MPI.",
-        subcommands: [TokenizerCommand.self, DebugStep.self, Generate.self, Bench.self, Pretrain.self, Eval.self])
+        subcommands: [TokenizerCommand.self, DebugStep.self, Generate.self, Bench.self, Pretrain.self, Eval.self, Chat.self, Serve.self, Export.self, BenchDecode.self])
 }
 
 OpenBLASRuntime.ensureFastKernel()

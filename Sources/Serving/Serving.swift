@@ -1,0 +1,2 @@
+// Serving: chat sessions, the OpenAI-compatible HTTP server, exporters and Hugging Face import.
+import Hummingbird

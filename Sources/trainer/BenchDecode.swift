@@ -1,0 +1,77 @@
+// `trainer bench-decode`: KV-cache decoding speed at batch 1 (prefill time, then tokens/s of single-token steps).
+import ArgumentParser
+import Foundation
+import Model
+
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-decode",
+        abstract: "Time prefill of a random prompt and greedy KV-cache decoding (batch 1) on a random or given model.",
+        discussion: """
+        Defaults: MiniMind2-small (hidden 512, 8 layers, 8/2 heads, vocab 6400), prompt 128 tokens, 256 new tokens,
+        greedy (temperature 0, no eos). Prefill = one forwardIncremental over the prompt (logits of its last token);
+        decode tokens/s = new tokens / time of the single-token steps (sampling included). Best of --repeats runs
+        after one warm-up. --json prints one line.
+        """)
+
+    @Option(help: "Model directory (default: random weights with the options below).") var model: String?
+    @Option(name: .customLong("hidden-size")) var hiddenSize = 512
+    @Option(name: .customLong("num-hidden-layers")) var numHiddenLayers = 8
+    @Option(name: .customLong("num-attention-heads")) var numAttentionHeads = 8
+    @Option(name: .customLong("num-key-value-heads")) var numKeyValueHeads = 2
+    @Option(name: .customLong("vocab-size")) var vocabSize = 6400
+    @Option(name: .customLong("prompt-tokens")) var promptTokens = 128
+    @Option(name: .customLong("new-tokens")) var newTokens = 256
+    @Option var repeats = 3
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+    @Option var seed: UInt64 = 0
+    @Flag var json = false
+
+    func run() throws {
+        OpenBLASRuntime.setThreads(threads)
+        let m: MiniMindModel
+        if let model { m = try MiniMindModel.load(huggingFaceDirectory: model) } else {
+            let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
+                                  numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
+            try cfg.validate(source: "bench-decode options")
+            m = MiniMindModel(config: cfg, seed: seed)
+        }
+        var rng = SplitMix64(seed: seed &+ 7)
+        let V = m.config.vocabSize
+        let prompt = (0..<promptTokens).map { _ in Int32(3 + rng.next() % UInt64(V - 3)) }
+        var bestPrefill = Double.infinity, bestDecode = Double.infinity
+        var produced = 0
+        for r in 0...max(1, repeats) {
+            let gen = TokenGenerator(model: m, promptIds: prompt,
+                                     options: SamplingOptions(maxNewTokens: newTokens, temperature: 0, eosTokenId: nil))
+            let t0 = nowSeconds()
+            guard gen.next() != nil else { break }          // prefill + first token
+            let t1 = nowSeconds()
+            var n = 0
+            while gen.next() != nil { n += 1 }
+            let t2 = nowSeconds()
+            if r == 0 { continue }                         // warm-up
+            bestPrefill = min(bestPrefill, t1 - t0)
+            bestDecode = min(bestDecode, (t2 - t1) / Double(max(n, 1)))
+            produced = n + 1
+        }
+        let tps = 1 / bestDecode
+        if json {
+            let d: [String: Any] = ["prefill_ms": bestPrefill * 1e3, "decode_tokens_per_s": tps, "prompt_tokens": promptTokens,
+                                    "new_tokens": produced, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
+                                    "core": OpenBLASRuntime.coreName]
+            print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
+        } else {
+            print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
+                         m.config.hiddenSize, m.config.numHiddenLayers, V, Double(m.numParameters) / 1e6,
+                         OpenBLASRuntime.coreName, OpenBLASRuntime.threads))
+            print(String(format: "prefill %d tokens: %.2f ms (%.0f tokens/s)", promptTokens, bestPrefill * 1e3, Double(promptTokens) / bestPrefill))
+            print(String(format: "decode: %.1f tokens/s (%.3f ms/token, %d new tokens, best of %d)", tps, bestDecode * 1e3, produced, repeats))
+        }
+    }
+
+    func nowSeconds() -> Double {
+        var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}
