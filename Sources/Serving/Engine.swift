@@ -61,6 +61,8 @@ public final class GenerationEngine: @unchecked Sendable {
     private let queue = DispatchQueue(label: "swiftmind.generation", qos: .userInitiated)
     private let lock = NSLock()
     private var _queued = 0, _active = 0, _completed = 0, _cancelled = 0
+    private var liveJobs: [ObjectIdentifier: GenerationJob] = [:]
+    private var shuttingDown = false
 
     public init(model: MiniMindModel, tokenizer: Tokenizer, modelName: String, contextLength: Int? = nil) throws {
         guard tokenizer.vocabSize <= model.config.vocabSize else {
@@ -83,6 +85,12 @@ public final class GenerationEngine: @unchecked Sendable {
     public var stats: (queued: Int, active: Int, completed: Int, cancelled: Int) {
         lock.lock(); defer { lock.unlock() }
         return (_queued, _active, _completed, _cancelled)
+    }
+
+    /// Refuses new jobs and cancels every queued or running one (graceful server shutdown).
+    public func shutdown() {
+        lock.lock(); shuttingDown = true; let jobs = Array(liveJobs.values); lock.unlock()
+        for j in jobs { j.cancel() }
     }
 
     /// ChatML prompt ids for `messages` (tokenizer's chat template with the generation prompt).
@@ -121,8 +129,10 @@ public final class GenerationEngine: @unchecked Sendable {
     public func submit(promptIds: [Int32], options: SamplingOptions, job: GenerationJob = GenerationJob(),
                        maxQueued: Int = 64) throws -> AsyncThrowingStream<GenerationEvent, Error> {
         lock.lock()
+        if shuttingDown { lock.unlock(); throw ServingError("server shutting down") }
         if _queued >= maxQueued { lock.unlock(); throw ServingError("server busy: \(maxQueued) requests already queued") }
         _queued += 1
+        liveJobs[ObjectIdentifier(job)] = job
         lock.unlock()
         let (stream, cont) = AsyncThrowingStream<GenerationEvent, Error>.makeStream()
         cont.onTermination = { _ in job.cancel() }
@@ -137,7 +147,8 @@ public final class GenerationEngine: @unchecked Sendable {
                     cont.finish()
                 } catch { cont.finish(throwing: error) }
             } else { cont.finish() }
-            lock.lock(); _active -= 1; if wasCancelled { _cancelled += 1 } else { _completed += 1 }; lock.unlock()
+            lock.lock(); _active -= 1; if wasCancelled { _cancelled += 1 } else { _completed += 1 }
+            liveJobs[ObjectIdentifier(job)] = nil; lock.unlock()
         }
         return stream
     }

@@ -74,7 +74,8 @@ public struct ChatCompletionRequest {
         func bad(_ msg: String, _ param: String?) -> OpenAIError { OpenAIError(.badRequest, msg, param: param) }
         let obj: Any
         do { obj = try JSONSerialization.jsonObject(with: body) } catch {
-            throw bad("We could not parse the JSON body of your request: \((error as NSError).userInfo[NSDebugDescriptionErrorKey] ?? "malformed JSON").", nil)
+            let why = "\((error as NSError).userInfo[NSDebugDescriptionErrorKey] ?? "malformed JSON")"
+            throw bad("We could not parse the JSON body of your request (\(why.hasSuffix(".") ? String(why.dropLast()) : why)).", nil)
         }
         guard let d = obj as? [String: Any] else { throw bad("The request body must be a JSON object.", nil) }
         func number(_ key: String) throws -> Double? {
@@ -316,6 +317,31 @@ public final class OpenAIServer: @unchecked Sendable {
 
     /// Serves until SIGINT/SIGTERM (graceful: open requests finish) or until the surrounding task is cancelled.
     public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        try await makeApplication(onRunning: onRunning).runService(gracefulShutdownSignals: gracefulShutdownSignals)
+        let group = ServiceGroup(configuration: .init(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
+                                                      gracefulShutdownSignals: gracefulShutdownSignals, logger: logger))
+        groupLock.withLock { runningGroup = group }
+        defer { groupLock.withLock { runningGroup = nil } }
+        try await group.run()
+    }
+
+    private let groupLock = NSLock()
+    private var runningGroup: ServiceGroup?
+
+    /// Starts the same graceful shutdown as SIGTERM: running generations are cancelled (open streams get their
+    /// final chunk and [DONE]), then the server stops accepting and drains; `run` returns.
+    public func shutdownGracefully() async {
+        let g = groupLock.withLock { runningGroup }
+        await g?.triggerGracefulShutdown()
+    }
+}
+
+/// On graceful shutdown (signal or cancellation) cancels queued and running generations, so open requests end at
+/// their next token (streams get their final chunk and [DONE]) and the HTTP server can drain. Shut down before the
+/// application (services stop in reverse order).
+struct EngineShutdownService: Service {
+    let engine: GenerationEngine
+    func run() async throws {
+        try? await gracefulShutdown()
+        engine.shutdown()
     }
 }

@@ -1,3 +1,0 @@
-import XCTest
-@testable import Serving
-final class PlaceholderTests: XCTestCase { func testNothing() {} }
