@@ -56,7 +56,8 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers"], path: "Tests/ServingTests"),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers"], path: "Tests/ServingTests",
+                    exclude: ["python"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed"],
                     path: "Tests/TrainingTests"),
     ]
