@@ -142,6 +142,85 @@ extension MiniMindModel {
     }
 }
 
+extension MiniMindModel {
+    /// One decoding step for `B = tokens.count` independent sequences (continuous batching): token b runs at
+    /// position `caches[b].length` of its own cache, which grows by one. The projections run as one sgemm over the
+    /// B rows (the weights are read once per step instead of once per sequence); attention is per sequence.
+    /// Writes the logits `[B, V]` into `logits` (count B·V). B = 1 takes the matrix-vector path of
+    /// `forwardIncremental`. Same math as `forward`.
+    /// - Precondition: `caches.count == B ≥ 1`, distinct caches, each with room for one more position.
+    public func forwardDecodeBatch(tokens: [Int32], caches: [KVCache], logits out: UnsafeMutableBufferPointer<Float>) {
+        let cfg = config, B = tokens.count, V = cfg.vocabSize
+        precondition(B > 0 && caches.count == B, "forwardDecodeBatch: \(B) tokens for \(caches.count) caches")
+        precondition(out.count == B * V, "forwardDecodeBatch: logits buffer has \(out.count) floats, expected \(B * V)")
+        if B == 1 { forwardIncremental(tokens: tokens, cache: caches[0], logits: out); return }
+        for (b, id) in tokens.enumerated() {
+            precondition(id >= 0 && Int(id) < V, "forwardDecodeBatch: token[\(b)] = \(id) outside [0, \(V))")
+            precondition(caches[b].length < caches[b].maxLength, "forwardDecodeBatch: cache \(b) is full (\(caches[b].maxLength))")
+        }
+        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, QKV = QD + 2 * KVD
+        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
+        let maxTotal = caches.map { $0.length + 1 }.max()!
+        ensureRope(maxTotal)
+        let scale = 1 / Float(hd).squareRoot()
+        let sizes = [B * C, B * C, B * C, B, B * QKV, B * QD, B * 2 * I, B * I, maxTotal]
+        let arena = FPtr.allocate(capacity: sizes.reduce(0, +))
+        defer { arena.deallocate() }
+        var ptrs: [FPtr] = [], cur = arena
+        for n in sizes { ptrs.append(cur); cur += n }
+        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
+        let P = paramPtr, cosT = rope.cos, sinT = rope.sin
+        tokens.withUnsafeBufferPointer { ids in
+            embedding_forward(x, ids.baseAddress!, P + embedOffset, B, C)
+            for l in 0..<cfg.numHiddenLayers {
+                let lo = layerOffsets[l]
+                rmsnorm_forward(ln, rstd, x, P + lo.ln1, B, C, eps)
+                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
+                    sgemm(false, true, B, QKV, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                } else {
+                    sgemm(false, true, B, QD, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.k, C, 0, qkv + QD, QKV)
+                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.v, C, 0, qkv + QD + KVD, QKV)
+                }
+                for b in 0..<B {
+                    let cache = caches[b], pos = cache.length, total = pos + 1, mx = cache.maxLength
+                    let row = qkv + b * QKV
+                    rope_apply(row, cosT, sinT, 1, 1, H, hd, pos0: pos, rowStride: QKV)
+                    rope_apply(row + QD, cosT, sinT, 1, 1, KVH, hd, pos0: pos, rowStride: QKV)
+                    let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
+                    (kl + pos * KVD).update(from: row + QD, count: KVD)
+                    (vl + pos * KVD).update(from: row + QD + KVD, count: KVD)
+                    for h in 0..<H {
+                        let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), row + h * hd, 1, 0, S, 1)
+                        var rmax = -Float.infinity
+                        for j in 0..<total where S[j] > rmax { rmax = S[j] }
+                        var sum: Float = 0
+                        for j in 0..<total { let e = expf(S[j] - rmax); S[j] = e; sum += e }
+                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), S, 1, 0, y + b * QD + h * hd, 1)
+                    }
+                }
+                sgemm(false, true, B, C, QD, 1, y, QD, P + lo.o, QD, 0, tmp, C)
+                residual_forward(x, x, tmp, B * C)
+                rmsnorm_forward(ln, rstd, x, P + lo.ln2, B, C, eps)
+                if lo.up == lo.gate + I * C {
+                    sgemm(false, true, B, 2 * I, C, 1, ln, C, P + lo.gate, C, 0, gu, 2 * I)
+                    swiglu_forward_fused(hbuf, gu, B, I)
+                } else {
+                    matmul_forward(gu, ln, P + lo.gate, B, C, I)
+                    matmul_forward(gu + B * I, ln, P + lo.up, B, C, I)
+                    swiglu_forward(hbuf, gu, gu + B * I, B * I)
+                }
+                sgemm(false, true, B, C, I, 1, hbuf, I, P + lo.down, I, 0, tmp, C)
+                residual_forward(x, x, tmp, B * C)
+            }
+            rmsnorm_forward(ln, rstd, x, P + normOffset, B, C, eps)
+            sgemm(false, true, B, V, C, 1, ln, C, outputHeadPointer, C, 0, out.baseAddress!, V)
+        }
+        for c in caches { c.length += 1 }
+    }
+}
+
 /// Sampling settings, as MiniMind's `generate`: repetition penalty divides the logits of every id already in the
 /// sequence (prompt included), then logits /= temperature, then top-k and top-p (nucleus: keep the smallest
 /// prefix of the sorted distribution whose mass reaches top_p, always ≥ 1 token) filter, then a multinomial draw.

@@ -10,8 +10,8 @@ struct Serve: ParsableCommand {
         abstract: "Serve a model over an OpenAI-compatible HTTP API (chat completions with SSE streaming).",
         discussion: """
         Routes: POST /v1/chat/completions (messages, temperature, top_p, max_tokens | max_completion_tokens, stream,
-        stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued onto one generation
-        worker (first come, first served); /health answers while a generation runs. With --api-key every /v1 route
+        stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued for one generation
+        worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every /v1 route
         needs 'Authorization: Bearer KEY' (401 otherwise). A streaming client that disconnects stops its generation.
         SIGINT/SIGTERM shut down gracefully. Binds 127.0.0.1 unless --host says otherwise.
         """)
@@ -28,12 +28,14 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("context-length"), help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
     var contextLength: Int?
     @Option(name: .customLong("max-tokens"), help: "Default completion length when a request gives none.") var maxTokens = 512
+    @Option(name: .customLong("max-batch"), help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
     @Option(help: "OpenBLAS threads.") var threads: Int?
 
     func validate() throws {
         if port < 0 || port > 65535 { throw ValidationError("--port must be in 0…65535") }
         if maxBodyBytes <= 0 { throw ValidationError("--max-body-bytes must be > 0") }
         if maxTokens <= 0 { throw ValidationError("--max-tokens must be > 0") }
+        if maxBatch <= 0 { throw ValidationError("--max-batch must be > 0") }
         if let k = apiKey, k.isEmpty { throw ValidationError("--api-key must not be empty") }
     }
 
@@ -41,7 +43,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength)
+        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
         var cfg = ServerConfiguration()
         cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
         cfg.defaultMaxTokens = maxTokens

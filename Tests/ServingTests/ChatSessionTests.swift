@@ -58,3 +58,29 @@ final class ChatSessionTests: XCTestCase {
         }
     }
 }
+
+final class BatchDecodeTests: XCTestCase {
+    /// A batched decode step over sequences of different lengths gives each one's own incremental logits.
+    func testBatchedStepEqualsPerSequenceDecoding() throws {
+        let m = try MiniMindModel.load(directory: golden("generate_model"))
+        let V = m.config.vocabSize
+        let prompts: [[Int32]] = [[1, 85, 736], [1, 320, 275, 201, 5134, 270, 1055], [2988], [1, 85, 736, 201, 59]]
+        let next: [Int32] = [501, 17, 3411, 6000]
+        var single: [[Float]] = []
+        for (p, t) in zip(prompts, next) {
+            let c = KVCache(config: m.config, maxLength: 16)
+            _ = m.forwardIncremental(tokens: p, cache: c)
+            single.append(m.forwardIncremental(tokens: [t], cache: c))
+        }
+        let caches = prompts.map { p -> KVCache in
+            let c = KVCache(config: m.config, maxLength: 16); _ = m.forwardIncremental(tokens: p, cache: c); return c
+        }
+        var out = [Float](repeating: 0, count: prompts.count * V)
+        out.withUnsafeMutableBufferPointer { m.forwardDecodeBatch(tokens: next, caches: caches, logits: $0) }
+        var worst: Float = 0
+        for b in 0..<prompts.count { for j in 0..<V { worst = max(worst, abs(out[b * V + j] - single[b][j])) } }
+        XCTAssertLessThan(worst, 1e-4)
+        XCTAssertEqual(caches.map(\.length), prompts.map { $0.count + 1 })
+        print("batched vs per-sequence decode: max |diff| = \(worst)")
+    }
+}
