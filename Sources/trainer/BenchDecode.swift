@@ -23,6 +23,8 @@ struct BenchDecode: ParsableCommand {
     @Option(name: .customLong("prompt-tokens")) var promptTokens = 128
     @Option(name: .customLong("new-tokens")) var newTokens = 256
     @Option var repeats = 3
+    @Option(help: "Also time batched decode steps (forwardDecodeBatch) of this many sequences, as the server's worker runs them.")
+    var batch: Int = 0
     @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
     @Option var seed: UInt64 = 0
     @Flag var json = false
@@ -59,10 +61,29 @@ struct BenchDecode: ParsableCommand {
             produced = n + 1
         }
         let tps = 1 / bestDecode
+        var batchTps = 0.0, batchCpu = 0.0
+        if batch > 1 {
+            let caches = (0..<batch).map { _ in KVCache(config: m.config, maxLength: promptTokens + newTokens + 1) }
+            for c in caches { _ = m.forwardIncremental(tokens: prompt, cache: c) }
+            var logits = [Float](repeating: 0, count: batch * V)
+            var toks = [Int32](repeating: 5, count: batch)
+            let t0 = nowSeconds(), c0 = Bench.cpuSeconds()
+            for _ in 0..<newTokens {
+                logits.withUnsafeMutableBufferPointer { m.forwardDecodeBatch(tokens: toks, caches: caches, logits: $0) }
+                for b in 0..<batch {   // greedy
+                    var best = 0
+                    for j in 1..<V where logits[b * V + j] > logits[b * V + best] { best = j }
+                    toks[b] = Int32(best)
+                }
+            }
+            let dt = nowSeconds() - t0
+            batchTps = Double(batch * newTokens) / dt
+            batchCpu = (Bench.cpuSeconds() - c0) / Double(newTokens) * 1e3
+        }
         if json {
             let d: [String: Any] = ["prefill_ms": bestPrefill * 1e3, "decode_tokens_per_s": tps, "prompt_tokens": promptTokens,
                                     "new_tokens": produced, "prefill_cpu_ms": cpuPrefill * 1e3, "decode_cpu_ms_per_token": cpuDecode * 1e3, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
-                                    "core": OpenBLASRuntime.coreName]
+                                    "core": OpenBLASRuntime.coreName, "batch": batch, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu]
             print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
         } else {
             print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
@@ -72,6 +93,10 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "decode: %.1f tokens/s (%.3f ms/token, %d new tokens, best of %d)", tps, bestDecode * 1e3, produced, repeats))
             print(String(format: "process CPU time: prefill %.2f ms, decode %.3f ms/token (all threads; wall ≫ CPU/threads means other processes share the cores)",
                          cpuPrefill * 1e3, cpuDecode * 1e3))
+            if batch > 1 {
+                print(String(format: "batched decode (%d sequences): %.1f tokens/s aggregate, %.2f ms/step wall, %.2f ms/step CPU",
+                             batch, batchTps, Double(batch) / batchTps * 1e3, batchCpu))
+            }
         }
     }
 
