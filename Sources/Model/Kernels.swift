@@ -61,10 +61,10 @@ func rmsnorm_forward(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ n: Int
 /// Rows split over workers; each worker sums its dw part in `scratch` [workers, C] first.
 func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CFPtr, _ rstd: CFPtr, _ n: Int, _ c: Int,
                       scratch: FPtr, maxWorkers: Int) {
-    let workers = min(workerCount(), maxWorkers, max(1, n / 16))
+    let workers = chunkCount(n, workers: min(workerCount(), maxWorkers), minPerWorker: 16)
     scratch.update(repeating: 0, count: workers * c)
-    parallelRanges(n, workers: workers) { rows in
-        let part = scratch + (rows.lowerBound * workers / n) * c
+    parallelChunks(n, workers: workers) { chunk, rows in
+        let part = scratch + chunk * c
         for i in rows {
             let xi = x + i * c, gi = dout + i * c, di = dx + i * c
             let r = rstd[i]

@@ -22,7 +22,7 @@ public enum CrossEntropy {
         var partial = [Double](repeating: 0, count: workers)
         partial.withUnsafeMutableBufferPointer { part in
             let part = part.baseAddress!
-            parallelRanges(n, workers: workers) { rows in
+            parallelChunks(n, workers: workers) { chunk, rows in
                 var total = 0.0
                 for r in rows {
                     let row = base + r * V
@@ -39,7 +39,7 @@ public enum CrossEntropy {
                     for j in 0..<V { row[j] *= scale }
                     row[label] -= m / normalizer
                 }
-                part[rows.lowerBound * workers / n] = total
+                part[chunk] = total
             }
         }
         let total = partial.reduce(0, +)

@@ -1,5 +1,6 @@
 // MiniMindModel: parameters/gradients as flat fp32 buffers, activation arena, forward and backward.
 import Foundation
+import Dispatch
 import CBLAS
 
 /// One named parameter inside the flat buffer.
@@ -20,7 +21,7 @@ struct LayerOffsets {
 /// Activations kept from forward for backward, allocated for the largest `[B, T]` seen and reused.
 /// Shapes (per layer l, for the current N = B·T rows, packed from each region's start; QKV = H·hd + 2·KVH·hd):
 /// res[L+1][N,C] residual stream · ln1/x2/ln2[L][N,C] · rstd1/rstd2[L][N] · qkv[L][N,QKV] (q | k | v, post-RoPE) ·
-/// y[L][N,H·hd] attention output · lse[L][B,H,T] · gu[L][N,2I] (gate | up) · xf[N,C], rstdf[N] · logits[N,V];
+/// y[L][N,H·hd] attention output · lse[L][B,H,T] · gu[L][N,2I] (gate | up) · xf[N,C], rstdf[N];
 /// scratch: dres/dln[N,C], dy[N,H·hd], dqkv[N,QKV], dgu[N,2I], h[N,I], attention [workers, 2·blk·T + blk],
 /// RMSNorm dw partials [workers, C].
 final class Activations {
@@ -29,7 +30,7 @@ final class Activations {
     let maxWorkers: Int
     let storage: UnsafeMutablePointer<Float>
     let totalFloats: Int
-    var res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu, xf, rstdf, logits: FPtr
+    var res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu, xf, rstdf: FPtr
     var dres, dln, dy, dqkv, dgu, h, attScratch, normScratch: FPtr
 
     init(config cfg: ModelConfig, capN: Int, capT: Int) {
@@ -40,7 +41,7 @@ final class Activations {
         let n = capN
         let sizes: [Int] = [
             (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, L * n * 2 * I,
-            n * C, n, n * V,
+            n * C, n,
             n * C, n * C, n * QD, n * QKV, n * 2 * I, n * I, maxWorkers * attentionScratchPerWorker(capT), maxWorkers * C,
         ]
         totalFloats = sizes.reduce(0, +)
@@ -50,8 +51,8 @@ final class Activations {
         var ptrs: [FPtr] = []
         for s in sizes { ptrs.append(p); p += s }
         (res, ln1, x2, ln2, rstd1, rstd2, qkv, y, lse, gu) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8], ptrs[9])
-        (xf, rstdf, logits) = (ptrs[10], ptrs[11], ptrs[12])
-        (dres, dln, dy, dqkv, dgu, h, attScratch, normScratch) = (ptrs[13], ptrs[14], ptrs[15], ptrs[16], ptrs[17], ptrs[18], ptrs[19], ptrs[20])
+        (xf, rstdf) = (ptrs[10], ptrs[11])
+        (dres, dln, dy, dqkv, dgu, h, attScratch, normScratch) = (ptrs[12], ptrs[13], ptrs[14], ptrs[15], ptrs[16], ptrs[17], ptrs[18], ptrs[19])
     }
     deinit { storage.deallocate() }
 }
@@ -76,6 +77,10 @@ public final class MiniMindModel {
     public var numParameters: Int { paramCount }
     public var params: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: paramPtr, count: paramCount) }
     public var grads: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: gradPtr, count: paramCount) }
+    /// With ≥ 2 threads and B ≥ 2, split each batch into concurrent single-threaded parts (fastest, robust to a busy
+    /// machine; gradient ranges are then all reported at the end of backward). When false, every sgemm is threaded by
+    /// OpenBLAS instead and ranges are reported layer by layer as they become final (for overlapping a reduction).
+    public var batchParallel = true
     /// When true, forward/backward accumulate wall-clock time per part into `profile`.
     public var profiling = false
     public var profile = ModelProfile()
@@ -86,7 +91,14 @@ public final class MiniMindModel {
     let embedOffset = 0
     var layerOffsets: [LayerOffsets] = []
     var normOffset = 0
-    var acts: Activations?
+    /// One activation arena per batch part (see `forward`): part w holds the rows of batch items `lastParts[w]`.
+    var replicas: [Activations] = []
+    /// Logits / dLogits `[B, T, V]`, shared by the parts (each writes its rows).
+    var logitsPtr: FPtr?
+    var logitsCap = 0
+    /// Private gradient buffers of parts 1…W−1 (part 0 adds straight into `grads`), summed after backward.
+    var extraGrads: [FPtr] = []
+    var lastParts: [Range<Int>] = []
     /// RoPE cos/sin tables `[ropeLen, hd/2]`, grown on demand.
     var rope = RopeTable(maxT: 0, headDim: 2, theta: 1)
     var ropeLen: Int { rope.maxT }
@@ -132,7 +144,11 @@ public final class MiniMindModel {
         gradPtr = .allocate(capacity: off); gradPtr.initialize(repeating: 0, count: off)
     }
 
-    deinit { paramPtr.deallocate(); gradPtr.deallocate() }
+    deinit {
+        paramPtr.deallocate(); gradPtr.deallocate()
+        logitsPtr?.deallocate()
+        for g in extraGrads { g.deallocate() }
+    }
 
     /// Random initialisation, deterministic in `seed`. PyTorch defaults as MiniMind trains from them: every Linear
     /// weight (q/k/v/o, gate/up/down, and lm_head, which embed_tokens is tied to) ~ U(−1/√fan_in, 1/√fan_in)
@@ -196,19 +212,50 @@ public final class MiniMindModel {
         rope = RopeTable(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
     }
 
-    func ensureActivations(n: Int, t: Int) -> Activations {
-        if let a = acts, a.capN >= n, a.capT >= t { return a }
-        let a = Activations(config: config, capN: max(n, acts?.capN ?? 0), capT: max(t, acts?.capT ?? 0))
-        acts = nil
-        acts = a
-        return a
+    /// Arena of part `w`, grown (never shrunk) to hold `n` rows of length `t`.
+    func ensureActivations(part w: Int, n: Int, t: Int) -> Activations {
+        while replicas.count <= w { replicas.append(Activations(config: config, capN: n, capT: t)) }
+        let a = replicas[w]
+        if a.capN >= n && a.capT >= t { return a }
+        let b = Activations(config: config, capN: max(n, a.capN), capT: max(t, a.capT))
+        replicas[w] = b
+        return b
     }
 
-    /// Bytes held by the activation arena (0 before the first forward).
-    public var activationBytes: Int { (acts?.totalFloats ?? 0) * 4 }
+    /// Bytes held by the activation arenas, logits and extra gradient buffers (0 before the first forward).
+    public var activationBytes: Int {
+        (replicas.map(\.totalFloats).reduce(0, +) + logitsCap + extraGrads.count * paramCount) * 4
+    }
 
-    @inline(__always) private func timed<R>(_ part: WritableKeyPath<ModelProfile, Double>, _ body: () -> R) -> R {
-        if !profiling { return body() }
+    /// Frees the activation arenas, logits and private gradient buffers (they are re-allocated by the next forward),
+    /// e.g. after an evaluation pass with a larger batch than training uses. Call only between steps.
+    public func releaseActivations() {
+        replicas = []
+        logitsPtr?.deallocate(); logitsPtr = nil; logitsCap = 0
+        for g in extraGrads { g.deallocate() }
+        extraGrads = []
+        lastB = 0; lastT = 0; lastParts = []
+    }
+
+    /// Batch parts for B items: with W = min(workers, B) ≥ 2 workers, the batch is split into W contiguous parts run
+    /// concurrently, each single-threaded end to end (one join per forward and per backward instead of one per sgemm).
+    func batchParts(_ b: Int) -> [Range<Int>] {
+        let w = batchParallel ? min(workerCount(), b) : 1
+        if w <= 1 { return [0..<b] }
+        return (0..<w).map { (b * $0 / w)..<(b * ($0 + 1) / w) }
+    }
+
+    /// Runs `body(part)` for every part; with several parts, concurrently with OpenBLAS at one thread.
+    func runParts(_ n: Int, _ body: (Int) -> Void) {
+        if n == 1 { body(0); return }
+        let saved = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        DispatchQueue.concurrentPerform(iterations: n) { body($0) }
+        openblas_set_num_threads(saved)
+    }
+
+    @inline(__always) private func timed<R>(_ on: Bool, _ part: WritableKeyPath<ModelProfile, Double>, _ body: () -> R) -> R {
+        if !profiling || !on { return body() }
         let t0 = nowSeconds()
         let r = body()
         profile[keyPath: part] += nowSeconds() - t0
@@ -223,16 +270,34 @@ public final class MiniMindModel {
         for (i, id) in inputIds.enumerated() {
             precondition(id >= 0 && Int(id) < cfg.vocabSize, "forward: input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
         }
+        let V = cfg.vocabSize, N = B * T
+        ensureRope(T)
+        let parts = batchParts(B)
+        let arenas = parts.enumerated().map { ensureActivations(part: $0.offset, n: $0.element.count * T, t: T) }
+        if logitsCap < N * V {
+            logitsPtr?.deallocate()
+            logitsPtr = .allocate(capacity: N * V)
+            logitsCap = N * V
+        }
+        lastB = B; lastT = T
+        lastIds = Array(inputIds)
+        lastParts = parts
+        let logits = logitsPtr!, ids = inputIds.baseAddress!
+        runParts(parts.count) { w in
+            let r = parts[w]
+            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, logits + r.lowerBound * T * V, prof: w == 0)
+        }
+        return UnsafeMutableBufferPointer(start: logits, count: N * V)
+    }
+
+    /// Forward of B items (ids [B, T]) through arena `a`, writing logits [B, T, V]. Buffer shapes: see `Activations`.
+    private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr, prof: Bool) {
+        let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, eps = cfg.rmsNormEps
         let QKV = QD + 2 * KVD
-        let a = ensureActivations(n: N, t: T)
-        ensureRope(T)
-        lastB = B; lastT = T
-        lastIds = Array(inputIds)
         let P = paramPtr
-        let ids = inputIds.baseAddress!
-        timed(\.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
+        timed(prof, \.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
         do { let cosT = rope.cos, sinT = rope.sin
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
@@ -241,52 +306,89 @@ public final class MiniMindModel {
                 let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
                 let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
                 let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
-                timed(\.elementwise) { rmsnorm_forward(ln1, r1, xin, P + lo.ln1, N, C, eps) }
+                timed(prof, \.elementwise) { rmsnorm_forward(ln1, r1, xin, P + lo.ln1, N, C, eps) }
                 // q_proj | k_proj | v_proj are contiguous in the layout: one sgemm gives qkv[N, QKV].
-                timed(\.matmul) { matmul_forward(qkv, ln1, P + lo.q, N, C, QKV) }
-                timed(\.elementwise) {
+                timed(prof, \.matmul) { matmul_forward(qkv, ln1, P + lo.q, N, C, QKV) }
+                timed(prof, \.elementwise) {
                     rope_apply(qkv, cosT, sinT, B, T, H, hd, rowStride: QKV)
                     rope_apply(qkv + QD, cosT, sinT, B, T, KVH, hd, rowStride: QKV)
                 }
-                timed(\.attention) {
+                timed(prof, \.attention) {
                     attention_forward(y, lse, qkv, qkv + QD, qkv + QD + KVD, a.attScratch, workers: min(workerCount(), a.maxWorkers),
                                       B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD)
                 }
-                timed(\.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
-                timed(\.elementwise) {
+                timed(prof, \.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
+                timed(prof, \.elementwise) {
                     residual_forward(x2, xin, a.dres, N * C)
                     rmsnorm_forward(ln2, r2, x2, P + lo.ln2, N, C, eps)
                 }
                 // gate_proj | up_proj are contiguous: one sgemm gives gu[N, 2I].
-                timed(\.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
-                timed(\.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
-                timed(\.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
-                timed(\.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
+                timed(prof, \.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
+                timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
+                timed(prof, \.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
+                timed(prof, \.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
             }
         }
-        timed(\.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
-        timed(\.matmul) { matmul_forward(a.logits, a.xf, P + embedOffset, N, C, V) }
-        return UnsafeMutableBufferPointer(start: a.logits, count: N * V)
+        timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
+        timed(prof, \.matmul) { matmul_forward(logits, a.xf, P + embedOffset, N, C, V) }
     }
 
     /// Backward of the last forward from `dLogits` `[B, T, V]` (may be the buffer `forward` returned, overwritten by a
     /// loss head). ADDS into `grads` (so accumulation micro-steps sum). `onGradientsReady` is called with flat element
     /// ranges of `grads` as soon as they are final for this backward (reverse layout order: norm, layers.N-1 … layers.0,
     /// embed_tokens last, because it is tied with lm_head).
+    /// With several batch parts (see `batchParts`) the parts run concurrently into private buffers that are summed into
+    /// `grads` at the end, and then every range is reported (still in that order).
     public func backward(dLogits: UnsafeMutableBufferPointer<Float>, onGradientsReady: ((Range<Int>) -> Void)? = nil) {
-        let cfg = config, B = lastB, T = lastT
+        let B = lastB, T = lastT, V = config.vocabSize
         precondition(B > 0, "backward called before forward")
+        precondition(dLogits.count == B * T * V, "backward: dLogits has \(dLogits.count) elements, expected \(B * T * V)")
+        let parts = lastParts
+        if parts.count == 1 {
+            lastIds.withUnsafeBufferPointer { ids in
+                backwardPart(replicas[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, prof: true, onGradientsReady)
+            }
+            return
+        }
+        while extraGrads.count < parts.count - 1 {
+            let g = FPtr.allocate(capacity: paramCount)
+            g.initialize(repeating: 0, count: paramCount)
+            extraGrads.append(g)
+        }
+        let bufs = [gradPtr] + Array(extraGrads.prefix(parts.count - 1))
+        lastIds.withUnsafeBufferPointer { ids in
+            runParts(parts.count) { w in
+                let r = parts[w]
+                backwardPart(replicas[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dLogits.baseAddress! + r.lowerBound * T * V,
+                             bufs[w], prof: w == 0, nil)
+            }
+        }
+        // grads += Σ private buffers; the private buffers are left zeroed for the next backward.
+        let t0 = nowSeconds()
+        let G = gradPtr, extras = Array(bufs.dropFirst()), n = paramCount
+        parallelRanges(n, workers: workerCount(), minPerWorker: 65536) { r in
+            for e in extras {
+                for i in r { G[i] += e[i] }
+                (e + r.lowerBound).update(repeating: 0, count: r.count)
+            }
+        }
+        if profiling { profile.elementwise += nowSeconds() - t0 }
+        if let cb = onGradientsReady { for r in gradientReadyOrder { cb(r) } }
+    }
+
+    /// Backward of B items through arena `a` from dLogits [B, T, V], adding into the gradient buffer `G`.
+    private func backwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ dLogitsPtr: FPtr, _ G: FPtr,
+                              prof: Bool, _ onGradientsReady: ((Range<Int>) -> Void)?) {
+        let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, L = cfg.numHiddenLayers
         let QKV = QD + 2 * KVD
-        precondition(dLogits.count == N * V, "backward: dLogits has \(dLogits.count) elements, expected \(N * V)")
-        let a = acts!
-        let P = paramPtr, G = gradPtr
-        let dl = UnsafePointer(dLogits.baseAddress!)
+        let P = paramPtr
+        let dl = UnsafePointer(dLogitsPtr)
         // lm_head (tied): dxf = dlogits·E, dE += dlogitsᵀ·xf.
-        timed(\.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V) }
+        timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V) }
         a.dres.update(repeating: 0, count: N * C)
-        timed(\.elementwise) {
+        timed(prof, \.elementwise) {
             rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
         }
         onGradientsReady?(normOffset..<paramCount)
@@ -299,31 +401,29 @@ public final class MiniMindModel {
                 let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
                 let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
                 // MLP: d = down_proj(silu(gate) · up), gate | up = gu.
-                timed(\.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
-                timed(\.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) }      // dW_down += ddᵀ·h
-                timed(\.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
-                timed(\.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
-                timed(\.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I) }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
+                timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
+                timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) }      // dW_down += ddᵀ·h
+                timed(prof, \.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
+                timed(prof, \.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I) }
+                timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
-                timed(\.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
-                timed(\.attention) {
+                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C) }
+                timed(prof, \.attention) {
                     attention_backward(a.dqkv, a.dqkv + QD, a.dqkv + QD + KVD, a.dy, y, lse, qkv, qkv + QD, qkv + QD + KVD,
                                        a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd,
                                        ldq: QKV, ldkv: QKV, ldy: QD)
                 }
-                timed(\.elementwise) {
+                timed(prof, \.elementwise) {
                     rope_apply(a.dqkv, cosT, sinT, B, T, H, hd, inverse: true, rowStride: QKV)
                     rope_apply(a.dqkv + QD, cosT, sinT, B, T, KVH, hd, inverse: true, rowStride: QKV)
                 }
-                timed(\.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV) }
-                timed(\.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV) }
+                timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
             }
         }
-        lastIds.withUnsafeBufferPointer { ids in
-            timed(\.elementwise) { embedding_backward(G + embedOffset, a.dres, ids.baseAddress!, N, C) }
-        }
+        timed(prof, \.elementwise) { embedding_backward(G + embedOffset, a.dres, ids, N, C) }
         onGradientsReady?(embedOffset..<(embedOffset + V * C))
     }
 }

@@ -54,6 +54,23 @@ public final class AdamW {
     }
 }
 
+extension AdamW {
+    /// Adds the state as tensors `<prefix>exp_avg` [count], `<prefix>exp_avg_sq` [count] (F32) and `<prefix>step` [1] (I32).
+    public func addState(to writer: inout SafeTensorsWriter, prefix: String = "optimizer.") {
+        writer.add(prefix + "exp_avg", shape: [count], floats: UnsafeBufferPointer(m))
+        writer.add(prefix + "exp_avg_sq", shape: [count], floats: UnsafeBufferPointer(v))
+        writer.add(prefix + "step", shape: [1], int32s: [Int32(stepCount)])
+    }
+    /// Restores the state written by `addState`; throws `ModelError` naming the tensor when missing or mis-sized.
+    public func loadState(from file: SafeTensorsFile, prefix: String = "optimizer.") throws {
+        try file.readFloats(prefix + "exp_avg", into: m)
+        try file.readFloats(prefix + "exp_avg_sq", into: v)
+        let s = try file.int32s(prefix + "step")
+        guard s.count == 1, s[0] >= 0 else { throw ModelError("\(file.path): tensor \(prefix)step must hold one step count ≥ 0") }
+        stepCount = Int(s[0])
+    }
+}
+
 /// Global L2 norm of `grads` (accumulated in Double).
 public func gradNorm(_ grads: UnsafeBufferPointer<Float>) -> Float {
     let n = grads.count, workers = workerCount()
@@ -61,10 +78,10 @@ public func gradNorm(_ grads: UnsafeBufferPointer<Float>) -> Float {
     var partial = [Double](repeating: 0, count: workers)
     partial.withUnsafeMutableBufferPointer { part in
         let part = part.baseAddress!, g = grads.baseAddress!
-        parallelRanges(n, workers: workers, minPerWorker: 65536) { r in
+        parallelChunks(n, workers: workers, minPerWorker: 65536) { chunk, r in
             var s = 0.0
             for j in r { let x = Double(g[j]); s += x * x }
-            part[r.lowerBound * min(workers, max(1, n / 65536)) / n] = s
+            part[chunk] = s
         }
     }
     return Float(partial.reduce(0, +).squareRoot())

@@ -3,6 +3,15 @@ import Foundation
 import Dispatch
 import CBLAS
 
+/// Threads used by the model: OpenBLAS's thread count, which also sets the worker count of the non-BLAS loops and
+/// the number of batch parts `forward`/`backward` run concurrently. (`trainer --threads N` sets it.)
+public enum ComputeThreads {
+    public static var count: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
+
 /// Worker count for the non-BLAS loops = OpenBLAS's thread count (so `--threads` governs both).
 @inline(__always) func workerCount() -> Int { max(1, Int(openblas_get_num_threads())) }
 
@@ -10,11 +19,22 @@ import CBLAS
 /// Inline (no dispatch) when one worker or small `n`.
 @inline(__always)
 func parallelRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Range<Int>) -> Void) {
-    let w = min(workers, max(1, n / max(minPerWorker, 1)))
-    if w <= 1 { body(0..<n); return }
+    parallelChunks(n, workers: workers, minPerWorker: minPerWorker) { _, r in body(r) }
+}
+
+/// Number of chunks `parallelChunks` uses for these arguments.
+@inline(__always) func chunkCount(_ n: Int, workers: Int, minPerWorker: Int = 1) -> Int {
+    max(1, min(workers, n / max(minPerWorker, 1)))
+}
+
+/// As `parallelRanges`, also passing the chunk index in 0..<chunkCount(n, workers:, minPerWorker:).
+@inline(__always)
+func parallelChunks(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+    let w = chunkCount(n, workers: workers, minPerWorker: minPerWorker)
+    if w <= 1 { body(0, 0..<n); return }
     DispatchQueue.concurrentPerform(iterations: w) { i in
         let lo = n * i / w, hi = n * (i + 1) / w
-        if lo < hi { body(lo..<hi) }
+        if lo < hi { body(i, lo..<hi) }
     }
 }
 

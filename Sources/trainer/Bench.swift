@@ -25,6 +25,14 @@ struct Bench: ParsableCommand {
     @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
     @Option var seed: UInt64 = 0
     @Flag var json = false
+    @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
+    var noBatchParallel = false
+
+    func validate() throws {
+        if steps < 1 { throw ValidationError("--steps must be ≥ 1") }
+        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
+        if batchSize < 1 || maxSeqLen < 1 { throw ValidationError("--batch-size and --max-seq-len must be ≥ 1") }
+    }
 
     static func cpuSeconds() -> Double {
         var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
@@ -38,6 +46,7 @@ struct Bench: ParsableCommand {
         try cfg.validate(source: "bench options")
         let B = batchSize, T = maxSeqLen, N = B * T
         let m = MiniMindModel(config: cfg, seed: seed)
+        m.batchParallel = !noBatchParallel
         let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
         var rng = SplitMix64(seed: seed &+ 1)
         let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
