@@ -39,7 +39,7 @@ final class ServerTests: XCTestCase {
     func testHealthModelsAndGreedyCompletionMatchGolden() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine)
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let expected = try goldenText(engine)
         let g = try loadGoldenGenerate()
@@ -77,7 +77,7 @@ final class ServerTests: XCTestCase {
     func testStreamingChunksConcatenateToGoldenReply() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine)
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let expected = try goldenText(engine)
         let body = chatBody(["stream": true, "stream_options": ["include_usage": true]])
@@ -114,7 +114,7 @@ final class ServerTests: XCTestCase {
     func testValidationErrorsAreOpenAIShapedAndServerKeepsServing() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine) { $0.maxBodyBytes = 4096 }
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         func post(_ raw: String) async throws -> (Int, [String: Any]) {
             let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: Data(raw.utf8)) }
@@ -165,7 +165,7 @@ final class ServerTests: XCTestCase {
     func testAPIKeyRequiredOnV1Routes() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine) { $0.apiKey = "sk-swiftmind-test" }
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let body = chatBody(["max_tokens": 2])
         for headers in [[:], ["Authorization": "Bearer wrong"], ["Authorization": "sk-swiftmind-test"]] {
@@ -187,7 +187,7 @@ final class ServerTests: XCTestCase {
     func testConcurrentStreamsAreQueuedAndHealthStaysResponsive() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine)
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let body = chatBody(["stream": true, "max_tokens": 400, "temperature": 0.9, "seed": 7])
         let texts = try await withThrowingTaskGroup(of: String?.self) { group -> [String] in
@@ -230,7 +230,7 @@ final class ServerTests: XCTestCase {
     func testDisconnectStopsGeneration() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine)
-        defer { Task { await ts.stop() } }
+        defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let body = chatBody(["stream": true, "max_tokens": 30000])
         try await onThread { () -> Void in
