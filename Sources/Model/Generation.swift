@@ -292,6 +292,9 @@ public enum Sampler {
         }
         let invT = 1 / (o.temperature + 1e-9)
         for j in 0..<V { logits[j] *= invT }
+        if o.topK <= 0 && o.topP > 0 && o.topP < 1 && V > 64 {
+            return sampleNucleus(logits, topP: Double(o.topP), rng: &rng)
+        }
         var order = Array(0..<V)
         order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
         var keep = V
@@ -317,5 +320,38 @@ public enum Sampler {
         var acc = 0.0
         for i in 0..<keep { acc += probs[i]; if u < acc { return Int32(order[i]) } }
         return Int32(order[keep - 1])
+    }
+
+    /// Top-p without top-k, the same rule as the general path without sorting the whole vocabulary: the nucleus
+    /// (sorted prefix whose mass first exceeds top_p) lies inside {j : p_j ≥ t} as soon as that set's mass exceeds
+    /// top_p, so only that set is sorted; t starts at the largest probability and shrinks 16× per pass.
+    static func sampleNucleus(_ logits: [Float], topP: Double, rng: inout SplitMix64) -> Int32 {
+        let V = logits.count
+        var mx = -Float.infinity
+        for j in 0..<V where logits[j] > mx { mx = logits[j] }
+        var p = [Double](repeating: 0, count: V)
+        var total = 0.0
+        for j in 0..<V { let e = exp(Double(logits[j] - mx)); p[j] = e; total += e }
+        var t = 1.0
+        var cand: [Int] = []
+        while true {
+            cand.removeAll(keepingCapacity: true)
+            var mass = 0.0
+            for j in 0..<V where p[j] >= t { cand.append(j); mass += p[j] }
+            if mass / total > topP || cand.count == V || t == 0 { break }
+            t = t < 1e-300 ? 0 : t / 16
+        }
+        cand.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        var cum = 0.0, n = 0
+        while n < cand.count {
+            if n > 0 && cum > topP { break }
+            cum += p[cand[n]] / total; n += 1
+        }
+        var sum = 0.0
+        for i in 0..<n { sum += p[cand[i]] }
+        let u = Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) * sum
+        var acc = 0.0
+        for i in 0..<n { acc += p[cand[i]]; if u < acc { return Int32(cand[i]) } }
+        return Int32(cand[n - 1])
     }
 }

@@ -23,6 +23,7 @@ struct BenchDecode: ParsableCommand {
     @Option(name: .customLong("prompt-tokens")) var promptTokens = 128
     @Option(name: .customLong("new-tokens")) var newTokens = 256
     @Option var repeats = 3
+    @Option(help: "Sampling temperature of the single-sequence decode (0 = greedy); top-p 0.85 when > 0.") var temperature: Float = 0
     @Option(help: "Also time batched decode steps (forwardDecodeBatch) of this many sequences, as the server's worker runs them.")
     var batch: Int = 0
     @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
@@ -46,7 +47,7 @@ struct BenchDecode: ParsableCommand {
         var produced = 0
         for r in 0...max(1, repeats) {
             let gen = TokenGenerator(model: m, promptIds: prompt,
-                                     options: SamplingOptions(maxNewTokens: newTokens, temperature: 0, eosTokenId: nil))
+                                     options: SamplingOptions(maxNewTokens: newTokens, temperature: temperature, topP: 0.85, eosTokenId: nil))
             let t0 = nowSeconds(), c0 = Bench.cpuSeconds()
             guard gen.next() != nil else { break }          // prefill + first token
             let t1 = nowSeconds(), c1 = Bench.cpuSeconds()

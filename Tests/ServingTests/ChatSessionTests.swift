@@ -84,3 +84,39 @@ final class BatchDecodeTests: XCTestCase {
         print("batched vs per-sequence decode: max |diff| = \(worst)")
     }
 }
+
+final class SamplerTests: XCTestCase {
+    /// The full-sort rule the nucleus fast path must reproduce (MiniMind's top-p over the sorted distribution).
+    func referenceTopP(_ raw: [Float], temperature: Float, topP: Float, rng: inout SplitMix64) -> Int32 {
+        let V = raw.count
+        let invT = 1 / (temperature + 1e-9)
+        let logits = raw.map { $0 * invT }
+        let order = Array(0..<V).sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        let mx = logits[order[0]]
+        let probs = order.map { exp(Double(logits[$0] - mx)) }
+        let sum = probs.reduce(0, +)
+        var cum = 0.0, n = 0
+        while n < V { if n > 0 && cum > Double(topP) { break }; cum += probs[n] / sum; n += 1 }
+        let s = probs[0..<n].reduce(0, +)
+        let u = Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) * s
+        var acc = 0.0
+        for i in 0..<n { acc += probs[i]; if u < acc { return Int32(order[i]) } }
+        return Int32(order[n - 1])
+    }
+
+    func testNucleusFastPathEqualsFullSort() {
+        var gen = SplitMix64(seed: 42)
+        for trial in 0..<100 {
+            let V = 6400
+            let spread = Float(trial % 5 + 1) * 2
+            var logits = (0..<V).map { _ in (gen.nextUniform() - 0.5) * spread }
+            if trial % 7 == 0 { for j in stride(from: 0, to: V, by: 97) { logits[j] = 3 } }   // ties
+            let topP: Float = [0.1, 0.5, 0.85, 0.95, 0.999][trial % 5]
+            let temperature: Float = [0.3, 0.85, 1.0, 1.7][trial % 4]
+            var r1 = SplitMix64(seed: UInt64(trial)), r2 = r1
+            let fast = Sampler.sample(logits: logits, history: [], options: SamplingOptions(temperature: temperature, topP: topP), rng: &r1)
+            let ref = referenceTopP(logits, temperature: temperature, topP: topP, rng: &r2)
+            XCTAssertEqual(fast, ref, "trial \(trial)")
+        }
+    }
+}
