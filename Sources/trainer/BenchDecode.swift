@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import CBLAS
 
 struct BenchDecode: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,6 +63,24 @@ struct BenchDecode: ParsableCommand {
             produced = n + 1
         }
         let tps = 1 / bestDecode
+        // Floor: one bare cblas_sgemv per weight matrix (every 2-D parameter; embed_tokens doubles as the head), the
+        // memory traffic a decode step cannot avoid, timed (mean of 64 passes) in the same run, under the same load.
+        var floorMs = 0.0
+        do {
+            let x = [Float](repeating: 0.01, count: 8192)
+            var y = [Float](repeating: 0, count: max(V, 8192))
+            let runs = 64
+            let t0 = nowSeconds()
+            for _ in 0..<runs {
+                y.withUnsafeMutableBufferPointer { yb in
+                    for p in m.parameters where p.shape.count == 2 {
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(p.shape[0]), Int32(p.shape[1]), 1, m.params.baseAddress! + p.offset,
+                                    Int32(p.shape[1]), x, 1, 0, yb.baseAddress!, 1)
+                    }
+                }
+            }
+            floorMs = (nowSeconds() - t0) * 1e3 / Double(runs)
+        }
         var batchTps = 0.0, batchCpu = 0.0
         if batch > 1 {
             let caches = (0..<batch).map { _ in KVCache(config: m.config, maxLength: promptTokens + newTokens + 1) }
@@ -84,7 +103,7 @@ struct BenchDecode: ParsableCommand {
         if json {
             let d: [String: Any] = ["prefill_ms": bestPrefill * 1e3, "decode_tokens_per_s": tps, "prompt_tokens": promptTokens,
                                     "new_tokens": produced, "prefill_cpu_ms": cpuPrefill * 1e3, "decode_cpu_ms_per_token": cpuDecode * 1e3, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
-                                    "core": OpenBLASRuntime.coreName, "batch": batch, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu]
+                                    "core": OpenBLASRuntime.coreName, "batch": batch, "sgemv_floor_ms": floorMs, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu]
             print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
         } else {
             print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
@@ -94,6 +113,8 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "decode: %.1f tokens/s (%.3f ms/token, %d new tokens, best of %d)", tps, bestDecode * 1e3, produced, repeats))
             print(String(format: "process CPU time: prefill %.2f ms, decode %.3f ms/token (all threads; wall ≫ CPU/threads means other processes share the cores)",
                          cpuPrefill * 1e3, cpuDecode * 1e3))
+            print(String(format: "bare sgemv over all weights (floor of a decode step): %.3f ms (%.1f GB/s); decode step / floor = %.2f",
+                         floorMs, Double(m.numParameters * 4) / floorMs / 1e6, bestDecode * 1e3 / floorMs))
             if batch > 1 {
                 print(String(format: "batched decode (%d sequences): %.1f tokens/s aggregate, %.2f ms/step wall, %.2f ms/step CPU",
                              batch, batchTps, Double(batch) / batchTps * 1e3, batchCpu))
