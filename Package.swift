@@ -15,6 +15,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // C shims only, no logic.
@@ -37,9 +39,17 @@ let package = Package(
                 dependencies: ["Model", "Datasets", "Tokenizers", "SwiftMindDistributed",
                                .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Training", swiftSettings: fast),
+        // Chat sessions, the OpenAI-compatible server (Hummingbird), Hugging Face / GGUF export and HF import.
+        .target(name: "Serving",
+                dependencies: ["Model", "Tokenizers",
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                               .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                               .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Serving"),
         // The executable: argument parsing and wiring, nothing else.
         .executableTarget(name: "trainer",
-                          dependencies: ["Training", "Model", "Tokenizers", "Datasets", "SwiftMindDistributed", "CBLAS",
+                          dependencies: ["Training", "Model", "Tokenizers", "Datasets", "SwiftMindDistributed", "CBLAS", "Serving",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/trainer"),
@@ -50,6 +60,8 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers"], path: "Tests/ServingTests",
+                    exclude: ["python"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer"],
                     path: "Tests/TrainingTests"),
     ]

@@ -2,22 +2,42 @@
 import Foundation
 import CBLAS
 
-/// Keys and values of every layer for one sequence: k/v `[L, maxLength, kvDim]` (post-RoPE keys).
+/// Keys and values of every layer for one sequence: k/v `[L, maxLength, kvDim]` (post-RoPE keys), plus the decoding
+/// scratch (grown on demand, reused across steps so a decode step allocates nothing but its returned logits).
 public final class KVCache {
     public let maxLength: Int
     /// Number of positions already stored.
     public internal(set) var length = 0
     let layers: Int, kvDim: Int
     let k: FPtr, v: FPtr
+    var scratch: FPtr? = nil
+    var scratchRows = 0
     public init(config: ModelConfig, maxLength: Int) {
         self.maxLength = maxLength; layers = config.numHiddenLayers; kvDim = config.kvDim
         let n = layers * maxLength * kvDim
         k = .allocate(capacity: n); k.initialize(repeating: 0, count: n)
         v = .allocate(capacity: n); v.initialize(repeating: 0, count: n)
     }
-    deinit { k.deallocate(); v.deallocate() }
+    deinit { k.deallocate(); v.deallocate(); scratch?.deallocate() }
     /// Forgets every position (keeps the memory).
     public func reset() { length = 0 }
+    /// Drops positions `n…` (n ≤ length), e.g. to reuse a shared prompt prefix.
+    public func truncate(to n: Int) { precondition(n >= 0 && n <= length, "KVCache.truncate: \(n) outside [0, \(length)]"); length = n }
+
+    /// Scratch for `m` rows: x/ln/tmp [m,C] · rstd [m] · qkv [m, QD+2·KVD] · y [m,QD] · gu [m,2I] · h [m,I] · scores [m, maxLength].
+    func scratchPointers(rows m: Int, config c: ModelConfig) -> [FPtr] {
+        let sizes = [m * c.hiddenSize, m * c.hiddenSize, m * c.hiddenSize, m, m * (c.qDim + 2 * c.kvDim), m * c.qDim,
+                     m * 2 * c.intermediateSize, m * c.intermediateSize, m * maxLength]
+        if m > scratchRows {
+            scratch?.deallocate()
+            let n = sizes.reduce(0, +)
+            scratch = .allocate(capacity: n); scratch!.initialize(repeating: 0, count: n)
+            scratchRows = m
+        }
+        var out: [FPtr] = [], cur = scratch!
+        for s in sizes { out.append(cur); cur += s }
+        return out
+    }
 }
 
 extension MiniMindModel {
@@ -25,39 +45,70 @@ extension MiniMindModel {
     /// returns the logits `[V]` of the last token. Same math as `forward`, one sequence, attention over the cache.
     /// - Precondition: `cache.length + tokens.count ≤ cache.maxLength`.
     public func forwardIncremental(tokens: [Int32], cache: KVCache) -> [Float] {
+        var logits = [Float](repeating: 0, count: config.vocabSize)
+        logits.withUnsafeMutableBufferPointer { forwardIncremental(tokens: tokens, cache: cache, logits: $0) }
+        return logits
+    }
+
+    /// As `forwardIncremental(tokens:cache:)`, writing the logits `[V]` into `logits` (count V).
+    /// One token (decode) runs on matrix-vector products (cblas_sgemv) with the fused q|k|v and gate|up weights;
+    /// several tokens (prefill) on sgemm. Logits use the untied lm_head when the model has one.
+    public func forwardIncremental(tokens: [Int32], cache: KVCache, logits out: UnsafeMutableBufferPointer<Float>) {
         let cfg = config, M = tokens.count, p0 = cache.length
         precondition(M > 0 && p0 + M <= cache.maxLength, "forwardIncremental: \(p0)+\(M) positions exceed the cache (\(cache.maxLength))")
+        precondition(out.count == cfg.vocabSize, "forwardIncremental: logits buffer has \(out.count) floats, expected \(cfg.vocabSize)")
         for (i, id) in tokens.enumerated() { precondition(id >= 0 && Int(id) < cfg.vocabSize, "forwardIncremental: token[\(i)] = \(id) outside [0, \(cfg.vocabSize))") }
         let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
+        let QKV = QD + 2 * KVD
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
         let total = p0 + M
         ensureRope(total)
         let scale = 1 / Float(hd).squareRoot()
-        // Scratch: x/ln/tmp [M,C], rstd [M], q/y [M,QD], g/u [M,I], scores [M, total].
-        let sizes = [M * C, M * C, M * C, M, M * QD, M * QD, M * I, M * I, M * total]
-        let arena = FPtr.allocate(capacity: sizes.reduce(0, +))
-        defer { arena.deallocate() }
-        var ptrs: [FPtr] = []
-        var cur = arena
-        for n in sizes { ptrs.append(cur); cur += n }
-        let (x, ln, tmp, rstd, q, y, g, u, S) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
-        var logits = [Float](repeating: 0, count: V)
+        let sp = cache.scratchPointers(rows: M, config: cfg)
+        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], sp[7], sp[8])
         let P = paramPtr, mx = cache.maxLength
         let cosT = rope.cos, sinT = rope.sin
+        let head = outputHeadPointer
+        /// out[M, OC] = inp[M, IC] · W[OC, IC]ᵀ
+        @inline(__always) func linear(_ o: FPtr, _ inp: CFPtr, _ w: CFPtr, _ ic: Int, _ oc: Int) {
+            if M == 1 {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(oc), Int32(ic), 1, w, Int32(ic), inp, 1, 0, o, 1)
+            } else {
+                sgemm(false, true, M, oc, ic, 1, inp, ic, w, ic, 0, o, oc)
+            }
+        }
         tokens.withUnsafeBufferPointer { ids in
             embedding_forward(x, ids.baseAddress!, P + embedOffset, M, C)
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
                 let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
                 rmsnorm_forward(ln, rstd, x, P + lo.ln1, M, C, eps)
-                matmul_forward(q, ln, P + lo.q, M, C, QD)
-                matmul_forward(kl + p0 * KVD, ln, P + lo.k, M, C, KVD)
-                matmul_forward(vl + p0 * KVD, ln, P + lo.v, M, C, KVD)
-                rope_apply(q, cosT, sinT, 1, M, H, hd, pos0: p0)
-                rope_apply(kl + p0 * KVD, cosT, sinT, 1, M, KVH, hd, pos0: p0)
+                // q|k|v weights are contiguous in the layout: one [QKV, C] product.
+                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
+                    linear(qkv, ln, P + lo.q, C, QKV)
+                } else {
+                    sgemm(false, true, M, QD, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                    sgemm(false, true, M, KVD, C, 1, ln, C, P + lo.k, C, 0, qkv + QD, QKV)
+                    sgemm(false, true, M, KVD, C, 1, ln, C, P + lo.v, C, 0, qkv + QD + KVD, QKV)
+                }
+                rope_apply(qkv, cosT, sinT, 1, M, H, hd, pos0: p0, rowStride: QKV)
+                rope_apply(qkv + QD, cosT, sinT, 1, M, KVH, hd, pos0: p0, rowStride: QKV)
+                for i in 0..<M {
+                    (kl + (p0 + i) * KVD).update(from: qkv + i * QKV + QD, count: KVD)
+                    (vl + (p0 + i) * KVD).update(from: qkv + i * QKV + QD + KVD, count: KVD)
+                }
                 for h in 0..<H {
                     let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
-                    sgemm(false, true, M, total, hd, scale, q + h * hd, QD, kp, KVD, 0, S, total)
+                    if M == 1 {
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), qkv + h * hd, 1, 0, S, 1)
+                        var rmax = -Float.infinity
+                        for j in 0..<total where S[j] > rmax { rmax = S[j] }
+                        var sum: Float = 0
+                        for j in 0..<total { let e = expf(S[j] - rmax); S[j] = e; sum += e }
+                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), S, 1, 0, y + h * hd, 1)
+                        continue
+                    }
+                    sgemm(false, true, M, total, hd, scale, qkv + h * hd, QKV, kp, KVD, 0, S, total)
                     for i in 0..<M {
                         let row = S + i * total, valid = p0 + i + 1
                         var rmax = -Float.infinity
@@ -70,22 +121,107 @@ extension MiniMindModel {
                     }
                     sgemm(false, false, M, hd, total, 1, S, total, vp, KVD, 0, y + h * hd, QD)
                 }
-                matmul_forward(tmp, y, P + lo.o, M, QD, C)
+                linear(tmp, y, P + lo.o, QD, C)
                 residual_forward(x, x, tmp, M * C)
                 rmsnorm_forward(ln, rstd, x, P + lo.ln2, M, C, eps)
                 if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: M) } else {
-                matmul_forward(g, ln, P + lo.gate, M, C, I)
-                matmul_forward(u, ln, P + lo.up, M, C, I)
-                swiglu_forward(g, g, u, M * I)
-                matmul_forward(tmp, g, P + lo.down, M, I, C)
+                    if lo.up == lo.gate + I * C {
+                        linear(gu, ln, P + lo.gate, C, 2 * I)
+                        swiglu_forward_fused(hbuf, gu, M, I)
+                    } else {
+                        matmul_forward(gu, ln, P + lo.gate, M, C, I)
+                        matmul_forward(gu + M * I, ln, P + lo.up, M, C, I)
+                        swiglu_forward(hbuf, gu, gu + M * I, M * I)
+                    }
+                    linear(tmp, hbuf, P + lo.down, I, C)
                 }
                 residual_forward(x, x, tmp, M * C)
             }
             rmsnorm_forward(ln, rstd, x + (M - 1) * C, P + normOffset, 1, C, eps)
-            logits.withUnsafeMutableBufferPointer { lb in matmul_forward(lb.baseAddress!, ln, P + embedOffset, 1, C, V) }
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, head, Int32(C), ln, 1, 0, out.baseAddress!, 1)
         }
         cache.length = total
-        return logits
+    }
+}
+
+extension MiniMindModel {
+    /// One decoding step for `B = tokens.count` independent sequences (continuous batching): token b runs at
+    /// position `caches[b].length` of its own cache, which grows by one. The projections run as one sgemm over the
+    /// B rows (the weights are read once per step instead of once per sequence); attention is per sequence.
+    /// Writes the logits `[B, V]` into `logits` (count B·V). B = 1 takes the matrix-vector path of
+    /// `forwardIncremental`. Same math as `forward`.
+    /// - Precondition: `caches.count == B ≥ 1`, distinct caches, each with room for one more position.
+    public func forwardDecodeBatch(tokens: [Int32], caches: [KVCache], logits out: UnsafeMutableBufferPointer<Float>) {
+        let cfg = config, B = tokens.count, V = cfg.vocabSize
+        precondition(B > 0 && caches.count == B, "forwardDecodeBatch: \(B) tokens for \(caches.count) caches")
+        precondition(out.count == B * V, "forwardDecodeBatch: logits buffer has \(out.count) floats, expected \(B * V)")
+        if B == 1 { forwardIncremental(tokens: tokens, cache: caches[0], logits: out); return }
+        for (b, id) in tokens.enumerated() {
+            precondition(id >= 0 && Int(id) < V, "forwardDecodeBatch: token[\(b)] = \(id) outside [0, \(V))")
+            precondition(caches[b].length < caches[b].maxLength, "forwardDecodeBatch: cache \(b) is full (\(caches[b].maxLength))")
+        }
+        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, QKV = QD + 2 * KVD
+        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
+        let maxTotal = caches.map { $0.length + 1 }.max()!
+        ensureRope(maxTotal)
+        let scale = 1 / Float(hd).squareRoot()
+        let sizes = [B * C, B * C, B * C, B, B * QKV, B * QD, B * 2 * I, B * I, maxTotal]
+        let arena = FPtr.allocate(capacity: sizes.reduce(0, +))
+        defer { arena.deallocate() }
+        var ptrs: [FPtr] = [], cur = arena
+        for n in sizes { ptrs.append(cur); cur += n }
+        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
+        let P = paramPtr, cosT = rope.cos, sinT = rope.sin
+        tokens.withUnsafeBufferPointer { ids in
+            embedding_forward(x, ids.baseAddress!, P + embedOffset, B, C)
+            for l in 0..<cfg.numHiddenLayers {
+                let lo = layerOffsets[l]
+                rmsnorm_forward(ln, rstd, x, P + lo.ln1, B, C, eps)
+                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
+                    sgemm(false, true, B, QKV, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                } else {
+                    sgemm(false, true, B, QD, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.k, C, 0, qkv + QD, QKV)
+                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.v, C, 0, qkv + QD + KVD, QKV)
+                }
+                for b in 0..<B {
+                    let cache = caches[b], pos = cache.length, total = pos + 1, mx = cache.maxLength
+                    let row = qkv + b * QKV
+                    rope_apply(row, cosT, sinT, 1, 1, H, hd, pos0: pos, rowStride: QKV)
+                    rope_apply(row + QD, cosT, sinT, 1, 1, KVH, hd, pos0: pos, rowStride: QKV)
+                    let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
+                    (kl + pos * KVD).update(from: row + QD, count: KVD)
+                    (vl + pos * KVD).update(from: row + QD + KVD, count: KVD)
+                    for h in 0..<H {
+                        let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), row + h * hd, 1, 0, S, 1)
+                        var rmax = -Float.infinity
+                        for j in 0..<total where S[j] > rmax { rmax = S[j] }
+                        var sum: Float = 0
+                        for j in 0..<total { let e = expf(S[j] - rmax); S[j] = e; sum += e }
+                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), S, 1, 0, y + b * QD + h * hd, 1)
+                    }
+                }
+                sgemm(false, true, B, C, QD, 1, y, QD, P + lo.o, QD, 0, tmp, C)
+                residual_forward(x, x, tmp, B * C)
+                rmsnorm_forward(ln, rstd, x, P + lo.ln2, B, C, eps)
+                if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: B) } else {
+                if lo.up == lo.gate + I * C {
+                    sgemm(false, true, B, 2 * I, C, 1, ln, C, P + lo.gate, C, 0, gu, 2 * I)
+                    swiglu_forward_fused(hbuf, gu, B, I)
+                } else {
+                    matmul_forward(gu, ln, P + lo.gate, B, C, I)
+                    matmul_forward(gu + B * I, ln, P + lo.up, B, C, I)
+                    swiglu_forward(hbuf, gu, gu + B * I, B * I)
+                }
+                sgemm(false, true, B, C, I, 1, hbuf, I, P + lo.down, I, 0, tmp, C)
+                }
+                residual_forward(x, x, tmp, B * C)
+            }
+            rmsnorm_forward(ln, rstd, x, P + normOffset, B, C, eps)
+            sgemm(false, true, B, V, C, 1, ln, C, outputHeadPointer, C, 0, out.baseAddress!, V)
+        }
+        for c in caches { c.length += 1 }
     }
 }
 
@@ -160,6 +296,9 @@ public enum Sampler {
         }
         let invT = 1 / (o.temperature + 1e-9)
         for j in 0..<V { logits[j] *= invT }
+        if o.topK <= 0 && o.topP > 0 && o.topP < 1 && V > 64 {
+            return sampleNucleus(logits, topP: Double(o.topP), rng: &rng)
+        }
         var order = Array(0..<V)
         order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
         var keep = V
@@ -185,5 +324,38 @@ public enum Sampler {
         var acc = 0.0
         for i in 0..<keep { acc += probs[i]; if u < acc { return Int32(order[i]) } }
         return Int32(order[keep - 1])
+    }
+
+    /// Top-p without top-k, the same rule as the general path without sorting the whole vocabulary: the nucleus
+    /// (sorted prefix whose mass first exceeds top_p) lies inside {j : p_j ≥ t} as soon as that set's mass exceeds
+    /// top_p, so only that set is sorted; t starts at the largest probability and shrinks 16× per pass.
+    static func sampleNucleus(_ logits: [Float], topP: Double, rng: inout SplitMix64) -> Int32 {
+        let V = logits.count
+        var mx = -Float.infinity
+        for j in 0..<V where logits[j] > mx { mx = logits[j] }
+        var p = [Double](repeating: 0, count: V)
+        var total = 0.0
+        for j in 0..<V { let e = exp(Double(logits[j] - mx)); p[j] = e; total += e }
+        var t = 1.0
+        var cand: [Int] = []
+        while true {
+            cand.removeAll(keepingCapacity: true)
+            var mass = 0.0
+            for j in 0..<V where p[j] >= t { cand.append(j); mass += p[j] }
+            if mass / total > topP || cand.count == V || t == 0 { break }
+            t = t < 1e-300 ? 0 : t / 16
+        }
+        cand.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        var cum = 0.0, n = 0
+        while n < cand.count {
+            if n > 0 && cum > topP { break }
+            cum += p[cand[n]] / total; n += 1
+        }
+        var sum = 0.0
+        for i in 0..<n { sum += p[cand[i]] }
+        let u = Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) * sum
+        var acc = 0.0
+        for i in 0..<n { acc += p[cand[i]]; if u < acc { return Int32(cand[i]) } }
+        return Int32(cand[n - 1])
     }
 }

@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let m = try MiniMindModel.load(directory: model)
+        let m = try MiniMindModel.load(huggingFaceDirectory: model)
         var tok: Tokenizer? = nil
         var prompt: [Int32]
         if let promptIds {

@@ -1,0 +1,347 @@
+// OpenAI-compatible HTTP API on Hummingbird 2: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models,
+// GET /health. Request/response shapes follow OpenAI's chat completion API (https://platform.openai.com/docs/api-reference/chat).
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import Model
+import Tokenizers
+
+/// An error answered with OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
+public struct OpenAIError: HTTPResponseError, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+    public init(_ status: HTTPResponse.Status, _ message: String, type: String = "invalid_request_error", param: String? = nil, code: String? = nil) {
+        self.status = status; self.message = message; self.type = type; self.param = param; self.code = code
+    }
+    public var description: String { "\(status.code) \(type): \(message)" }
+    public var jsonBody: [String: Any] {
+        ["error": ["message": message, "type": type, "param": param ?? NSNull(), "code": code ?? NSNull()] as [String: Any]]
+    }
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var r = jsonResponse(jsonBody, status: status)
+        if status == .unauthorized { r.headers[.wwwAuthenticate] = "Bearer" }
+        return r
+    }
+}
+
+/// JSONSerialization gives booleans as NSNumber with objCType "c" (macOS and swift-corelibs-foundation alike).
+func isJSONBool(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+
+func jsonData(_ obj: Any) -> Data {
+    (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+}
+
+func jsonResponse(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: jsonData(obj))))
+}
+
+/// Server settings. `host` defaults to loopback; `apiKey` (when set) is required as `Authorization: Bearer KEY`
+/// on every /v1 route (/health stays open for liveness probes).
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    /// 0 = any free port (reported through `onRunning`).
+    public var port = 8998
+    public var apiKey: String?
+    /// Largest request body in bytes; larger bodies get 413.
+    public var maxBodyBytes = 1 << 20
+    /// Requests waiting for the generation worker beyond this get 503.
+    public var maxQueued = 64
+    /// Defaults when the request leaves them out.
+    public var defaultTemperature: Float = 0.85
+    public var defaultTopP: Float = 0.85
+    public var defaultMaxTokens = 512
+    public init() {}
+}
+
+/// A parsed, validated chat completion request.
+public struct ChatCompletionRequest {
+    public var messages: [ChatMessage]
+    public var temperature: Float
+    public var topP: Float
+    public var maxTokens: Int?
+    public var stream: Bool
+    public var includeUsage: Bool
+    public var seed: UInt64?
+    public var model: String?
+
+    /// Validates the JSON body of POST /v1/chat/completions (types, roles, ranges); errors name the field (`param`).
+    public static func parse(_ body: Data, defaults: ServerConfiguration) throws -> ChatCompletionRequest {
+        func bad(_ msg: String, _ param: String?) -> OpenAIError { OpenAIError(.badRequest, msg, param: param) }
+        let obj: Any
+        do { obj = try JSONSerialization.jsonObject(with: body) } catch {
+            let why = "\((error as NSError).userInfo[NSDebugDescriptionErrorKey] ?? "malformed JSON")"
+            throw bad("We could not parse the JSON body of your request (\(why.hasSuffix(".") ? String(why.dropLast()) : why)).", nil)
+        }
+        guard let d = obj as? [String: Any] else { throw bad("The request body must be a JSON object.", nil) }
+        func number(_ key: String) throws -> Double? {
+            guard let v = d[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber, !isJSONBool(n) else {
+                throw bad("Invalid type for '\(key)': expected a number.", key) }
+            return n.doubleValue
+        }
+        func integer(_ key: String) throws -> Int? {
+            guard let x = try number(key) else { return nil }
+            guard x == x.rounded(), abs(x) < 1e15 else { throw bad("Invalid type for '\(key)': expected an integer.", key) }
+            return Int(x)
+        }
+        func bool(_ key: String) throws -> Bool? {
+            guard let v = d[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber, isJSONBool(n) else {
+                throw bad("Invalid type for '\(key)': expected a boolean.", key) }
+            return n.boolValue
+        }
+        guard let rawMessages = d["messages"] else { throw bad("Missing required parameter: 'messages'.", "messages") }
+        guard let arr = rawMessages as? [Any] else { throw bad("Invalid type for 'messages': expected an array.", "messages") }
+        guard !arr.isEmpty else { throw bad("Invalid 'messages': empty array. Expected an array with at least one message.", "messages") }
+        var messages: [ChatMessage] = []
+        for (i, m) in arr.enumerated() {
+            let p = "messages[\(i)]"
+            guard let md = m as? [String: Any] else { throw bad("Invalid type for '\(p)': expected an object.", p) }
+            guard let role = md["role"] as? String else { throw bad("Missing or invalid '\(p).role': expected a string.", "\(p).role") }
+            let mapped: String
+            switch role {
+            case "system", "developer": mapped = "system"
+            case "user", "assistant": mapped = role
+            default:
+                throw bad("Invalid value for '\(p).role': '\(role)'. Supported values are: 'system', 'developer', 'user' and 'assistant'.", "\(p).role")
+            }
+            var content = ""
+            if let s = md["content"] as? String { content = s }
+            else if let parts = md["content"] as? [Any] {
+                for (j, part) in parts.enumerated() {
+                    guard let pd = part as? [String: Any], (pd["type"] as? String) == "text", let t = pd["text"] as? String else {
+                        throw bad("Invalid '\(p).content[\(j)]': only text parts are supported.", "\(p).content") }
+                    content += t
+                }
+            } else { throw bad("Invalid type for '\(p).content': expected a string or an array of text parts.", "\(p).content") }
+            messages.append(ChatMessage(role: mapped, content: content))
+        }
+        guard messages.contains(where: { $0.role == "user" }) else {
+            throw bad("Invalid 'messages': at least one message must have the role 'user'.", "messages") }
+        if let mv = d["model"], !(mv is NSNull), !(mv is String) { throw bad("Invalid type for 'model': expected a string.", "model") }
+        let temperature = try number("temperature").map(Float.init) ?? defaults.defaultTemperature
+        guard temperature >= 0 && temperature <= 2 else {
+            throw bad("Invalid 'temperature': \(temperature). Expected a value between 0 and 2.", "temperature") }
+        let topP = try number("top_p").map(Float.init) ?? defaults.defaultTopP
+        guard topP > 0 && topP <= 1 else { throw bad("Invalid 'top_p': \(topP). Expected a value in (0, 1].", "top_p") }
+        let maxTokensKey = d["max_completion_tokens"] != nil && !(d["max_completion_tokens"] is NSNull) ? "max_completion_tokens" : "max_tokens"
+        let maxTokens = try integer(maxTokensKey)
+        if let mt = maxTokens, mt <= 0 { throw bad("Invalid '\(maxTokensKey)': \(mt). Expected a value ≥ 1.", maxTokensKey) }
+        if let n = try integer("n"), n != 1 { throw bad("Invalid 'n': \(n). Only n = 1 is supported.", "n") }
+        let stream = try bool("stream") ?? false
+        var includeUsage = false
+        if let so = d["stream_options"], !(so is NSNull) {
+            guard let sod = so as? [String: Any] else { throw bad("Invalid type for 'stream_options': expected an object.", "stream_options") }
+            if let iu = sod["include_usage"] {
+                guard let n = iu as? NSNumber, isJSONBool(n) else {
+                    throw bad("Invalid type for 'stream_options.include_usage': expected a boolean.", "stream_options.include_usage") }
+                includeUsage = n.boolValue
+            }
+        }
+        let seed = try integer("seed")
+        return ChatCompletionRequest(messages: messages, temperature: temperature, topP: topP, maxTokens: maxTokens, stream: stream,
+                                     includeUsage: includeUsage, seed: seed.map { UInt64(bitPattern: Int64($0)) },
+                                     model: d["model"] as? String)
+    }
+}
+
+/// Rejects /v1 requests without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape).
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+    let key: String
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path.hasPrefix("/v1") {
+            let given = request.headers[.authorization] ?? ""
+            let expected = "Bearer " + key
+            // Length-independent comparison of the whole header.
+            var diff = given.utf8.count ^ expected.utf8.count
+            for (a, b) in zip(given.utf8, expected.utf8) { diff |= Int(a ^ b) }
+            if diff != 0 {
+                throw OpenAIError(.unauthorized, given.isEmpty ? "You didn't provide an API key. Provide it as 'Authorization: Bearer KEY'."
+                                                               : "Incorrect API key provided.", code: "invalid_api_key")
+            }
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Turns Hummingbird's own errors (404 route, 405, 413 …) and unexpected ones into OpenAI-shaped bodies.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do { return try await next(request, context) } catch let e as OpenAIError { throw e } catch let e as HTTPResponseError {
+            let type = e.status.code >= 500 ? "server_error" : "invalid_request_error"
+            var msg = e.status.reasonPhrase
+            if e.status == .notFound { msg = "Unknown request URL: \(request.method) \(request.uri.path)." }
+            throw OpenAIError(e.status, msg, type: type)
+        } catch {
+            logger.error("request \(request.method) \(request.uri.path) failed: \(error)")
+            throw OpenAIError(.internalServerError, "Internal error: \(error)", type: "server_error")
+        }
+    }
+}
+
+/// The OpenAI-compatible server: routes, validation, queueing onto the engine's generation worker, SSE streaming.
+public final class OpenAIServer: @unchecked Sendable {
+    public let engine: GenerationEngine
+    public let configuration: ServerConfiguration
+    public let logger: Logger
+    let created = Int(Date().timeIntervalSince1970)
+
+    public init(engine: GenerationEngine, configuration: ServerConfiguration, logger: Logger? = nil) {
+        self.engine = engine; self.configuration = configuration
+        var l = logger ?? Logger(label: "swiftmind.serve")
+        if logger == nil { l.logLevel = .info }
+        self.logger = l
+    }
+
+    /// The router with every route and middleware.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: OpenAIErrorMiddleware(logger: logger))
+        if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
+        router.get("/health") { [self] _, _ -> Response in
+            let s = engine.stats
+            return jsonResponse(["status": "ok", "model": engine.modelName, "queued": s.queued, "active": s.active,
+                                 "completed": s.completed, "cancelled": s.cancelled])
+        }
+        router.get("/v1/models") { [self] _, _ -> Response in
+            jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": created, "owned_by": "swiftmind"]]])
+        }
+        router.get("/v1/models/{id}") { [self] _, ctx -> Response in
+            let id = ctx.parameters.get("id") ?? ""
+            guard id == engine.modelName else {
+                throw OpenAIError(.notFound, "The model '\(id)' does not exist.", param: "model", code: "model_not_found") }
+            return jsonResponse(["id": engine.modelName, "object": "model", "created": created, "owned_by": "swiftmind"])
+        }
+        router.post("/v1/chat/completions") { [self] request, _ -> Response in
+            try await chatCompletions(request)
+        }
+        return router
+    }
+
+    func chatCompletions(_ request: Request) async throws -> Response {
+        var request = request
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPError where e.status == .contentTooLarge {
+            throw OpenAIError(.contentTooLarge, "Request body exceeds the limit of \(configuration.maxBodyBytes) bytes.", code: "request_too_large")
+        }
+        let req = try ChatCompletionRequest.parse(Data(buffer.readableBytesView), defaults: configuration)
+        let promptIds: [Int32]
+        do { promptIds = try engine.chatPromptIds(req.messages) } catch {
+            throw OpenAIError(.badRequest, "Cannot render the chat template: \(error)", param: "messages") }
+        let ctx = engine.contextLength
+        if let mt = req.maxTokens, mt > ctx {
+            throw OpenAIError(.badRequest, "Invalid 'max_tokens': \(mt) is above the context window of \(ctx) tokens.",
+                              param: "max_tokens", code: "context_length_exceeded") }
+        let room = ctx - promptIds.count
+        if room <= 0 || (req.maxTokens ?? 1) > room {
+            throw OpenAIError(.badRequest, "This model's maximum context length is \(ctx) tokens. However, you requested \(promptIds.count + (req.maxTokens ?? 1)) tokens (\(promptIds.count) in the messages, \(req.maxTokens ?? 1) in the completion).",
+                              param: "messages", code: "context_length_exceeded") }
+        let maxTokens = req.maxTokens ?? min(configuration.defaultMaxTokens, room)
+        let seed = req.seed ?? UInt64.random(in: 0...UInt64.max)
+        let opts = SamplingOptions(maxNewTokens: maxTokens, temperature: req.temperature, topP: req.topP, seed: seed,
+                                   eosTokenId: engine.tokenizer.eosTokenId)
+        let job = GenerationJob()
+        let stream: AsyncThrowingStream<GenerationEvent, Error>
+        do { stream = try engine.submit(promptIds: promptIds, options: opts, job: job, maxQueued: configuration.maxQueued) } catch {
+            throw OpenAIError(.serviceUnavailable, "\(error)", type: "server_error", code: "server_busy") }
+        let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24)
+        let created = Int(Date().timeIntervalSince1970)
+        let model = engine.modelName
+        @Sendable func usage(_ r: GenerationResult) -> [String: Any] {
+            ["prompt_tokens": r.promptTokens, "completion_tokens": r.completionTokens, "total_tokens": r.promptTokens + r.completionTokens]
+        }
+        if !req.stream {
+            defer { job.cancel() }
+            var result: GenerationResult?
+            for try await ev in stream { if case let .finished(r) = ev { result = r } }
+            guard let r = result else { throw OpenAIError(.internalServerError, "generation ended without a result", type: "server_error") }
+            return jsonResponse([
+                "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": NSNull(),
+                "choices": [["index": 0, "message": ["role": "assistant", "content": r.text], "logprobs": NSNull(),
+                             "finish_reason": r.finishReason.rawValue] as [String: Any]],
+                "usage": usage(r),
+            ])
+        }
+        let log = logger
+        let includeUsage = req.includeUsage
+        let body = ResponseBody { writer in
+            defer { job.cancel() }
+            func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
+                let c: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                                        "system_fingerprint": NSNull(),
+                                        "choices": [["index": 0, "delta": delta, "logprobs": NSNull(), "finish_reason": finish ?? NSNull()] as [String: Any]]]
+                return sse(c)
+            }
+            func sse(_ obj: [String: Any]) -> ByteBuffer {
+                var b = ByteBuffer(string: "data: "); b.writeBytes(jsonData(obj)); b.writeString("\n\n"); return b
+            }
+            do {
+                try await writer.write(chunk(["role": "assistant", "content": ""], finish: nil))
+                for try await ev in stream {
+                    switch ev {
+                    case let .text(piece): try await writer.write(chunk(["content": piece], finish: nil))
+                    case let .finished(r):
+                        try await writer.write(chunk([:], finish: r.finishReason == .cancelled ? "stop" : r.finishReason.rawValue))
+                        if includeUsage {
+                            try await writer.write(sse(["id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                                                        "choices": [Any](), "usage": usage(r)]))
+                        }
+                    }
+                }
+            } catch let e where !(e is CancellationError) {
+                job.cancel()
+                log.info("stream \(id) ended early: \(e)")
+                if e is ServingError || e is TokenizerError {
+                    try? await writer.write(sse(OpenAIError(.internalServerError, "\(e)", type: "server_error").jsonBody))
+                } else { throw e }
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+    }
+
+    /// Builds the Hummingbird application. `onRunning(port)` is called once the socket is bound.
+    public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(router: makeRouter(),
+                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "SwiftMind"),
+                    onServerRunning: { ch in await onRunning(ch.localAddress?.port ?? -1) },
+                    logger: logger)
+    }
+
+    /// Serves until SIGINT/SIGTERM (graceful: open requests finish) or until the surrounding task is cancelled.
+    public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let group = ServiceGroup(configuration: .init(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
+                                                      gracefulShutdownSignals: gracefulShutdownSignals, logger: logger))
+        groupLock.withLock { runningGroup = group }
+        defer { groupLock.withLock { runningGroup = nil } }
+        try await group.run()
+    }
+
+    private let groupLock = NSLock()
+    private var runningGroup: ServiceGroup?
+
+    /// Starts the same graceful shutdown as SIGTERM: running generations are cancelled (open streams get their
+    /// final chunk and [DONE]), then the server stops accepting and drains; `run` returns.
+    public func shutdownGracefully() async {
+        let g = groupLock.withLock { runningGroup }
+        await g?.triggerGracefulShutdown()
+    }
+}
+
+/// On graceful shutdown (signal or cancellation) cancels queued and running generations, so open requests end at
+/// their next token (streams get their final chunk and [DONE]) and the HTTP server can drain. Shut down before the
+/// application (services stop in reverse order).
+struct EngineShutdownService: Service {
+    let engine: GenerationEngine
+    func run() async throws {
+        try? await gracefulShutdown()
+        engine.shutdown()
+    }
+}

@@ -1,0 +1,52 @@
+// `trainer export`: a Hugging Face transformers directory or a GGUF file for llama.cpp.
+import ArgumentParser
+import Foundation
+import Model
+import Serving
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Export a model as a Hugging Face directory (--format hf) or a GGUF file (--format gguf).",
+        discussion: """
+        hf: OUT/ gets model.safetensors, config.json (LlamaForCausalLM), generation_config.json, tokenizer.json and
+        tokenizer_config.json with the chat template. gguf: OUT is the .gguf file (or a directory, which receives
+        model-<dtype>.gguf): llama architecture, llama.cpp tensor names, q/k rows permuted for llama.cpp's
+        interleaved RoPE, GPT-2 BPE tokenizer metadata; norm weights stay f32. --dtype f32|f16|bf16 (default f32).
+        """)
+
+    @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
+    @Option(help: "Output directory (hf) or file (gguf).") var out: String
+    @Option(help: "hf or gguf.") var format: String
+    @Option(help: "f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "LoRA adapter to merge (not supported yet).") var lora: String?
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    var tokenizer: String?
+    @Option(help: "Model name written to GGUF general.name (default: the model directory's name).") var name: String?
+
+    func validate() throws {
+        if !["hf", "gguf"].contains(format) { throw ValidationError("--format must be hf or gguf (got \(format))") }
+        if ExportDType(rawValue: dtype) == nil { throw ValidationError("--dtype must be f32, f16 or bf16 (got \(dtype))") }
+    }
+
+    func run() throws {
+        if let lora { throw ValidationError("--lora \(lora): merging LoRA adapters is not supported yet") }
+        let dt = ExportDType(rawValue: dtype)!
+        let m = try MiniMindModel.load(huggingFaceDirectory: model)
+        let tokFile = try locateTokenizerFile(model: model, explicit: tokenizer)
+        let tok = try locateTokenizer(model: model, explicit: tokenizer)
+        let modelName = name ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
+        if format == "hf" {
+            try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: dt)
+            print("wrote Hugging Face directory \(out) (\(dt.rawValue))")
+        } else {
+            var isDir: ObjCBool = false
+            var path = out
+            if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue {
+                path = (out as NSString).appendingPathComponent("model-\(dt.rawValue).gguf")
+            }
+            try GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: path, dtype: dt, name: modelName)
+            print("wrote GGUF \(path) (\(dt.rawValue))")
+        }
+    }
+}

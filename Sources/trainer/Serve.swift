@@ -1,0 +1,66 @@
+// `trainer serve`: the OpenAI-compatible chat completions server (Hummingbird), loopback by default.
+import ArgumentParser
+import Foundation
+import Logging
+import Serving
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a model over an OpenAI-compatible HTTP API (chat completions with SSE streaming).",
+        discussion: """
+        Routes: POST /v1/chat/completions (messages, temperature, top_p, max_tokens | max_completion_tokens, stream,
+        stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued for one generation
+        worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every /v1 route
+        needs 'Authorization: Bearer KEY' (401 otherwise). A streaming client that disconnects stops its generation.
+        SIGINT/SIGTERM shut down gracefully. Binds 127.0.0.1 unless --host says otherwise.
+        """)
+
+    @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
+    @Option(help: "LoRA adapter file (not supported yet).") var lora: String?
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    var tokenizer: String?
+    @Option var host = "127.0.0.1"
+    @Option var port = 8998
+    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on /v1 routes.") var apiKey: String?
+    @Option(name: .customLong("max-body-bytes")) var maxBodyBytes = 1 << 20
+    @Option(name: .customLong("max-queued"), help: "Queued requests beyond this get 503.") var maxQueued = 64
+    @Option(name: .customLong("context-length"), help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
+    var contextLength: Int?
+    @Option(name: .customLong("max-tokens"), help: "Default completion length when a request gives none.") var maxTokens = 512
+    @Option(name: .customLong("max-batch"), help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
+    @Option(help: "OpenBLAS threads.") var threads: Int?
+
+    func validate() throws {
+        if port < 0 || port > 65535 { throw ValidationError("--port must be in 0…65535") }
+        if maxBodyBytes <= 0 { throw ValidationError("--max-body-bytes must be > 0") }
+        if maxTokens <= 0 { throw ValidationError("--max-tokens must be > 0") }
+        if maxBatch <= 0 { throw ValidationError("--max-batch must be > 0") }
+        if let k = apiKey, k.isEmpty { throw ValidationError("--api-key must not be empty") }
+    }
+
+    final class Box: @unchecked Sendable { var error: Error? }
+
+    func run() throws {
+        OpenBLASRuntime.setThreads(threads)
+        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
+        var cfg = ServerConfiguration()
+        cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
+        cfg.defaultMaxTokens = maxTokens
+        let server = OpenAIServer(engine: engine, configuration: cfg)
+        let name = engine.modelName, h = host
+        let done = DispatchSemaphore(value: 0)
+        let box = Box()
+        Task {
+            do {
+                try await server.run { port in
+                    FileHandle.standardError.write("[serve] model \(name) on http://\(h):\(port) (POST /v1/chat/completions, GET /v1/models, GET /health)\n".data(using: .utf8)!)
+                }
+            } catch { box.error = error }
+            done.signal()
+        }
+        done.wait()
+        if let e = box.error { throw e }
+        FileHandle.standardError.write("[serve] stopped\n".data(using: .utf8)!)
+    }
+}

@@ -1,0 +1,283 @@
+import Foundation
+import XCTest
+@testable import Serving
+import Model
+import Tokenizers
+
+/// The OpenAI-compatible server over a real loopback socket, on the golden generate model + MiniMind's tokenizer.
+final class ServerTests: XCTestCase {
+    func makeEngine() throws -> GenerationEngine {
+        try GenerationEngine.load(model: golden("generate_model"), tokenizer: minimindTokenizer())
+    }
+
+    func goldenText(_ engine: GenerationEngine) throws -> String {
+        try engine.tokenizer.decode(try loadGoldenGenerate().greedy_ids, skipSpecialTokens: true)
+    }
+
+    func chatBody(_ extra: [String: Any] = [:], user: String = goldenUserMessage) -> Data {
+        var d: [String: Any] = ["model": "generate_model", "messages": [["role": "user", "content": user]], "temperature": 0, "max_tokens": 24]
+        for (k, v) in extra { d[k] = v }
+        return try! JSONSerialization.data(withJSONObject: d)
+    }
+
+    /// Reads an SSE response to the end: the decoded chunk objects and whether `data: [DONE]` closed it.
+    func readSSE(_ c: RawHTTP, _ h: [String: String]) throws -> ([[String: Any]], Bool) {
+        var text = ""
+        while let piece = try c.readChunk(h) { text += String(decoding: piece, as: UTF8.self) }
+        var chunks: [[String: Any]] = []
+        var done = false
+        for event in text.components(separatedBy: "\n\n") where !event.isEmpty {
+            XCTAssertTrue(event.hasPrefix("data: "), "SSE event without data: \(event)")
+            let payload = String(event.dropFirst(6))
+            if payload == "[DONE]" { done = true; continue }
+            XCTAssertFalse(done, "event after [DONE]")
+            chunks.append(try json(Data(payload.utf8)))
+        }
+        return (chunks, done)
+    }
+
+    func testHealthModelsAndGreedyCompletionMatchGolden() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let expected = try goldenText(engine)
+        let g = try loadGoldenGenerate()
+
+        let (hs, hh, hb) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200)
+        XCTAssertEqual(hh["content-type"], "application/json")
+        XCTAssertEqual(try json(hb)["status"] as? String, "ok")
+
+        let (ms, _, mb) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/models") }
+        XCTAssertEqual(ms, 200)
+        let models = try json(mb)
+        XCTAssertEqual(models["object"] as? String, "list")
+        XCTAssertEqual(((models["data"] as? [[String: Any]])?.first)?["id"] as? String, "generate_model")
+
+        let body = chatBody()
+        let (cs, _, cb) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: body) }
+        XCTAssertEqual(cs, 200)
+        let r = try json(cb)
+        XCTAssertEqual(r["object"] as? String, "chat.completion")
+        XCTAssertTrue((r["id"] as? String)?.hasPrefix("chatcmpl-") ?? false)
+        XCTAssertEqual(r["model"] as? String, "generate_model")
+        XCTAssertNotNil(r["created"] as? Int)
+        let choice = (r["choices"] as? [[String: Any]])?.first
+        let message = choice?["message"] as? [String: Any]
+        XCTAssertEqual(message?["role"] as? String, "assistant")
+        XCTAssertEqual(message?["content"] as? String, expected, "greedy reply = golden greedy ids decoded")
+        XCTAssertEqual(choice?["finish_reason"] as? String, "length")
+        let usage = r["usage"] as? [String: Any]
+        XCTAssertEqual(usage?["prompt_tokens"] as? Int, g.prompt_ids.count)
+        XCTAssertEqual(usage?["completion_tokens"] as? Int, 24)
+        XCTAssertEqual(usage?["total_tokens"] as? Int, g.prompt_ids.count + 24)
+    }
+
+    func testStreamingChunksConcatenateToGoldenReply() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let expected = try goldenText(engine)
+        let body = chatBody(["stream": true, "stream_options": ["include_usage": true]])
+        let (status, headers, chunks, done) = try await onThread { () -> (Int, [String: String], [[String: Any]], Bool) in
+            let c = try RawHTTP(port: port)
+            try c.send("POST", "/v1/chat/completions", body: body)
+            let (s, h) = try c.readHead()
+            let (ch, d) = try self.readSSE(c, h)
+            return (s, h, ch, d)
+        }
+        XCTAssertEqual(status, 200)
+        XCTAssertEqual(headers["content-type"], "text/event-stream")
+        XCTAssertTrue(done, "stream ends with data: [DONE]")
+        XCTAssertGreaterThan(chunks.count, 3)
+        let ids = Set(chunks.compactMap { $0["id"] as? String })
+        XCTAssertEqual(ids.count, 1, "one id for every chunk")
+        var text = ""
+        var finish: [String] = []
+        var usage: [String: Any]?
+        for (i, c) in chunks.enumerated() {
+            XCTAssertEqual(c["object"] as? String, "chat.completion.chunk")
+            if let u = c["usage"] as? [String: Any] { usage = u; XCTAssertEqual((c["choices"] as? [Any])?.count, 0); continue }
+            let choice = (c["choices"] as? [[String: Any]])?.first
+            let delta = choice?["delta"] as? [String: Any]
+            if i == 0 { XCTAssertEqual(delta?["role"] as? String, "assistant") }
+            text += delta?["content"] as? String ?? ""
+            if let f = choice?["finish_reason"] as? String { finish.append(f) }
+        }
+        XCTAssertEqual(text, expected)
+        XCTAssertEqual(finish, ["length"])
+        XCTAssertEqual(usage?["completion_tokens"] as? Int, 24)
+    }
+
+    func testValidationErrorsAreOpenAIShapedAndServerKeepsServing() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.maxBodyBytes = 4096 }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        func post(_ raw: String) async throws -> (Int, [String: Any]) {
+            let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: Data(raw.utf8)) }
+            return (s, try json(b))
+        }
+        let cases: [(String, Int, String?)] = [
+            ("{\"messages\": [", 400, nil),                                                   // malformed JSON
+            ("[1, 2]", 400, nil),                                                              // not an object
+            ("{}", 400, "messages"),                                                           // missing messages
+            ("{\"messages\": []}", 400, "messages"),                                           // empty
+            ("{\"messages\": \"hi\"}", 400, "messages"),                                       // wrong type
+            ("{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", 400, "messages[0].role"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", 400, "messages[0].content"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": \"hot\"}", 400, "temperature"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 3}", 400, "temperature"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_p\": 0}", 400, "top_p"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 0}", 400, "max_tokens"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": -3}", 400, "max_tokens"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 1.5}", 400, "max_tokens"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 40000}", 400, "max_tokens"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream\": \"yes\"}", 400, "stream"),
+            ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 2}", 400, "n"),
+        ]
+        for (raw, status, param) in cases {
+            let (s, b) = try await post(raw)
+            XCTAssertEqual(s, status, raw)
+            let err = b["error"] as? [String: Any]
+            XCTAssertEqual(err?["type"] as? String, "invalid_request_error", raw)
+            XCTAssertFalse((err?["message"] as? String ?? "").isEmpty, raw)
+            if let param { XCTAssertEqual(err?["param"] as? String, param, raw) }
+        }
+        // Body over the limit → 413 with the same error shape.
+        let big = "{\"messages\": [{\"role\": \"user\", \"content\": \"" + String(repeating: "a", count: 10_000) + "\"}]}"
+        let (bs, bb) = try await post(big)
+        XCTAssertEqual(bs, 413)
+        XCTAssertNotNil((bb["error"] as? [String: Any])?["message"] as? String)
+        // Unknown route → 404, OpenAI-shaped.
+        let (ns, _, nb) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/nothing") }
+        XCTAssertEqual(ns, 404)
+        XCTAssertNotNil(try json(nb)["error"] as? [String: Any])
+        // Still serving.
+        let body = chatBody(["max_tokens": 3])
+        let (ok, _, okb) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: body) }
+        XCTAssertEqual(ok, 200)
+        XCTAssertEqual(((try json(okb)["usage"]) as? [String: Any])?["completion_tokens"] as? Int, 3)
+    }
+
+    func testAPIKeyRequiredOnV1Routes() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.apiKey = "sk-swiftmind-test" }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = chatBody(["max_tokens": 2])
+        for headers in [[:], ["Authorization": "Bearer wrong"], ["Authorization": "sk-swiftmind-test"]] {
+            let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", headers: headers, body: body) }
+            XCTAssertEqual(s, 401, "\(headers)")
+            XCTAssertEqual((try json(b)["error"] as? [String: Any])?["code"] as? String, "invalid_api_key")
+            let (ms, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/models", headers: headers) }
+            XCTAssertEqual(ms, 401)
+        }
+        let auth = ["Authorization": "Bearer sk-swiftmind-test"]
+        let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", headers: auth, body: body) }
+        XCTAssertEqual(s, 200)
+        let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200, "/health stays open for probes")
+    }
+
+    /// Three concurrent streams are all answered in full (same seed → same text); /health answers while they are
+    /// queued or running.
+    func testConcurrentStreamsAreQueuedAndHealthStaysResponsive() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = chatBody(["stream": true, "max_tokens": 400, "temperature": 0.9, "seed": 7])
+        let texts = try await withThrowingTaskGroup(of: String?.self) { group -> [String] in
+            for _ in 0..<3 {
+                group.addTask {
+                    try await onThread { () -> String in
+                        let c = try RawHTTP(port: port)
+                        try c.send("POST", "/v1/chat/completions", body: body)
+                        let (s, h) = try c.readHead()
+                        XCTAssertEqual(s, 200)
+                        let (chunks, done) = try self.readSSE(c, h)
+                        XCTAssertTrue(done)
+                        return chunks.map { (($0["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any])?["content"] as? String ?? "" }.joined()
+                    }
+                }
+            }
+            group.addTask {
+                // Poll /health until it reports work in flight (it must answer during generation).
+                for _ in 0..<400 {
+                    let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+                    XCTAssertEqual(s, 200)
+                    let h = try json(b)
+                    if (h["active"] as? Int ?? 0) + (h["queued"] as? Int ?? 0) > 0 { return nil }
+                    try await Task.sleep(nanoseconds: 5_000_000)
+                }
+                XCTFail("/health never saw a request in flight")
+                return nil
+            }
+            var out: [String] = []
+            for try await t in group { if let t { out.append(t) } }
+            return out
+        }
+        XCTAssertEqual(texts.count, 3)
+        XCTAssertFalse(texts[0].isEmpty)
+        XCTAssertEqual(Set(texts).count, 1, "same seed and prompt → same text, whatever the interleaving")
+        XCTAssertEqual(engine.stats.completed, 3)
+    }
+
+    /// A streaming client that disconnects stops its generation (long before max_tokens).
+    func testDisconnectStopsGeneration() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = chatBody(["stream": true, "max_tokens": 30000])
+        try await onThread { () -> Void in
+            let c = try RawHTTP(port: port)
+            try c.send("POST", "/v1/chat/completions", body: body)
+            let (s, h) = try c.readHead()
+            XCTAssertEqual(s, 200)
+            for _ in 0..<3 { _ = try c.readChunk(h) }
+            c.closeNow()
+        }
+        var stats = engine.stats
+        for _ in 0..<1000 where !(stats.active == 0 && stats.cancelled == 1) {
+            try await Task.sleep(nanoseconds: 10_000_000)
+            stats = engine.stats
+        }
+        XCTAssertEqual(stats.cancelled, 1, "the disconnected stream's generation was cancelled")
+        XCTAssertEqual(stats.active, 0)
+        // And the worker is free for the next request.
+        let small = chatBody(["max_tokens": 2])
+        let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: small) }
+        XCTAssertEqual(s, 200)
+    }
+
+    /// Shutting the server down cancels a running generation: the open stream still gets its end and [DONE].
+    func testShutdownEndsOpenStreams() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        let port = ts.port
+        let body = chatBody(["stream": true, "max_tokens": 30000])
+        let c = try RawHTTP(port: port)
+        let head = try await onThread { () -> [String: String] in
+            try c.send("POST", "/v1/chat/completions", body: body)
+            let (s, h) = try c.readHead()
+            XCTAssertEqual(s, 200)
+            _ = try c.readChunk(h)
+            return h
+        }
+        let stopper = Task { try await ts.stopGracefully() }
+        let (chunks, done) = try await onThread { try self.readSSE(c, head) }
+        try await stopper.value
+        XCTAssertTrue(done, "stream closed with [DONE] on shutdown")
+        XCTAssertLessThan(chunks.count, 30000)
+        let finish = chunks.compactMap { (($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String) }
+        XCTAssertEqual(finish, ["stop"])
+        XCTAssertEqual(engine.stats.active, 0)
+        XCTAssertEqual(engine.stats.cancelled, 1)
+        // The listening socket is closed.
+        XCTAssertThrowsError(try RawHTTP(port: port))
+    }
+}
