@@ -24,6 +24,18 @@ public struct SafeTensorsEntry: Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
+/// Product of `shape` with overflow checking; nil if a dimension is negative or the product overflows `Int`.
+public func checkedElementCount(_ shape: [Int]) -> Int? {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, o) = n.multipliedReportingOverflow(by: d)
+        if o { return nil }
+        n = p
+    }
+    return n
+}
+
 /// A parsed, validated safetensors file (memory-mapped).
 /// The header is validated on open: JSON object, known dtypes, non-negative shapes whose element count × dtype
 /// size equals the byte range, offsets inside the file, ranges non-overlapping. Errors (`ModelError`) name the file
@@ -72,9 +84,10 @@ public final class SafeTensorsFile {
                   b >= 0, e >= b else { throw ModelError("\(path): tensor \(name): bad data_offsets") }
             guard e <= dataSize else {
                 throw ModelError("\(path): tensor \(name): data_offsets [\(b), \(e)] past the end of the data (\(dataSize) bytes)") }
-            let n = shape.reduce(1, *)
-            guard n * dt.size == e - b else {
-                throw ModelError("\(path): tensor \(name): shape \(shape) × \(dt.rawValue) needs \(n * dt.size) bytes, offsets give \(e - b)") }
+            guard let n = checkedElementCount(shape), case let (bytes, o) = n.multipliedReportingOverflow(by: dt.size), !o else {
+                throw ModelError("\(path): tensor \(name): shape \(shape) has too many elements (the byte size overflows Int)") }
+            guard bytes == e - b else {
+                throw ModelError("\(path): tensor \(name): shape \(shape) × \(dt.rawValue) needs \(bytes) bytes, offsets give \(e - b)") }
             es[name] = SafeTensorsEntry(name: name, dtype: dt, shape: shape, byteRange: b..<e)
         }
         let sorted = es.values.sorted { $0.byteRange.lowerBound < $1.byteRange.lowerBound }

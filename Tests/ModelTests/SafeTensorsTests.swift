@@ -44,6 +44,10 @@ final class SafeTensorsTests: XCTestCase {
             (["x": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]],
               "y": ["dtype": "F32", "shape": [2], "data_offsets": [4, 12]]], "overlaps"),  // overlap
             (["z": ["dtype": "Q4", "shape": [2], "data_offsets": [0, 8]]], "z"),          // unknown dtype
+            (["big": ["dtype": "F32", "shape": [Int(1) << 40, Int(1) << 40], "data_offsets": [0, 0]]], "big"), // overflow
+            (["big2": ["dtype": "F32", "shape": [Int.max / 2], "data_offsets": [0, 8]]], "big2"), // × dtype overflows
+            (["neg": ["dtype": "F32", "shape": [-2, -2], "data_offsets": [0, 16]]], "neg"),   // negative dims
+            (["rev": ["dtype": "F32", "shape": [2], "data_offsets": [8, 0]]], "rev"),         // reversed offsets
         ]
         for (header, needle) in cases {
             let path = try rawFile(header, body)
