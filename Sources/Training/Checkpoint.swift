@@ -127,6 +127,9 @@ public enum Checkpoints {
         guard m.count == numParameters, v.count == numParameters else {
             throw TrainingError.badCheckpoint(path: p, reason: "optimizer state has \(m.count) elements, the model \(numParameters)")
         }
+        guard s >= 0 else {
+            throw TrainingError.badCheckpoint(path: p, reason: "field step (optimizer metadata) is \(s), must be ≥ 0")
+        }
         return OptimizerSnapshot(m: m, v: v, step: s)
     }
 }
@@ -150,26 +153,23 @@ func writeFloatTensors(_ tensors: [(String, [Float])], metadata: [String: String
     try out.write(to: URL(fileURLWithPath: path), options: .atomic)
 }
 
+/// Reads every float tensor of `path` through the Model module's validated `SafeTensorsFile` (header length, dtypes,
+/// overflow-checked shapes, offsets inside the file, no overlaps); any problem → `TrainingError.badCheckpoint`.
 func readFloatTensors(_ path: String) throws -> ([String: [Float]], [String: String]) {
-    guard let d = FileManager.default.contents(atPath: path), d.count >= 8 else {
-        throw TrainingError.badCheckpoint(path: path, reason: "missing or truncated")
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw TrainingError.badCheckpoint(path: path, reason: "missing")
     }
-    let n = Int(d.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-    guard 8 + n <= d.count, let header = try? JSONSerialization.jsonObject(with: d.subdata(in: 8 ..< 8 + n)) as? [String: Any] else {
-        throw TrainingError.badCheckpoint(path: path, reason: "bad header")
-    }
-    var tensors: [String: [Float]] = [:]
-    var meta: [String: String] = [:]
-    let base = 8 + n
-    for (k, v) in header {
-        if k == "__metadata__" { meta = v as? [String: String] ?? [:]; continue }
-        guard let e = v as? [String: Any], e["dtype"] as? String == "F32", let off = e["data_offsets"] as? [Int], off.count == 2,
-              base + off[1] <= d.count, (off[1] - off[0]) % 4 == 0 else {
-            throw TrainingError.badCheckpoint(path: path, reason: "bad entry \(k)")
+    do {
+        let f = try SafeTensorsFile(path: path)
+        var tensors: [String: [Float]] = [:]
+        for (k, e) in f.entries {
+            guard e.dtype == .F32 else {
+                throw TrainingError.badCheckpoint(path: path, reason: "tensor \(k) has dtype \(e.dtype.rawValue), expected F32")
+            }
+            tensors[k] = try f.floats(k)
         }
-        var arr = [Float](repeating: 0, count: (off[1] - off[0]) / 4)
-        arr.withUnsafeMutableBytes { dst in d.copyBytes(to: dst.bindMemory(to: UInt8.self), from: base + off[0] ..< base + off[1]) }
-        tensors[k] = arr
+        return (tensors, f.metadata)
+    } catch let e as ModelError {
+        throw TrainingError.badCheckpoint(path: path, reason: "\(e)")
     }
-    return (tensors, meta)
 }
