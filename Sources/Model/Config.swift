@@ -120,6 +120,14 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         if useMoe { try validateMoE(source: source) }
     }
 
+    /// Throws unless every id of a tokenizer with `tokenizerVocabSize` ids has a row in the embedding
+    /// (`tokenizerVocabSize ≤ vocab_size`). Every command that pairs a tokenizer with a model calls this at load time,
+    /// before any forward. `source` names the model (directory).
+    public func checkTokenizer(vocabSize tokenizerVocabSize: Int, source: String) throws {
+        guard tokenizerVocabSize <= vocabSize else {
+            throw ModelError("\(source): tokenizer has \(tokenizerVocabSize) ids but the model's vocab_size is \(vocabSize)") }
+    }
+
     /// Reads `DIR/config.json`. Throws `ModelError` naming the file and field on bad input.
     public static func load(directory: String) throws -> ModelConfig {
         let path = (directory as NSString).appendingPathComponent("config.json")

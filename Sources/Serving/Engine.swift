@@ -67,8 +67,8 @@ public final class GenerationEngine: @unchecked Sendable {
 
     public init(model: MiniMindModel, tokenizer: Tokenizer, modelName: String, contextLength: Int? = nil, maxBatch: Int = 8) throws {
         self.maxBatch = max(1, maxBatch)
-        guard tokenizer.vocabSize <= model.config.vocabSize else {
-            throw ServingError("tokenizer has \(tokenizer.vocabSize) ids but the model's vocab_size is \(model.config.vocabSize)") }
+        do { try model.config.checkTokenizer(vocabSize: tokenizer.vocabSize, source: modelName) } catch {
+            throw ServingError("\(error)") }
         self.model = model; self.tokenizer = tokenizer; self.modelName = modelName
         self.contextLength = min(contextLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings)
     }

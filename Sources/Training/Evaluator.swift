@@ -19,6 +19,19 @@ public enum Evaluator {
     public static func evaluate(model: MiniMindModel, tokenizer: Tokenizer, dataPath: String, maxSeqLen: Int,
                                 batchSize: Int = 16, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                                 cacheRoot: String? = nil) throws -> EvalResult {
+        // Options first: a zero batch never advances the loop, a sequence longer than the model's positions (or than
+        // memory) cannot be scored, and a tokenizer with ids beyond the embedding would trap inside forward.
+        guard batchSize >= 1 else { throw TrainingError.invalidOption("--batch-size must be ≥ 1 (got \(batchSize))") }
+        guard maxSeqLen >= 2 else { throw TrainingError.invalidOption("--max-seq-len must be ≥ 2 (got \(maxSeqLen))") }
+        let P = model.config.maxPositionEmbeddings
+        guard maxSeqLen <= P else {
+            throw TrainingError.invalidOption("--max-seq-len \(maxSeqLen) exceeds the model's max_position_embeddings \(P)") }
+        let (cells, o1) = batchSize.multipliedReportingOverflow(by: maxSeqLen)
+        let (logitCount, o2) = cells.multipliedReportingOverflow(by: model.config.vocabSize)
+        guard !o1, !o2, logitCount <= 1 << 31 else {
+            throw TrainingError.invalidOption("--batch-size \(batchSize) × --max-seq-len \(maxSeqLen) × vocab \(model.config.vocabSize) logits per forward is too large; lower --batch-size")
+        }
+        try model.config.checkTokenizer(vocabSize: tokenizer.vocabSize, source: "eval model")
         let root = cacheRoot ?? TokenCache.defaultCacheRoot
         let cache = try TokenCache.openOrBuild(dataPath: dataPath, tokenizer: tokenizer, cacheRoot: root, threads: threads).0
         let ds = PretrainDataset(cache: cache, maxSeqLen: maxSeqLen, padTokenId: tokenizer.padTokenId)

@@ -143,7 +143,7 @@ public final class StageTrainer {
         if o.moe.useMoe && !config.useMoe { throw TrainingError.mismatch("--use-moe: \(o.initDir!)/config.json is a dense model") }
         model.auxLossScale = Float(1.0 / Double(acc * world))   // MiniMind: (loss + aux) / accumulation, averaged over ranks
         let V = config.vocabSize
-        guard V >= tok.vocabSize else { throw TrainingError.mismatch("model vocab \(V) < tokenizer vocab \(tok.vocabSize)") }
+        try config.checkTokenizer(vocabSize: tok.vocabSize, source: o.initDir ?? "\(o.stage) options")
         var adapters: LoRAAdapters?
         if o.stage == .lora {
             let a = try LoRAAdapters(config: config, rank: o.loraRank, seed: o.seed)

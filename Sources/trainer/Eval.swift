@@ -28,6 +28,7 @@ struct Eval: ParsableCommand {
         if post.task != "loss" { return try post.run(model: model, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen) }
         let m = try MiniMindModel.load(directory: model)
         let tok = try Tokenizer.load(tokenizer ?? model)
+        try m.config.checkTokenizer(vocabSize: tok.vocabSize, source: model)
         let r = try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen,
                                        batchSize: batchSize, threads: threads)
         let line: [String: Any] = ["loss": r.loss, "ppl": r.ppl, "tokens": r.tokens]

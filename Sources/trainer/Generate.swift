@@ -74,6 +74,7 @@ struct Generate: ParsableCommand {
                 prompt = [t.bosTokenId] + t.encode(self.prompt!)
             }
         }
+        if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }
         guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
         let opts = SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,

@@ -24,6 +24,7 @@ struct PostEvalArguments: ParsableArguments {
             try a.merge(into: m)
         }
         let tok = try Tokenizer.load(tokenizer ?? dir)
+        try m.config.checkTokenizer(vocabSize: tok.vocabSize, source: dir)
         var line: [String: Any] = ["task": task, "model": dir]
         if let f = lora { line["lora"] = f }
         switch task {
