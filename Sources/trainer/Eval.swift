@@ -24,6 +24,13 @@ struct Eval: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var post: PostEvalArguments
 
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1 (got \(batchSize))") }
+        guard maxSeqLen >= 2 else { throw ValidationError("--max-seq-len must be ≥ 2 (got \(maxSeqLen))") }
+        guard maxSeqLen <= 1 << 20 else { throw ValidationError("--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))") }
+        guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1 (got \(threads))") }
+    }
+
     func run() throws {
         if post.task != "loss" { return try post.run(model: model, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen) }
         let m = try MiniMindModel.load(directory: model)

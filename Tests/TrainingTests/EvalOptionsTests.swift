@@ -1,0 +1,36 @@
+import XCTest
+import Foundation
+@testable import Training
+import Model
+import Tokenizers
+
+/// Bad input → a clear error naming the file/field, never a runtime trap.
+final class EvalOptionsTests: XCTestCase {
+    var work = ""
+    override func setUpWithError() throws {
+        work = TrainerRunner.tempDir("hard")
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let d = work
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+    }
+
+    /// `eval` options: a zero batch would never advance, tiny/huge sequence lengths would trap or over-allocate.
+    func testEvaluatorRejectsBadOptions() throws {
+        let tok = try Tokenizer.load(TrainerRunner.tokenizer)
+        let cfg = ModelConfig(hiddenSize: 32, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1,
+                              vocabSize: tok.vocabSize, intermediateSize: 64, maxPositionEmbeddings: 64)
+        let m = MiniMindModel(config: cfg, seed: 1)
+        let data = work + "/d.jsonl"
+        try Data("{\"text\": \"hello world\"}\n".utf8).write(to: URL(fileURLWithPath: data))
+        for (bs, T, needle) in [(0, 16, "--batch-size"), (-3, 16, "--batch-size"), (2, 0, "--max-seq-len"),
+                                (2, 1, "--max-seq-len"), (2, 1 << 40, "--max-seq-len")] {
+            XCTAssertThrowsError(try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: T,
+                                                        batchSize: bs, cacheRoot: work)) {
+                XCTAssertTrue("\($0)".contains(needle), "\($0)")
+            }
+        }
+        XCTAssertGreaterThan(try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: 16,
+                                                    batchSize: 2, cacheRoot: work).tokens, 0)
+    }
+
+}
