@@ -118,6 +118,27 @@ public enum Checkpoints {
         }
     }
 
+    /// Checks a resumed `trainer_state.json` against the run: 0 ≤ epoch < epochs, 0 ≤ sample_position ≤ samples,
+    /// 0 ≤ step ≤ the steps the checkpoint's own geometry plans for `epochs`, positive geometry, non-negative counters.
+    /// Throws `TrainingError.badCheckpoint` ("bad checkpoint DIR: field …").
+    public static func validate(_ st: TrainerState, dir: String, datasetSize: Int, epochs: Int) throws {
+        func bad(_ field: String, _ why: String) -> TrainingError {
+            .badCheckpoint(path: dir, reason: "field \(field) (trainer_state.json) \(why)") }
+        if st.worldSize < 1 { throw bad("world_size", "is \(st.worldSize), must be ≥ 1") }
+        if st.batchSize < 1 { throw bad("batch_size", "is \(st.batchSize), must be ≥ 1") }
+        if st.accumulationSteps < 1 { throw bad("accumulation_steps", "is \(st.accumulationSteps), must be ≥ 1") }
+        if st.epoch < 0 || st.epoch >= epochs { throw bad("epoch", "is \(st.epoch), must be in [0, \(epochs)) for --epochs \(epochs)") }
+        if st.samplePosition < 0 || st.samplePosition > datasetSize {
+            throw bad("sample_position", "is \(st.samplePosition), must be in [0, \(datasetSize)] (the number of samples)") }
+        if st.globalSamplesSeen < 0 { throw bad("global_samples_seen", "is \(st.globalSamplesSeen), must be ≥ 0") }
+        let (perStep, o) = st.batchSize.multipliedReportingOverflow(by: st.accumulationSteps)
+        if o { throw bad("batch_size", "× accumulation_steps overflows") }
+        let planned = Pretrainer.plannedSteps(datasetSize: datasetSize, epochs: epochs, fromEpoch: 0, position: 0,
+                                              world: st.worldSize, samplesPerRankPerStep: perStep)
+        if st.step < 0 || st.step > planned {
+            throw bad("step", "is \(st.step), must be in [0, \(planned)] (the steps \(epochs) epochs of \(datasetSize) samples plan)") }
+    }
+
     public static func readOptimizer(_ dir: String, numParameters: Int) throws -> OptimizerSnapshot {
         let p = dir + "/optimizer.safetensors"
         let (tensors, meta) = try readFloatTensors(p)

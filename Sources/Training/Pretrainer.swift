@@ -123,13 +123,16 @@ public final class Pretrainer {
     /// Optimizer steps in the rest of the run from (epoch, position), capped so the total does not exceed `maxSteps`.
     static func plannedSteps(datasetSize n: Int, epochs: Int, fromEpoch: Int, position: Int, world: Int,
                              samplesPerRankPerStep: Int) -> Int {
-        var total = 0
-        for e in fromEpoch ..< epochs {
-            let start = e == fromEpoch ? position : 0
+        // Arithmetic, not a loop over epochs: `--epochs 1000000000000` must not hang. Saturates at Int.max.
+        guard fromEpoch < epochs, n > 0, world > 0, samplesPerRankPerStep > 0 else { return 0 }
+        func steps(from start: Int) -> Int {
             let perRank = n > start ? (n - start + world - 1) / world : 0
-            total += perRank / samplesPerRankPerStep
+            return perRank / samplesPerRankPerStep
         }
-        return total
+        let first = steps(from: max(0, position))
+        let (rest, o1) = (epochs - fromEpoch - 1).multipliedReportingOverflow(by: steps(from: 0))
+        let (total, o2) = first.addingReportingOverflow(rest)
+        return o1 || o2 ? Int.max : total
     }
 
     @discardableResult
@@ -178,6 +181,7 @@ public final class Pretrainer {
             guard st.dataHash == dataHash else {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "it was trained on other data, tokenizer or seed (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
             }
+            try Checkpoints.validate(st, dir: latest.path, datasetSize: dataset.count, epochs: o.epochs)
             let loaded = try MiniMindModel.load(directory: latest.path)
             guard loaded.config == config else {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "its config.json differs from the options (hidden size, layers, vocab)")

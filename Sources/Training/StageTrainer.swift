@@ -177,6 +177,7 @@ public final class StageTrainer {
             guard st.dataHash == dataHash else {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "it was trained on other data, tokenizer, seed or stage (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
             }
+            try Checkpoints.validate(st, dir: latest.path, datasetSize: dataset.count, epochs: o.epochs)
             if let a = adapters { try a.load(path: latest.path + "/" + Self.adapterFile) } else {
                 let loaded = try MiniMindModel.load(directory: latest.path)
                 guard loaded.config == config else { throw TrainingError.badCheckpoint(path: latest.path, reason: "its config.json differs from the model") }
