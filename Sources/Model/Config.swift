@@ -56,7 +56,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     /// MiniMind's rule: 64·⌈(8·hidden/3)/64⌉ (512 → 1408).
     public static func defaultIntermediateSize(hiddenSize: Int) -> Int {
-        let raw = Int(Double(hiddenSize * 8) / 3.0)
+        // Double and clamped: an absurd --hidden-size must reach `validate` (which names it), not trap here.
+        let raw = Int(min(Double(hiddenSize) * 8 / 3.0, Double(1 << 56)))
         return 64 * ((raw + 63) / 64)
     }
 
@@ -117,7 +118,40 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         if !(ropeTheta > 0) { throw bad("rope_theta", "must be > 0") }
         if maxPositionEmbeddings <= 0 { throw bad("max_position_embeddings", "must be > 0") }
         if !tieWordEmbeddings { throw bad("tie_word_embeddings", "must be true (MiniMind ties lm_head to embed_tokens)") }
+        if maxPositionEmbeddings > ModelConfig.maxPositionsLimit {
+            throw bad("max_position_embeddings", "is \(maxPositionEmbeddings), at most \(ModelConfig.maxPositionsLimit) supported") }
         if useMoe { try validateMoE(source: source) }
+        guard let n = checkedParameterCount else {
+            throw bad("hidden_size", "× intermediate_size × layers × vocab_size overflows Int (hidden \(hiddenSize), intermediate \(intermediateSize), layers \(numHiddenLayers), vocab \(vocabSize))") }
+        if n > ModelConfig.maxParameters {
+            throw ModelError("\(source): the model would have \(n) parameters (\(n / 1_000_000) M, \(Int(Double(n) * 16 / Double(1 << 30))) GiB for weights, gradients and AdamW state), more than the supported \(ModelConfig.maxParameters)") }
+    }
+
+    /// Upper bound on the parameter count a config may ask for (fp32 weights + gradients + AdamW m, v = 16 bytes each).
+    public static let maxParameters = 1 << 33
+    /// Upper bound on `max_position_embeddings` (RoPE tables and KV caches are sized from it).
+    public static let maxPositionsLimit = 1 << 24
+
+    /// Total parameter count (every expert included), computed with overflow checking; nil if it overflows `Int`.
+    public var checkedParameterCount: Int? {
+        func mul(_ xs: Int...) -> Int? {
+            var p = 1
+            for x in xs { let (r, o) = p.multipliedReportingOverflow(by: x); if o || x < 0 { return nil }; p = r }
+            return p
+        }
+        func add(_ xs: Int?...) -> Int? {
+            var s = 0
+            for x in xs { guard let x else { return nil }; let (r, o) = s.addingReportingOverflow(x); if o { return nil }; s = r }
+            return s
+        }
+        let C = hiddenSize, I = intermediateSize
+        guard numAttentionHeads > 0 else { return nil }
+        guard let qd = mul(numAttentionHeads, headDim), let kvd = mul(numKeyValueHeads, headDim),
+              let attn = add(mul(C, qd), mul(2, C, kvd), mul(qd, C), mul(2, C)) else { return nil }
+        let experts = useMoe ? add(nRoutedExperts, nSharedExperts) : 1
+        guard let e = experts, let mlp = add(mul(e, 3, C, I), useMoe ? mul(nRoutedExperts, C) : 0),
+              let layer = add(attn, mlp), let layers = mul(numHiddenLayers, layer) else { return nil }
+        return add(mul(vocabSize, C), layers, C)
     }
 
     /// Throws unless every id of a tokenizer with `tokenizerVocabSize` ids has a row in the embedding

@@ -144,6 +144,11 @@ public final class Pretrainer {
 
         // Tokenizer and data.
         let tok = try Tokenizer.load(o.tokenizer)
+        // Model config: validated before anything slow (data cache) or large (parameters) happens.
+        var config = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
+                                 maxPositionEmbeddings: 32768)
+        o.moe.apply(to: &config)
+        try config.validate(source: "pretrain options")
         let cacheRoot = o.cacheDir ?? TokenCache.defaultCacheRoot
         let cache = try Self.loadCache(dataPath: o.dataPath, tokenizer: tok, cacheRoot: cacheRoot, threads: o.threads,
                                        comm: comm, logger: logger)
@@ -152,11 +157,7 @@ public final class Pretrainer {
         let perRankPerStep = B * acc
         let globalPerStep = perRankPerStep * world
 
-        // Model.
-        var config = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
-                                 maxPositionEmbeddings: 32768)
-        o.moe.apply(to: &config)
-        try config.validate(source: "pretrain options")
+        // Model (config validated above, before the data is read).
         let model = MiniMindModel(config: config, seed: o.seed)
         // MiniMind: loss = (ce + aux) / accumulation_steps, gradients averaged over ranks.
         model.auxLossScale = Float(1.0 / Double(acc * world))
