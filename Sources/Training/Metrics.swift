@@ -20,14 +20,26 @@ public final class MetricsWriter {
         try handle.seekToEnd()
     }
 
-    /// Writes `record` as one line of JSON with sorted keys.
+    /// Writes `record` as one line of JSON with sorted keys. Non-finite numbers (NaN, ±inf), which JSON cannot hold,
+    /// are written as `null`.
     public func append(_ record: [String: Any]) throws {
-        var data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+        var data = try JSONSerialization.data(withJSONObject: MetricsWriter.finiteJSON(record), options: [.sortedKeys])
         data.append(0x0A)
         try handle.write(contentsOf: data)
     }
 
     deinit { try? handle.close() }
+
+    /// `value` with every non-finite Double/Float (also inside arrays and dictionaries) replaced by `NSNull`.
+    public static func finiteJSON(_ value: Any) -> Any {
+        switch value {
+        case let d as Double: return d.isFinite ? d : NSNull()
+        case let f as Float: return f.isFinite ? f : NSNull()
+        case let a as [Any]: return a.map(finiteJSON)
+        case let m as [String: Any]: return m.mapValues(finiteJSON)
+        default: return value
+        }
+    }
 }
 
 /// A one-line progress bar redrawn in place on stderr (only when stderr is a terminal).
@@ -71,6 +83,8 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
     case badCheckpoint(path: String, reason: String)
     case invalidOption(String)
     case mismatch(String)
+    /// The loss (or gradient norm) stopped being finite; the run stops before the optimizer applies it.
+    case diverged(String)
 
     public var description: String {
         switch self {
@@ -78,6 +92,7 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
         case let .badCheckpoint(path, reason): return "\(path): bad checkpoint: \(reason)"
         case let .invalidOption(m): return m
         case let .mismatch(m): return m
+        case let .diverged(m): return m
         }
     }
     public var errorDescription: String? { description }

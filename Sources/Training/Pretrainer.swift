@@ -303,6 +303,12 @@ public final class Pretrainer {
             let loss = lossBuf[0] + aux
             let gradNorm = o.gradClip > 0 ? clipGradNorm(model.grads, maxNorm: Float(o.gradClip))
                                            : Model.gradNorm(UnsafeBufferPointer(model.grads))
+            // Every rank holds the same reduced loss and gradient norm, so all stop together; the optimizer has not
+            // applied the step, and no checkpoint of these weights is written.
+            guard loss.isFinite, gradNorm.isFinite else {
+                let bad = loss.isFinite ? Double(gradNorm) : loss
+                throw TrainingError.diverged("\(loss.isFinite ? "gradient norm" : "loss") became \(bad.isNaN ? "NaN" : "\(bad)") at step \(step + 1) (last finite loss \(losses.last.map { String($0) } ?? "none")); lower --learning-rate or resume from an earlier checkpoint")
+            }
             let lr = cosineLR(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
             adam.step(params: model.params, grads: UnsafeBufferPointer(model.grads), lr: Float(lr))
 

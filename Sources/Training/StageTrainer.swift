@@ -314,6 +314,12 @@ public final class StageTrainer {
             let aux = lossBuf[2] / Double(world)
             let loss = lossBuf[0] + aux, extra = lossBuf[1]
             let gradNorm = o.gradClip > 0 ? clipGradNorm(trainG, maxNorm: Float(o.gradClip)) : Model.gradNorm(UnsafeBufferPointer(trainG))
+            // Every rank holds the same reduced loss and gradient norm, so all stop together; the optimizer has not
+            // applied the step, and no checkpoint of these weights is written.
+            guard loss.isFinite, gradNorm.isFinite else {
+                let bad = loss.isFinite ? Double(gradNorm) : loss
+                throw TrainingError.diverged("\(loss.isFinite ? "gradient norm" : "loss") became \(bad.isNaN ? "NaN" : "\(bad)") at step \(step + 1) (last finite loss \(losses.last.map { String($0) } ?? "none")); lower --learning-rate or resume from an earlier checkpoint")
+            }
             let lr = cosineLR(step: step, totalSteps: totalSteps, baseLR: o.learningRate)
             adam.step(params: trainP, grads: UnsafeBufferPointer(trainG), lr: Float(lr))
 
