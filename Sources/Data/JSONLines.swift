@@ -35,6 +35,10 @@ public struct JSONLChunkReader {
     public init(path: String, chunkBytes: Int = 8 << 20) throws {
         self.path = path
         self.chunkBytes = chunkBytes
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            throw DataError.cannotOpen(path: path, reason: "is a directory; the data path must be a .jsonl file")
+        }
         guard let h = FileHandle(forReadingAtPath: path) else {
             throw DataError.cannotOpen(path: path, reason: "no such file or not readable")
         }

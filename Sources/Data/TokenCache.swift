@@ -15,6 +15,8 @@ public struct SourceIdentity: Codable, Equatable, Sendable {
     public static func of(path: String) throws -> SourceIdentity {
         var st = stat()
         guard stat(path, &st) == 0 else { throw DataError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else {
+            throw DataError.cannotOpen(path: path, reason: "is a directory; the data path must be a .jsonl file") }
         let size = UInt64(st.st_size)
         let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
         guard let h = FileHandle(forReadingAtPath: path) else { throw DataError.cannotOpen(path: path, reason: "not readable") }

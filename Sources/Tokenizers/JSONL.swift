@@ -53,6 +53,10 @@ public enum JSONLReader {
 
     /// Like `forEachLine(handle:…)` for a file path.
     public static func forEachLine(path: String, _ body: (Data, Int, Int) throws -> Void) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            throw TokenizerError.unreadable(path: path, reason: "is a directory, expected a .jsonl file")
+        }
         guard let h = FileHandle(forReadingAtPath: path) else {
             throw TokenizerError.unreadable(path: path, reason: "cannot open for reading")
         }

@@ -65,7 +65,24 @@ public enum TokenizerWriter {
     /// Writes both files into `dir` atomically: everything is written under a temporary directory beside `dir`
     /// and renamed into place only once complete; on error nothing is left behind.
     /// - Throws: `TokenizerError.training` when `dir` exists and is not a directory, or a write fails.
+    /// Checks that `dir` can become the output directory: it is a directory or does not exist, and its nearest
+    /// existing ancestor is a writable directory. Throws `TokenizerError.training` naming the path and the problem.
+    public static func checkOutputDirectory(_ dir: String) throws {
+        let fm = FileManager.default
+        let url = URL(fileURLWithPath: dir).standardizedFileURL
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: url.path, isDirectory: &isDir) {
+            if !isDir.boolValue { throw TokenizerError.training("--out \(dir) exists and is not a directory") }
+            return
+        }
+        var p = url.deletingLastPathComponent()
+        while !fm.fileExists(atPath: p.path, isDirectory: &isDir) && p.path != "/" { p = p.deletingLastPathComponent() }
+        if !isDir.boolValue { throw TokenizerError.training("--out \(dir): \(p.path) is a file, not a directory") }
+        if !fm.isWritableFile(atPath: p.path) { throw TokenizerError.training("--out \(dir): directory \(p.path) is not writable") }
+    }
+
     public static func write(_ r: BPETrainer.Result, to dir: String) throws {
+        try checkOutputDirectory(dir)
         let fm = FileManager.default
         let url = URL(fileURLWithPath: dir).standardizedFileURL
         let parent = url.deletingLastPathComponent()

@@ -91,6 +91,28 @@ public enum Checkpoints {
         return final
     }
 
+    /// Prepares `outDir` for a run (rank 0, before anything is written): creates it (an existing non-directory is an
+    /// error naming the path), removes leftovers of a killed run (`.checkpoint-N.tmp-PID`, `.final.tmp-PID`,
+    /// `.NAME.old-PID`), and refuses a fresh (non-`--resume`) run into a directory that holds another run's
+    /// checkpoints, which would otherwise be mixed with the new ones.
+    public static func prepareOutDir(_ outDir: String, resume: Bool) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: outDir, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw TrainingError.io(path: outDir, reason: "--out-dir exists and is not a directory") }
+        } else {
+            do { try fm.createDirectory(atPath: outDir, withIntermediateDirectories: true) } catch {
+                throw TrainingError.io(path: outDir, reason: "cannot create the --out-dir directory (\(describeFileError(error, path: outDir)))")
+            }
+        }
+        for n in (try? fm.contentsOfDirectory(atPath: outDir)) ?? [] where n.hasPrefix(".") && (n.contains(".tmp-") || n.contains(".old-")) {
+            try? fm.removeItem(atPath: (outDir as NSString).appendingPathComponent(n))
+        }
+        if !resume, let last = list(outDir: outDir).last {
+            throw TrainingError.invalidOption("\(outDir) already holds checkpoints of another run (\((last.path as NSString).lastPathComponent)); pass --resume to continue it, or choose another --out-dir")
+        }
+    }
+
     /// Complete checkpoints in `outDir` (those holding `trainer_state.json`), sorted by step, oldest first.
     public static func list(outDir: String) -> [(step: Int, path: String)] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: outDir) else { return [] }
@@ -153,6 +175,21 @@ public enum Checkpoints {
         }
         return OptimizerSnapshot(m: m, v: v, step: s)
     }
+}
+
+/// A short reason for a file-system error (the POSIX reason when there is one; never the NSCocoa wording).
+func describeFileError(_ error: Error, path: String) -> String {
+    let ns = error as NSError
+    if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(u.code)))
+    }
+    if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+    var p = (path as NSString).deletingLastPathComponent
+    let fm = FileManager.default
+    while !p.isEmpty && p != "/" && !fm.fileExists(atPath: p) { p = (p as NSString).deletingLastPathComponent }
+    var isDir: ObjCBool = false
+    if !p.isEmpty, fm.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue { return "\(p) is a file, not a directory" }
+    return ns.localizedDescription
 }
 
 // MARK: - Minimal fp32 safetensors I/O for the optimizer state (format: u64 LE header size, JSON header, raw data).

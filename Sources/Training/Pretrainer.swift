@@ -139,8 +139,7 @@ public final class Pretrainer {
     public func run() throws -> PretrainSummary {
         let o = options
         try o.validate()
-        let fm = FileManager.default
-        if rank == 0 { try fm.createDirectory(atPath: o.outDir, withIntermediateDirectories: true) }
+        if rank == 0 { try Checkpoints.prepareOutDir(o.outDir, resume: o.resume) }
 
         // Tokenizer and data.
         let tok = try Tokenizer.load(o.tokenizer)

@@ -111,8 +111,7 @@ public final class StageTrainer {
     public func run() throws -> PretrainSummary {
         let o = options
         try o.validate()
-        let fm = FileManager.default
-        if rank == 0 { try fm.createDirectory(atPath: o.outDir, withIntermediateDirectories: true) }
+        if rank == 0 { try Checkpoints.prepareOutDir(o.outDir, resume: o.resume) }
         let tokPath = o.tokenizer ?? o.initDir!
         let tok = try Tokenizer.load(tokPath)
 

@@ -68,6 +68,7 @@ struct TokenizerTrain: ParsableCommand {
             guard vocabSize >= 259 else {
                 throw TokenizerError.training("--vocab-size must be at least 259 (3 specials + 256 byte symbols), got \(vocabSize)")
             }
+            try TokenizerWriter.checkOutputDirectory(out)   // before the (long) training, not after
             let start = Date()
             var lastReport = Date.distantPast
             let progress: (String, Int, Int) -> Void = { stage, done, total in

@@ -51,7 +51,15 @@ final class TrainerTests: XCTestCase {
         let file = base.appendingPathComponent("afile").path
         XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         XCTAssertThrowsError(try TokenizerWriter.write(r, to: file))
+        // Output below a file (`file/sub`): a message naming the file, not an NSCocoa error; nothing written.
+        XCTAssertThrowsError(try TokenizerWriter.write(r, to: file + "/sub")) {
+            XCTAssertTrue("\($0)".contains("\(file) is a file, not a directory"), "\($0)")
+        }
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: base.path)), ["out", "afile"])
+        // A directory given as jsonl input.
+        XCTAssertThrowsError(try JSONLReader.forEachLine(path: base.path) { _, _, _ in }) {
+            XCTAssertTrue("\($0)".contains("is a directory"), "\($0)")
+        }
     }
 
     /// Optional cross-check with the real Hugging Face libraries when python has them.
