@@ -248,6 +248,28 @@ public struct SamplingOptions: Sendable {
     }
 }
 
+extension SamplingOptions {
+    /// Validates the options shared by `generate`, `chat` and `serve`; errors (`ModelError`) name the command-line
+    /// option. With `vocabSize`, the eos id must be an id of the model; with `maxPositions` and `promptLength`, the
+    /// prompt must fit `max_position_embeddings` and so must prompt + `maxNewTokens` (bounds the KV-cache allocation).
+    public func validate(vocabSize: Int? = nil, maxPositions: Int? = nil, promptLength: Int? = nil) throws {
+        if !(temperature.isFinite && temperature >= 0) {
+            throw ModelError("--temperature must be a finite number ≥ 0 (got \(temperature))") }
+        if !(topP > 0 && topP <= 1) { throw ModelError("--top-p must be in (0, 1] (got \(topP))") }
+        if topK < 0 { throw ModelError("--top-k must be ≥ 0 (got \(topK))") }
+        if !(repetitionPenalty.isFinite && repetitionPenalty > 0) {
+            throw ModelError("--repetition-penalty must be a finite number > 0 (got \(repetitionPenalty))") }
+        if maxNewTokens <= 0 { throw ModelError("--max-new-tokens must be > 0 (got \(maxNewTokens))") }
+        if let v = vocabSize, let e = eosTokenId, e < 0 || Int(e) >= v {
+            throw ModelError("--eos-id \(e) is not an id of the model (vocab_size \(v))") }
+        if let P = maxPositions, let n = promptLength {
+            if n > P { throw ModelError("the prompt has \(n) tokens, more than the model's max_position_embeddings \(P)") }
+            if maxNewTokens > P - n {
+                throw ModelError("--max-new-tokens \(maxNewTokens) exceeds max_position_embeddings \(P) − prompt length \(n) = \(P - n)") }
+        }
+    }
+}
+
 /// Yields generated ids one at a time (a `Sequence`), decoding incrementally with a KV cache: the prompt is run
 /// once, then one token per step. `lastLogits` holds the raw logits `[V]` the last id was chosen from.
 public final class TokenGenerator: Sequence, IteratorProtocol {
@@ -285,6 +307,13 @@ public enum Sampler {
     public static func sample(logits raw: [Float], history: [Int32], options o: SamplingOptions, rng: inout SplitMix64) -> Int32 {
         var logits = raw
         let V = logits.count
+        // A diverged model can produce NaN/±inf logits: clamp them (NaN → lowest) so sampling stays defined instead of
+        // trapping on an empty candidate set.
+        if !logits.allSatisfy({ $0.isFinite }) {
+            for j in 0..<V where !logits[j].isFinite {
+                logits[j] = logits[j] == .infinity ? Float.greatestFiniteMagnitude / 4 : -Float.greatestFiniteMagnitude / 4
+            }
+        }
         if o.repetitionPenalty != 1 {
             var seen = [Bool](repeating: false, count: V)
             for id in history where id >= 0 && Int(id) < V && !seen[Int(id)] { seen[Int(id)] = true; logits[Int(id)] /= o.repetitionPenalty }
@@ -356,6 +385,7 @@ public enum Sampler {
         let u = Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) * sum
         var acc = 0.0
         for i in 0..<n { acc += p[cand[i]]; if u < acc { return Int32(cand[i]) } }
+        guard n > 0 else { return Int32(logits.indices.max { logits[$0] < logits[$1] } ?? 0) }
         return Int32(cand[n - 1])
     }
 }

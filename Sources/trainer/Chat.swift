@@ -36,10 +36,11 @@ struct Chat: ParsableCommand {
     @Option(help: "OpenBLAS threads.") var threads: Int?
 
     func validate() throws {
-        if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
-        if maxNewTokens <= 0 { throw ValidationError("--max-new-tokens must be > 0") }
         if historyTurns < 0 { throw ValidationError("--history-turns must be ≥ 0") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        do {
+            try SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
+                                repetitionPenalty: repetitionPenalty).validate()
+        } catch { throw ValidationError("\(error)") }
     }
 
     func run() throws {

@@ -35,8 +35,12 @@ struct Generate: ParsableCommand {
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
         if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT") }
-        if temperature < 0 { throw ValidationError("--temperature must be ≥ 0") }
-        if maxNewTokens < 0 { throw ValidationError("--max-new-tokens must be ≥ 0") }
+        if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
+            throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
+        do {
+            try SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
+                                repetitionPenalty: repetitionPenalty).validate()
+        } catch { throw ValidationError("\(error)") }
     }
 
     func loadTokenizer(required: Bool) throws -> Tokenizer? {
@@ -79,6 +83,7 @@ struct Generate: ParsableCommand {
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
         let opts = SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
                                    repetitionPenalty: repetitionPenalty, seed: seed, eosTokenId: eos)
+        try opts.validate(vocabSize: m.config.vocabSize, maxPositions: m.config.maxPositionEmbeddings, promptLength: prompt.count)
         let gen = TokenGenerator(model: m, promptIds: prompt, options: opts)
         if ids {
             let out = Array(gen)
