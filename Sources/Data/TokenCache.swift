@@ -106,8 +106,10 @@ public final class TokenCache: @unchecked Sendable {
     }
 
     /// Opens an existing cache if it is complete and matches the current source file and tokenizer; nil otherwise.
+    /// An inconsistent cache (sizes, offsets not increasing or outside `tokens.bin`, with `vocabSize` ids outside
+    /// [0, vocabSize)) is treated as stale: nil, so `openOrBuild` rebuilds it.
     public static func openIfValid(dataPath: String, field: String = "text", tokenizerFingerprint: String,
-                                   cacheRoot: String) throws -> TokenCache? {
+                                   cacheRoot: String, vocabSize: Int? = nil) throws -> TokenCache? {
         let dir = directory(for: dataPath, field: field, tokenizerFingerprint: tokenizerFingerprint, cacheRoot: cacheRoot)
         let metaPath = dir + "/meta.json"
         guard let data = FileManager.default.contents(atPath: metaPath),
@@ -115,13 +117,27 @@ public final class TokenCache: @unchecked Sendable {
         let src = try SourceIdentity.of(path: dataPath)
         guard meta.formatVersion == formatVersion, meta.source == src, meta.tokenizerFingerprint == tokenizerFingerprint,
               meta.field == field else { return nil }
-        return try TokenCache(directory: dir, meta: meta)
+        guard let cache = try? TokenCache(directory: dir, meta: meta) else { return nil }
+        if let v = vocabSize, cache.firstIdOutside(0 ..< v) != nil { return nil }
+        return cache
+    }
+
+    /// Index of the first token id outside `range`, nil if all are inside (one linear pass over `tokens.bin`).
+    func firstIdOutside(_ range: Range<Int>) -> Int? {
+        let lo = Int32(clamping: range.lowerBound), hi = Int32(clamping: range.upperBound)
+        let ids = UnsafeBufferPointer(start: tokensMap.pointer.assumingMemoryBound(to: Int32.self), count: meta.numTokens)
+        for i in 0 ..< ids.count {
+            let v = Int32(littleEndian: ids[i])
+            if v < lo || v >= hi { return i }
+        }
+        return nil
     }
 
     /// Opens the cache, (re)building it first when it is missing or stale. Returns the cache and whether it was built.
     public static func openOrBuild(dataPath: String, field: String = "text", tokenizer: Tokenizer, cacheRoot: String,
                                    threads: Int, progress: ((Int, UInt64) -> Void)? = nil) throws -> (TokenCache, built: Bool) {
-        if let c = try openIfValid(dataPath: dataPath, field: field, tokenizerFingerprint: tokenizer.fingerprint, cacheRoot: cacheRoot) {
+        if let c = try openIfValid(dataPath: dataPath, field: field, tokenizerFingerprint: tokenizer.fingerprint, cacheRoot: cacheRoot,
+                                   vocabSize: tokenizer.vocabSize) {
             return (c, false)
         }
         return (try build(dataPath: dataPath, field: field, tokenizer: tokenizer, cacheRoot: cacheRoot,
@@ -199,11 +215,25 @@ public final class TokenCache: @unchecked Sendable {
     init(directory: String, meta: TokenCacheMeta) throws {
         self.directory = directory
         self.meta = meta
+        guard meta.numSamples >= 0, meta.numSamples < Int.max / 16, meta.numTokens >= 0, meta.numTokens < Int.max / 8 else {
+            throw DataError.badCache(path: directory, reason: "meta.json counts out of range") }
         tokensMap = try MappedFile(path: directory + "/tokens.bin")
         indexMap = try MappedFile(path: directory + "/index.bin")
         guard indexMap.count == (meta.numSamples + 1) * 8, tokensMap.count == meta.numTokens * 4 else {
             throw DataError.badCache(path: directory, reason: "file sizes do not match meta.json")
         }
+        // Offsets: start at 0, never decrease, end at numTokens (so every sample lies inside tokens.bin).
+        let off = UnsafeBufferPointer(start: indexMap.pointer.assumingMemoryBound(to: UInt64.self), count: meta.numSamples + 1)
+        var prev: UInt64 = 0
+        for i in 0 ..< off.count {
+            let o = UInt64(littleEndian: off[i])
+            if (i == 0 && o != 0) || o < prev || o > UInt64(meta.numTokens) {
+                throw DataError.badCache(path: directory, reason: "index.bin offset \(i) = \(o) is not increasing within [0, \(meta.numTokens)]")
+            }
+            prev = o
+        }
+        if prev != UInt64(meta.numTokens) {
+            throw DataError.badCache(path: directory, reason: "index.bin ends at \(prev), tokens.bin holds \(meta.numTokens)") }
     }
 }
 

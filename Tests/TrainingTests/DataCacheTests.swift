@@ -77,6 +77,28 @@ final class DataCacheTests: XCTestCase {
         XCTAssertEqual(leftovers, [])
     }
 
+    /// An inconsistent cache (offsets not increasing / outside tokens.bin, ids ≥ vocab) is detected on open and rebuilt.
+    func testInconsistentCacheIsRebuilt() throws {
+        let path = try write(["one two", "three four five"], to: "inc.jsonl")
+        let root = work + "/cache-inc"
+        let dir = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1).0.directory
+        func patch(_ file: String, at offset: UInt64, _ bytes: [UInt8]) throws {
+            let h = try XCTUnwrap(FileHandle(forUpdatingAtPath: dir + "/" + file))
+            try h.seek(toOffset: offset); try h.write(contentsOf: Data(bytes)); try h.close()
+        }
+        let badOffset = withUnsafeBytes(of: UInt64(1_000_000).littleEndian) { Array($0) }
+        let badId = withUnsafeBytes(of: Int32(999_999).littleEndian) { Array($0) }
+        for (file, off, bytes) in [("index.bin", UInt64(8), badOffset), ("tokens.bin", UInt64(0), badId)] {
+            try patch(file, at: off, bytes)
+            XCTAssertThrowsError(try TokenCache(directory: dir, meta: try JSONDecoder().decode(TokenCacheMeta.self,
+                from: Data(contentsOf: URL(fileURLWithPath: dir + "/meta.json")))).firstIdOutside(0 ..< tok.vocabSize).map {
+                    throw DataError.badCache(path: dir, reason: "id at \($0)") })
+            let (c, built) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1)
+            XCTAssertTrue(built, "\(file): the corrupt cache must be rebuilt")
+            XCTAssertEqual(Array(c.tokens(1)), tok.encode("three four five"))
+        }
+    }
+
     func testMalformedLineErrorNamesFileAndLineAndLeavesNoCache() throws {
         let p = work + "/bad.jsonl"
         try "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": 3}\n".write(toFile: p, atomically: true, encoding: .utf8)
