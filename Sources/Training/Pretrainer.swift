@@ -44,6 +44,7 @@ public struct PretrainOptions: Codable, Sendable {
         try check(batchSize >= 1, "--batch-size must be ≥ 1")
         try check(accumulationSteps >= 1, "--accumulation-steps must be ≥ 1")
         try check(maxSeqLen >= 2, "--max-seq-len must be ≥ 2")
+        try check(maxSeqLen <= 1 << 20, "--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))")
         try check(learningRate > 0, "--learning-rate must be > 0")
         try check(logInterval >= 1, "--log-interval must be ≥ 1")
         try check(saveInterval >= 1, "--save-interval must be ≥ 1")
@@ -156,6 +157,7 @@ public final class Pretrainer {
         let perRankPerStep = B * acc
         let globalPerStep = perRankPerStep * world
 
+        try checkForwardSize(rows: B, seqLen: T, config: config)
         // Model (config validated above, before the data is read).
         let model = MiniMindModel(config: config, seed: o.seed)
         // MiniMind: loss = (ce + aux) / accumulation_steps, gradients averaged over ranks.

@@ -77,6 +77,7 @@ public struct StageOptions: Codable, Sendable {
         try check(batchSize >= 1, "--batch-size must be ≥ 1")
         try check(accumulationSteps >= 1, "--accumulation-steps must be ≥ 1")
         try check(maxSeqLen >= 2, "--max-seq-len must be ≥ 2")
+        try check(maxSeqLen <= 1 << 20, "--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))")
         try check(learningRate > 0, "--learning-rate must be > 0")
         try check(logInterval >= 1 && saveInterval >= 1, "--log-interval and --save-interval must be ≥ 1")
         try check(maxSteps == nil || maxSteps! >= 1, "--max-steps must be ≥ 1")
@@ -139,6 +140,7 @@ public final class StageTrainer {
             model = MiniMindModel(config: c, seed: o.seed)
         }
         let config = model.config
+        try checkForwardSize(rows: rowsPerBatch, seqLen: T, config: config)
         if o.moe.useMoe && !config.useMoe { throw TrainingError.mismatch("--use-moe: \(o.initDir!)/config.json is a dense model") }
         model.auxLossScale = Float(1.0 / Double(acc * world))   // MiniMind: (loss + aux) / accumulation, averaged over ranks
         let V = config.vocabSize

@@ -33,4 +33,20 @@ final class EvalOptionsTests: XCTestCase {
                                                     batchSize: 2, cacheRoot: work).tokens, 0)
     }
 
+
+    /// Training stages refuse sequence lengths past max_position_embeddings and micro-batches whose logits would not
+    /// fit memory (instead of allocating terabytes); the options cap --max-seq-len before any data is read.
+    func testHugeSequenceOrBatchIsRefused() throws {
+        let cfg = ModelConfig(hiddenSize: 32, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1,
+                              vocabSize: 6400, intermediateSize: 64, maxPositionEmbeddings: 1024)
+        XCTAssertNoThrow(try checkForwardSize(rows: 4, seqLen: 1024, config: cfg))
+        XCTAssertThrowsError(try checkForwardSize(rows: 4, seqLen: 1025, config: cfg)) {
+            XCTAssertTrue("\($0)".contains("max_position_embeddings 1024"), "\($0)") }
+        XCTAssertThrowsError(try checkForwardSize(rows: 1 << 20, seqLen: 1000, config: cfg)) {
+            XCTAssertTrue("\($0)".contains("--batch-size"), "\($0)") }
+        XCTAssertThrowsError(try checkForwardSize(rows: Int.max / 2, seqLen: 1000, config: cfg))
+        var o = PretrainOptions()
+        o.maxSeqLen = 1 << 40
+        XCTAssertThrowsError(try o.validate()) { XCTAssertTrue("\($0)".contains("--max-seq-len"), "\($0)") }
+    }
 }
