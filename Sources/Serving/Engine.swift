@@ -74,11 +74,11 @@ public final class GenerationEngine: @unchecked Sendable {
     }
 
     /// Loads a model directory (MiniMind or Hugging Face Llama layout, see `MiniMindModel.load(huggingFaceDirectory:)`)
-    /// and its tokenizer. `lora` is refused: LoRA adapters do not exist in this code base yet.
+    /// and its tokenizer; `lora`, when given, is an adapter file merged into the weights (`MiniMindModel.mergeLoRA`).
     public static func load(model dir: String, tokenizer: String? = nil, lora: String? = nil, contextLength: Int? = nil,
                             maxBatch: Int = 8) throws -> GenerationEngine {
-        if let lora { throw ServingError("--lora \(lora): LoRA adapters are not supported yet") }
         let m = try MiniMindModel.load(huggingFaceDirectory: dir)
+        if let lora { try m.mergeLoRA(path: lora) }
         let t = try locateTokenizer(model: dir, explicit: tokenizer)
         let name = URL(fileURLWithPath: dir).standardizedFileURL.lastPathComponent
         return try GenerationEngine(model: m, tokenizer: t, modelName: name.isEmpty ? "swiftmind" : name, contextLength: contextLength,

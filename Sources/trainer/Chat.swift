@@ -19,7 +19,7 @@ struct Chat: ParsableCommand {
         """)
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
-    @Option(help: "LoRA adapter file (not supported yet).") var lora: String?
+    @Option(help: "LoRA adapter file (from `trainer lora`), merged into the weights at load.") var lora: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
     var tokenizer: String?
     @Argument(help: "One-shot message (\"-\" = read stdin).") var prompt: String?

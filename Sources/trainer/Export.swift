@@ -19,7 +19,7 @@ struct Export: ParsableCommand {
     @Option(help: "Output directory (hf) or file (gguf).") var out: String
     @Option(help: "hf or gguf.") var format: String
     @Option(help: "f32, f16 or bf16.") var dtype: String = "f32"
-    @Option(help: "LoRA adapter to merge (not supported yet).") var lora: String?
+    @Option(help: "LoRA adapter file (from `trainer lora`) merged into the exported weights.") var lora: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
     var tokenizer: String?
     @Option(help: "Model name written to GGUF general.name (default: the model directory's name).") var name: String?
@@ -30,9 +30,9 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
-        if let lora { throw ValidationError("--lora \(lora): merging LoRA adapters is not supported yet") }
         let dt = ExportDType(rawValue: dtype)!
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
+        if let lora { try m.mergeLoRA(path: lora) }
         let tokFile = try locateTokenizerFile(model: model, explicit: tokenizer)
         let tok = try locateTokenizer(model: model, explicit: tokenizer)
         let modelName = name ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent

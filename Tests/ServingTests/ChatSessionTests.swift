@@ -52,9 +52,32 @@ final class ChatSessionTests: XCTestCase {
         }
     }
 
-    func testLoraIsRefusedClearly() {
-        XCTAssertThrowsError(try GenerationEngine.load(model: golden("generate_model"), tokenizer: minimindTokenizer(), lora: "a.safetensors")) { e in
-            XCTAssertTrue("\(e)".contains("not supported yet"))
+    /// `--lora FILE` merges the adapter into the weights at load: the merged model's logits equal the PyTorch LoRA
+    /// forward W x + B(A x) of shared/golden/lora_step (lora_base + its rank-4 adapters), within 1e-4.
+    func testLoraAdapterIsMergedAtLoad() throws {
+        let g = try SafeTensorsFile(path: golden("lora_step.safetensors"))
+        var w = SafeTensorsWriter()
+        var bNorm: Float = 0
+        for name in g.names where name.hasPrefix("lora.") {
+            let v = try g.floats(name)
+            if name.hasSuffix(".lora.B.weight") { bNorm += v.reduce(0) { $0 + $1 * $1 } }
+            w.add(String(name.dropFirst("lora.".count)), shape: try g.entry(name).shape, floats: v)
+        }
+        XCTAssertGreaterThan(bNorm, 0, "the fixture's B matrices must be non-zero for this test to mean anything")
+        let adapter = NSTemporaryDirectory() + "swiftmind-lora-\(getpid()).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: adapter) }
+        try w.write(to: adapter)
+        let engine = try GenerationEngine.load(model: golden("lora_base"), tokenizer: minimindTokenizer(), lora: adapter)
+        let ids = try g.int32s("input_ids"), want = try g.floats("logits")
+        let shape = try g.entry("input_ids").shape
+        let logits = ids.withUnsafeBufferPointer { engine.model.forward(inputIds: $0, batchSize: shape[0], seqLen: shape[1]) }
+        var maxDiff: Float = 0
+        for i in 0..<want.count { maxDiff = max(maxDiff, abs(logits[i] - want[i])) }
+        XCTAssertLessThanOrEqual(maxDiff, 1e-4, "merged-LoRA logits vs golden: max |diff| \(maxDiff)")
+        // A file that holds no adapter is refused with a message naming it.
+        XCTAssertThrowsError(try GenerationEngine.load(model: golden("lora_base"), tokenizer: minimindTokenizer(),
+                                                       lora: golden("lora_base/model.safetensors"))) { e in
+            XCTAssertTrue("\(e)".contains("lora.A.weight"), "\(e)")
         }
     }
 }
