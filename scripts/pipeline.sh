@@ -47,7 +47,7 @@ SFT=$OUT/sft/final
 
 # 1. SFT on sft.jsonl; author accuracy on the 408 "《标题》的作者是谁？" prompts.
 if has sft; then
-  L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT_EPOCHS:-8}" \
+  L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT_EPOCHS:-14}" \
     --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-2e-3}" --log-interval 20 --save-interval 200
 fi
 if has sft || has sft-eval; then
