@@ -40,7 +40,8 @@ extension MiniMindModel {
     /// `model_type` llama/minimind, silu, no attention/MLP bias, no rope_scaling, `head_dim` = hidden/heads) and the
     /// weights in `model.safetensors` or shards listed by `model.safetensors.index.json` (F32/F16/BF16 → fp32).
     /// Tensor names are HF Llama's; `rotary_emb.inv_freq` buffers are ignored. With `tie_word_embeddings: false`
-    /// the file's `lm_head.weight` is kept as `untiedLMHead` (only when `allowUntiedHead`, i.e. for inference).
+    /// the file's `lm_head.weight` is kept as `untiedLMHead` (only when `allowUntiedHead`, i.e. for inference). A MiniMind
+    /// MoE directory (`use_moe: true`) is loaded with `load(directory:)`.
     /// - Throws: `ModelError` naming the file and field/tensor.
     public static func load(huggingFaceDirectory dir: String, allowUntiedHead: Bool = true) throws -> MiniMindModel {
         let cfgPath = (dir as NSString).appendingPathComponent("config.json")
@@ -60,8 +61,11 @@ extension MiniMindModel {
             throw ModelError("\(cfgPath): field rope_scaling unsupported (only plain RoPE)") }
         if let hd = raw["head_dim"] as? Int, hd != cfg.headDim {
             throw ModelError("\(cfgPath): field head_dim \(hd) ≠ hidden_size/num_attention_heads \(cfg.headDim)") }
-        if (raw["num_experts"] as? Int ?? 0) > 0 || (raw["use_moe"] as? Bool) == true {
-            throw ModelError("\(cfgPath): MoE checkpoints are not supported") }
+        // MiniMind's own MoE layout (use_moe, mlp.gate / mlp.experts.{e} / mlp.shared_experts.{s}) loads natively;
+        // other MoE layouts (e.g. Mixtral's num_local_experts) are refused.
+        if (raw["use_moe"] as? Bool) == true { return try MiniMindModel.load(directory: dir) }
+        if (raw["num_experts"] as? Int ?? 0) > 0 || (raw["num_local_experts"] as? Int ?? 0) > 0 {
+            throw ModelError("\(cfgPath): this MoE layout is not supported (only MiniMind's use_moe layout)") }
         let tied = cfg.tieWordEmbeddings
         if !tied && !allowUntiedHead {
             throw ModelError("\(cfgPath): field tie_word_embeddings = false: an untied lm_head is supported for inference only") }

@@ -33,6 +33,9 @@ struct Export: ParsableCommand {
         let dt = ExportDType(rawValue: dtype)!
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
         if let lora { try m.mergeLoRA(path: lora) }
+        if m.config.useMoe {
+            throw ValidationError("\(model) is a MoE model (use_moe): Llama/GGUF exports hold dense models only; export a dense model")
+        }
         let tokFile = try locateTokenizerFile(model: model, explicit: tokenizer)
         let tok = try locateTokenizer(model: model, explicit: tokenizer)
         let modelName = name ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent

@@ -84,8 +84,25 @@ final class ChatSessionTests: XCTestCase {
 
 final class BatchDecodeTests: XCTestCase {
     /// A batched decode step over sequences of different lengths gives each one's own incremental logits.
-    func testBatchedStepEqualsPerSequenceDecoding() throws {
-        let m = try MiniMindModel.load(directory: golden("generate_model"))
+    func testBatchedStepEqualsPerSequenceDecoding() throws { try checkBatchedDecode(golden("generate_model")) }
+
+    /// The same for MiniMind's MoE variant (the fused decode paths take the MoE MLP branch), and the incremental
+    /// (KV-cache) logits of the last position equal the full training-mode forward's.
+    func testMoEBatchedAndIncrementalDecoding() throws {
+        try checkBatchedDecode(golden("moe"))
+        let m = try MiniMindModel.load(huggingFaceDirectory: golden("moe"))
+        XCTAssertTrue(m.config.useMoe)
+        let ids: [Int32] = [1, 320, 275, 201, 5134, 270, 1055]
+        let V = m.config.vocabSize, T = ids.count
+        let full = Array(ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: 1, seqLen: T) })
+        let inc = m.forwardIncremental(tokens: ids, cache: KVCache(config: m.config, maxLength: 16))
+        var worst: Float = 0
+        for j in 0..<V { worst = max(worst, abs(inc[j] - full[(T - 1) * V + j])) }
+        XCTAssertLessThan(worst, 1e-4, "MoE incremental vs full forward: max |diff| \(worst)")
+    }
+
+    func checkBatchedDecode(_ dir: String) throws {
+        let m = try MiniMindModel.load(directory: dir)
         let V = m.config.vocabSize
         let prompts: [[Int32]] = [[1, 85, 736], [1, 320, 275, 201, 5134, 270, 1055], [2988], [1, 85, 736, 201, 59]]
         let next: [Int32] = [501, 17, 3411, 6000]
