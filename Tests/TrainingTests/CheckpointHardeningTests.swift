@@ -5,14 +5,7 @@ import Model
 import Tokenizers
 
 /// Bad input → a clear error naming the file/field, never a runtime trap.
-final class CheckpointHardeningTests: XCTestCase {
-    var work = ""
-    override func setUpWithError() throws {
-        work = TrainerRunner.tempDir("hard")
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
+final class CheckpointHardeningTests: ScratchDirTestCase {
 
     func rawSafeTensors(_ header: [String: Any], body: Int, headerLength: UInt64? = nil, to name: String) throws -> String {
         var h = try JSONSerialization.data(withJSONObject: header)

@@ -5,14 +5,7 @@ import Model
 import Tokenizers
 
 /// Bad input → a clear error naming the file/field, never a runtime trap.
-final class EvalOptionsTests: XCTestCase {
-    var work = ""
-    override func setUpWithError() throws {
-        work = TrainerRunner.tempDir("hard")
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
+final class EvalOptionsTests: ScratchDirTestCase {
 
     /// `eval` options: a zero batch would never advance, tiny/huge sequence lengths would trap or over-allocate.
     func testEvaluatorRejectsBadOptions() throws {

@@ -104,3 +104,14 @@ enum TrainerRunner {
         return d
     }
 }
+
+/// A test case with a fresh scratch directory `work`, removed after each test.
+class ScratchDirTestCase: XCTestCase {
+    var work = ""
+    override func setUpWithError() throws {
+        work = TrainerRunner.tempDir("hard")
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let d = work
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+    }
+}

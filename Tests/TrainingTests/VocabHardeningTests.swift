@@ -5,14 +5,7 @@ import Model
 import Tokenizers
 
 /// Bad input → a clear error naming the file/field, never a runtime trap.
-final class VocabHardeningTests: XCTestCase {
-    var work = ""
-    override func setUpWithError() throws {
-        work = TrainerRunner.tempDir("hard")
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
+final class VocabHardeningTests: ScratchDirTestCase {
 
     /// A tokenizer with more ids than the model's embedding rows is refused before any forward.
     func testTokenizerLargerThanModelVocabIsRefused() throws {
