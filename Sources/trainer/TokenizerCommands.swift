@@ -24,6 +24,21 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
+/// Runs `body` for each `{…}` jsonl object on stdin with the loaded tokenizer and a buffered stdout; errors are
+/// reported like every tokenizer command (`error: stdin line N: …`, exit 1), after the lines before them are answered.
+func forEachStdinObject(tokenizer path: String,
+                        _ body: (Tokenizer, [String: Any], Int, StdoutBuffer) throws -> Void) throws {
+    try runReportingErrors {
+        let tk = try Tokenizer.load(path)
+        let out = StdoutBuffer()
+        defer { out.flush() }
+        try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
+                                    afterChunk: { out.flush() }) { line, number, _ in
+            try body(tk, try JSONLReader.object(of: line, source: "stdin", line: number), number, out)
+        }
+    }
+}
+
 /// Buffered writer to stdout.
 final class StdoutBuffer {
     var bytes: [UInt8] = []
@@ -129,36 +144,29 @@ struct TokenizerDecode: ParsableCommand {
     @Flag(help: "Drop special tokens (e.g. <|im_start|>) from the text.") var skipSpecialTokens = false
 
     func run() throws {
-        try runReportingErrors {
-            let tk = try Tokenizer.load(tokenizer)
-            let out = StdoutBuffer()
-            defer { out.flush() }
-            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
-                                        afterChunk: { out.flush() }) { line, number, _ in
-                let o = try JSONLReader.object(of: line, source: "stdin", line: number)
-                guard let arr = o["ids"] as? [Any] else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
-                }
-                var ids: [Int32] = []
-                ids.reserveCapacity(arr.count)
-                for (i, v) in arr.enumerated() {
-                    guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15 else {
-                        throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids[\(i)]: expected an integer")
-                    }
-                    let x = Int64(n.doubleValue)
-                    guard x >= 0 && x < Int64(tk.vocabSize) else {
-                        throw TokenizerError.badInputLine(source: "stdin", line: number,
-                            reason: "$.ids[\(i)]: " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)
-                    }
-                    ids.append(Int32(x))
-                }
-                let text: String
-                do { text = try tk.decode(ids, skipSpecialTokens: skipSpecialTokens) } catch let e as TokenizerError {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: e.description)
-                }
-                out.append("{\"text\": " + jsonQuote(text) + "}\n")
-                out.flushIfLarge()
+        try forEachStdinObject(tokenizer: tokenizer) { tk, o, number, out in
+            guard let arr = o["ids"] as? [Any] else {
+                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
             }
+            var ids: [Int32] = []
+            ids.reserveCapacity(arr.count)
+            for (i, v) in arr.enumerated() {
+                guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15 else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids[\(i)]: expected an integer")
+                }
+                let x = Int64(n.doubleValue)
+                guard x >= 0 && x < Int64(tk.vocabSize) else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number,
+                        reason: "$.ids[\(i)]: " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)
+                }
+                ids.append(Int32(x))
+            }
+            let text: String
+            do { text = try tk.decode(ids, skipSpecialTokens: skipSpecialTokens) } catch let e as TokenizerError {
+                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: e.description)
+            }
+            out.append("{\"text\": " + jsonQuote(text) + "}\n")
+            out.flushIfLarge()
         }
     }
 }
@@ -199,27 +207,20 @@ struct TokenizerChatTemplate: ParsableCommand {
     @Flag(help: "Append the assistant generation prompt.") var addGenerationPrompt = false
 
     func run() throws {
-        try runReportingErrors {
-            let tk = try Tokenizer.load(tokenizer)
-            let out = StdoutBuffer()
-            defer { out.flush() }
-            try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
-                                        afterChunk: { out.flush() }) { line, number, _ in
-                let o = try JSONLReader.object(of: line, source: "stdin", line: number)
-                let key = o["conversations"] != nil ? "conversations" : "messages"
-                guard let list = o[key] as? [Any] else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")
-                }
-                var messages: [ChatMessage] = []
-                for (i, m) in list.enumerated() {
-                    guard let d = m as? [String: Any], let role = d["role"] as? String, let content = d["content"] as? String else {
-                        throw TokenizerError.badInputLine(source: "stdin", line: number,
-                                                          reason: "$.\(key)[\(i)]: expected {\"role\": string, \"content\": string}")
-                    }
-                    messages.append(ChatMessage(role: role, content: content))
-                }
-                out.append("{\"text\": " + jsonQuote(try tk.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt)) + "}\n")
+        try forEachStdinObject(tokenizer: tokenizer) { tk, o, number, out in
+            let key = o["conversations"] != nil ? "conversations" : "messages"
+            guard let list = o[key] as? [Any] else {
+                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")
             }
+            var messages: [ChatMessage] = []
+            for (i, m) in list.enumerated() {
+                guard let d = m as? [String: Any], let role = d["role"] as? String, let content = d["content"] as? String else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number,
+                                                      reason: "$.\(key)[\(i)]: expected {\"role\": string, \"content\": string}")
+                }
+                messages.append(ChatMessage(role: role, content: content))
+            }
+            out.append("{\"text\": " + jsonQuote(try tk.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt)) + "}\n")
         }
     }
 }
