@@ -30,6 +30,38 @@ public final class MetricsWriter {
 
     deinit { try? handle.close() }
 
+    /// Keeps only the rows of the metrics file at `path` whose `"step"` is ≤ `step` — on `--resume` from checkpoint-N the
+    /// steps after N are run again, and their rows from the interrupted run would otherwise appear twice. Lines that are
+    /// not a JSON object with an integer `"step"` (a line torn by a kill) are dropped too. The file is rewritten under a
+    /// temporary name and renamed (never half-written); a missing file, or one with nothing to drop, is left alone.
+    /// - Throws: `TrainingError.io` naming the file when it cannot be read or replaced.
+    public static func truncate(path: String, keepingStepsThrough step: Int) throws {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: path) else { return }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw TrainingError.io(path: path, reason: "cannot read (\(describeFileError(error, path: path)))")
+        }
+        let lines = data.split(separator: 0x0A, omittingEmptySubsequences: true)
+        let kept = lines.filter { line in
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                  let s = obj["step"] as? NSNumber, s.doubleValue == s.doubleValue.rounded() else { return false }
+            return s.intValue <= step
+        }
+        guard kept.count != lines.count || data.last.map({ $0 != 0x0A }) == true else { return }
+        var out = Data()
+        for l in kept { out.append(contentsOf: l); out.append(0x0A) }
+        let tmp = path + ".tmp-\(getpid())"
+        do {
+            try out.write(to: URL(fileURLWithPath: tmp))
+            if rename(tmp, path) != 0 { throw TrainingError.io(path: path, reason: "cannot replace (\(String(cString: strerror(errno))))") }
+        } catch {
+            try? fm.removeItem(atPath: tmp)
+            if let e = error as? TrainingError { throw e }
+            throw TrainingError.io(path: tmp, reason: "cannot write (\(describeFileError(error, path: tmp)))")
+        }
+    }
+
     /// `value` with every non-finite Double/Float (also inside arrays and dictionaries) replaced by `NSNull`.
     public static func finiteJSON(_ value: Any) -> Any {
         switch value {

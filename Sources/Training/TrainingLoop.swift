@@ -183,6 +183,7 @@ final class TrainingLoop {
         // Resume: rank 0 reads the newest complete checkpoint; everything is broadcast from rank 0.
         var stateFields = [Int64](repeating: 0, count: 6)   // found, step, epoch, position, seen, adamStep
         var resumedFrom: String?
+        var resumedLoss: Double?   // the checkpoint's last loss (rank 0), reported when no step is left to run
         if o.resume && rank == 0, let latest = Checkpoints.list(outDir: o.outDir).last {
             let st = try Checkpoints.readState(latest.path)
             guard st.dataHash == dataHash else {
@@ -197,10 +198,15 @@ final class TrainingLoop {
                 logger.warning("resuming with a different geometry (world \(st.worldSize)→\(world), batch \(st.batchSize)→\(B), accumulation \(st.accumulationSteps)→\(acc), max_seq_len \(st.maxSeqLen)→\(o.maxSeqLen)): the continuation starts at the same global sample but the loss sequence will differ")
             }
             resumedFrom = latest.path
+            resumedLoss = st.lastLoss
         } else if o.resume && rank == 0 {
             logger.warning("--resume: no complete checkpoint in \(o.outDir), starting from step 0")
         }
         let metricsPath = (o.outDir as NSString).appendingPathComponent("metrics.jsonl")
+        if o.resume && rank == 0 {
+            // The steps after the checkpoint are run again: drop their rows of the interrupted run.
+            try MetricsWriter.truncate(path: metricsPath, keepingStepsThrough: Int(stateFields[1]))
+        }
         try stateFields.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
         try comm.broadcast(UnsafeMutableRawBufferPointer(trainP), root: 0)
         if stateFields[0] == 1 {
@@ -230,7 +236,7 @@ final class TrainingLoop {
         let sampler = DistributedSampler(datasetSize: dataset.count, worldSize: world, rank: rank, seed: o.seed)
 
         var losses: [Double] = []
-        var lastLoss: Double? { losses.last }
+        var lastLoss: Double? { losses.last ?? resumedLoss }
         var commWait = 0.0, stepTime = 0.0, tokensDone = 0.0
         var winExperts = [[Int]](repeating: [Int](repeating: 0, count: config.nRoutedExperts), count: config.numHiddenLayers)
         var winAux = 0.0, winExtra = 0.0
