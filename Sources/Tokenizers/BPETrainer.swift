@@ -42,17 +42,24 @@ public struct BPETrainer {
         }
     }
 
-    /// Feeds every `{"text": …}` line of a jsonl file, streaming.
-    /// - Throws: `TokenizerError.invalidUTF8` / `.badInputLine` naming the 1-based line.
+    /// Feeds every `{"text": …}` line of a jsonl file, streaming; blank lines are skipped.
+    /// - Throws: `TokenizerError.invalidUTF8` / `.badInputLine` naming the 1-based line; `.training` naming the
+    ///   file when it holds no non-empty text (an empty file would otherwise "train" a merge-less tokenizer).
     public mutating func feedJSONL(path: String) throws {
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        var done = 0
+        var done = 0, lines = 0, texts = 0
         let reporter = progress
         try JSONLReader.forEachLine(path: path) { line, number, bytes in
-            let text = try JSONLReader.text(of: line, source: path, line: number)
-            feed(text)
+            lines = number
             done += bytes
+            if JSONLReader.isBlank(line) { return }
+            let text = try JSONLReader.text(of: line, source: path, line: number)
+            if !text.isEmpty { texts += 1 }
+            feed(text)
             if number % 2000 == 0 && done < size { reporter?("Pre-processing sequences", done, size) }
+        }
+        guard texts > 0 else {
+            throw TokenizerError.training("\(path) holds no text to train on (\(lines) line\(lines == 1 ? "" : "s"), none with a non-empty \"text\")")
         }
         progress?("Pre-processing sequences", size, size)
     }

@@ -97,6 +97,19 @@ public enum JSONLReader {
         return t
     }
 
+    /// The integer a `JSONSerialization` value holds: a JSON number with no fractional part and magnitude below
+    /// 2⁵³ (exact in a double); nil for anything else, including `true`/`false` (which Foundation bridges to
+    /// NSNumber 1/0) and numbers like `1.5` or `1e300`.
+    public static func integer(_ v: Any) -> Int64? {
+        guard let n = v as? NSNumber, !JSONNode.isBoolean(v) else { return nil }
+        let d = n.doubleValue
+        guard d == d.rounded(), abs(d) < 9.007_199_254_740_992e15 else { return nil }
+        return Int64(d)
+    }
+
+    /// What kind of JSON value `v` is, for error messages: "a boolean", "a number", "a string", "null", …
+    public static func kind(_ v: Any) -> String { JSONNode.kind(v) }
+
     /// Whether the line holds only whitespace.
     public static func isBlank(_ line: Data) -> Bool {
         line.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }

@@ -51,7 +51,7 @@ struct JSONNode {
     }
 
     func int() throws -> Int {
-        if let n = value as? NSNumber {
+        if let n = value as? NSNumber, !JSONNode.isBoolean(value) {
             let d = n.doubleValue
             if d == d.rounded() && abs(d) < 9.0e15 { return Int(d) }
         }
@@ -59,7 +59,7 @@ struct JSONNode {
     }
 
     func bool() throws -> Bool {
-        if let b = value as? Bool { return b }
+        if JSONNode.isBoolean(value), let b = value as? Bool { return b }
         throw fail("expected true or false, found \(JSONNode.kind(value))")
     }
 
@@ -68,13 +68,22 @@ struct JSONNode {
         return a.enumerated().map { JSONNode(value: $0.element, path: "\(path)[\($0.offset)]", file: file) }
     }
 
+    /// Whether a `JSONSerialization` value is `true`/`false`. Foundation bridges JSON booleans to NSNumber
+    /// (`true as? NSNumber` is 1 and `1 as? Bool` is true), so the boolean class is compared instead.
+    static func isBoolean(_ v: Any) -> Bool {
+        guard let n = v as? NSNumber else { return false }
+        return type(of: n) == booleanClass
+    }
+    private static let booleanClass: NSNumber.Type = type(of: NSNumber(value: true))
+
     static func kind(_ v: Any) -> String {
+        if isBoolean(v) { return "a boolean" }
         switch v {
         case is NSNull: return "null"
         case is String: return "a string"
         case is [Any]: return "an array"
         case is [String: Any]: return "an object"
-        case is NSNumber: return "a number or boolean"
+        case let n as NSNumber: return "the number \(n)"
         default: return "\(type(of: v))"
         }
     }

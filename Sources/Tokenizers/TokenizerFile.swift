@@ -77,6 +77,16 @@ struct TokenizerFile {
             guard id >= 0 && id < Int(Int32.max) else { throw node.fail("token id \(id) is negative or too large") }
             vocab[tok] = Int32(id)
         }
+        // One token per id: Hugging Face `tokenizers` 0.23 loads a vocab with a repeated id silently and then
+        // decodes that id to only one of the tokens, so encode → decode would not round-trip. Rejected here.
+        var tokenOfId = [Int32: String](minimumCapacity: vocab.count)
+        for (tok, id) in vocab {
+            if let other = tokenOfId[id] {
+                let (a, b) = other < tok ? (other, tok) : (tok, other)
+                throw vocabNode.fail("id \(id) is given to two tokens, \(jsonQuote(a)) and \(jsonQuote(b))")
+            }
+            tokenOfId[id] = tok
+        }
         out.vocab = vocab
 
         let mergesNode = try model.require("merges")
@@ -118,6 +128,11 @@ struct TokenizerFile {
                 }
                 let special = try t.field("special")?.bool() ?? false
                 let normalized = try t.field("normalized")?.bool() ?? !special
+                // An added token may repeat a vocab entry (MiniMind's specials do), but not take another token's id.
+                if let other = tokenOfId[Int32(id)], other != content {
+                    throw idNode.fail("id \(id) is given to two tokens, \(jsonQuote(other)) and added token \(jsonQuote(content))")
+                }
+                tokenOfId[Int32(id)] = content
                 out.added.append(AddedToken(id: Int32(id), content: content, special: special, normalized: normalized))
             }
         }

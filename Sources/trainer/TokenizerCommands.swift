@@ -11,21 +11,19 @@ struct TokenizerCommand: ParsableCommand {
                       TokenizerChatTemplate.self, TokenizerBench.self])
 }
 
-/// Runs `body`, printing a `TokenizerError` (or any error) as one clear line on stderr and exiting with 1.
+/// Runs `body`, printing a `TokenizerError` (or any error) as one line `Error: <message>` on stderr (as every
+/// trainer command reports a data error, see InputError.swift) and exiting with 1.
 func runReportingErrors(_ body: () throws -> Void) throws {
-    do { try body() } catch let e as TokenizerError {
-        FileHandle.standardError.write(Data("error: \(e.description)\n".utf8))
-        throw ExitCode(1)
-    } catch let e as ExitCode {
+    do { try body() } catch let e as ExitCode {
         throw e
     } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
         throw ExitCode(1)
     }
 }
 
 /// Runs `body` for each `{…}` jsonl object on stdin with the loaded tokenizer and a buffered stdout; errors are
-/// reported like every tokenizer command (`error: stdin line N: …`, exit 1), after the lines before them are answered.
+/// reported like every tokenizer command (`Error: stdin line N: …`, exit 1), after the lines before them are answered.
 func forEachStdinObject(tokenizer path: String,
                         _ body: (Tokenizer, [String: Any], Int, StdoutBuffer) throws -> Void) throws {
     try runReportingErrors {
@@ -151,10 +149,10 @@ struct TokenizerDecode: ParsableCommand {
             var ids: [Int32] = []
             ids.reserveCapacity(arr.count)
             for (i, v) in arr.enumerated() {
-                guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15 else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids[\(i)]: expected an integer")
+                guard let x = JSONLReader.integer(v) else {
+                    throw TokenizerError.badInputLine(source: "stdin", line: number,
+                                                      reason: "$.ids[\(i)]: expected an integer, found \(JSONLReader.kind(v))")
                 }
-                let x = Int64(n.doubleValue)
                 guard x >= 0 && x < Int64(tk.vocabSize) else {
                     throw TokenizerError.badInputLine(source: "stdin", line: number,
                         reason: "$.ids[\(i)]: " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)

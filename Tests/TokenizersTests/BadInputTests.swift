@@ -54,6 +54,66 @@ final class BadInputTests: XCTestCase {
         }
     }
 
+    /// HF `tokenizers` 0.23 loads a vocab with a repeated id silently (and decodes it to one of the tokens); we reject
+    /// it naming the file, the id and both tokens. Also an added token that takes another token's id, and a boolean id.
+    func testRepeatedIdsAreRejected() throws {
+        func vocab(_ j: inout [String: Any], _ f: (inout [String: Any]) -> Void) {
+            var m = j["model"] as! [String: Any]; var v = m["vocab"] as! [String: Any]; f(&v); m["vocab"] = v; j["model"] = m
+        }
+        let byteA = "a"   // a byte-level symbol of the real vocab
+        let idA = (Fixtures.miniMind.tokenToId(byteA)).map(Int.init)!
+        XCTAssertThrowsError(try load { j in vocab(&j) { $0["zzz"] = idA } }) { e in
+            XCTAssertEqual("\(e)", "t.json: $.model.vocab: id \(idA) is given to two tokens, \"a\" and \"zzz\"")
+        }
+        XCTAssertThrowsError(try load { j in
+            var a = j["added_tokens"] as! [[String: Any]]
+            var t = a[0]; t["id"] = idA; t["content"] = "<x>"; a.append(t); j["added_tokens"] = a
+        }) { e in
+            XCTAssertEqual("\(e)", "t.json: $.added_tokens[3].id: id \(idA) is given to two tokens, \"a\" and added token \"<x>\"")
+        }
+        XCTAssertThrowsError(try load { j in
+            var a = j["added_tokens"] as! [[String: Any]]
+            var t = a[0]; t["id"] = 7000; t["content"] = "<x>"; a.append(t); t["content"] = "<y>"; a.append(t); j["added_tokens"] = a
+        }) { e in
+            XCTAssertEqual("\(e)", "t.json: $.added_tokens[4].id: id 7000 is given to two tokens, \"<x>\" and added token \"<y>\"")
+        }
+        expectError("$.model.vocab[\"a\"]: expected an integer, found a boolean") { j in vocab(&j) { $0["a"] = true } }
+        expectError("$.added_tokens[0].special: expected true or false, found the number 1") { j in
+            var a = j["added_tokens"] as! [[String: Any]]; a[0]["special"] = 1; j["added_tokens"] = a
+        }
+        // The real file (added tokens repeating their vocab entries) still loads.
+        XCTAssertEqual(try load { _ in }.vocabSize, 6400)
+    }
+
+    /// JSON booleans bridge to NSNumber 1/0 in Foundation: `JSONLReader.integer` must not take them for ids.
+    func testJSONIntegerRejectsBooleansAndFractions() throws {
+        let values = try JSONSerialization.jsonObject(with: Data("[true, false, 1, 0, -3, 2.0, 1.5, 1e300, \"4\", null]".utf8)) as! [Any]
+        XCTAssertEqual(values.map { JSONLReader.integer($0) }, [nil, nil, 1, 0, -3, 2, nil, nil, nil, nil])
+        XCTAssertEqual(JSONLReader.kind(values[0]), "a boolean")
+        XCTAssertEqual(JSONLReader.kind(values[6]), "the number 1.5")
+    }
+
+    /// Training on a file with no text (empty, blank lines only, or only empty "text") fails naming the file.
+    func testTrainingOnAFileWithoutTextFails() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("notext-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, content, lines) in [("empty", "", "0 lines"), ("blank", "\n  \n\n", "3 lines"), ("notext", "{\"text\": \"\"}\n", "1 line")] {
+            let path = dir + "/\(name).jsonl"
+            try content.write(toFile: path, atomically: true, encoding: .utf8)
+            var trainer = BPETrainer(vocabSize: 300)
+            XCTAssertThrowsError(try trainer.feedJSONL(path: path)) { e in
+                XCTAssertEqual("\(e)", "tokenizer training: \(path) holds no text to train on (\(lines), none with a non-empty \"text\")")
+            }
+        }
+        // Blank lines between texts are skipped, as the other jsonl readers do.
+        let path = dir + "/ok.jsonl"
+        try "{\"text\": \"hello world\"}\n\n{\"text\": \"hello\"}\n".write(toFile: path, atomically: true, encoding: .utf8)
+        var trainer = BPETrainer(vocabSize: 300)
+        try trainer.feedJSONL(path: path)
+        XCTAssertGreaterThan(try trainer.train().merges.count, 0)
+    }
+
     func testStringFormMergesEncodeTheSame() throws {
         let tk = try load { j in
             var m = j["model"] as! [String: Any]
