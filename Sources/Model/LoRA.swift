@@ -37,7 +37,13 @@ public final class LoRAAdapters {
     /// from N(0, 0.02²) with a SplitMix64/Box–Muller stream seeded by `seed`, B zero.
     /// - Throws: `ModelError` when an MLP projection is square (intermediate_size == hidden_size): not supported.
     public init(config cfg: ModelConfig, rank: Int, seed: UInt64 = 42) throws {
-        precondition(rank >= 1, "LoRA rank must be ≥ 1")
+        guard rank >= 1 else { throw ModelError("LoRA rank must be ≥ 1 (got \(rank))") }
+        // Adapter floats: 2·rank·hidden per adapted projection, at most 4 per layer; a huge rank is an error, not a trap.
+        let (perRank, o1) = (8 * cfg.hiddenSize).multipliedReportingOverflow(by: cfg.numHiddenLayers)
+        let (total, o2) = perRank.multipliedReportingOverflow(by: rank)
+        guard !o1, !o2, total <= ModelConfig.maxParameters else {
+            throw ModelError("LoRA rank \(rank) is too large: the adapters would exceed \(ModelConfig.maxParameters) parameters (hidden_size \(cfg.hiddenSize), \(cfg.numHiddenLayers) layers)")
+        }
         if cfg.intermediateSize == cfg.hiddenSize && !cfg.useMoe {   // MoE: the gate and the experts are never adapted (issue 7)
             throw ModelError("LoRA: square MLP projections (intermediate_size == hidden_size) are not supported")
         }

@@ -30,10 +30,33 @@ struct Bench: ParsableCommand {
     @OptionGroup var moe: MoEArguments
 
     func validate() throws {
-        if steps < 1 { throw ValidationError("--steps must be ≥ 1") }
-        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0") }
+        if steps < 1 || steps > Bench.maxSteps { throw ValidationError("--steps must be in 1…\(Bench.maxSteps) (got \(steps))") }
+        if warmup < 0 || warmup > Bench.maxSteps { throw ValidationError("--warmup must be in 0…\(Bench.maxSteps) (got \(warmup))") }
         if batchSize < 1 || maxSeqLen < 1 { throw ValidationError("--batch-size and --max-seq-len must be ≥ 1") }
+        let positions = ModelConfig().maxPositionEmbeddings
+        if maxSeqLen > positions { throw ValidationError("--max-seq-len must be ≤ max_position_embeddings \(positions) (got \(maxSeqLen))") }
+        if let threads, !(1...OpenBLASRuntime.maxThreads).contains(threads) {
+            throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))") }
+        // Logits [B, T, V] (and the activations with them) scale with B·T: too large is an error, not a trap or a
+        // terabyte allocation. The model's own sizes are checked by ModelConfig.validate in run().
+        _ = try config()
+        let (cells, o1) = batchSize.multipliedReportingOverflow(by: maxSeqLen)
+        let (logits, o2) = cells.multipliedReportingOverflow(by: max(vocabSize, 1))
+        guard !o1, !o2, logits <= 1 << 31 else {
+            throw ValidationError("--batch-size × --max-seq-len × --vocab-size = \(batchSize) × \(maxSeqLen) × \(vocabSize) logits per step is too large (limit 2^31); lower --batch-size or --max-seq-len") }
     }
+
+    /// The model the options describe, validated (an impossible shape is a command-line error).
+    func config() throws -> ModelConfig {
+        var cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
+                              numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
+        moe.settings.apply(to: &cfg)
+        do { try cfg.validate(source: "bench options") } catch { throw ValidationError("\(error)") }
+        return cfg
+    }
+
+    /// Largest --steps / --warmup (a benchmark, not a training run).
+    static let maxSteps = 1_000_000
 
     static func cpuSeconds() -> Double {
         var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
@@ -42,10 +65,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        var cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
-                              numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
-        moe.settings.apply(to: &cfg)
-        try cfg.validate(source: "bench options")
+        let cfg = try config()
         let B = batchSize, T = maxSeqLen, N = B * T
         let m = MiniMindModel(config: cfg, seed: seed)
         m.batchParallel = !noBatchParallel

@@ -40,26 +40,60 @@ struct DebugStep: ParsableCommand {
     @Option(help: "distill: weight of the CE term.") var alpha: Double = 0.5
     @Option(help: "distill: softmax temperature.") var temperature: Double = 2.0
 
+    func validate() throws {
+        func finite(_ v: Double, _ name: String, _ ok: (Double) -> Bool, _ range: String) throws {
+            guard v.isFinite, ok(v) else { throw ValidationError("--\(name) must be \(range) (got \(v))") }
+        }
+        if let lr { try finite(Double(lr), "lr", { $0 >= 0 }, "a finite number ≥ 0") }
+        try finite(Double(beta1), "beta1", { $0 >= 0 && $0 < 1 }, "in [0, 1)")
+        try finite(Double(beta2), "beta2", { $0 >= 0 && $0 < 1 }, "in [0, 1)")
+        try finite(Double(eps), "eps", { $0 > 0 }, "a finite number > 0")
+        try finite(Double(weightDecay), "weight-decay", { $0 >= 0 }, "a finite number ≥ 0")
+        try finite(Double(gradClip), "grad-clip", { $0 >= 0 }, "a finite number ≥ 0 (0 = no clipping)")
+        try finite(beta, "beta", { $0 > 0 }, "a finite number > 0")
+        try finite(alpha, "alpha", { $0 >= 0 && $0 <= 1 }, "in [0, 1]")
+        try finite(temperature, "temperature", { $0 > 0 }, "a finite number > 0")
+        if let threads, !(1...OpenBLASRuntime.maxThreads).contains(threads) {
+            throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))") }
+        if loraRank < 1 { throw ValidationError("--lora-rank must be ≥ 1 (got \(loraRank))") }
+        switch objective {
+        case "lm", "lora": break
+        case "dpo": if reference == nil { throw ValidationError("--objective dpo needs --reference DIR") }
+        case "distill": if teacher == nil { throw ValidationError("--objective distill needs --teacher DIR") }
+        default: throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+        }
+    }
+
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
         let m = try MiniMindModel.load(directory: model)
         let f = try SafeTensorsFile(path: batch)
         let idsE = try f.entry("input_ids"), labE = try f.entry("labels")
-        guard idsE.shape.count == 2 else { throw ValidationError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }
-        guard labE.shape == idsE.shape else { throw ValidationError("\(batch): labels shape \(labE.shape) != input_ids shape \(idsE.shape)") }
+        guard idsE.shape.count == 2 else { throw InputError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }
+        guard labE.shape == idsE.shape else { throw InputError("\(batch): labels shape \(labE.shape) != input_ids shape \(idsE.shape)") }
         let B = idsE.shape[0], T = idsE.shape[1], V = m.config.vocabSize
+        guard B >= 1, T >= 1 else { throw InputError("\(batch): input_ids has shape \(idsE.shape); B and T must be ≥ 1") }
+        // Logits [B, T, V] and the activations scale with B·T: an absurd shape is an error, not a huge allocation.
+        let (cells, o1) = B.multipliedReportingOverflow(by: T), (logitCount, o2) = cells.multipliedReportingOverflow(by: V)
+        guard !o1, !o2, logitCount <= 1 << 31 else {
+            throw InputError("\(batch): input_ids shape [\(B), \(T)] × vocab \(V) gives more than 2^31 logits; use a smaller batch") }
+        guard T <= m.config.maxPositionEmbeddings else {
+            throw InputError("\(batch): T = \(T) is more than the model's max_position_embeddings \(m.config.maxPositionEmbeddings)") }
         let ids = try f.int32s("input_ids"), labels = try f.int32s("labels")
         var mask = [Float](repeating: 1, count: B * T)
         if let e = f.entries["loss_mask"] {
-            guard e.shape == idsE.shape else { throw ValidationError("\(batch): loss_mask shape \(e.shape) != [\(B), \(T)]") }
+            guard e.shape == idsE.shape else { throw InputError("\(batch): loss_mask shape \(e.shape) != [\(B), \(T)]") }
             mask = try f.floats("loss_mask")
+            for (i, v) in mask.enumerated() where !(v.isFinite && v >= 0) {
+                throw InputError("\(batch): loss_mask[\(i / T)][\(i % T)] = \(v); mask values must be finite and ≥ 0") }
         }
         for (i, id) in ids.enumerated() where id < 0 || Int(id) >= V {
-            throw ValidationError("\(batch): input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(V))") }
+            throw InputError("\(batch): input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(V))") }
         for (i, l) in labels.enumerated() where mask[i] != 0 && (l < 0 || Int(l) >= V) {
-            throw ValidationError("\(batch): labels[\(i / T)][\(i % T)] = \(l) outside [0, \(V)) where loss_mask is \(mask[i])") }
+            throw InputError("\(batch): labels[\(i / T)][\(i % T)] = \(l) outside [0, \(V)) where loss_mask is \(mask[i])") }
         let norm = mask.reduce(0, +)
-        guard norm > 0 else { throw ValidationError("\(batch): loss_mask is all zero") }
+        guard norm.isFinite else { throw InputError("\(batch): loss_mask sums to \(norm) (too large for Float)") }
+        guard norm > 0 else { throw InputError("\(batch): loss_mask is all zero") }
 
         var w = SafeTensorsWriter()
         var loss: Float
@@ -79,8 +113,8 @@ struct DebugStep: ParsableCommand {
             loss = Float(sum / Double(norm))
             m.backward(dLogits: logits)
         case "dpo":
-            guard let refDir = reference else { throw ValidationError("--objective dpo needs --reference DIR") }
-            guard B % 2 == 0 else { throw ValidationError("\(batch): dpo needs an even B (chosen rows then rejected rows), got \(B)") }
+            let refDir = reference!   // validate() requires it
+            guard B % 2 == 0 else { throw InputError("\(batch): dpo needs an even B (chosen rows then rejected rows), got \(B)") }
             let ref = try MiniMindModel.load(directory: refDir, withGradients: false)
             let refLogits = ids.withUnsafeBufferPointer { ref.forward(inputIds: $0, batchSize: B, seqLen: T) }
             let refLP = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
@@ -94,9 +128,9 @@ struct DebugStep: ParsableCommand {
             loss = Float(r.lossSum / Double(B / 2))
             m.backward(dLogits: logits)
         case "distill":
-            guard let tDir = teacher else { throw ValidationError("--objective distill needs --teacher DIR") }
+            let tDir = teacher!   // validate() requires it
             let t = try MiniMindModel.load(directory: tDir, withGradients: false)
-            guard t.config.vocabSize == V else { throw ValidationError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
+            guard t.config.vocabSize == V else { throw InputError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
             let tLogits = ids.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: B, seqLen: T) }
             m.zeroGrad()
             let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }

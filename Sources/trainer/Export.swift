@@ -34,7 +34,7 @@ struct Export: ParsableCommand {
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
         if let lora { try m.mergeLoRA(path: lora) }
         if m.config.useMoe {
-            throw ValidationError("\(model) is a MoE model (use_moe): Llama/GGUF exports hold dense models only; export a dense model")
+            throw InputError("\(model) is a MoE model (use_moe): Llama/GGUF exports hold dense models only; export a dense model")
         }
         let tokFile = try locateTokenizerFile(model: model, explicit: tokenizer)
         let tok = try locateTokenizer(model: model, explicit: tokenizer)

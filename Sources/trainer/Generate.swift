@@ -52,7 +52,7 @@ struct Generate: ParsableCommand {
             let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
             if FileManager.default.fileExists(atPath: file) { return try Tokenizer.load(c) }
         }
-        if required { throw ValidationError("no tokenizer.json found (tried \(candidates.joined(separator: ", "))); pass --tokenizer") }
+        if required { throw InputError("no tokenizer.json found (tried \(candidates.joined(separator: ", "))); pass --tokenizer") }
         return nil
     }
 

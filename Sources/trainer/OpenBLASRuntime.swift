@@ -19,7 +19,8 @@ enum OpenBLASRuntime {
     }
 
     /// Called first thing in main. Re-execs at most once (guarded by an environment variable); an explicit
-    /// OPENBLAS_CORETYPE is kept. Then logs the kernel and thread count to stderr.
+    /// OPENBLAS_CORETYPE is kept. Logs nothing: main calls `logStartup()` once a command is about to run (not for
+    /// `--help` or a command-line error).
     static func ensureFastKernel() {
         if getenv("OPENBLAS_CORETYPE") == nil, getenv(guardVariable) == nil, let core = preferredCoreType() {
             setenv("OPENBLAS_CORETYPE", core, 1)
@@ -28,7 +29,6 @@ enum OpenBLASRuntime {
             // execv only returns on failure: keep running with whatever kernel was loaded.
             FileHandle.standardError.write("[openblas] re-exec with OPENBLAS_CORETYPE=\(core) failed (errno \(errno))\n".data(using: .utf8)!)
         }
-        logStartup()
     }
 
     static var coreName: String { String(cString: openblas_get_corename()) }
@@ -38,10 +38,13 @@ enum OpenBLASRuntime {
         FileHandle.standardError.write("[openblas] core \(coreName), \(threads) threads\n".data(using: .utf8)!)
     }
 
-    /// `--threads N` (N > 0) → openblas_set_num_threads(N).
+    /// Largest `--threads` the commands accept (OpenBLAS caps the count at its build's MAX_CPU_NUMBER anyway).
+    static let maxThreads = 1024
+
+    /// `--threads N` (N > 0) → openblas_set_num_threads(N), N capped at `maxThreads`.
     static func setThreads(_ n: Int?) {
         guard let n, n > 0 else { return }
-        openblas_set_num_threads(Int32(n))
+        openblas_set_num_threads(Int32(min(n, maxThreads)))
         FileHandle.standardError.write("[openblas] threads set to \(threads)\n".data(using: .utf8)!)
     }
 }

@@ -10,5 +10,23 @@ struct Trainer: ParsableCommand {
                       Chat.self, Serve.self, Export.self, BenchDecode.self])
 }
 
+/// The commands that do work: the leaves of the subcommand tree.
+let trainerLeafCommands: Set<ObjectIdentifier> = {
+    func leaves(_ t: ParsableCommand.Type) -> [ParsableCommand.Type] {
+        let subs = t.configuration.subcommands
+        return subs.isEmpty ? [t] : subs.flatMap(leaves)
+    }
+    return Set(leaves(Trainer.self).map { ObjectIdentifier($0) })
+}()
+
+// Trainer.main() spelled out, so that the OpenBLAS line is logged only when a command actually runs (not for
+// --help or a command-line mistake). The re-exec that picks the fast kernel must still come first.
 OpenBLASRuntime.ensureFastKernel()
-Trainer.main()
+do {
+    var command = try Trainer.parseAsRoot()
+    // Only for one of our leaf commands: `--help`/`help` parse to ArgumentParser's help command, a bare group prints help.
+    if trainerLeafCommands.contains(ObjectIdentifier(type(of: command))) { OpenBLASRuntime.logStartup() }
+    try command.run()
+} catch {
+    Trainer.exit(withError: error)
+}

@@ -38,7 +38,9 @@ enum TrainerRunner {
 
     /// Runs `trainer args` (np 1: directly; np > 1: under mpirun with the TCP/shared-memory transports, as the
     /// Distributed tests do). Fails the test when the binary or mpirun is missing.
-    static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil) throws -> Run {
+    /// `stdin`, when given, is written to the process's standard input (then closed); otherwise stdin is inherited.
+    static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil,
+                    stdin: String? = nil) throws -> Run {
         guard let exe = trainer else {
             XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
             throw XCTSkip("no trainer binary")
@@ -65,6 +67,13 @@ enum TrainerRunner {
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out; p.standardError = err
+        if let stdin {   // from a file, so an early exit of the process cannot race a pipe write
+            let file = NSTemporaryDirectory() + "swiftmind-stdin-\(UUID().uuidString.prefix(8))"
+            try Data(stdin.utf8).write(to: URL(fileURLWithPath: file))
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            guard let h = FileHandle(forReadingAtPath: file) else { throw CocoaError(.fileReadUnknown) }
+            p.standardInput = h
+        }
         final class Box: @unchecked Sendable { var data = Data() }
         let o = Box(), e = Box()
         let group = DispatchGroup()
