@@ -21,6 +21,11 @@ struct DataInspect: ParsableCommand {
     @Option(help: "Show at most N samples.") var limit: Int?
     @Flag(help: "One JSON line per row.") var json = false
 
+    func validate() throws {
+        if !["sft", "reason", "dpo", "pretrain"].contains(stage) {
+            throw ValidationError("--stage must be sft, reason, dpo or pretrain (got \(stage))") }
+    }
+
     func run() throws {
         let tok = try Tokenizer.load(tokenizer)
         var rows: [(ids: [Int32], labels: [Int32], mask: [Float])] = []

@@ -16,6 +16,11 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference) or author (the answer names the author of a reference \"…的作者是X。\").")
     var match: String = "exact"
 
+    func validate() throws {
+        if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
+            throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
+    }
+
     func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
         let m = try MiniMindModel.load(directory: dir)
         if let f = lora {

@@ -106,6 +106,14 @@ final class CLIErrorTests: XCTestCase {
         }
     }
 
+    /// Bad choices of --stage / --task are command-line mistakes, checked before anything is read.
+    func testBadChoicesShowTheSubcommandUsage() throws {
+        assertUsageError(try TrainerRunner.run(["data", "inspect", "--stage", "x", "--tokenizer", TrainerRunner.tokenizer, "--data", work + "/d.jsonl"], timeout: 60),
+                         "--stage must be sft, reason, dpo or pretrain (got x)", usage: "data inspect ")
+        assertUsageError(try TrainerRunner.run(["eval", "--task", "x", "--model", golden + "/model", "--data", work + "/d.jsonl"], timeout: 60),
+                         "--task must be loss, sft-loss, exact-match, preference or format (got x)", usage: "eval [<options>]")
+    }
+
     /// Missing files are data errors: no usage line.
     func testMissingFilesPrintNoUsage() throws {
         let r = try TrainerRunner.run(["debug-step", "--model", work + "/nomodel", "--batch", work + "/b.safetensors", "--out", work + "/o"], timeout: 60)
