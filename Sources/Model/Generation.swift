@@ -288,8 +288,9 @@ func attentionColumns(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: 
 
 extension MiniMindModel {
     /// One decoding step for `B = tokens.count` independent sequences (continuous batching): token b runs at
-    /// position `caches[b].length` of its own cache, which grows by one. The projections run as one sgemm over the
-    /// B rows (the weights are read once per step instead of once per sequence); attention is per sequence.
+    /// position `caches[b].length` of its own cache, which grows by one. The projections run as sgemms over the
+    /// B rows (the weights are read once per step instead of once per sequence), their output columns split over the
+    /// OpenBLAS threads; attention runs per sequence, the sequences spread over the same threads.
     /// Writes the logits `[B, V]` into `logits` (count B·V). B = 1 takes the matrix-vector path of
     /// `forwardIncremental`. Same math as `forward`.
     /// - Precondition: `caches.count == B ≥ 1`, distinct caches, each with room for one more position.
@@ -307,28 +308,44 @@ extension MiniMindModel {
         let maxTotal = caches.map { $0.length + 1 }.max()!
         ensureRope(maxTotal)
         let scale = 1 / Float(hd).squareRoot()
-        let sizes = [B * C, B * C, B * C, B, B * QKV, B * QD, B * 2 * I, B * I, maxTotal]
+        let workers = workerCount()
+        let sizes = [B * C, B * C, B * C, B, B * QKV, B * QD, B * 2 * I, B * I, workers * maxTotal]
         let arena = FPtr.allocate(capacity: sizes.reduce(0, +))
         defer { arena.deallocate() }
         var ptrs: [FPtr] = [], cur = arena
         for n in sizes { ptrs.append(cur); cur += n }
         let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
         let P = paramPtr, cosT = rope.cos, sinT = rope.sin
+        /// out[B, OC] (row stride ldo) = inp[B, IC] · W[OC, IC]ᵀ. With a few rows OpenBLAS spends its time packing
+        /// the weights, and its own threads slow it down: the output columns are split over the workers instead,
+        /// each packing only its share with a single-threaded sgemm.
+        func linear(_ o: FPtr, _ inp: CFPtr, _ w: CFPtr, _ ic: Int, _ oc: Int, ldo: Int? = nil) {
+            let ld = ldo ?? oc
+            if workers > 1 {
+                parallelTasks(workers, workers: workers) { part, _ in
+                    let n0 = oc * part / workers, n1 = oc * (part + 1) / workers
+                    sgemm(false, true, B, n1 - n0, ic, 1, inp, ic, w + n0 * ic, ic, 0, o + n0, ld)
+                }
+            } else {
+                sgemm(false, true, B, oc, ic, 1, inp, ic, w, ic, 0, o, ld)
+            }
+        }
         tokens.withUnsafeBufferPointer { ids in
             embedding_forward(x, ids.baseAddress!, P + embedOffset, B, C)
             for l in 0..<cfg.numHiddenLayers {
                 let lo = layerOffsets[l]
                 rmsnorm_forward(ln, rstd, x, P + lo.ln1, B, C, eps)
                 if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
-                    sgemm(false, true, B, QKV, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
+                    linear(qkv, ln, P + lo.q, C, QKV)
                 } else {
-                    sgemm(false, true, B, QD, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
-                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.k, C, 0, qkv + QD, QKV)
-                    sgemm(false, true, B, KVD, C, 1, ln, C, P + lo.v, C, 0, qkv + QD + KVD, QKV)
+                    linear(qkv, ln, P + lo.q, C, QD, ldo: QKV)
+                    linear(qkv + QD, ln, P + lo.k, C, KVD, ldo: QKV)
+                    linear(qkv + QD + KVD, ln, P + lo.v, C, KVD, ldo: QKV)
                 }
-                for b in 0..<B {
+                // Attention: one task per sequence (its own cache and length) on the workers.
+                parallelTasks(B, workers: workers) { b, worker in
                     let cache = caches[b], pos = cache.length, total = pos + 1, mx = cache.maxLength
-                    let row = qkv + b * QKV
+                    let row = qkv + b * QKV, Sw = S + worker * maxTotal
                     rope_apply(row, cosT, sinT, 1, 1, H, hd, pos0: pos, rowStride: QKV)
                     rope_apply(row + QD, cosT, sinT, 1, 1, KVH, hd, pos0: pos, rowStride: QKV)
                     let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
@@ -336,32 +353,29 @@ extension MiniMindModel {
                     (vl + pos * KVD).update(from: row + QD + KVD, count: KVD)
                     for h in 0..<H {
                         let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
-                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), row + h * hd, 1, 0, S, 1)
-                        var rmax = -Float.infinity
-                        for j in 0..<total where S[j] > rmax { rmax = S[j] }
-                        var sum: Float = 0
-                        for j in 0..<total { let e = expf(S[j] - rmax); S[j] = e; sum += e }
-                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), S, 1, 0, y + b * QD + h * hd, 1)
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), row + h * hd, 1, 0, Sw, 1)
+                        let sum = expShiftSum(Sw, total, shift: maxOf(Sw, total))
+                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), Sw, 1, 0, y + b * QD + h * hd, 1)
                     }
                 }
-                sgemm(false, true, B, C, QD, 1, y, QD, P + lo.o, QD, 0, tmp, C)
+                linear(tmp, y, P + lo.o, QD, C)
                 residual_forward(x, x, tmp, B * C)
                 rmsnorm_forward(ln, rstd, x, P + lo.ln2, B, C, eps)
                 if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: B) } else {
-                if lo.up == lo.gate + I * C {
-                    sgemm(false, true, B, 2 * I, C, 1, ln, C, P + lo.gate, C, 0, gu, 2 * I)
-                    swiglu_forward_fused(hbuf, gu, B, I)
-                } else {
-                    matmul_forward(gu, ln, P + lo.gate, B, C, I)
-                    matmul_forward(gu + B * I, ln, P + lo.up, B, C, I)
-                    swiglu_forward(hbuf, gu, gu + B * I, B * I)
-                }
-                sgemm(false, true, B, C, I, 1, hbuf, I, P + lo.down, I, 0, tmp, C)
+                    if lo.up == lo.gate + I * C {
+                        linear(gu, ln, P + lo.gate, C, 2 * I)
+                        swiglu_forward_fused(hbuf, gu, B, I)
+                    } else {
+                        matmul_forward(gu, ln, P + lo.gate, B, C, I)
+                        matmul_forward(gu + B * I, ln, P + lo.up, B, C, I)
+                        swiglu_forward(hbuf, gu, gu + B * I, B * I)
+                    }
+                    linear(tmp, hbuf, P + lo.down, I, C)
                 }
                 residual_forward(x, x, tmp, B * C)
             }
             rmsnorm_forward(ln, rstd, x, P + normOffset, B, C, eps)
-            sgemm(false, true, B, V, C, 1, ln, C, outputHeadPointer, C, 0, out.baseAddress!, V)
+            linear(out.baseAddress!, ln, outputHeadPointer, C, V)
         }
         for c in caches { c.length += 1 }
     }
