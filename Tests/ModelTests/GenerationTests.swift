@@ -39,6 +39,38 @@ final class GenerationTests: XCTestCase {
         XCTAssertLessThan(d, 1e-4)
     }
 
+    /// Prefill in chunks of several tokens after earlier positions (p0 > 0, M > 1, chunks longer than the attention
+    /// query block) gives the full forward's logits at each chunk's last position, with 1 and 2 worker threads:
+    /// dense models (transposed prefill, fused and golden layouts) and MoE (row-major prefill).
+    func testChunkedPrefillEqualsFullForward() throws {
+        let random = MiniMindModel(config: ModelConfig(hiddenSize: 128, numHiddenLayers: 2, numAttentionHeads: 4,
+                                                       numKeyValueHeads: 2, vocabSize: 512), seed: 3)
+        let models = [("generate_model", try MiniMindModel.load(directory: golden("generate_model"))),
+                      ("random hidden 128", random),
+                      ("moe", try MiniMindModel.load(directory: golden("moe"), withGradients: false))]
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.count = saved }
+        for (name, m) in models {
+            let V = m.config.vocabSize
+            var rng = SplitMix64(seed: 11)
+            let seq = (0..<83).map { _ in Int32(3 + rng.next() % UInt64(min(V, 6000) - 3)) }
+            let full = Array(seq.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: 1, seqLen: seq.count) })
+            for threads in [1, 2] {
+                ComputeThreads.count = threads
+                let cache = KVCache(config: m.config, maxLength: seq.count)
+                var end = 0, worst: Float = 0
+                for chunk in [37, 1, 40, 5] {
+                    let lg = m.forwardIncremental(tokens: Array(seq[end..<(end + chunk)]), cache: cache)
+                    end += chunk
+                    XCTAssertEqual(cache.length, end)
+                    for j in 0..<V { worst = max(worst, abs(lg[j] - full[(end - 1) * V + j])) }
+                }
+                XCTAssertLessThan(worst, 1e-4, "\(name), \(threads) threads")
+                print("chunked prefill vs full forward (\(name), \(threads) threads): max |diff| = \(worst)")
+            }
+        }
+    }
+
     func testSamplingIsSeededAndFilters() {
         let logits: [Float] = [1, 5, 3, 4.9, -2, 0]
         var o = SamplingOptions(temperature: 1, topP: 1, topK: 2, seed: 1)
