@@ -8,7 +8,7 @@
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # NP (2), CONFIG (release | debug), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS, REASON_EPOCHS,
-# DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
+# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -78,8 +78,8 @@ fi
 # 4. Reasoning SFT on 90% of reason.jsonl; think/answer format rate on the held-out prompts.
 if has reason; then
   L reason --init "$SFT" --data-path "$OUT/data/reason_train.jsonl" --out-dir "$OUT/reason" --epochs "${REASON_EPOCHS:-3}" \
-    --batch-size 8 --max-seq-len 256 --learning-rate "${REASON_LR:-1e-3}" --log-interval 20 --save-interval 200
-  E eval --task format --model "$OUT/reason/final" --data "$OUT/data/reason_test.jsonl" --max-new-tokens 300 \
+    --batch-size 8 --max-seq-len "${REASON_SEQ:-512}" --learning-rate "${REASON_LR:-1e-3}" --log-interval 20 --save-interval 200
+  E eval --task format --model "$OUT/reason/final" --data "$OUT/data/reason_test.jsonl" --max-new-tokens "${REASON_MAX_NEW:-2048}" \
     --answers "$OUT/reason_answers.jsonl"
 fi
 
