@@ -42,7 +42,7 @@ final class Activations {
         self.capN = capN; self.capT = capT
         maxWorkers = min(64, max(ProcessInfo.processInfo.activeProcessorCount, workerCount()))
         let L = cfg.numHiddenLayers, C = cfg.hiddenSize, QD = cfg.qDim, QKV = cfg.qDim + 2 * cfg.kvDim
-        let I = cfg.intermediateSize, H = cfg.numAttentionHeads, V = cfg.vocabSize
+        let I = cfg.intermediateSize, H = cfg.numAttentionHeads
         let n = capN
         let sizes: [Int] = [
             (L + 1) * n * C, L * n * C, L * n * C, L * n * C, L * n, L * n, L * n * QKV, L * n * QD, L * n * H, cfg.useMoe ? 0 : L * n * 2 * I,

@@ -141,7 +141,8 @@ public enum Checkpoints {
     }
 
     /// Checks a resumed `trainer_state.json` against the run: 0 ≤ epoch < epochs, 0 ≤ sample_position ≤ samples,
-    /// 0 ≤ step ≤ the steps the checkpoint's own geometry plans for `epochs`, positive geometry, non-negative counters.
+    /// 0 ≤ step ≤ epochs × samples (each step takes at least one sample, whatever world size or batch earlier segments
+    /// of the run used), positive geometry, non-negative counters.
     /// Throws `TrainingError.badCheckpoint` ("bad checkpoint DIR: field …").
     public static func validate(_ st: TrainerState, dir: String, datasetSize: Int, epochs: Int) throws {
         func bad(_ field: String, _ why: String) -> TrainingError {
@@ -153,12 +154,15 @@ public enum Checkpoints {
         if st.samplePosition < 0 || st.samplePosition > datasetSize {
             throw bad("sample_position", "is \(st.samplePosition), must be in [0, \(datasetSize)] (the number of samples)") }
         if st.globalSamplesSeen < 0 { throw bad("global_samples_seen", "is \(st.globalSamplesSeen), must be ≥ 0") }
-        let (perStep, o) = st.batchSize.multipliedReportingOverflow(by: st.accumulationSteps)
+        let (_, o) = st.batchSize.multipliedReportingOverflow(by: st.accumulationSteps)
         if o { throw bad("batch_size", "× accumulation_steps overflows") }
-        let planned = Pretrainer.plannedSteps(datasetSize: datasetSize, epochs: epochs, fromEpoch: 0, position: 0,
-                                              world: st.worldSize, samplesPerRankPerStep: perStep)
-        if st.step < 0 || st.step > planned {
-            throw bad("step", "is \(st.step), must be in [0, \(planned)] (the steps \(epochs) epochs of \(datasetSize) samples plan)") }
+        // The bound is the one every geometry shares (one sample per step), not the checkpoint's own geometry's plan:
+        // a run resumed with a larger global batch (more ranks, a bigger --batch-size) has taken more steps than that
+        // geometry plans, and its checkpoints must stay resumable.
+        let (maxSteps, o2) = max(datasetSize, 1).multipliedReportingOverflow(by: epochs)
+        let limit = o2 ? Int.max : maxSteps
+        if st.step < 0 || st.step > limit {
+            throw bad("step", "is \(st.step), must be in [0, \(limit)] (\(epochs) epochs of \(datasetSize) samples, at least one sample per step)") }
     }
 
     public static func readOptimizer(_ dir: String, numParameters: Int) throws -> OptimizerSnapshot {

@@ -8,11 +8,12 @@ import Training
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Held-out masked loss and perplexity of a model on a pretrain jsonl: prints {\"loss\", \"ppl\", \"tokens\"}.")
+        abstract: "Evaluate a model, one JSON line: held-out loss/perplexity on a pretrain jsonl (default), or --task sft-loss | exact-match | preference | format.")
 
     @Option(name: .customLong("model"), help: "Model directory (config.json, model.safetensors, tokenizer files).")
     var model: String
-    @Option(name: .customLong("data"), help: "jsonl with one {\"text\": …} per line.")
+    @Option(name: [.customLong("data"), .customLong("data-path"), .customLong("data_path")],
+            help: "jsonl: {\"text\"} lines (loss), {\"conversations\"} (sft-loss, exact-match, format) or {\"chosen\", \"rejected\"} (preference).")
     var data: String
     @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], help: "Tokens per sample (truncate/pad).")
     var maxSeqLen: Int = 512
@@ -33,12 +34,13 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         if post.task != "loss" { return try post.run(model: model, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen) }
-        let m = try MiniMindModel.load(directory: model)
+        let m = try post.loadModel(model)
         let tok = try Tokenizer.load(tokenizer ?? model)
         try m.config.checkTokenizer(vocabSize: tok.vocabSize, source: model)
         let r = try Evaluator.evaluate(model: m, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen,
                                        batchSize: batchSize, threads: threads)
-        let line: [String: Any] = ["loss": r.loss, "ppl": r.ppl, "tokens": r.tokens]
+        var line: [String: Any] = ["loss": r.loss, "ppl": r.ppl, "tokens": r.tokens]
+        if let f = post.lora { line["lora"] = f }
         let d = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
         print(String(decoding: d, as: UTF8.self))
     }

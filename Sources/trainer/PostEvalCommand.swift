@@ -21,13 +21,19 @@ struct PostEvalArguments: ParsableArguments {
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
     }
 
-    func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
+    /// The model of `dir` with `--lora` merged into it when given (every task, the default `loss` included).
+    func loadModel(_ dir: String) throws -> MiniMindModel {
         let m = try MiniMindModel.load(directory: dir)
         if let f = lora {
             let a = try LoRAAdapters(config: m.config, rank: try LoRAAdapters.rank(inFile: f))
             try a.load(path: f)
             try a.merge(into: m)
         }
+        return m
+    }
+
+    func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
+        let m = try loadModel(dir)
         let tok = try Tokenizer.load(tokenizer ?? dir)
         try m.config.checkTokenizer(vocabSize: tok.vocabSize, source: dir)
         var line: [String: Any] = ["task": task, "model": dir]

@@ -43,6 +43,22 @@ final class CLIErrorTests: XCTestCase {
         }
     }
 
+    /// `eval`'s default task (loss) used to ignore `--lora`: a missing adapter file must now fail, naming it.
+    func testEvalLossAppliesTheLoRAAdapter() throws {
+        let data = work + "/eval.jsonl"
+        try "{\"text\": \"床前明月光，疑是地上霜。\"}\n".write(toFile: data, atomically: true, encoding: .utf8)
+        let base = ["eval", "--model", golden + "/lora_base", "--tokenizer", TrainerRunner.tokenizer, "--data-path", data,
+                    "--max-seq-len", "16"]
+        let ok = try TrainerRunner.run(base, timeout: 120)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("\"loss\""), ok.stdout)
+        let missing = work + "/no_such_adapter.safetensors"
+        let r = try TrainerRunner.run(base + ["--lora", missing], timeout: 120)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertNotEqual(r.status, 0, r.stdout)
+        XCTAssertTrue(r.stderr.contains(missing), r.stderr)
+    }
+
     func testTokenizerTrainOnAFileWithoutTextFails() throws {
         let data = work + "/blank.jsonl"
         try "\n \n".write(toFile: data, atomically: true, encoding: .utf8)

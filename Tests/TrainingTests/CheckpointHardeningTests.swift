@@ -50,13 +50,16 @@ final class CheckpointHardeningTests: ScratchDirTestCase {
                                 worldSize: 1, batchSize: 2, accumulationSteps: 1, learningRate: 1e-3, maxSeqLen: 16,
                                 dataHash: "x", lastLoss: nil)
         XCTAssertNoThrow(try Checkpoints.validate(good, dir: "D", datasetSize: 20, epochs: 1))
+        // Resumed with a larger batch after 9 steps of 1 sample: more steps than batch 8 plans (3), still resumable.
+        var grown = good; grown.step = 12; grown.batchSize = 8; grown.samplePosition = 20
+        XCTAssertNoThrow(try Checkpoints.validate(grown, dir: "D", datasetSize: 20, epochs: 1))
         var cases: [(TrainerState, String)] = []
         var s = good; s.epoch = 99; cases.append((s, "field epoch"))
         s = good; s.epoch = -1; cases.append((s, "field epoch"))
         s = good; s.samplePosition = -5; cases.append((s, "field sample_position"))
         s = good; s.samplePosition = 21; cases.append((s, "field sample_position"))
         s = good; s.step = -1; cases.append((s, "field step"))
-        s = good; s.step = 11; cases.append((s, "field step"))
+        s = good; s.step = 21; cases.append((s, "field step"))
         s = good; s.batchSize = 0; cases.append((s, "field batch_size"))
         s = good; s.worldSize = -2; cases.append((s, "field world_size"))
         for (st, needle) in cases {
