@@ -258,24 +258,15 @@ public final class OpenAIServer: @unchecked Sendable {
         }
         if !req.stream {
             defer { job.cancel() }
-            // The answer is written only at the end, so a client that disconnects cannot show up as a failed write as
-            // it does for a stream: watch the inbound side of the connection while generating (Hummingbird ends it
-            // when the client closes) and cancel the generation then. Hummingbird closes the connection after this
-            // response (its request-part iterator is consumed), hence `Connection: close`.
-            let result: GenerationResult? = try await request.body.consumeWithInboundCloseHandler({ _ in
-                var result: GenerationResult?
-                for try await ev in stream { if case let .finished(r) = ev { result = r } }
-                return result
-            }, onInboundClosed: { job.cancel() })
+            var result: GenerationResult?
+            for try await ev in stream { if case let .finished(r) = ev { result = r } }
             guard let r = result else { throw OpenAIError(.internalServerError, "generation ended without a result", type: "server_error") }
-            var response = jsonResponse([
+            return jsonResponse([
                 "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": NSNull(),
                 "choices": [["index": 0, "message": ["role": "assistant", "content": r.text], "logprobs": NSNull(),
                              "finish_reason": r.finishReason.rawValue] as [String: Any]],
                 "usage": usage(r),
             ])
-            response.headers[.connection] = "close"
-            return response
         }
         let log = logger
         let includeUsage = req.includeUsage
