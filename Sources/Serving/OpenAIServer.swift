@@ -150,11 +150,13 @@ public struct ChatCompletionRequest {
     }
 }
 
-/// Rejects /v1 requests without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape).
+/// Rejects every request without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape) except exactly
+/// `GET /health` (liveness probes). Deny by default: the router also matches path variants such as `//v1/models`,
+/// so the check must not depend on a path prefix.
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path.hasPrefix("/v1") {
+        if !(request.method == .get && request.uri.path == "/health") {
             let given = request.headers[.authorization] ?? ""
             let expected = "Bearer " + key
             // Length-independent comparison of the whole header.
@@ -176,8 +178,10 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do { return try await next(request, context) } catch let e as OpenAIError { throw e } catch let e as HTTPResponseError {
             let type = e.status.code >= 500 ? "server_error" : "invalid_request_error"
             var msg = e.status.reasonPhrase
+            var code: String?
             if e.status == .notFound { msg = "Unknown request URL: \(request.method) \(request.uri.path)." }
-            throw OpenAIError(e.status, msg, type: type)
+            if e.status == .contentTooLarge { msg = "Request body is too large."; code = "request_too_large" }
+            throw OpenAIError(e.status, msg, type: type, code: code)
         } catch {
             logger.error("request \(request.method) \(request.uri.path) failed: \(error)")
             throw OpenAIError(.internalServerError, "Internal error: \(error)", type: "server_error")
@@ -227,8 +231,13 @@ public final class OpenAIServer: @unchecked Sendable {
     func chatCompletions(_ request: Request) async throws -> Response {
         var request = request
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPError where e.status == .contentTooLarge {
+        do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPResponseError where e.status == .contentTooLarge {
+            // Hummingbird throws NIOTooManyBytesError (an HTTPResponseError with status 413).
             throw OpenAIError(.contentTooLarge, "Request body exceeds the limit of \(configuration.maxBodyBytes) bytes.", code: "request_too_large")
+        } catch {
+            // The client closed (or the connection broke) before sending the whole body: its fault, not ours.
+            logger.info("request body incomplete: \(error)")
+            throw OpenAIError(.badRequest, "The request body is incomplete: \(error).", code: "incomplete_body")
         }
         let req = try ChatCompletionRequest.parse(Data(buffer.readableBytesView), defaults: configuration)
         let promptIds: [Int32]
@@ -260,7 +269,11 @@ public final class OpenAIServer: @unchecked Sendable {
             defer { job.cancel() }
             var result: GenerationResult?
             for try await ev in stream { if case let .finished(r) = ev { result = r } }
-            guard let r = result else { throw OpenAIError(.internalServerError, "generation ended without a result", type: "server_error") }
+            // The only cancellation of a non-streaming job is the server's shutdown (the engine finishes the stream
+            // without a result for jobs cancelled while queued): answer 503, never a "cancelled" finish_reason.
+            guard let r = result, r.finishReason != .cancelled else {
+                throw OpenAIError(.serviceUnavailable, "The server is shutting down; the request was not completed. Retry later.",
+                                  type: "server_error", code: "server_shutting_down") }
             return jsonResponse([
                 "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": NSNull(),
                 "choices": [["index": 0, "message": ["role": "assistant", "content": r.text], "logprobs": NSNull(),

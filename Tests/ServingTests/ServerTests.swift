@@ -287,4 +287,73 @@ final class ServerTests: XCTestCase {
         // The listening socket is closed.
         XCTAssertThrowsError(try RawHTTP(port: port))
     }
+
+    /// Auth is deny-by-default: path variants the router still matches (`//v1/models`, `/v1//models`, unknown
+    /// routes) need the key too; only exactly `GET /health` is open.
+    func testAPIKeyAppliesToEveryPathVariant() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.apiKey = "sk-swiftmind-test" }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = chatBody(["max_tokens": 2])
+        for path in ["//v1/models", "///v1/models", "/v1//models", "//v1/models/generate_model", "/./v1/models",
+                     "/v1/../v1/models", "/V1/models", "/nothing", "//health/../v1/models"] {
+            let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "GET", path) }
+            XCTAssertEqual(s, 401, "GET \(path)")
+            XCTAssertEqual((try? json(b))?["error"].flatMap { ($0 as? [String: Any])?["code"] as? String }, "invalid_api_key", path)
+        }
+        for path in ["//v1/chat/completions", "/v1//chat/completions", "/v1/chat/completions/"] {
+            let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", path, body: body) }
+            XCTAssertEqual(s, 401, "POST \(path)")
+        }
+        XCTAssertEqual(engine.stats.completed, 0, "no generation ran without the key")
+        let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200)
+        let auth = ["Authorization": "Bearer sk-swiftmind-test"]
+        let (ms, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/models", headers: auth) }
+        XCTAssertEqual(ms, 200)
+    }
+
+    /// Keep-alive and HTTP/1.1 pipelining after non-streaming responses: three requests written at once on one
+    /// connection (a completion first) are all answered in order, without `Connection: close`.
+    func testPipelinedRequestsAfterNonStreamingCompletionAreAnswered() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = String(decoding: chatBody(["max_tokens": 3]), as: UTF8.self)
+        let post = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        let get = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        try await onThread { () -> Void in
+            let c = try RawHTTP(port: port, timeoutSeconds: 60)
+            c.sendRaw(post + get + post)
+            for i in 0..<3 {
+                let (s, h) = try c.readHead()
+                XCTAssertEqual(s, 200, "response \(i)")
+                XCTAssertNotEqual(h["connection"]?.lowercased(), "close", "response \(i) keeps the connection")
+                let b = try json(try c.readBody(h))
+                XCTAssertEqual(b["object"] as? String, i == 1 ? "list" : "chat.completion", "response \(i) in order")
+            }
+            // Keep-alive: the same connection serves a later request too.
+            c.sendRaw(get)
+            let (s, h) = try c.readHead()
+            XCTAssertEqual(s, 200)
+            XCTAssertEqual(try json(try c.readBody(h))["object"] as? String, "list")
+        }
+    }
+
+    /// A body over the limit gets our OpenAI-style error (code request_too_large), whether the limit is hit while
+    /// reading a Content-Length body or a chunked one.
+    func testBodyOverLimitIsRequestTooLarge() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.maxBodyBytes = 4096 }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let big = Data(("{\"messages\": [{\"role\": \"user\", \"content\": \"" + String(repeating: "a", count: 10_000) + "\"}]}").utf8)
+        let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: big) }
+        XCTAssertEqual(s, 413)
+        let err = try json(b)["error"] as? [String: Any]
+        XCTAssertEqual(err?["code"] as? String, "request_too_large")
+        XCTAssertEqual(err?["type"] as? String, "invalid_request_error")
+    }
 }
