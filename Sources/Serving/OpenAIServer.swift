@@ -41,7 +41,7 @@ func jsonResponse(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
 }
 
 /// Server settings. `host` defaults to loopback; `apiKey` (when set) is required as `Authorization: Bearer KEY`
-/// on every /v1 route (/health stays open for liveness probes).
+/// on every request except `GET /health` (liveness probes).
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 = any free port (reported through `onRunning`).
@@ -55,6 +55,9 @@ public struct ServerConfiguration: Sendable {
     public var defaultTemperature: Float = 0.85
     public var defaultTopP: Float = 0.85
     public var defaultMaxTokens = 512
+    /// Longest graceful shutdown (drain) in seconds: after it, connections still open (e.g. a client that never
+    /// finishes sending its body) are cancelled and `run` returns. nil = wait for ever.
+    public var shutdownTimeout: Double? = 10
     public init() {}
 }
 
@@ -330,8 +333,13 @@ public final class OpenAIServer: @unchecked Sendable {
 
     /// Serves until SIGINT/SIGTERM (graceful: open requests finish) or until the surrounding task is cancelled.
     public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let group = ServiceGroup(configuration: .init(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
-                                                      gracefulShutdownSignals: gracefulShutdownSignals, logger: logger))
+        var gc = ServiceGroupConfiguration(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
+                                           gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
+        if let t = configuration.shutdownTimeout {
+            // Drain for at most `t` seconds, then the group cancels the services (Hummingbird closes its channels).
+            gc.maximumGracefulShutdownDuration = .milliseconds(Int64(max(0, t) * 1000))
+        }
+        let group = ServiceGroup(configuration: gc)
         groupLock.withLock { runningGroup = group }
         defer { groupLock.withLock { runningGroup = nil } }
         try await group.run()

@@ -356,4 +356,58 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(err?["code"] as? String, "request_too_large")
         XCTAssertEqual(err?["type"] as? String, "invalid_request_error")
     }
+
+    /// Awaits `task` for at most `seconds`; false (and the task cancelled) if it had not finished.
+    func finishes(_ task: Task<Void, Error>, within seconds: Double) async -> Bool {
+        final class Flag: @unchecked Sendable { var done = false; let lock = NSLock() }
+        let flag = Flag()
+        let watcher = Task { _ = try? await task.value; flag.lock.withLock { flag.done = true } }
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if flag.lock.withLock({ flag.done }) { return true }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        task.cancel(); watcher.cancel()
+        return false
+    }
+
+    /// Graceful shutdown with a client holding a half-sent body (Content-Length: 100, 10 bytes sent, socket left
+    /// open) still ends: after `shutdownTimeout` the connection is dropped and `run` returns.
+    func testShutdownWithHalfSentBodyEndsAfterTimeout() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.shutdownTimeout = 1 }
+        let port = ts.port
+        let c = try RawHTTP(port: port, timeoutSeconds: 60)
+        c.sendRaw("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"messages")
+        // Make sure the server has the request before shutting down.
+        let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200)
+        let stopper = Task { try await ts.stopGracefully() }
+        let ok = await finishes(stopper, within: 60)
+        XCTAssertTrue(ok, "graceful shutdown finished despite the half-sent body")
+        let closed = try await onThread { c.waitForClose() }
+        XCTAssertTrue(closed, "the half-open connection was closed")
+        XCTAssertThrowsError(try RawHTTP(port: port))
+    }
+
+    /// A non-streaming request still generating when the server shuts down gets 503 with an OpenAI-style error
+    /// (never a 500, never finish_reason "cancelled").
+    func testShutdownAnswersUnfinishedNonStreamingRequestWith503() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        let port = ts.port
+        let long = chatBody(["max_tokens": 30000])
+        let client = Task { try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: long) } }
+        for _ in 0..<3000 where engine.stats.active == 0 { try await Task.sleep(nanoseconds: 10_000_000) }
+        XCTAssertEqual(engine.stats.active, 1, "the generation is running")
+        let stopper = Task { try await ts.stopGracefully() }
+        let (s, _, b) = try await client.value
+        XCTAssertEqual(s, 503)
+        let err = try json(b)["error"] as? [String: Any]
+        XCTAssertEqual(err?["type"] as? String, "server_error")
+        XCTAssertEqual(err?["code"] as? String, "server_shutting_down")
+        XCTAssertFalse(String(decoding: b, as: UTF8.self).contains("cancelled"))
+        let ok = await finishes(stopper, within: 60)
+        XCTAssertTrue(ok)
+    }
 }
