@@ -22,7 +22,8 @@ struct RecordingHandler: LogHandler {
 
 final class TruncatedBodyTests: XCTestCase {
     /// A client that announces Content-Length: 100, sends 10 bytes and half-closes gets a 400 (incomplete body),
-    /// nothing is logged at error level, and the server keeps serving.
+    /// nothing is logged at error level, and the server keeps serving; a client that closes outright after a partial
+    /// body is logged at info only.
     func testTruncatedBodyIsNotAnInternalError() async throws {
         let engine = try GenerationEngine.load(model: golden("generate_model"), tokenizer: minimindTokenizer())
         let recorder = LevelRecorder()
@@ -49,6 +50,16 @@ final class TruncatedBodyTests: XCTestCase {
             return s
         }
         XCTAssertEqual(status, 400, "truncated body (then half-close) → 400 incomplete_body")
+        // Same, but the client closes outright (no response can reach it): logged at info, not as an internal error.
+        try await onThread { () -> Void in
+            let c = try RawHTTP(port: port)
+            c.sendRaw("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"messages")
+            c.closeNow()
+        }
+        for _ in 0..<3000 where recorder.snapshot.filter({ $0.1.contains("request body incomplete") }).count < 2 {
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        XCTAssertEqual(recorder.snapshot.filter { $0.1.contains("request body incomplete") }.count, 2)
         // Still serving.
         let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
         XCTAssertEqual(hs, 200)
