@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers"], path: "Tests/ServingTests",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer"], path: "Tests/ServingTests",
                     exclude: ["python"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer"],
                     path: "Tests/TrainingTests"),

@@ -41,7 +41,7 @@ func jsonResponse(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
 }
 
 /// Server settings. `host` defaults to loopback; `apiKey` (when set) is required as `Authorization: Bearer KEY`
-/// on every /v1 route (/health stays open for liveness probes).
+/// on every request except `GET /health` (liveness probes).
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 = any free port (reported through `onRunning`).
@@ -55,6 +55,9 @@ public struct ServerConfiguration: Sendable {
     public var defaultTemperature: Float = 0.85
     public var defaultTopP: Float = 0.85
     public var defaultMaxTokens = 512
+    /// Longest graceful shutdown (drain) in seconds: after it, connections still open (e.g. a client that never
+    /// finishes sending its body) are cancelled and `run` returns. nil = wait for ever.
+    public var shutdownTimeout: Double? = 10
     public init() {}
 }
 
@@ -150,11 +153,13 @@ public struct ChatCompletionRequest {
     }
 }
 
-/// Rejects /v1 requests without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape).
+/// Rejects every request without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape) except exactly
+/// `GET /health` (liveness probes). Deny by default: the router also matches path variants such as `//v1/models`,
+/// so the check must not depend on a path prefix.
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path.hasPrefix("/v1") {
+        if !(request.method == .get && request.uri.path == "/health") {
             let given = request.headers[.authorization] ?? ""
             let expected = "Bearer " + key
             // Length-independent comparison of the whole header.
@@ -176,8 +181,10 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do { return try await next(request, context) } catch let e as OpenAIError { throw e } catch let e as HTTPResponseError {
             let type = e.status.code >= 500 ? "server_error" : "invalid_request_error"
             var msg = e.status.reasonPhrase
+            var code: String?
             if e.status == .notFound { msg = "Unknown request URL: \(request.method) \(request.uri.path)." }
-            throw OpenAIError(e.status, msg, type: type)
+            if e.status == .contentTooLarge { msg = "Request body is too large."; code = "request_too_large" }
+            throw OpenAIError(e.status, msg, type: type, code: code)
         } catch {
             logger.error("request \(request.method) \(request.uri.path) failed: \(error)")
             throw OpenAIError(.internalServerError, "Internal error: \(error)", type: "server_error")
@@ -227,8 +234,13 @@ public final class OpenAIServer: @unchecked Sendable {
     func chatCompletions(_ request: Request) async throws -> Response {
         var request = request
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPError where e.status == .contentTooLarge {
+        do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPResponseError where e.status == .contentTooLarge {
+            // Hummingbird throws NIOTooManyBytesError (an HTTPResponseError with status 413).
             throw OpenAIError(.contentTooLarge, "Request body exceeds the limit of \(configuration.maxBodyBytes) bytes.", code: "request_too_large")
+        } catch {
+            // The client closed (or the connection broke) before sending the whole body: its fault, not ours.
+            logger.info("request body incomplete: \(error)")
+            throw OpenAIError(.badRequest, "The request body is incomplete: \(error).", code: "incomplete_body")
         }
         let req = try ChatCompletionRequest.parse(Data(buffer.readableBytesView), defaults: configuration)
         let promptIds: [Int32]
@@ -258,24 +270,19 @@ public final class OpenAIServer: @unchecked Sendable {
         }
         if !req.stream {
             defer { job.cancel() }
-            // The answer is written only at the end, so a client that disconnects cannot show up as a failed write as
-            // it does for a stream: watch the inbound side of the connection while generating (Hummingbird ends it
-            // when the client closes) and cancel the generation then. Hummingbird closes the connection after this
-            // response (its request-part iterator is consumed), hence `Connection: close`.
-            let result: GenerationResult? = try await request.body.consumeWithInboundCloseHandler({ _ in
-                var result: GenerationResult?
-                for try await ev in stream { if case let .finished(r) = ev { result = r } }
-                return result
-            }, onInboundClosed: { job.cancel() })
-            guard let r = result else { throw OpenAIError(.internalServerError, "generation ended without a result", type: "server_error") }
-            var response = jsonResponse([
+            var result: GenerationResult?
+            for try await ev in stream { if case let .finished(r) = ev { result = r } }
+            // The only cancellation of a non-streaming job is the server's shutdown (the engine finishes the stream
+            // without a result for jobs cancelled while queued): answer 503, never a "cancelled" finish_reason.
+            guard let r = result, r.finishReason != .cancelled else {
+                throw OpenAIError(.serviceUnavailable, "The server is shutting down; the request was not completed. Retry later.",
+                                  type: "server_error", code: "server_shutting_down") }
+            return jsonResponse([
                 "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": NSNull(),
                 "choices": [["index": 0, "message": ["role": "assistant", "content": r.text], "logprobs": NSNull(),
                              "finish_reason": r.finishReason.rawValue] as [String: Any]],
                 "usage": usage(r),
             ])
-            response.headers[.connection] = "close"
-            return response
         }
         let log = logger
         let includeUsage = req.includeUsage
@@ -326,8 +333,13 @@ public final class OpenAIServer: @unchecked Sendable {
 
     /// Serves until SIGINT/SIGTERM (graceful: open requests finish) or until the surrounding task is cancelled.
     public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let group = ServiceGroup(configuration: .init(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
-                                                      gracefulShutdownSignals: gracefulShutdownSignals, logger: logger))
+        var gc = ServiceGroupConfiguration(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
+                                           gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
+        if let t = configuration.shutdownTimeout {
+            // Drain for at most `t` seconds, then the group cancels the services (Hummingbird closes its channels).
+            gc.maximumGracefulShutdownDuration = .milliseconds(Int64(max(0, t) * 1000))
+        }
+        let group = ServiceGroup(configuration: gc)
         groupLock.withLock { runningGroup = group }
         defer { groupLock.withLock { runningGroup = nil } }
         try await group.run()

@@ -80,7 +80,13 @@ struct Chat: ParsableCommand {
             opts.seed = seed &+ turn
             turn += 1
             let t0 = Date()
-            let r = try session.send(text, options: opts, onText: write)
+            let r: GenerationResult
+            do { r = try session.send(text, options: opts, onText: write) } catch let e as ServingError {
+                // e.g. a message too long for the context window: report it and keep the session going.
+                write("\n")
+                FileHandle.standardError.write("Error: \(e)\n".data(using: .utf8)!)
+                continue
+            }
             write("\n")
             if interactive {
                 let dt = Date().timeIntervalSince(t0)

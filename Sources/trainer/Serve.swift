@@ -11,9 +11,11 @@ struct Serve: ParsableCommand {
         discussion: """
         Routes: POST /v1/chat/completions (messages, temperature, top_p, max_tokens | max_completion_tokens, stream,
         stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued for one generation
-        worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every /v1 route
-        needs 'Authorization: Bearer KEY' (401 otherwise). A streaming client that disconnects stops its generation.
-        SIGINT/SIGTERM shut down gracefully. Binds 127.0.0.1 unless --host says otherwise.
+        worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every request
+        but GET /health needs 'Authorization: Bearer KEY' (401 otherwise). A streaming client that disconnects stops
+        its generation. SIGINT/SIGTERM shut down gracefully: running generations stop (open streams get their final
+        chunk and [DONE]; unfinished non-streaming requests get 503), and connections still open after
+        --shutdown-timeout seconds are dropped. Binds 127.0.0.1 unless --host says otherwise.
         """)
 
     @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
@@ -22,13 +24,15 @@ struct Serve: ParsableCommand {
     var tokenizer: String?
     @Option var host = "127.0.0.1"
     @Option var port = 8998
-    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on /v1 routes.") var apiKey: String?
+    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every request but GET /health.") var apiKey: String?
     @Option(name: .customLong("max-body-bytes")) var maxBodyBytes = 1 << 20
     @Option(name: .customLong("max-queued"), help: "Queued requests beyond this get 503.") var maxQueued = 64
     @Option(name: .customLong("context-length"), help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
     var contextLength: Int?
     @Option(name: .customLong("max-tokens"), help: "Default completion length when a request gives none.") var maxTokens = 512
     @Option(name: .customLong("max-batch"), help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
+    @Option(name: .customLong("shutdown-timeout"), help: "Seconds to drain open connections on SIGINT/SIGTERM before exiting anyway.")
+    var shutdownTimeout: Double = 10
     @Option(help: "OpenBLAS threads.") var threads: Int?
 
     func validate() throws {
@@ -36,6 +40,7 @@ struct Serve: ParsableCommand {
         if maxBodyBytes <= 0 { throw ValidationError("--max-body-bytes must be > 0") }
         if maxTokens <= 0 { throw ValidationError("--max-tokens must be > 0") }
         if maxBatch <= 0 { throw ValidationError("--max-batch must be > 0") }
+        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must be ≥ 0") }
         if let k = apiKey, k.isEmpty { throw ValidationError("--api-key must not be empty") }
     }
 
@@ -46,7 +51,7 @@ struct Serve: ParsableCommand {
         let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
         var cfg = ServerConfiguration()
         cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
-        cfg.defaultMaxTokens = maxTokens
+        cfg.defaultMaxTokens = maxTokens; cfg.shutdownTimeout = shutdownTimeout
         let server = OpenAIServer(engine: engine, configuration: cfg)
         let name = engine.modelName, h = host
         let done = DispatchSemaphore(value: 0)

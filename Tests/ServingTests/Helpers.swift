@@ -65,6 +65,24 @@ final class RawHTTP {
         }
     }
 
+    /// Writes raw bytes as given (pipelined requests, partial bodies…).
+    func sendRaw(_ text: String) {
+        let bytes = Array(text.utf8)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBufferPointer { write(fd, $0.baseAddress!, $0.count) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+
+    /// Reads until the server closes the connection (true) or the receive timeout expires (false).
+    func waitForClose() -> Bool {
+        while true {
+            do { if try !fill() { return true } } catch { return false }
+        }
+    }
+
     private func fill() throws -> Bool {
         if eof { return false }
         var tmp = [UInt8](repeating: 0, count: 65536)

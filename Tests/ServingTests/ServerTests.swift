@@ -254,35 +254,6 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(s, 200)
     }
 
-    /// A non-streaming client that disconnects before its answer is ready stops its generation too.
-    func testNonStreamingDisconnectStopsGeneration() async throws {
-        let engine = try makeEngine()
-        let ts = try await TestServer(engine: engine)
-        defer { Task { try? await ts.stopGracefully() } }
-        let port = ts.port
-        let c = try RawHTTP(port: port)
-        try c.send("POST", "/v1/chat/completions", body: chatBody(["max_tokens": 30000]))
-        var stats = engine.stats
-        for _ in 0..<1000 where stats.active == 0 {
-            try await Task.sleep(nanoseconds: 10_000_000)
-            stats = engine.stats
-        }
-        XCTAssertEqual(stats.active, 1, "the generation started")
-        c.closeNow()
-        for _ in 0..<1000 where !(stats.active == 0 && stats.cancelled == 1) {
-            try await Task.sleep(nanoseconds: 10_000_000)
-            stats = engine.stats
-        }
-        XCTAssertEqual(stats.cancelled, 1, "the disconnected request's generation was cancelled")
-        XCTAssertEqual(stats.completed, 0)
-        XCTAssertEqual(stats.active, 0)
-        // The worker is free, and a non-streaming answer still arrives whole.
-        let (s, h, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: self.chatBody(["max_tokens": 2])) }
-        XCTAssertEqual(s, 200)
-        XCTAssertEqual(h["connection"]?.lowercased(), "close")
-        XCTAssertEqual((try json(b)["usage"] as? [String: Any])?["completion_tokens"] as? Int, 2)
-    }
-
     /// Shutting the server down cancels a running generation: the open stream still gets its end and [DONE].
     func testShutdownEndsOpenStreams() async throws {
         let engine = try makeEngine()
@@ -315,5 +286,128 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(stats.cancelled, 1)
         // The listening socket is closed.
         XCTAssertThrowsError(try RawHTTP(port: port))
+    }
+
+    /// Auth is deny-by-default: path variants the router still matches (`//v1/models`, `/v1//models`, unknown
+    /// routes) need the key too; only exactly `GET /health` is open.
+    func testAPIKeyAppliesToEveryPathVariant() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.apiKey = "sk-swiftmind-test" }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = chatBody(["max_tokens": 2])
+        for path in ["//v1/models", "///v1/models", "/v1//models", "//v1/models/generate_model", "/./v1/models",
+                     "/v1/../v1/models", "/V1/models", "/nothing", "//health/../v1/models"] {
+            let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "GET", path) }
+            XCTAssertEqual(s, 401, "GET \(path)")
+            XCTAssertEqual((try? json(b))?["error"].flatMap { ($0 as? [String: Any])?["code"] as? String }, "invalid_api_key", path)
+        }
+        for path in ["//v1/chat/completions", "/v1//chat/completions", "/v1/chat/completions/"] {
+            let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", path, body: body) }
+            XCTAssertEqual(s, 401, "POST \(path)")
+        }
+        XCTAssertEqual(engine.stats.completed, 0, "no generation ran without the key")
+        let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200)
+        let auth = ["Authorization": "Bearer sk-swiftmind-test"]
+        let (ms, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/models", headers: auth) }
+        XCTAssertEqual(ms, 200)
+    }
+
+    /// Keep-alive and HTTP/1.1 pipelining after non-streaming responses: three requests written at once on one
+    /// connection (a completion first) are all answered in order, without `Connection: close`.
+    func testPipelinedRequestsAfterNonStreamingCompletionAreAnswered() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let body = String(decoding: chatBody(["max_tokens": 3]), as: UTF8.self)
+        let post = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        let get = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        try await onThread { () -> Void in
+            let c = try RawHTTP(port: port, timeoutSeconds: 60)
+            c.sendRaw(post + get + post)
+            for i in 0..<3 {
+                let (s, h) = try c.readHead()
+                XCTAssertEqual(s, 200, "response \(i)")
+                XCTAssertNotEqual(h["connection"]?.lowercased(), "close", "response \(i) keeps the connection")
+                let b = try json(try c.readBody(h))
+                XCTAssertEqual(b["object"] as? String, i == 1 ? "list" : "chat.completion", "response \(i) in order")
+            }
+            // Keep-alive: the same connection serves a later request too.
+            c.sendRaw(get)
+            let (s, h) = try c.readHead()
+            XCTAssertEqual(s, 200)
+            XCTAssertEqual(try json(try c.readBody(h))["object"] as? String, "list")
+        }
+    }
+
+    /// A body over the limit gets our OpenAI-style error (code request_too_large), whether the limit is hit while
+    /// reading a Content-Length body or a chunked one.
+    func testBodyOverLimitIsRequestTooLarge() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.maxBodyBytes = 4096 }
+        defer { Task { try? await ts.stopGracefully() } }
+        let port = ts.port
+        let big = Data(("{\"messages\": [{\"role\": \"user\", \"content\": \"" + String(repeating: "a", count: 10_000) + "\"}]}").utf8)
+        let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: big) }
+        XCTAssertEqual(s, 413)
+        let err = try json(b)["error"] as? [String: Any]
+        XCTAssertEqual(err?["code"] as? String, "request_too_large")
+        XCTAssertEqual(err?["type"] as? String, "invalid_request_error")
+    }
+
+    /// Awaits `task` for at most `seconds`; false (and the task cancelled) if it had not finished.
+    func finishes(_ task: Task<Void, Error>, within seconds: Double) async -> Bool {
+        final class Flag: @unchecked Sendable { var done = false; let lock = NSLock() }
+        let flag = Flag()
+        let watcher = Task { _ = try? await task.value; flag.lock.withLock { flag.done = true } }
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if flag.lock.withLock({ flag.done }) { return true }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        task.cancel(); watcher.cancel()
+        return false
+    }
+
+    /// Graceful shutdown with a client holding a half-sent body (Content-Length: 100, 10 bytes sent, socket left
+    /// open) still ends: after `shutdownTimeout` the connection is dropped and `run` returns.
+    func testShutdownWithHalfSentBodyEndsAfterTimeout() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine) { $0.shutdownTimeout = 1 }
+        let port = ts.port
+        let c = try RawHTTP(port: port, timeoutSeconds: 60)
+        c.sendRaw("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"messages")
+        // Make sure the server has the request before shutting down.
+        let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
+        XCTAssertEqual(hs, 200)
+        let stopper = Task { try await ts.stopGracefully() }
+        let ok = await finishes(stopper, within: 60)
+        XCTAssertTrue(ok, "graceful shutdown finished despite the half-sent body")
+        let closed = try await onThread { c.waitForClose() }
+        XCTAssertTrue(closed, "the half-open connection was closed")
+        XCTAssertThrowsError(try RawHTTP(port: port))
+    }
+
+    /// A non-streaming request still generating when the server shuts down gets 503 with an OpenAI-style error
+    /// (never a 500, never finish_reason "cancelled").
+    func testShutdownAnswersUnfinishedNonStreamingRequestWith503() async throws {
+        let engine = try makeEngine()
+        let ts = try await TestServer(engine: engine)
+        let port = ts.port
+        let long = chatBody(["max_tokens": 30000])
+        let client = Task { try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", body: long) } }
+        for _ in 0..<3000 where engine.stats.active == 0 { try await Task.sleep(nanoseconds: 10_000_000) }
+        XCTAssertEqual(engine.stats.active, 1, "the generation is running")
+        let stopper = Task { try await ts.stopGracefully() }
+        let (s, _, b) = try await client.value
+        XCTAssertEqual(s, 503)
+        let err = try json(b)["error"] as? [String: Any]
+        XCTAssertEqual(err?["type"] as? String, "server_error")
+        XCTAssertEqual(err?["code"] as? String, "server_shutting_down")
+        XCTAssertFalse(String(decoding: b, as: UTF8.self).contains("cancelled"))
+        let ok = await finishes(stopper, within: 60)
+        XCTAssertTrue(ok)
     }
 }
