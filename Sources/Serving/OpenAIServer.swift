@@ -297,12 +297,14 @@ public final class OpenAIServer: @unchecked Sendable {
             func sse(_ obj: [String: Any]) -> ByteBuffer {
                 var b = ByteBuffer(string: "data: "); b.writeBytes(jsonData(obj)); b.writeString("\n\n"); return b
             }
+            var finished = false
             do {
                 try await writer.write(chunk(["role": "assistant", "content": ""], finish: nil))
                 for try await ev in stream {
                     switch ev {
                     case let .text(piece): try await writer.write(chunk(["content": piece], finish: nil))
                     case let .finished(r):
+                        finished = true
                         try await writer.write(chunk([:], finish: r.finishReason == .cancelled ? "stop" : r.finishReason.rawValue))
                         if includeUsage {
                             try await writer.write(sse(["id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -314,9 +316,13 @@ public final class OpenAIServer: @unchecked Sendable {
                 job.cancel()
                 log.info("stream \(id) ended early: \(e)")
                 if e is ServingError || e is TokenizerError {
+                    finished = true   // the error event ends this stream
                     try? await writer.write(sse(OpenAIError(.internalServerError, "\(e)", type: "server_error").jsonBody))
                 } else { throw e }
             }
+            // A job cancelled (shutdown) while still queued ends its stream without a result: the client still gets a
+            // last chunk with a finish_reason, as OpenAI's streams always end.
+            if !finished { try await writer.write(chunk([:], finish: "stop")) }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
             try await writer.finish(nil)
         }

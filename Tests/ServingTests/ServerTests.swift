@@ -254,6 +254,39 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(s, 200)
     }
 
+    /// A stream whose job is still queued when the server shuts down (the engine ends it without a result) still
+    /// ends as OpenAI's streams do: a last chunk with finish_reason "stop", then [DONE].
+    func testShutdownEndsQueuedStreamsWithAFinishReason() async throws {
+        let engine = try GenerationEngine.load(model: golden("generate_model"), tokenizer: minimindTokenizer(), maxBatch: 1)
+        let ts = try await TestServer(engine: engine)
+        let port = ts.port
+        let body = chatBody(["stream": true, "max_tokens": 30000])
+        let running = try RawHTTP(port: port), queued = try RawHTTP(port: port)
+        let heads = try await onThread { () -> ([String: String], [String: String]) in
+            try running.send("POST", "/v1/chat/completions", body: body)
+            let (s1, h1) = try running.readHead()
+            XCTAssertEqual(s1, 200)
+            _ = try running.readChunk(h1)            // the role chunk
+            _ = try running.readChunk(h1)            // a token: the first job holds the engine's only slot
+            try queued.send("POST", "/v1/chat/completions", body: body)
+            let (s2, h2) = try queued.readHead()
+            XCTAssertEqual(s2, 200)
+            return (h1, h2)
+        }
+        var stats = engine.stats
+        for _ in 0..<1000 where stats.queued != 1 { try await Task.sleep(nanoseconds: 10_000_000); stats = engine.stats }
+        XCTAssertEqual(stats.queued, 1, "the second request waits in the queue")
+        let stopper = Task { try await ts.stopGracefully() }
+        let (c1, d1) = try await onThread { try self.readSSE(running, heads.0) }
+        let (c2, d2) = try await onThread { try self.readSSE(queued, heads.1) }
+        try await stopper.value
+        for (chunks, done) in [(c1, d1), (c2, d2)] {
+            XCTAssertTrue(done, "stream closed with [DONE] on shutdown")
+            let finish = chunks.compactMap { (($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String) }
+            XCTAssertEqual(finish, ["stop"])
+        }
+    }
+
     /// Shutting the server down cancels a running generation: the open stream still gets its end and [DONE].
     func testShutdownEndsOpenStreams() async throws {
         let engine = try makeEngine()
