@@ -7,7 +7,7 @@
 #
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
-# NP (2), CONFIG (release | debug), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS, REASON_EPOCHS,
+# NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), SFT2_EPOCHS (6), SFT2_LR (5e-4), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS (25), LORA_LR (1.5e-3), LORA_RANK (16), REASON_EPOCHS,
 # REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,21 +34,26 @@ split "$C/dpo.jsonl" "$OUT/data/dpo_train.jsonl" "$OUT/data/dpo_test.jsonl"
 split "$C/reason.jsonl" "$OUT/data/reason_train.jsonl" "$OUT/data/reason_test.jsonl"
 split "$C/sft.jsonl" "$OUT/data/sft_train.jsonl" "$OUT/data/sft_test.jsonl"
 
-# 0. Pretrained base (hidden 128, 4 layers) unless BASE is given.
+# 0. Pretrained base (hidden 256, 4 layers, 4.46 M parameters; 3 epochs = 1878 steps) unless BASE is given.
 if [ -z "${BASE:-}" ]; then
   BASE=$OUT/pretrain/final
   if has pretrain && [ ! -f "$BASE/model.safetensors" ]; then
     L pretrain --data-path "$C/pretrain.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --out-dir "$OUT/pretrain" \
-      --hidden-size 128 --num-hidden-layers 4 --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
-      --learning-rate 1e-3 --max-steps "${PRETRAIN_STEPS:-600}" --log-interval 50 --save-interval 200
+      --hidden-size "${HIDDEN:-256}" --num-hidden-layers 4 --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
+      --learning-rate 1e-3 --epochs "${PRETRAIN_EPOCHS:-3}" --log-interval 100 --save-interval 600
   fi
 fi
 SFT=$OUT/sft/final
 
-# 1. SFT on sft.jsonl; author accuracy on the 408 "《标题》的作者是谁？" prompts.
+# 1. SFT on sft.jsonl in two runs (10 epochs at lr 1e-3, then 6 more at 5e-4 from the first run's model: the second
+#    run makes the memorised answers robust enough that a LoRA adapter does not wipe them out); author accuracy on the
+#    408 "《标题》的作者是谁？" prompts, for both runs.
 if has sft; then
-  L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT_EPOCHS:-14}" \
-    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-2e-3}" --log-interval 20 --save-interval 200
+  L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft1" --epochs "${SFT_EPOCHS:-10}" \
+    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-1e-3}" --log-interval 20 --save-interval 200
+  E eval --task exact-match --model "$OUT/sft1/final" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40
+  L sft --init "$OUT/sft1/final" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-6}" \
+    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT2_LR:-5e-4}" --log-interval 50 --save-interval 1000
 fi
 if has sft || has sft-eval; then
   E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40 \
@@ -58,7 +63,7 @@ fi
 # 2. DPO on 90% of dpo.jsonl; preference accuracy (chosen preferred by mean log-prob) on the held-out 10%.
 if has dpo; then
   L dpo --init "$SFT" --data-path "$OUT/data/dpo_train.jsonl" --out-dir "$OUT/dpo" --epochs "${DPO_EPOCHS:-2}" \
-    --batch-size 4 --max-seq-len 128 --learning-rate "${DPO_LR:-1e-4}" --log-interval 20 --save-interval 200
+    --batch-size 4 --max-seq-len 128 --learning-rate "${DPO_LR:-1e-5}" --log-interval 20 --save-interval 200
   E eval --task preference --model "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --reference "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
@@ -66,8 +71,8 @@ fi
 
 # 3. LoRA identity on top of the SFT model; "你是谁？" and author accuracy with the adapter merged in.
 if has lora; then
-  L lora --init "$SFT" --data-path "$C/lora_identity.jsonl" --out-dir "$OUT/lora" --epochs "${LORA_EPOCHS:-30}" \
-    --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-5e-3}" --lora-rank 8 --log-interval 10 --save-interval 1000
+  L lora --init "$SFT" --data-path "$C/lora_identity.jsonl" --out-dir "$OUT/lora" --epochs "${LORA_EPOCHS:-25}" \
+    --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-1.5e-3}" --lora-rank "${LORA_RANK:-16}" --log-interval 10 --save-interval 1000
   printf '{"conversations": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "SwiftMind"}]}\n' > "$OUT/data/who.jsonl"
   E eval --task exact-match --match contains --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
   E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" --match author \
@@ -77,7 +82,7 @@ fi
 
 # 4. Reasoning SFT on 90% of reason.jsonl; think/answer format rate on the held-out prompts.
 if has reason; then
-  L reason --init "$SFT" --data-path "$OUT/data/reason_train.jsonl" --out-dir "$OUT/reason" --epochs "${REASON_EPOCHS:-3}" \
+  L reason --init "$SFT" --data-path "$OUT/data/reason_train.jsonl" --out-dir "$OUT/reason" --epochs "${REASON_EPOCHS:-6}" \
     --batch-size 8 --max-seq-len "${REASON_SEQ:-512}" --learning-rate "${REASON_LR:-1e-3}" --log-interval 20 --save-interval 200
   E eval --task format --model "$OUT/reason/final" --data "$OUT/data/reason_test.jsonl" --max-new-tokens "${REASON_MAX_NEW:-2048}" \
     --answers "$OUT/reason_answers.jsonl"
