@@ -45,11 +45,14 @@ public final class KVCache {
 let prefillAttentionBlock = 32
 
 /// Causal attention of M new query rows at positions p0…p0+M−1 over the cached keys/values 0…p0+M−1 (GQA: head h
-/// reads KV head h / (H/KVH)). q rows `ldq` apart (head h at column h·hd), k/v cache rows `ldkv` apart, y rows `ldy`.
+/// reads KV head h / (H/KVH)); k/v cache rows `ldkv` apart. Row layout (`columns == false`): q rows `ldq` apart (head h
+/// at column h·hd), y rows `ldy` apart. Transposed layout (`columns == true`, `prefillTransposed`): q and y are
+/// `[H·hd, M]` (head h = rows h·hd ..< (h+1)·hd, column i = position p0 + i); `ldq`/`ldy` are ignored.
 /// Tasks (KV group, block of `prefillAttentionBlock` query rows; keys past the block's last row are skipped) run on
 /// `workers` threads with OpenBLAS at one thread; `scratch` holds workers·min(M, block)·(p0+M) floats.
 func attention_prefill(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                       _ M: Int, _ p0: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+                       _ M: Int, _ p0: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int = 0, ldkv: Int, ldy: Int = 0,
+                       columns: Bool = false) {
     let rep = h / kvh, blk = Swift.min(M, prefillAttentionBlock), blocks = (M + blk - 1) / blk
     let scale = 1 / Float(hd).squareRoot()
     let per = blk * (p0 + M)
@@ -60,7 +63,12 @@ func attention_prefill(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch:
         let r0 = bi * blk, r1 = Swift.min(M, r0 + blk), rows = r1 - r0, keys = p0 + r1
         let kp = k + g * hd, vp = v + g * hd
         for hi in (g * rep)..<((g + 1) * rep) {
-            sgemm(false, true, rows, keys, hd, scale, q + r0 * ldq + hi * hd, ldq, kp, ldkv, 0, S, keys)
+            // S[rows, keys] = scale · Q_blk · Kᵀ (transposed layout: Q_blkᵀ = q[hi·hd ..< (hi+1)·hd, r0 ..< r1])
+            if columns {
+                sgemm(true, true, rows, keys, hd, scale, q + hi * hd * M + r0, M, kp, ldkv, 0, S, keys)
+            } else {
+                sgemm(false, true, rows, keys, hd, scale, q + r0 * ldq + hi * hd, ldq, kp, ldkv, 0, S, keys)
+            }
             for i in 0..<rows {
                 let row = S + i * keys, valid = p0 + r0 + i + 1
                 let mx = maxOf(row, valid)
@@ -68,7 +76,11 @@ func attention_prefill(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch:
                 for j in 0..<valid { row[j] *= inv }
                 for j in valid..<keys { row[j] = 0 }
             }
-            sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, y + r0 * ldy + hi * hd, ldy)
+            if columns {   // y_blkᵀ[hd, rows] = Vᵀ · Sᵀ
+                sgemm(true, true, hd, rows, keys, 1, vp, ldkv, S, keys, 0, y + hi * hd * M + r0, M)
+            } else {
+                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, y + r0 * ldy + hi * hd, ldy)
+            }
         }
     }
 }
@@ -226,7 +238,7 @@ extension MiniMindModel {
                 }
                 cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(KVD), Int32(M), 1, qkv + QD * M, Int32(M), kl + p0 * KVD, Int32(KVD))
                 cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(KVD), Int32(M), 1, qkv + (QD + KVD) * M, Int32(M), vl + p0 * KVD, Int32(KVD))
-                attentionColumns(y, qkv, kl, vl, S, workers: workers, M, p0, H, KVH, hd, ldkv: KVD)
+                attention_prefill(y, qkv, kl, vl, S, workers: workers, M, p0, H, KVH, hd, ldkv: KVD, columns: true)
                 linear(x, y, P + lo.o, QD, C, beta: 1)
                 rmsnormColumns(ln, rstd, x, P + lo.ln2, M, C, eps)
                 // gate_proj and up_proj rows j0 ..< j1 per worker, then SwiGLU of those rows while they are in cache:
@@ -258,34 +270,6 @@ func rmsnormColumns(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ m: Int,
     for k in 0..<c {
         let row = x + k * m, o = out + k * m, wk = w[k]
         for i in 0..<m { o[i] = row[i] * rstd[i] * wk }
-    }
-}
-
-/// `attention_prefill` in the transposed layout: q and the output y are `[H·hd, M]` (head h = rows h·hd ..< (h+1)·hd,
-/// column i = query at position p0 + i); keys/values come from the cache rows (`ldkv` apart) 0 ..< p0 + M.
-func attentionColumns(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                      _ M: Int, _ p0: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldkv: Int) {
-    let rep = h / kvh, blk = Swift.min(M, prefillAttentionBlock), blocks = (M + blk - 1) / blk
-    let scale = 1 / Float(hd).squareRoot()
-    let per = blk * (p0 + M)
-    parallelTasks(kvh * blocks, workers: workers) { task, worker in
-        let S = scratch + worker * per
-        let g = task % kvh, bi = blocks - 1 - task / kvh
-        let r0 = bi * blk, r1 = Swift.min(M, r0 + blk), rows = r1 - r0, keys = p0 + r1
-        let kp = k + g * hd, vp = v + g * hd
-        for hi in (g * rep)..<((g + 1) * rep) {
-            // S[rows, keys] = scale · Q_blk · Kᵀ with Q_blkᵀ = q[hi·hd ..< (hi+1)·hd, r0 ..< r1]
-            sgemm(true, true, rows, keys, hd, scale, q + hi * hd * M + r0, M, kp, ldkv, 0, S, keys)
-            for i in 0..<rows {
-                let row = S + i * keys, valid = p0 + r0 + i + 1
-                let mx = maxOf(row, valid)
-                let inv = 1 / expShiftSum(row, valid, shift: mx)
-                for j in 0..<valid { row[j] *= inv }
-                for j in valid..<keys { row[j] = 0 }
-            }
-            // y_blkᵀ[hd, rows] = Vᵀ · Sᵀ
-            sgemm(true, true, hd, rows, keys, 1, vp, ldkv, S, keys, 0, y + hi * hd * M + r0, M)
-        }
     }
 }
 
