@@ -8,7 +8,7 @@
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), SFT2_EPOCHS (6), SFT2_LR (5e-4), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS (25), LORA_LR (1.5e-3), LORA_RANK (16), REASON_EPOCHS,
-# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
+# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, DISTILL_T (1.0), STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -92,7 +92,7 @@ fi
 if has distill; then
   S=(--tokenizer "$SFT" --hidden-size 64 --num-hidden-layers 2 --data-path "$OUT/data/sft_train.jsonl" --batch-size 16
      --max-seq-len 96 --learning-rate 2e-3 --max-steps "${DISTILL_STEPS:-200}" --epochs 20 --seed 7 --log-interval 20 --save-interval 1000)
-  L distill --teacher "$SFT" --out-dir "$OUT/distill" "${S[@]}"
+  L distill --teacher "$SFT" --out-dir "$OUT/distill" --temperature "${DISTILL_T:-1.0}" "${S[@]}"
   L sft --out-dir "$OUT/student_sft" "${S[@]}"
   E eval --task sft-loss --model "$OUT/distill/final" --data "$OUT/data/sft_test.jsonl" --max-seq-len 96
   E eval --task sft-loss --model "$OUT/student_sft/final" --data "$OUT/data/sft_test.jsonl" --max-seq-len 96
