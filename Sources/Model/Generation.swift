@@ -86,6 +86,27 @@ func attention_prefill(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch:
 }
 
 extension MiniMindModel {
+    /// The MLP of one layer over `rows` row-major tokens (inference): out`[rows, C]` = down(SwiGLU(gate(x), up(x)))
+    /// for a dense layer (Shazeer 2020, "GLU Variants Improve Transformer"; MiniMind's FeedForward), the routed and
+    /// shared experts for a MoE one. `linear(o, inp, w, ic, oc)` must compute o`[rows, oc]` = inp`[rows, ic]` · w`[oc, ic]`ᵀ
+    /// (the caller's threading of the projections); `gu` holds rows·2I floats and `hbuf` rows·I (scratch).
+    func mlpRows(_ lo: LayerOffsets, x: CFPtr, out: FPtr, gu: FPtr, hbuf: FPtr, rows: Int,
+                 linear: (FPtr, CFPtr, CFPtr, Int, Int) -> Void) {
+        if config.useMoe { moeInfer(lo, x: x, out: out, M: rows); return }
+        let C = config.hiddenSize, I = config.intermediateSize, P = paramPtr
+        if lo.up == lo.gate + I * C {
+            linear(gu, x, P + lo.gate, C, 2 * I)   // gate|up rows are contiguous: one [2I, C] product
+            swiglu_forward_fused(hbuf, gu, rows, I)
+        } else {
+            matmul_forward(gu, x, P + lo.gate, rows, C, I)
+            matmul_forward(gu + rows * I, x, P + lo.up, rows, C, I)
+            swiglu_forward(hbuf, gu, gu + rows * I, rows * I)
+        }
+        linear(out, hbuf, P + lo.down, I, C)
+    }
+}
+
+extension MiniMindModel {
     /// Runs `tokens` (≥ 1, each in [0, V)) at positions `cache.length …`, appends their keys/values to `cache` and
     /// returns the logits `[V]` of the last token. Same math as `forward`, one sequence, attention over the cache.
     /// - Precondition: `cache.length + tokens.count ≤ cache.maxLength`.
@@ -104,7 +125,7 @@ extension MiniMindModel {
         precondition(M > 0 && p0 + M <= cache.maxLength, "forwardIncremental: \(p0)+\(M) positions exceed the cache (\(cache.maxLength))")
         precondition(out.count == cfg.vocabSize, "forwardIncremental: logits buffer has \(out.count) floats, expected \(cfg.vocabSize)")
         for (i, id) in tokens.enumerated() { precondition(id >= 0 && Int(id) < cfg.vocabSize, "forwardIncremental: token[\(i)] = \(id) outside [0, \(cfg.vocabSize))") }
-        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
+        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, V = cfg.vocabSize
         let QKV = QD + 2 * KVD
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
         let total = p0 + M
@@ -162,17 +183,7 @@ extension MiniMindModel {
                 linear(tmp, y, P + lo.o, QD, C)
                 residual_forward(x, x, tmp, M * C)
                 rmsnorm_forward(ln, rstd, x, P + lo.ln2, M, C, eps)
-                if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: M) } else {
-                    if lo.up == lo.gate + I * C {
-                        linear(gu, ln, P + lo.gate, C, 2 * I)
-                        swiglu_forward_fused(hbuf, gu, M, I)
-                    } else {
-                        matmul_forward(gu, ln, P + lo.gate, M, C, I)
-                        matmul_forward(gu + M * I, ln, P + lo.up, M, C, I)
-                        swiglu_forward(hbuf, gu, gu + M * I, M * I)
-                    }
-                    linear(tmp, hbuf, P + lo.down, I, C)
-                }
+                mlpRows(lo, x: ln, out: tmp, gu: gu, hbuf: hbuf, rows: M) { linear($0, $1, $2, $3, $4) }
                 residual_forward(x, x, tmp, M * C)
             }
             rmsnorm_forward(ln, rstd, x + (M - 1) * C, P + normOffset, 1, C, eps)
@@ -348,17 +359,7 @@ extension MiniMindModel {
                 linear(tmp, y, P + lo.o, QD, C)
                 residual_forward(x, x, tmp, B * C)
                 rmsnorm_forward(ln, rstd, x, P + lo.ln2, B, C, eps)
-                if cfg.useMoe { moeInfer(lo, x: ln, out: tmp, M: B) } else {
-                    if lo.up == lo.gate + I * C {
-                        linear(gu, ln, P + lo.gate, C, 2 * I)
-                        swiglu_forward_fused(hbuf, gu, B, I)
-                    } else {
-                        matmul_forward(gu, ln, P + lo.gate, B, C, I)
-                        matmul_forward(gu + B * I, ln, P + lo.up, B, C, I)
-                        swiglu_forward(hbuf, gu, gu + B * I, B * I)
-                    }
-                    linear(tmp, hbuf, P + lo.down, I, C)
-                }
+                mlpRows(lo, x: ln, out: tmp, gu: gu, hbuf: hbuf, rows: B) { linear($0, $1, $2, $3, $4) }
                 residual_forward(x, x, tmp, B * C)
             }
             rmsnorm_forward(ln, rstd, x, P + normOffset, B, C, eps)
