@@ -25,30 +25,20 @@ struct Chat: ParsableCommand {
     @Argument(help: "One-shot message (\"-\" = read stdin).") var prompt: String?
     @Option(name: .customLong("history-turns"), help: "Previous (user, assistant) pairs kept in the prompt.") var historyTurns = 3
     @Option(help: "System prompt (default: the chat template's).") var system: String?
-    @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 512
-    @Option var temperature: Float = 0.85
-    @Option(name: .customLong("top-p")) var topP: Float = 0.85
-    @Option(name: .customLong("top-k")) var topK: Int = 0
-    @Option(name: .customLong("repetition-penalty")) var repetitionPenalty: Float = 1.0
-    @Option var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingArguments
     @Option(name: .customLong("context-length"), help: "Largest prompt + reply in tokens (default: max_position_embeddings).")
     var contextLength: Int?
     @Option(help: "OpenBLAS threads.") var threads: Int?
 
     func validate() throws {
         if historyTurns < 0 { throw ValidationError("--history-turns must be ≥ 0") }
-        do {
-            try SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
-                                repetitionPenalty: repetitionPenalty).validate()
-        } catch { throw ValidationError("\(error)") }
     }
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
         let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength)
         let session = ChatSession(engine: engine, historyTurns: historyTurns, systemPrompt: system)
-        var opts = SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
-                                   repetitionPenalty: repetitionPenalty, seed: seed, eosTokenId: engine.tokenizer.eosTokenId)
+        var opts = sampling.options(eosTokenId: engine.tokenizer.eosTokenId)
         let out = FileHandle.standardOutput
         func write(_ s: String) { out.write(s.data(using: .utf8)!) }
 
@@ -77,7 +67,7 @@ struct Chat: ParsableCommand {
             if text == "/reset" { session.reset(); write("(history cleared)\n"); continue }
             if text.hasPrefix("/") { write("unknown command \(text): /reset, /exit\n"); continue }
             write("assistant: ")
-            opts.seed = seed &+ turn
+            opts.seed = sampling.seed &+ turn
             turn += 1
             let t0 = Date()
             let r: GenerationResult

@@ -22,12 +22,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
     var tokenizer: String?
-    @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 512
-    @Option var temperature: Float = 0.85
-    @Option(name: .customLong("top-p")) var topP: Float = 0.85
-    @Option(name: .customLong("top-k")) var topK: Int = 0
-    @Option(name: .customLong("repetition-penalty")) var repetitionPenalty: Float = 1.0
-    @Option var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingArguments
     @Option(name: .customLong("eos-id")) var eosId: Int?
     @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
     @Option(help: "OpenBLAS threads.") var threads: Int?
@@ -37,10 +32,6 @@ struct Generate: ParsableCommand {
         if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT") }
         if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
             throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
-        do {
-            try SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
-                                repetitionPenalty: repetitionPenalty).validate()
-        } catch { throw ValidationError("\(error)") }
     }
 
     func loadTokenizer(required: Bool) throws -> Tokenizer? {
@@ -81,8 +72,7 @@ struct Generate: ParsableCommand {
         if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }
         guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
-        let opts = SamplingOptions(maxNewTokens: maxNewTokens, temperature: temperature, topP: topP, topK: topK,
-                                   repetitionPenalty: repetitionPenalty, seed: seed, eosTokenId: eos)
+        let opts = sampling.options(eosTokenId: eos)
         try opts.validate(vocabSize: m.config.vocabSize, maxPositions: m.config.maxPositionEmbeddings, promptLength: prompt.count)
         let gen = TokenGenerator(model: m, promptIds: prompt, options: opts)
         if ids {
