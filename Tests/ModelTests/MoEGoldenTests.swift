@@ -98,15 +98,8 @@ final class MoEGradCheckTests: XCTestCase {
         let B = 2, T = 6, N = B * T
         var rng = SplitMix64(seed: 5)
         let ids = (0..<N).map { _ in Int32(rng.next() % 29) }, labels = (0..<N).map { _ in Int32(rng.next() % 29) }
-        let mask = [Float](repeating: 1, count: N)
         func loss(_ backward: Bool) -> (Double, [Int32]) {
-            let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: 29, normalizer: Float(N)) } }
-            let a = m.replicas[0].moe!
-            let routing = Array(UnsafeBufferPointer(start: a.idx, count: a.capN * k * cfg.numHiddenLayers))
-            if backward { m.zeroGrad(); m.backward(dLogits: lg) }
-            return (s / Double(N) + m.lastAuxLoss, routing)
+            moeLossAndRouting(m, ids: ids, labels: labels, B: B, T: T, backward: backward)
         }
         let (_, r0) = loss(true)
         let g = Array(m.grads)
@@ -149,15 +142,8 @@ final class MoELoRATests: XCTestCase {
         m.lora = a; m.frozenBase = true
         let B = 2, T = 5, N = B * T
         let ids = (0..<N).map { _ in Int32(rng.next() % 29) }, labels = (0..<N).map { _ in Int32(rng.next() % 29) }
-        let mask = [Float](repeating: 1, count: N)
         func loss(_ backward: Bool) -> (Double, [Int32]) {
-            let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: 29, normalizer: Float(N)) } }
-            let r = m.replicas[0].moe!
-            let routing = Array(UnsafeBufferPointer(start: r.idx, count: r.capN * cfg.numExpertsPerTok * cfg.numHiddenLayers))
-            if backward { m.zeroGrad(); m.backward(dLogits: lg) }
-            return (s / Double(N) + m.lastAuxLoss, routing)
+            moeLossAndRouting(m, ids: ids, labels: labels, B: B, T: T, backward: backward)
         }
         let (_, r0) = loss(true)
         // frozenBase: no Linear gets a weight gradient (RMSNorm weights are still computed, as in the dense model).
@@ -178,4 +164,18 @@ final class MoELoRATests: XCTestCase {
         }
         XCTAssertGreaterThan(checked, 20)
     }
+}
+
+/// loss = masked CE / N (mask all ones) + aux loss of `m` on one batch `[B, T]`, with the backward pass when
+/// `backward`, and the expert ids the routing chose (to skip finite-difference samples whose ±h flips the routing).
+func moeLossAndRouting(_ m: MiniMindModel, ids: [Int32], labels: [Int32], B: Int, T: Int, backward: Bool) -> (Double, [Int32]) {
+    let N = B * T, cfg = m.config
+    let mask = [Float](repeating: 1, count: N)
+    let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
+    let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
+        CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: cfg.vocabSize, normalizer: Float(N)) } }
+    let moe = m.replicas[0].moe!
+    let routing = Array(UnsafeBufferPointer(start: moe.idx, count: moe.capN * cfg.numExpertsPerTok * cfg.numHiddenLayers))
+    if backward { m.zeroGrad(); m.backward(dLogits: lg) }
+    return (s / Double(N) + m.lastAuxLoss, routing)
 }
