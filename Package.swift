@@ -57,12 +57,14 @@ let package = Package(
         .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
                           path: "Sources/mpi-selftest", swiftSettings: fast),
 
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
+        // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], path: "Tests/TokenizersTests"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers", "TestSupport"], path: "Tests/ModelTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer"], path: "Tests/ServingTests",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport"], path: "Tests/ServingTests",
                     exclude: ["python"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer"],
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer", "TestSupport"],
                     path: "Tests/TrainingTests"),
     ]
 )

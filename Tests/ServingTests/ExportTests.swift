@@ -3,6 +3,7 @@ import XCTest
 @testable import Serving
 @testable import Model
 import Tokenizers
+import TestSupport
 
 /// Runs python3 with `args`; nil when python3 is absent.
 func runPython(_ args: [String]) throws -> (Int32, String, String)? {

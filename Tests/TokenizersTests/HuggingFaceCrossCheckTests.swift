@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
 /// Optional: compares with the real Hugging Face `tokenizers` when python has it (`pip install tokenizers`);
 /// skipped with a message otherwise. Covers every 7th Unicode scalar in varied contexts and ill-formed UTF-8
@@ -26,7 +27,7 @@ final class HuggingFaceCrossCheckTests: XCTestCase {
     }
 
     func testEncodeMatchesHuggingFaceOnAllScriptsAndDecodeOnIllFormedBytes() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let seps = [" ", "a", "1", ".", "\n", "  ", "'s", "\u{3000}", "", " ", "x ", "\t", " \n ", "'ll", "'", "\u{A0}", "\u{2028}", "\u{85}", "Ⅻ", "²"]
         var texts: [String] = []
         var line = ""

@@ -1,8 +1,9 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
-/// Golden: `../shared/golden/tokenizer/bpe_trained_tokenizer.json`, trained by Hugging Face `BpeTrainer`
+/// Golden: `Tests/Fixtures/golden/tokenizer/bpe_trained_tokenizer.json`, trained by Hugging Face `BpeTrainer`
 /// (byte-level, vocab 1000, the three MiniMind specials, full byte alphabet) on `bpe_train_input.jsonl`.
 final class TrainerTests: XCTestCase {
     func trainGolden() throws -> BPETrainer.Result {
