@@ -57,7 +57,8 @@ let package = Package(
         .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
                           path: "Sources/mpi-selftest", swiftSettings: fast),
 
-        // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/).
+        // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/) and `Python` (optional
+        // cross-checks run as a python3 child).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers", "TestSupport"], path: "Tests/ModelTests"),
