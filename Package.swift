@@ -12,11 +12,13 @@ let package = Package(
         .executable(name: "trainer", targets: ["trainer"]),
         .executable(name: "mpi-selftest", targets: ["mpi-selftest"]),
     ],
+    // Exact versions, so every machine builds the same code: Package.resolved is not committed (see the README,
+    // "Dependency versions"). Raise a version here, on purpose, and say so in the commit.
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
     ],
     targets: [
         // C shims only, no logic.
