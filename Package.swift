@@ -12,11 +12,13 @@ let package = Package(
         .executable(name: "trainer", targets: ["trainer"]),
         .executable(name: "mpi-selftest", targets: ["mpi-selftest"]),
     ],
+    // Exact versions, so every machine builds the same code: Package.resolved is not committed (see the README,
+    // "Dependency versions"). Raise a version here, on purpose, and say so in the commit.
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
     ],
     targets: [
         // C shims only, no logic.
@@ -57,12 +59,15 @@ let package = Package(
         .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
                           path: "Sources/mpi-selftest", swiftSettings: fast),
 
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
+        // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/) and `Python` (optional
+        // cross-checks run as a python3 child).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], path: "Tests/TokenizersTests"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers", "TestSupport"], path: "Tests/ModelTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer"], path: "Tests/ServingTests",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport"], path: "Tests/ServingTests",
                     exclude: ["python"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer"],
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer", "TestSupport"],
                     path: "Tests/TrainingTests"),
     ]
 )

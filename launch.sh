@@ -21,7 +21,7 @@
 # On several machines the repository (and the built binary) must be at the same path on every host.
 #
 # examples:
-#   ./launch.sh -np 2 pretrain --data-path ../shared/corpus/pretrain.jsonl --tokenizer ../shared/tokenizers/minimind --max-steps 600
+#   ./launch.sh -np 2 pretrain --data-path Tests/Fixtures/corpus/pretrain.jsonl --tokenizer Tests/Fixtures/tokenizers/minimind --max-steps 600
 #   ./launch.sh --hostfile hostfiles/cluster.example -np 8 pretrain --batch-size 8
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

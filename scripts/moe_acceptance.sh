@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # MoE acceptance (issue 7): a dense and a MoE model of equal ACTIVE parameters pretrained for the same steps under
-# ./launch.sh -np $NP on the shared corpus (loss curves side by side, held-out loss), then every post-training stage
+# ./launch.sh -np $NP on the corpus in Tests/Fixtures/corpus (loss curves side by side, held-out loss), then every post-training stage
 # with --use-moe from the MoE base, generation from the results, and the bench figures.
-#   scripts/moe_acceptance.sh            knobs: OUT (runs/moe), NP (2), STEPS (400), STAGE_STEPS (60), STAGES
+#   scripts/moe_acceptance.sh            knobs: OUT (runs/moe), NP (2), STEPS (400), STAGE_STEPS (60), STAGES, CORPUS, TOKENIZER
 # Dense: hidden 128, 4 layers, intermediate 384 (MiniMind's rule). MoE: 4 routed experts (top-2) + 1 shared, each of
 # intermediate 128, so 3 active experts = the dense MLP (+ the 4×128 gate per layer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/moe}; NP=${NP:-2}; STEPS=${STEPS:-400}; ST=${STAGE_STEPS:-60}
 STAGES=${STAGES:-"pretrain sft dpo lora reason distill bench"}
-SHARED=${SHARED:-../shared}; C=$SHARED/corpus
+C=${CORPUS:-Tests/Fixtures/corpus}; TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}   # Tests/Fixtures/README.md
 has() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 . scripts/env.sh
 swift build -c release --product trainer >&2
 BIN="$(swift build -c release --show-bin-path)/trainer"
 L() { ./launch.sh --no-build -np "$NP" "$@"; }
 mkdir -p "$OUT"
-P=(--data-path "$C/pretrain.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --hidden-size 128 --num-hidden-layers 4
+P=(--data-path "$C/pretrain.jsonl" --tokenizer "$TOK" --hidden-size 128 --num-hidden-layers 4
    --max-seq-len 128 --batch-size 8 --accumulation-steps 1 --learning-rate 1e-3 --max-steps "$STEPS" --log-interval 10
    --save-interval 1000 --seed 1337)
 if has pretrain; then

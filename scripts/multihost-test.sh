@@ -166,9 +166,9 @@ fi
 
 echo "== 4. pretraining across the hosts gives the losses of the same run on one host"
 swift build --product trainer >&2
-SHARED="$(cd "$ROOT/.." && pwd)/shared"
-head -n 300 "$SHARED/corpus/pretrain.jsonl" > "$TMP/train.jsonl"
-PRE=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --cache-dir "$TMP/cache"
+FIXTURES="$ROOT/Tests/Fixtures"   # the repository's corpus and tokenizer (Tests/Fixtures/README.md)
+head -n 300 "$FIXTURES/corpus/pretrain.jsonl" > "$TMP/train.jsonl"
+PRE=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$FIXTURES/tokenizers/minimind" --cache-dir "$TMP/cache"
      --hidden-size 32 --num-hidden-layers 2 --max-seq-len 33 --batch-size 2 --accumulation-steps 1
      --max-steps 8 --log-interval 1 --save-interval 100 --threads 1 --seed 3)
 mh_capture "$N" "$BIN/trainer" "${PRE[@]}" --out-dir "$TMP/mh" >/dev/null || { printf '%s\n' "$MH_OUT" >&2; echo "multihost-test: FAIL: pretrain across hosts" >&2; exit 1; }

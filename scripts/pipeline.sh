@@ -7,6 +7,7 @@
 #
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
+# CORPUS (Tests/Fixtures/corpus), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
 # NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), SFT2_EPOCHS (6), SFT2_LR (5e-4), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS (25), LORA_LR (1.5e-3), LORA_RANK (16), REASON_EPOCHS,
 # REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, DISTILL_T (1.0), STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
@@ -14,8 +15,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
 NP=${NP:-2}
 CONFIG=${CONFIG:-release}
-SHARED=${SHARED:-../shared}
-C=$SHARED/corpus
+C=${CORPUS:-Tests/Fixtures/corpus}                      # the jsonl corpus (Tests/Fixtures/README.md)
+TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}    # MiniMind's tokenizer
 STAGES=${STAGES:-"pretrain sft dpo lora reason distill"}
 mkdir -p "$OUT/data"
 RES=$OUT/results.jsonl
@@ -38,7 +39,7 @@ split "$C/sft.jsonl" "$OUT/data/sft_train.jsonl" "$OUT/data/sft_test.jsonl"
 if [ -z "${BASE:-}" ]; then
   BASE=$OUT/pretrain/final
   if has pretrain && [ ! -f "$BASE/model.safetensors" ]; then
-    L pretrain --data-path "$C/pretrain.jsonl" --tokenizer "$SHARED/tokenizers/minimind" --out-dir "$OUT/pretrain" \
+    L pretrain --data-path "$C/pretrain.jsonl" --tokenizer "$TOK" --out-dir "$OUT/pretrain" \
       --hidden-size "${HIDDEN:-256}" --num-hidden-layers 4 --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
       --learning-rate 1e-3 --epochs "${PRETRAIN_EPOCHS:-3}" --log-interval 100 --save-interval 600
   fi

@@ -35,11 +35,22 @@ public final class GenerationJob: @unchecked Sendable {
     public var isCancelled: Bool { lock.lock(); defer { lock.unlock() }; return cancelled }
 }
 
-/// Locates a tokenizer: `explicit` (file or directory), else the model directory, else `../shared/tokenizers/minimind`
-/// beside the model directory or the working directory.
+/// MiniMind2's tokenizer in the repository, relative to the repository root (the working directory of the README's
+/// commands): where `trainer generate|chat|serve|export` look last when neither `--tokenizer` nor the model
+/// directory gives a `tokenizer.json`.
+public let repositoryTokenizerDirectory = "Tests/Fixtures/tokenizers/minimind"
+
+/// Where a tokenizer is looked for, in order: `explicit` alone when given (file or directory), else the model
+/// directory, then `repositoryTokenizerDirectory`.
+public func tokenizerCandidates(model: String, explicit: String?) -> [String] {
+    explicit.map { [$0] } ?? [model, repositoryTokenizerDirectory]
+}
+
+/// Locates a tokenizer among `tokenizerCandidates(model:explicit:)`.
+/// - Throws: `ServingError` naming every place tried when none holds a `tokenizer.json`; the tokenizer's own load
+///   errors.
 public func locateTokenizer(model: String, explicit: String?) throws -> Tokenizer {
-    let candidates = explicit.map { [$0] } ?? [model, (model as NSString).appendingPathComponent("../shared/tokenizers/minimind"),
-                                              "../shared/tokenizers/minimind"]
+    let candidates = tokenizerCandidates(model: model, explicit: explicit)
     for c in candidates {
         let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
         if FileManager.default.fileExists(atPath: file) { return try Tokenizer.load(c) }

@@ -40,11 +40,10 @@ func writeFileAtomically(_ data: Data, to path: String) throws {
     if rename(tmp, path) != 0 { unlink(tmp); throw ServingError("\(path): rename failed (errno \(errno))") }
 }
 
-/// The path of `tokenizer.json` for a model: `explicit` (file or directory), else the model directory, else
-/// `../shared/tokenizers/minimind` (as `locateTokenizer`).
+/// The path of `tokenizer.json` for a model, among `tokenizerCandidates(model:explicit:)` (as `locateTokenizer`).
+/// - Throws: `ServingError` naming every place tried when none holds a `tokenizer.json`.
 public func locateTokenizerFile(model: String, explicit: String?) throws -> String {
-    let candidates = explicit.map { [$0] } ?? [model, (model as NSString).appendingPathComponent("../shared/tokenizers/minimind"),
-                                              "../shared/tokenizers/minimind"]
+    let candidates = tokenizerCandidates(model: model, explicit: explicit)
     for c in candidates {
         let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
         if FileManager.default.fileExists(atPath: file) { return file }

@@ -20,7 +20,7 @@ struct Chat: ParsableCommand {
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into the weights at load.") var lora: String?
-    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @Argument(help: "One-shot message (\"-\" = read stdin).") var prompt: String?
     @Option(name: .customLong("history-turns"), help: "Previous (user, assistant) pairs kept in the prompt.") var historyTurns = 3

@@ -20,7 +20,7 @@ struct Export: ParsableCommand {
     @Option(help: "hf or gguf.") var format: String
     @Option(help: "f32, f16 or bf16.") var dtype: String = "f32"
     @Option(help: "LoRA adapter file (from `trainer lora`) merged into the exported weights.") var lora: String?
-    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @Option(help: "Model name written to GGUF general.name (default: the model directory's name).") var name: String?
 

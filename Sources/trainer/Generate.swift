@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Serving
 import Tokenizers
 
 struct Generate: ParsableCommand {
@@ -20,7 +21,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Prompt text.") var prompt: String?
     @Flag(help: "Render --prompt as a user turn with the chat template.") var chat = false
     @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
-    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @OptionGroup var sampling: SamplingArguments
     @Option(name: .customLong("eos-id")) var eosId: Int?
@@ -35,10 +36,7 @@ struct Generate: ParsableCommand {
     }
 
     func loadTokenizer(required: Bool) throws -> Tokenizer? {
-        var candidates: [String] = []
-        if let tokenizer { candidates = [tokenizer] } else {
-            candidates = [model, (model as NSString).appendingPathComponent("../shared/tokenizers/minimind"), "../shared/tokenizers/minimind"]
-        }
+        let candidates = tokenizerCandidates(model: model, explicit: tokenizer)
         for c in candidates {
             let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
             if FileManager.default.fileExists(atPath: file) { return try Tokenizer.load(c) }

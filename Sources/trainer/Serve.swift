@@ -20,7 +20,7 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into the weights at load.") var lora: String?
-    @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
+    @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @Option var host = "127.0.0.1"
     @Option var port = 8998

@@ -226,8 +226,8 @@ struct TokenizerChatTemplate: ParsableCommand {
 struct TokenizerBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure encode speed (one thread, many threads) and training speed.")
-    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String = "../shared/tokenizers/minimind"
-    @Option(help: "{\"text\"} jsonl corpus.") var data: String = "../shared/corpus/pretrain.jsonl"
+    @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String = "Tests/Fixtures/tokenizers/minimind"
+    @Option(help: "{\"text\"} jsonl corpus.") var data: String = "Tests/Fixtures/corpus/pretrain.jsonl"
     @Option(help: "Threads for the batch path.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Vocab size for the training benchmark (0 = skip).") var trainVocab: Int = 6400
     @Option(help: "Repetitions (the best time is reported).") var repeats: Int = 3

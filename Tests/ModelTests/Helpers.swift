@@ -1,13 +1,10 @@
 import Foundation
 import XCTest
 @testable import Model
+import TestSupport
 
-/// `<package root>/../shared`.
-let sharedDir: String = {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return root.deletingLastPathComponent().appendingPathComponent("shared").path
-}()
-func golden(_ p: String) -> String { sharedDir + "/golden/" + p }
+/// `Tests/Fixtures/golden/<p>` (see `Fixtures` in Tests/TestSupport).
+func golden(_ p: String) -> String { Fixtures.golden(p) }
 
 /// max |a − b|.
 func maxAbsDiff(_ a: UnsafeBufferPointer<Float>, _ b: [Float]) -> Float {

@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 @testable import Model
 
-/// MiniMind2-MoE golden (`../shared/golden/moe/`): training-mode forward (logits, ce, aux_loss, loss = ce + aux) and
-/// every gradient of loss, within the shared fp32 tolerances.
+/// MiniMind2-MoE golden (`Tests/Fixtures/golden/moe/`): training-mode forward (logits, ce, aux_loss, loss = ce + aux) and
+/// every gradient of loss, within the fp32 tolerances of Tests/Fixtures/README.md.
 final class MoEGoldenTests: XCTestCase {
     func run(batchParallel: Bool) throws {
         let m = try MiniMindModel.load(directory: golden("moe"))

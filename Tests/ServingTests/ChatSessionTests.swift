@@ -53,7 +53,7 @@ final class ChatSessionTests: XCTestCase {
     }
 
     /// `--lora FILE` merges the adapter into the weights at load: the merged model's logits equal the PyTorch LoRA
-    /// forward W x + B(A x) of shared/golden/lora_step (lora_base + its rank-4 adapters), within 1e-4.
+    /// forward W x + B(A x) of Tests/Fixtures/golden/lora_step (lora_base + its rank-4 adapters), within 1e-4.
     func testLoraAdapterIsMergedAtLoad() throws {
         let g = try SafeTensorsFile(path: golden("lora_step.safetensors"))
         var w = SafeTensorsWriter()

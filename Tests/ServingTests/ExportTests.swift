@@ -3,25 +3,16 @@ import XCTest
 @testable import Serving
 @testable import Model
 import Tokenizers
+import TestSupport
 
-/// Runs python3 with `args`; nil when python3 is absent.
+/// Runs python3 with `args` (`Python.run`); nil when python3 is absent.
 func runPython(_ args: [String]) throws -> (Int32, String, String)? {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3"] + args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out; p.standardError = err
-    do { try p.run() } catch { return nil }
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    guard let r = try Python.run(args) else { return nil }
+    return (r.status, r.text, r.stderr)
 }
 
 /// Whether python3 can import every module in `modules`.
-func pythonHas(_ modules: [String]) -> Bool {
-    guard let r = try? runPython(["-c", "import " + modules.joined(separator: ", ")]) else { return false }
-    return r.0 == 0
-}
+func pythonHas(_ modules: [String]) -> Bool { Python.hasModules(modules) }
 
 func scriptPath(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/" + name).path

@@ -3,14 +3,12 @@ import XCTest
 @testable import Serving
 import Model
 import Tokenizers
+import TestSupport
 
-/// `<package root>/../shared`.
-func sharedDir() -> String {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("../shared").standardizedFileURL.path
-}
-func golden(_ p: String) -> String { sharedDir() + "/golden/" + p }
-func minimindTokenizer() -> String { sharedDir() + "/tokenizers/minimind" }
+/// `Tests/Fixtures/golden/<p>` (see `Fixtures` in Tests/TestSupport).
+func golden(_ p: String) -> String { Fixtures.golden(p) }
+/// `Tests/Fixtures/tokenizers/minimind`.
+func minimindTokenizer() -> String { Fixtures.miniMindTokenizer }
 
 struct GoldenGenerate: Decodable { let prompt_ids: [Int32]; let greedy_ids: [Int32]; let max_new_tokens: Int }
 func loadGoldenGenerate() throws -> GoldenGenerate {

@@ -1,14 +1,17 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
 /// Bad input gives errors that name the file, JSON path or line — never a crash or a silent mis-encoding.
 final class BadInputTests: XCTestCase {
-    static var original: [String: Any] = try! JSONSerialization.jsonObject(with: Data(contentsOf:
-        URL(fileURLWithPath: Fixtures.miniMindDir + "/tokenizer.json"))) as! [String: Any]
+    /// MiniMind's tokenizer.json as a JSON object, read once (a missing file fails the tests that need it).
+    static let original = Result {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.miniMindDir + "/tokenizer.json"))) as! [String: Any]
+    }
 
     func load(_ mutate: (inout [String: Any]) -> Void) throws -> Tokenizer {
-        var j = BadInputTests.original
+        var j = try BadInputTests.original.get()
         mutate(&j)
         return try Tokenizer(tokenizerJSON: try JSONSerialization.data(withJSONObject: j), config: nil, fileName: "t.json")
     }
@@ -61,7 +64,7 @@ final class BadInputTests: XCTestCase {
             var m = j["model"] as! [String: Any]; var v = m["vocab"] as! [String: Any]; f(&v); m["vocab"] = v; j["model"] = m
         }
         let byteA = "a"   // a byte-level symbol of the real vocab
-        let idA = (Fixtures.miniMind.tokenToId(byteA)).map(Int.init)!
+        let idA = (try Fixtures.miniMind().tokenToId(byteA)).map(Int.init)!
         XCTAssertThrowsError(try load { j in vocab(&j) { $0["zzz"] = idA } }) { e in
             XCTAssertEqual("\(e)", "t.json: $.model.vocab: id \(idA) is given to two tokens, \"a\" and \"zzz\"")
         }

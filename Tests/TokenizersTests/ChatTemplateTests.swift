@@ -1,11 +1,12 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
-/// Golden: the `prompt` of every row of `../shared/golden/sft_masks.jsonl` (MiniMind's SFTDataset rendering).
+/// Golden: the `prompt` of every row of `Tests/Fixtures/golden/sft_masks.jsonl` (MiniMind's SFTDataset rendering).
 final class ChatTemplateTests: XCTestCase {
     func testSFTPromptsMatchGolden() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let rows = try Fixtures.jsonl("golden/sft_masks.jsonl")
         XCTAssertEqual(rows.count, 26)
         for (i, r) in rows.enumerated() {
@@ -21,7 +22,7 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testGenerationPromptAndSystemTurn() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let p = try tk.applyChatTemplate([ChatMessage(role: "user", content: "你好，请背诵一首诗。")], addGenerationPrompt: true)
         let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("golden/generate_model/generate.json")))) as! [String: Any]
         XCTAssertEqual(p, golden["prompt"] as! String)

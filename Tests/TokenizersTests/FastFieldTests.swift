@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
 /// The fast `{"text"}` extractor agrees with Foundation's JSON parser.
 final class FastFieldTests: XCTestCase {

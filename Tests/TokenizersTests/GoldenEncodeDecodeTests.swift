@@ -1,11 +1,12 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
-/// Golden: `../shared/golden/tokenizer/tokenizer_cases.jsonl`, computed with Hugging Face `tokenizers` 0.23.
+/// Golden: `Tests/Fixtures/golden/tokenizer/tokenizer_cases.jsonl`, computed with Hugging Face `tokenizers` 0.23.
 final class GoldenEncodeDecodeTests: XCTestCase {
     func testLoadsMiniMind() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         XCTAssertEqual(tk.vocabSize, 6400)
         XCTAssertEqual(tk.padTokenId, 0)
         XCTAssertEqual(tk.bosTokenId, 1)
@@ -16,7 +17,7 @@ final class GoldenEncodeDecodeTests: XCTestCase {
     }
 
     func testAllGoldenCasesEncodeAndDecode() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let rows = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl")
         XCTAssertEqual(rows.count, 320)
         var encodeOK = 0, decodeOK = 0
@@ -36,7 +37,7 @@ final class GoldenEncodeDecodeTests: XCTestCase {
     }
 
     func testBatchEncodeMatchesSingle() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let texts = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl").map { $0["text"] as! String }
         let batch = tk.encode(batch: texts, threads: 4)
         XCTAssertEqual(batch.count, texts.count)
@@ -44,15 +45,15 @@ final class GoldenEncodeDecodeTests: XCTestCase {
     }
 
     func testSkipSpecialTokens() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let ids = tk.encode("<|im_start|>user\n你好<|im_end|>\n")
         XCTAssertEqual(ids.first, 1)
         XCTAssertEqual(try tk.decode(ids, skipSpecialTokens: true), "user\n你好\n")
         XCTAssertEqual(try tk.decode(ids), "<|im_start|>user\n你好<|im_end|>\n")
     }
 
-    func testDecodeOutOfRangeThrows() {
-        let tk = Fixtures.miniMind
+    func testDecodeOutOfRangeThrows() throws {
+        let tk = try Fixtures.miniMind()
         XCTAssertThrowsError(try tk.decode([5, 6400])) { e in
             XCTAssertEqual(e as? TokenizerError, .idOutOfRange(id: 6400, vocabSize: 6400))
         }
@@ -61,7 +62,7 @@ final class GoldenEncodeDecodeTests: XCTestCase {
 
     /// Ill-formed UTF-8 is replaced per maximal subpart, like Rust's `from_utf8_lossy`.
     func testInvalidUTF8Replacement() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         func byteId(_ b: UInt8) -> Int32 { tk.tokenToId(ByteLevel.byteStrings[Int(b)])! }
         XCTAssertEqual(try tk.decode([byteId(0xE4), byteId(0xBD), byteId(0x61)]), "\u{FFFD}a")
         XCTAssertEqual(try tk.decode([byteId(0xFF), byteId(0xE4), byteId(0xBD), byteId(0xA0)]), "\u{FFFD}你")
@@ -70,7 +71,7 @@ final class GoldenEncodeDecodeTests: XCTestCase {
     }
 
     func testStreamDecoderEmitsWholeCharacters() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let rows = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl")
         for r in rows.prefix(80) {
             let ids = ints(r["ids"])
@@ -93,7 +94,7 @@ final class GoldenEncodeDecodeTests: XCTestCase {
 
 final class EncodeFileTests: XCTestCase {
     func testEncodeJSONLMatchesPerTextEncode() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let path = Fixtures.path("golden/tokenizer/tokenizer_cases.jsonl")
         let rows = try Fixtures.jsonl("golden/tokenizer/tokenizer_cases.jsonl")
         var got: [[Int32]] = []

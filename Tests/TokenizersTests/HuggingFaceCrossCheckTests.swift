@@ -1,32 +1,29 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
 /// Optional: compares with the real Hugging Face `tokenizers` when python has it (`pip install tokenizers`);
 /// skipped with a message otherwise. Covers every 7th Unicode scalar in varied contexts and ill-formed UTF-8
 /// decoding.
 final class HuggingFaceCrossCheckTests: XCTestCase {
+    /// Runs `script` under python3 with `input` on stdin; skips when python3 or `tokenizers` is missing, fails when
+    /// the child fails (see `Python.run`: a child that stops reading never takes this process down).
     func runPython(_ script: String, input: Data) throws -> Data {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, Fixtures.miniMindDir + "/tokenizer.json"]
-        let inPipe = Pipe(), outPipe = Pipe()
-        p.standardInput = inPipe
-        p.standardOutput = outPipe
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { throw XCTSkip("python3 not available") }
-        let writer = Thread { inPipe.fileHandleForWriting.write(input); try? inPipe.fileHandleForWriting.close() }
-        writer.start()
-        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        if String(decoding: out.prefix(4), as: UTF8.self) == "SKIP" || p.terminationStatus != 0 {
-            throw XCTSkip("python tokenizers not installed (pip install tokenizers): skipped")
+        guard Python.hasModules(["tokenizers"]) else {
+            throw XCTSkip("python3 with Hugging Face tokenizers not installed (pip install tokenizers): cross-check skipped")
         }
-        return out
+        guard let r = try Python.run(["-c", script, Fixtures.miniMindDir + "/tokenizer.json"], input: input) else {
+            throw XCTSkip("python3 not on PATH: cross-check skipped")
+        }
+        if r.text.hasPrefix("SKIP") { throw XCTSkip("python3 could not import tokenizers: cross-check skipped") }
+        guard r.status == 0 else { throw CrossCheckFailure(description: "python3 exited with \(r.status):\n\(r.stderr.suffix(3000))") }
+        return r.stdout
     }
+    struct CrossCheckFailure: Error, CustomStringConvertible { let description: String }
 
     func testEncodeMatchesHuggingFaceOnAllScriptsAndDecodeOnIllFormedBytes() throws {
-        let tk = Fixtures.miniMind
+        let tk = try Fixtures.miniMind()
         let seps = [" ", "a", "1", ".", "\n", "  ", "'s", "\u{3000}", "", " ", "x ", "\t", " \n ", "'ll", "'", "\u{A0}", "\u{2028}", "\u{85}", "Ⅻ", "²"]
         var texts: [String] = []
         var line = ""
@@ -50,28 +47,33 @@ final class HuggingFaceCrossCheckTests: XCTestCase {
         var input = Data()
         for t in texts { input.append(try JSONSerialization.data(withJSONObject: ["text": t])); input.append(0x0A) }
         for ids in decodeCases { input.append(try JSONSerialization.data(withJSONObject: ["ids": ids.map { Int($0) }])); input.append(0x0A) }
+        // The child reads all its input before anything can make it stop (the parent never depends on that either).
         let script = """
         import sys, json
+        lines = sys.stdin.readlines()
         try:
             from tokenizers import Tokenizer
         except ImportError:
             print("SKIP"); sys.exit(0)
         t = Tokenizer.from_file(sys.argv[1])
-        for l in sys.stdin:
+        for l in lines:
             r = json.loads(l)
             if "text" in r: print(json.dumps(t.encode(r["text"], add_special_tokens=False).ids))
             else: print(json.dumps(t.decode(r["ids"], skip_special_tokens=False)))
         """
         let out = try runPython(script, input: input)
         let lines = out.split(separator: 0x0A)
-        XCTAssertEqual(lines.count, texts.count + decodeCases.count)
+        // Whatever the child printed, a mismatch is a test failure, never a crash of this process.
+        guard lines.count == texts.count + decodeCases.count else {
+            return XCTFail("python3 printed \(lines.count) lines for \(texts.count + decodeCases.count) inputs")
+        }
         var encodeOK = 0, decodeOK = 0
         for (i, t) in texts.enumerated() {
-            let want = ints(try JSONSerialization.jsonObject(with: Data(lines[i])))
+            let want = ((try? JSONSerialization.jsonObject(with: Data(lines[i]))) as? [NSNumber])?.map(\.int32Value)
             if tk.encode(t) == want { encodeOK += 1 } else { XCTFail("encode differs from HF on text #\(i)") }
         }
         for (j, ids) in decodeCases.enumerated() {
-            let want = try JSONSerialization.jsonObject(with: Data(lines[texts.count + j]), options: .fragmentsAllowed) as! String
+            let want = (try? JSONSerialization.jsonObject(with: Data(lines[texts.count + j]), options: .fragmentsAllowed)) as? String
             if try tk.decode(ids) == want { decodeOK += 1 } else { XCTFail("decode differs from HF on \(ids)") }
         }
         XCTAssertEqual(encodeOK, texts.count)

@@ -1,8 +1,9 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import TestSupport
 
-/// Golden: `../shared/golden/tokenizer/bpe_trained_tokenizer.json`, trained by Hugging Face `BpeTrainer`
+/// Golden: `Tests/Fixtures/golden/tokenizer/bpe_trained_tokenizer.json`, trained by Hugging Face `BpeTrainer`
 /// (byte-level, vocab 1000, the three MiniMind specials, full byte alphabet) on `bpe_train_input.jsonl`.
 final class TrainerTests: XCTestCase {
     func trainGolden() throws -> BPETrainer.Result {
@@ -64,6 +65,9 @@ final class TrainerTests: XCTestCase {
 
     /// Optional cross-check with the real Hugging Face libraries when python has them.
     func testPythonTokenizersLoadsWrittenFiles() throws {
+        guard Python.hasModules(["tokenizers"]) else {
+            throw XCTSkip("python3 with Hugging Face tokenizers not installed (pip install tokenizers): cross-check skipped")
+        }
         let r = try trainGolden()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-py-\(getpid())")
         try? FileManager.default.removeItem(at: dir)
@@ -84,21 +88,13 @@ final class TrainerTests: XCTestCase {
         except ImportError:
             print("no transformers")
         """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, dir.path]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { throw XCTSkip("python3 not available") }
-        p.waitUntilExit()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        if out.hasPrefix("SKIP") || p.terminationStatus != 0 {
-            throw XCTSkip("python tokenizers not installed (pip install tokenizers): skipped")
-        }
+        guard let py = try Python.run(["-c", script, dir.path]) else { throw XCTSkip("python3 not on PATH: cross-check skipped") }
+        let out = py.text
+        if out.hasPrefix("SKIP") { throw XCTSkip("python3 could not import tokenizers: cross-check skipped") }
+        guard py.status == 0 else { return XCTFail("python3 exited with \(py.status):\n\(py.stderr.suffix(3000))") }
         let tk = try Tokenizer.load(dir.path)
         let lines = out.split(separator: "\n")
-        XCTAssertEqual(String(lines[0]), "1000 \(tk.encode("床前明月光 Hello"))")
+        XCTAssertEqual(lines.first.map(String.init), "1000 \(tk.encode("床前明月光 Hello"))")
         if lines.count > 1 && lines[1].hasPrefix("transformers") { XCTAssertEqual(String(lines[1]), "transformers 1 2 0") }
     }
 }

@@ -1,13 +1,14 @@
 import XCTest
 import Foundation
 import Model
+import TestSupport
 
 /// How `trainer` reports bad input: data/file errors print just `Error: <message>` (file, line or tensor named) with
 /// exit status 1; command-line mistakes print the message and the command's usage line; nothing traps. The OpenBLAS
 /// line is logged only when a command runs.
 final class CLIErrorTests: XCTestCase {
     var work = ""
-    let golden = TrainerRunner.shared.appendingPathComponent("golden").path
+    let golden = Fixtures.path("golden")
 
     override func setUpWithError() throws {
         work = TrainerRunner.tempDir("clierr")

@@ -2,11 +2,9 @@ import XCTest
 import Foundation
 import Model
 
-/// `trainer debug-step --objective dpo|lora|distill` against the PyTorch goldens (tolerances of shared/README.md:
+/// `trainer debug-step --objective dpo|lora|distill` against the PyTorch goldens (tolerances of Tests/Fixtures/README.md:
 /// losses/logits 1e-4 absolute, gradients 1e-4 + 1e-3·max|g| per tensor).
 final class PostTrainingGoldenTests: XCTestCase {
-    func golden(_ p: String) -> String { TrainerRunner.shared.appendingPathComponent("golden/" + p).path }
-
     /// Runs debug-step (no clipping: the goldens hold raw gradients) and compares every tensor the golden has.
     func check(_ name: String, _ args: [String], skip: (String) -> Bool = { _ in false }) throws {
         let work = TrainerRunner.tempDir("golden-\(name)")

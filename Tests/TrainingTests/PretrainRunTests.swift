@@ -1,7 +1,7 @@
 import XCTest
 import Foundation
 
-/// End-to-end runs of `trainer pretrain` with a tiny model on the first rows of ../shared/corpus/pretrain.jsonl.
+/// End-to-end runs of `trainer pretrain` with a tiny model on the first rows of Tests/Fixtures/corpus/pretrain.jsonl.
 final class PretrainRunTests: XCTestCase {
     var work = ""
     var data = ""

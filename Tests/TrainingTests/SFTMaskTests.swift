@@ -7,7 +7,7 @@ import Tokenizers
 final class SFTMaskTests: XCTestCase {
     func testGoldenSFTMasks() throws {
         let tok = try Tokenizer.load(TrainerRunner.tokenizer)
-        let golden = TrainerRunner.shared.appendingPathComponent("golden/sft_masks.jsonl").path
+        let golden = golden("sft_masks.jsonl")
         let work = TrainerRunner.tempDir("sftmask")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let lines = try String(contentsOfFile: golden, encoding: .utf8).split(separator: "\n")

@@ -1,13 +1,13 @@
 import XCTest
 import Foundation
 import Model
+import TestSupport
 
 /// End-to-end runs of `trainer sft|lora|dpo|reason|distill` under `mpirun -np 2` with the tiny golden models, then a
 /// single-rank `--resume` from checkpoint-2 that must continue with the same losses (same global batch).
 final class StageRunTests: XCTestCase {
     var work = ""
-    func golden(_ p: String) -> String { TrainerRunner.shared.appendingPathComponent("golden/" + p).path }
-    func corpus(_ f: String) -> String { TrainerRunner.shared.appendingPathComponent("corpus/" + f).path }
+    func corpus(_ f: String) -> String { Fixtures.corpus(f) }
 
     override func setUpWithError() throws {
         work = TrainerRunner.tempDir("stages")

@@ -1,15 +1,19 @@
 import XCTest
 import Foundation
 import Model
+import TestSupport
+
+/// `Tests/Fixtures/golden/<p>` (see `Fixtures` in Tests/TestSupport).
+func golden(_ p: String) -> String { Fixtures.golden(p) }
 
 /// Runs the built `trainer` executable (alone or under `mpirun -np N`) for the end-to-end training tests.
 enum TrainerRunner {
     struct Run { let status: Int32; let stdout: String; let stderr: String; let timedOut: Bool }
 
-    static var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
-    static var shared: URL { packageRoot.deletingLastPathComponent().appendingPathComponent("shared") }
-    static var corpus: String { shared.appendingPathComponent("corpus/pretrain.jsonl").path }
-    static var tokenizer: String { shared.appendingPathComponent("tokenizers/minimind").path }
+    /// `Tests/Fixtures/corpus/pretrain.jsonl`.
+    static var corpus: String { Fixtures.corpus("pretrain.jsonl") }
+    /// `Tests/Fixtures/tokenizers/minimind`.
+    static var tokenizer: String { Fixtures.miniMindTokenizer }
 
     static var mpirun: URL? {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
