@@ -27,8 +27,7 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.saveInterval.names, help: D.saveInterval.help) var saveInterval: Int?
     @Option(name: D.seed.names, help: D.seed.help) var seed: UInt64?
     @Option(name: D.maxSteps.names, help: D.maxSteps.help) var maxSteps: Int?
-    @Flag(name: D.resume.names, help: D.resume.help)
-    var resume = false
+    @Flag(name: D.resume.names, help: D.resume.help) var resume = false
     @Option(name: D.keepCheckpoints.names, help: D.keepCheckpoints.help) var keepCheckpoints: Int?
     @Option(name: D.bucketCapMB.names, help: D.bucketCapMB.help) var bucketCapMB: Double?
     @Option(name: D.threads.names, help: D.threads.help) var threads: Int?
@@ -36,7 +35,7 @@ struct TrainingArguments: ParsableArguments {
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
     @Option(name: .customLong("dtype"), help: ArgumentHelp(
-        "MiniMind's autocast dtype: bfloat16 (MiniMind's default) or float32. This build trains in float32 either way (bfloat16 is noted); float16 is refused.",
+        "MiniMind's training dtype: bfloat16 (MiniMind's default) or float32. This build trains in float32 either way (bfloat16 is noted); float16 is refused.",
         valueName: "dtype"))
     var dtype: String?
     @Option(name: .customLong("device"), help: ArgumentHelp(
@@ -61,7 +60,8 @@ struct TrainingArguments: ParsableArguments {
         MiniMindFlags(dtype: dtype, device: device, ddp: ddp, numWorkers: numWorkers, useWandb: useWandb,
                       wandbProject: wandbProject, localRank: localRank, warmupIters: warmupIters)
     }
-    @Flag(name: .customLong("print-options"), help: .private) var printOptions = false
+    @Flag(name: .customLong("print-options"), help: "Print the resolved options as JSON and exit (nothing is read or trained).")
+    var printOptions = false
 
     func validate() throws {
         guard !CommandLineDiagnosis.optionChecksDeferred else { return }
