@@ -56,6 +56,15 @@ public enum LaunchEnvironment {
         if let force = env["SWIFTMIND_FORCE_MPI"], !force.isEmpty { return force != "0" }
         return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_SIZE"] != nil
     }
+
+    /// This process's rank as its launcher set it (`OMPI_COMM_WORLD_RANK`, `PMIX_RANK`, `PMI_RANK`), 0 when none is
+    /// set. Known before MPI_Init, so that only rank 0 prints command-line errors, usage and notes.
+    public static func rank(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        for key in ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"] {
+            if let r = env[key].flatMap({ Int($0) }) { return r }
+        }
+        return 0
+    }
 }
 
 private let sharedCommunicatorLock = NSLock()

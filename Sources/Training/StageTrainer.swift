@@ -30,6 +30,8 @@ public struct StageOptions: Codable, Sendable {
     public var beta = 0.1
     // lora
     public var loraRank = 8
+    /// The adapter is saved as OUT/<loraName>.safetensors (MiniMind's `--lora_name`).
+    public var loraName = "lora"
     // reason
     public var reasonWeight = 10.0
     // distill
@@ -37,25 +39,12 @@ public struct StageOptions: Codable, Sendable {
     public var alpha = 0.5
     public var temperature = 2.0
 
-    /// MiniMind's defaults: SFT lr 5e-7, 2 epochs, batch 16, seq 512; LoRA lr 1e-4, 10 epochs, batch 32;
-    /// DPO lr 1e-8, 2 epochs, batch 4, seq 1024, β 0.1; reason lr 1e-6, seq 1024; distill lr 5e-6, seq 512.
-    public static func defaults(for stage: Stage) -> StageOptions {
-        var o = StageOptions(stage: stage)
-        switch stage {
-        case .sft: o.learningRate = 5e-7; o.epochs = 2; o.batchSize = 16; o.maxSeqLen = 512
-        case .lora: o.learningRate = 1e-4; o.epochs = 10; o.batchSize = 32; o.maxSeqLen = 512
-        case .dpo: o.learningRate = 1e-8; o.epochs = 2; o.batchSize = 4; o.maxSeqLen = 1024
-        case .reason: o.learningRate = 1e-6; o.epochs = 1; o.batchSize = 8; o.maxSeqLen = 1024
-        case .distill: o.learningRate = 5e-6; o.epochs = 6; o.batchSize = 32; o.maxSeqLen = 512
-        }
-        return o
-    }
+    /// The stage's defaults: `TrainingOptions.defaults(for:)` (MiniMind's script for the stage) and the stage's own.
+    public static func defaults(for stage: Stage) -> StageOptions { StageOptions(stage: stage) }
 
-    /// The common options with the post-training base values (no data path, 2 epochs, batch 16, lr 5e-7, no
-    /// accumulation); `defaults(for:)` then applies the stage's.
     public init(stage: Stage) {
         self.stage = stage
-        common.dataPath = ""; common.epochs = 2; common.batchSize = 16; common.learningRate = 5e-7; common.accumulationSteps = 1
+        common = .defaults(for: TrainingCommand(stage))
     }
 
     public subscript<T>(dynamicMember path: WritableKeyPath<TrainingOptions, T>) -> T {
@@ -67,7 +56,11 @@ public struct StageOptions: Codable, Sendable {
         func check(_ ok: Bool, _ m: String) throws { if !ok { throw TrainingError.invalidOption(m) } }
         try common.validate()
         try check(tokenizer != nil || initDir != nil, "--tokenizer is required without --init")
-        if stage == .lora { try check(initDir != nil, "lora needs --init DIR (the frozen base)"); try check(loraRank >= 1, "--lora-rank must be ≥ 1") }
+        if stage == .lora {
+            try check(initDir != nil, "lora needs --init DIR (the frozen base)"); try check(loraRank >= 1, "--lora-rank must be ≥ 1")
+            try check(!loraName.isEmpty && !loraName.contains("/") && !loraName.hasPrefix("."),
+                      "--lora-name must be a file name without '/' or a leading '.' (got '\(loraName)')")
+        }
         if stage == .dpo { try check(reference != nil || initDir != nil, "dpo needs --init DIR (and optionally --reference DIR)") }
         if stage == .distill {
             try check(teacher != nil, "distill needs --teacher DIR")
@@ -88,7 +81,7 @@ public final class StageTrainer {
         self.logger = logger
     }
 
-    /// Name of the adapter file in an output / checkpoint directory.
+    /// Name of the adapter file in a checkpoint directory and in OUT/final/ (OUT/ itself gets `--lora-name`'s).
     public static let adapterFile = "lora.safetensors"
 
     /// Trains: the stage's objective in the shared `TrainingLoop`.
@@ -123,6 +116,8 @@ final class StageObjective: TrainingObjective {
     let adapters: LoRAAdapters?
     let dataIdentity: String
     let tokenizerPath: String
+    /// LoRA: file name of the adapter written to OUT/ at the end (`--lora-name` + ".safetensors").
+    let adapterOutputFile: String
     var parameters: UnsafeMutableBufferPointer<Float> { adapters?.params ?? model.params }
     var gradients: UnsafeMutableBufferPointer<Float> { adapters?.grads ?? model.grads }
     /// The model's per-layer gradient ranges index `model.grads`, not the adapters.
@@ -184,6 +179,7 @@ final class StageObjective: TrainingObjective {
         stage = o.stage
         report = .stage(o.stage)
         tokenizerPath = tokPath
+        adapterOutputFile = o.loraName + ".safetensors"
         dataset = data
         model = net
         adapters = lora
@@ -246,8 +242,8 @@ final class StageObjective: TrainingObjective {
         if let a = adapters { try a.save(path: directory + "/" + StageTrainer.adapterFile) }
     }
 
-    /// LoRA: OUT/lora.safetensors, the file `lora merge` and `--lora` take.
+    /// LoRA: OUT/<lora-name>.safetensors (default OUT/lora.safetensors), the file `lora merge` and `--lora` take.
     func didFinish(outDir: String) throws {
-        if let a = adapters { try a.save(path: (outDir as NSString).appendingPathComponent(StageTrainer.adapterFile)) }
+        if let a = adapters { try a.save(path: (outDir as NSString).appendingPathComponent(adapterOutputFile)) }
     }
 }

@@ -9,7 +9,7 @@ import Datasets
 import SwiftMindDistributed
 
 /// Options every training stage has (MiniMind's names; the defaults are `trainer pretrain`'s, the post-training stages
-/// override some in `StageOptions.defaults(for:)`).
+/// override some in `TrainingOptions.defaults(for:)`, TrainingDefaults.swift).
 public struct TrainingOptions: Codable, Sendable {
     public var outDir = "out"
     public var dataPath = "dataset/pretrain_hq.jsonl"

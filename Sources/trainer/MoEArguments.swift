@@ -3,25 +3,39 @@ import ArgumentParser
 import Model
 
 struct MoEArguments: ParsableArguments {
-    @Flag(name: [.customLong("use-moe"), .customLong("use_moe")], help: "Mixture-of-Experts MLP (MiniMind2-MoE).")
-    var useMoe = false
-    @Option(name: [.customLong("num-experts-per-tok"), .customLong("num_experts_per_tok")], help: "MoE: experts per token (top-k).")
-    var numExpertsPerTok = 2
-    @Option(name: [.customLong("n-routed-experts"), .customLong("n_routed_experts")], help: "MoE: routed experts.")
-    var nRoutedExperts = 4
-    @Option(name: [.customLong("n-shared-experts"), .customLong("n_shared_experts")], help: "MoE: shared experts.")
-    var nSharedExperts = 1
-    @Option(name: [.customLong("scoring-func"), .customLong("scoring_func")], help: "MoE: gate scoring (softmax).")
-    var scoringFunc = "softmax"
-    @Option(name: [.customLong("aux-loss-alpha"), .customLong("aux_loss_alpha")], help: "MoE: weight α of the load-balancing loss.")
-    var auxLossAlpha: Float = 0.1
+    @Flag(name: .customLong("use-moe"), help: "Mixture-of-Experts MLP (MiniMind2-MoE).")
+    var useMoeFlag = false
+    @Option(name: .customLong("use_moe"), help: ArgumentHelp(
+        "MiniMind's spelling, with a value: --use_moe True = --use-moe. Unlike MiniMind's argparse (type=bool, where even 'False' is true), False/0/no means a dense model.",
+        valueName: "bool"))
+    var useMoeValue: MiniMindBool?
+    @Option(name: spellings("num-experts-per-tok"), help: "MoE: experts per token (top-k).")
+    var numExpertsPerTok = MoESettings().numExpertsPerTok
+    @Option(name: spellings("n-routed-experts"), help: "MoE: routed experts.")
+    var nRoutedExperts = MoESettings().nRoutedExperts
+    @Option(name: spellings("n-shared-experts"), help: "MoE: shared experts.")
+    var nSharedExperts = MoESettings().nSharedExperts
+    @Option(name: spellings("scoring-func"), help: "MoE: gate scoring (softmax).")
+    var scoringFunc = MoESettings().scoringFunc
+    @Option(name: spellings("aux-loss-alpha"), help: "MoE: weight α of the load-balancing loss.")
+    var auxLossAlpha = MoESettings().auxLossAlpha
     @Flag(name: .customLong("seq-aux"), inversion: .prefixedNo, help: "MoE: sequence-level aux loss.")
-    var seqAux = true
+    var seqAux = MoESettings().seqAux
     @Flag(name: .customLong("norm-topk-prob"), inversion: .prefixedNo, help: "MoE: normalise the top-k weights.")
-    var normTopkProb = true
-    @Option(name: [.customLong("intermediate-size"), .customLong("intermediate_size")],
+    var normTopkProb = MoESettings().normTopkProb
+    @Option(name: spellings("intermediate-size"),
             help: "MLP (each expert's) intermediate size; default 64·⌈(8·hidden/3)/64⌉ as MiniMind.")
     var intermediateSize: Int?
+
+    func validate() throws {
+        guard !CommandLineDiagnosis.optionChecksDeferred else { return }
+        if useMoeFlag, useMoeValue?.value == false {
+            throw ValidationError("--use-moe and --use_moe False contradict each other")
+        }
+    }
+
+    /// `--use-moe`, or `--use_moe True`.
+    var useMoe: Bool { useMoeFlag || useMoeValue?.value == true }
 
     var settings: MoESettings {
         var s = MoESettings()

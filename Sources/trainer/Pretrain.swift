@@ -27,75 +27,39 @@ func defaultThreadsPerRank() -> Int {
     return max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
 }
 
-struct Pretrain: ParsableCommand {
+struct Pretrain: ParsableCommand, DeferredOptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "pretrain",
         abstract: "Pretrain a MiniMind model on a {\"text\"} jsonl, data-parallel over MPI (mpirun -np N trainer pretrain …).",
-        discussion: "Options take MiniMind's names; the snake_case spellings (--batch_size …) are accepted too.")
+        discussion: "Options take MiniMind's names and train_pretrain.py's defaults; its snake_case spellings (--batch_size …) and its whole command line (--use_moe True, --dtype bfloat16, --ddp …) are accepted too.")
 
-    @Option(name: [.customLong("out-dir"), .customLong("out_dir")], help: "Output directory: checkpoints, final/, metrics.jsonl.")
-    var outDir: String = "out"
-    @Option(name: [.customLong("data-path"), .customLong("data_path")], help: "Pretrain jsonl ({\"text\": …} per line).")
-    var dataPath: String = "dataset/pretrain_hq.jsonl"
-    @Option(name: .customLong("tokenizer"), help: "tokenizer.json, or a directory holding it (and tokenizer_config.json).")
-    var tokenizer: String = "model"
-    @Option(name: .customLong("epochs")) var epochs: Int = 1
-    @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Samples per micro-batch per rank.")
-    var batchSize: Int = 32
-    @Option(name: [.customLong("learning-rate"), .customLong("learning_rate")], help: "Peak of MiniMind's cosine schedule.")
-    var learningRate: Double = 5e-4
-    @Option(name: [.customLong("accumulation-steps"), .customLong("accumulation_steps")], help: "Micro-batches per optimizer step.")
-    var accumulationSteps: Int = 8
-    @Option(name: [.customLong("grad-clip"), .customLong("grad_clip")], help: "Global gradient-norm clip.")
-    var gradClip: Double = 1.0
-    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], help: "Tokens per sample (truncate/pad).")
-    var maxSeqLen: Int = 512
-    @Option(name: [.customLong("hidden-size"), .customLong("hidden_size")]) var hiddenSize: Int = 512
-    @Option(name: [.customLong("num-hidden-layers"), .customLong("num_hidden_layers")]) var numHiddenLayers: Int = 8
-    @Option(name: [.customLong("log-interval"), .customLong("log_interval")], help: "Log every N optimizer steps.")
-    var logInterval: Int = 100
-    @Option(name: [.customLong("save-interval"), .customLong("save_interval")], help: "Checkpoint every N optimizer steps.")
-    var saveInterval: Int = 100
-    @Option(name: .customLong("seed"), help: "Seeds the initialisation and the per-epoch shuffle (seed + epoch).")
-    var seed: UInt64 = 1337
-    @Option(name: [.customLong("max-steps"), .customLong("max_steps")], help: "Stop after N optimizer steps; the schedule spans them.")
-    var maxSteps: Int?
-    @Flag(name: .customLong("resume"),
-          help: "Continue from the newest complete OUT/checkpoint-*/ (any world size).")
-    var resume = false
-    @Option(name: [.customLong("keep-checkpoints"), .customLong("keep_checkpoints")], help: "Checkpoints kept.")
-    var keepCheckpoints: Int = 2
-    @Option(name: [.customLong("bucket-cap-mb"), .customLong("bucket_cap_mb")], help: "Gradient all-reduce bucket size (MB).")
-    var bucketCapMB: Double = 25
-    @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this host); rank 0 tokenizes on all cores.")
-    var threads: Int?
-    @Option(name: [.customLong("cache-dir"), .customLong("cache_dir")], help: "Token cache root (default ~/.cache/swiftmind/tokens).")
+    @OptionGroup var training: TrainingArguments
+    @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help)
     var cacheDir: String?
-    @Option(name: [.customLong("weight-decay"), .customLong("weight_decay")], help: "AdamW decoupled weight decay.")
-    var weightDecay: Double = 0.01
-    @OptionGroup var moe: MoEArguments
+
+    /// The resolved options: `TrainingOptions.defaults(for: .pretrain)` with the command line applied.
+    func options() -> PretrainOptions {
+        var o = PretrainOptions()
+        o.common = training.options(for: .pretrain)
+        if let t = training.tokenizer { o.tokenizer = t }
+        o.cacheDir = cacheDir
+        return o
+    }
+
+    func validate() throws {
+        guard !CommandLineDiagnosis.optionChecksDeferred else { return }
+        try TrainingArguments.commandLineError { try options().check() }
+    }
+
+    func checkOptions() throws {
+        try training.checkGroups()
+        try TrainingArguments.commandLineError { try options().check() }
+    }
 
     func run() throws {
-        TrainerLogging.bootstrap()
-        let comm = try makeCommunicator()
-        let threadsPerRank = threads ?? defaultThreadsPerRank()
-        openblas_set_num_threads(Int32(threadsPerRank))
-        var o = PretrainOptions()
-        o.outDir = outDir; o.dataPath = dataPath; o.tokenizer = tokenizer; o.epochs = epochs; o.batchSize = batchSize
-        o.learningRate = learningRate; o.accumulationSteps = accumulationSteps; o.gradClip = gradClip; o.maxSeqLen = maxSeqLen
-        o.hiddenSize = hiddenSize; o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval
-        o.saveInterval = saveInterval; o.seed = seed; o.maxSteps = maxSteps; o.resume = resume
-        o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB; o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)
-        o.cacheDir = cacheDir; o.weightDecay = weightDecay; o.moe = moe.settings
-        var logger = Logger(label: "pretrain")
-        logger[metadataKey: "rank"] = "\(comm.rank)"
-        do {
+        let o = options()
+        try training.run(.pretrain, options: o, label: "pretrain") { comm, logger in
             try Pretrainer(options: o, communicator: comm, logger: logger).run()
-        } catch {
-            if comm.size > 1 { comm.abort(message: "pretrain failed: \(error)", code: 1) }
-            comm.finalize()
-            throw error
         }
-        comm.finalize()
     }
 }
