@@ -234,7 +234,7 @@ def main():
 
     tok = a.tokenizer
     if tok is None:
-        for c in ("Tests/Fixtures/tokenizers/minimind", "data/tokenizers/minimind", "../shared/tokenizers/minimind"):
+        for c in ("Tests/Fixtures/tokenizers/minimind",):
             if os.path.exists(os.path.join(ROOT, c, "tokenizer.json")):
                 tok = os.path.join(ROOT, c)
                 break

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 import Training
+import TestSupport
 @testable import trainer
 
 /// MiniMind's command lines through `trainer`'s own parser: every `add_argument` of MiniMind's six training scripts
@@ -311,15 +312,14 @@ final class MiniMindCommandLineRunTests: ScratchDirTestCase {
     /// MiniMind's train_lora.py command line (all its flags) plus `--init`/`--tokenizer` trains; the adapter is
     /// named after `--lora_name`; the notes are printed once per flag, by rank 0 of 2.
     func testMiniMindLoRACommandLineTrains() throws {
-        let shared = TrainerRunner.shared
         let out = work + "/out"
         let args = ["lora", "--out_dir", out, "--epochs", "1", "--batch_size", "2", "--learning_rate", "1e-3",
                     "--device", "cpu", "--dtype", "bfloat16", "--use_wandb", "--wandb_project", "MiniMind-LoRA-SFT",
                     "--num_workers", "1", "--ddp", "--accumulation_steps", "1", "--grad_clip", "1.0", "--warmup_iters", "0",
                     "--log_interval", "1", "--save_interval", "100", "--local_rank", "-1", "--hidden_size", "512",
                     "--num_hidden_layers", "8", "--max_seq_len", "48", "--use_moe", "False",
-                    "--data_path", shared.appendingPathComponent("corpus/lora_identity.jsonl").path, "--lora_name", "lora_identity",
-                    "--init", shared.appendingPathComponent("golden/lora_base").path, "--tokenizer", TrainerRunner.tokenizer,
+                    "--data_path", Fixtures.corpus("lora_identity.jsonl"), "--lora_name", "lora_identity",
+                    "--init", Fixtures.golden("lora_base"), "--tokenizer", TrainerRunner.tokenizer,
                     "--max-steps", "2", "--threads", "1"]
         let r = try TrainerRunner.run(args, np: 2, timeout: 300)
         XCTAssertEqual(r.status, 0, r.stderr)
