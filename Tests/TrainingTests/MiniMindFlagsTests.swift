@@ -231,7 +231,7 @@ final class MiniMindFlagsTests: XCTestCase {
 
     /// The README's options tables are exactly `trainer options-table`'s output (rendered from the defaults).
     func testReadmeOptionsTableIsGeneratedFromTheDefaults() throws {
-        let readme = try String(contentsOf: TrainerRunner.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let readme = try String(contentsOf: URL(fileURLWithPath: Fixtures.packageRoot + "/README.md"), encoding: .utf8)
         let begin = try XCTUnwrap(readme.range(of: "<!-- BEGIN options-table"))
         let body = readme[begin.upperBound...].drop { $0 != "\n" }.dropFirst()
         let end = try XCTUnwrap(body.range(of: "<!-- END options-table -->"))
@@ -244,7 +244,7 @@ final class MiniMindFlagsTests: XCTestCase {
 
     /// The README's "MiniMind flag → SwiftMind" table lists every flag of the six scripts, and no other.
     func testReadmeMiniMindTableListsEveryFlag() throws {
-        let readme = try String(contentsOf: TrainerRunner.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let readme = try String(contentsOf: URL(fileURLWithPath: Fixtures.packageRoot + "/README.md"), encoding: .utf8)
         let begin = try XCTUnwrap(readme.range(of: "<!-- BEGIN minimind-flags"))
         let end = try XCTUnwrap(readme.range(of: "<!-- END minimind-flags -->"))
         var listed = Set<String>()
