@@ -36,6 +36,8 @@ struct StageArguments: ParsableArguments {
     @Option(name: [.customLong("keep-checkpoints"), .customLong("keep_checkpoints")]) var keepCheckpoints: Int = 2
     @Option(name: [.customLong("bucket-cap-mb"), .customLong("bucket_cap_mb")]) var bucketCapMB: Double = 25
     @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: cores / ranks on this host).") var threads: Int?
+    @Option(name: [.customLong("cache-dir"), .customLong("cache_dir")], help: "Token cache root (default ~/.cache/swiftmind/tokens).")
+    var cacheDir: String?
     @Option(name: [.customLong("weight-decay"), .customLong("weight_decay")]) var weightDecay: Double = 0.01
     @OptionGroup var moe: MoEArguments
 
@@ -49,7 +51,7 @@ struct StageArguments: ParsableArguments {
         o.accumulationSteps = accumulationSteps; o.gradClip = gradClip; o.hiddenSize = hiddenSize
         o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval; o.saveInterval = saveInterval; o.seed = seed
         o.maxSteps = maxSteps; o.resume = resume; o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB
-        o.weightDecay = weightDecay; o.moe = moe.settings
+        o.weightDecay = weightDecay; o.moe = moe.settings; o.cacheDir = cacheDir
         return o
     }
 
