@@ -59,6 +59,7 @@ let package = Package(
 
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], path: "Tests/TokenizersTests"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers"], path: "Tests/ModelTests"),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tokenizers"], path: "Tests/DatasetsTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
         .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer"], path: "Tests/ServingTests",
                     exclude: ["python"]),
