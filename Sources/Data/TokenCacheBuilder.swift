@@ -26,24 +26,27 @@ struct TokenCacheBuilder {
         let t0 = Date()
         var samples = 0
         let keep = sink.keepsConversations
+        let k = kind.sequencesPerSample
         while let all = try reader.nextLines() {
             let lines = all.filter { !JSONLReader.isBlank($0.bytes) }
             let n = lines.count
-            var sequences = [[[Int32]]](repeating: [], count: n)
-            var turns = [[[ChatMessage]]](repeating: [], count: keep ? n : 0)
+            // Parse and render on all threads (texts of line i at i·k ..< (i+1)·k), then encode them on all threads
+            // (`encode(batch:)` keeps one BPE worker and its word cache per thread for the whole chunk).
+            var texts = [String](repeating: "", count: n * k)
+            var turns = [[ChatMessage]](repeating: [], count: keep ? n * k : 0)
             var errors = [Error?](repeating: nil, count: n)
             let workers = max(1, min(threads, n))
-            sequences.withUnsafeMutableBufferPointer { seqP in
+            texts.withUnsafeMutableBufferPointer { textP in
                 turns.withUnsafeMutableBufferPointer { turnP in
                     errors.withUnsafeMutableBufferPointer { errP in
-                        let seqs = seqP, convs = turnP, errs = errP
+                        let out = textP, convs = turnP, errs = errP
                         DispatchQueue.concurrentPerform(iterations: workers) { w in
                             var i = w
                             while i < n {
                                 do {
-                                    let (texts, c) = try parse(lines[i].bytes, path: dataPath, line: lines[i].line)
-                                    seqs[i] = texts.map { tokenizer.encode($0) }
-                                    if keep { convs[i] = c }
+                                    let (t, c) = try parse(lines[i].bytes, path: dataPath, line: lines[i].line)
+                                    for j in 0 ..< k { out[i * k + j] = t[j] }
+                                    if keep { for j in 0 ..< k { convs[i * k + j] = c[j] } }
                                 } catch { errs[i] = error }
                                 i += workers
                             }
@@ -52,6 +55,8 @@ struct TokenCacheBuilder {
                 }
             }
             if let e = errors.first(where: { $0 != nil }) { throw e! }
+            let sequences = tokenizer.encode(batch: texts, threads: threads)
+            texts = []
             try sink.append(sequences, conversations: keep ? turns : nil, path: dataPath)
             samples += n
             progress?(TokenCacheBuildProgress(samples: samples, bytesRead: reader.bytesRead, totalBytes: sourceSize,
@@ -97,53 +102,47 @@ class TokenSink {
         self.vocabSize = vocabSize
     }
 
-    /// Appends the sequences of one chunk (per line: its sequences, in order).
-    func append(_ lines: [[[Int32]]], conversations: [[[ChatMessage]]]?, path: String) throws {
-        var total = 0, count = 0
-        for l in lines { for s in l { total += s.count; count += 1 } }
-        var offsetBuf = [UInt64](repeating: 0, count: count)
-        var bad: Int32? = nil
-        let V = Int32(clamping: vocabSize)
+    /// Appends the sequences of one chunk, in order (and, when kept, each sequence's turns).
+    func append(_ seqs: [[Int32]], conversations: [[ChatMessage]]?, path: String) throws {
+        var total = 0
+        for s in seqs { total += s.count }
+        var offsetBuf = [UInt64](repeating: 0, count: seqs.count)
         var tokenBuf = [UInt8](repeating: 0, count: total * idBytes)
+        var lo: Int32 = 0, hi: Int32 = 0
         tokenBuf.withUnsafeMutableBytes { raw in
-            offsetBuf.withUnsafeMutableBufferPointer { off in
-                var at = 0, k = 0
-                for l in lines {
-                    for s in l {
-                        s.withUnsafeBufferPointer { src in
-                            var lo: Int32 = 0, hi: Int32 = 0
-                            if idBytes == 2 {
-                                let dst = raw.baseAddress!.assumingMemoryBound(to: UInt16.self) + at
-                                for j in 0 ..< src.count {
-                                    let v = src[j]; lo = min(lo, v); hi = max(hi, v)
-                                    dst[j] = UInt16(truncatingIfNeeded: v).littleEndian
-                                }
-                            } else {
-                                let dst = raw.baseAddress!.assumingMemoryBound(to: Int32.self) + at
-                                for j in 0 ..< src.count {
-                                    let v = src[j]; lo = min(lo, v); hi = max(hi, v)
-                                    dst[j] = v.littleEndian
-                                }
-                            }
-                            if lo < 0 { bad = lo } else if hi >= V { bad = hi }
+            var at = 0
+            for (k, s) in seqs.enumerated() {
+                s.withUnsafeBufferPointer { src in
+                    if idBytes == 2 {
+                        let dst = raw.baseAddress!.assumingMemoryBound(to: UInt16.self) + at
+                        for j in 0 ..< src.count {
+                            let v = src[j]; lo = min(lo, v); hi = max(hi, v)
+                            dst[j] = UInt16(truncatingIfNeeded: v).littleEndian
                         }
-                        at += s.count
-                        longest = max(longest, s.count)
-                        off[k] = UInt64(tokens + at).littleEndian
-                        k += 1
+                    } else {
+                        let dst = raw.baseAddress!.assumingMemoryBound(to: Int32.self) + at
+                        for j in 0 ..< src.count {
+                            let v = src[j]; lo = min(lo, v); hi = max(hi, v)
+                            dst[j] = v.littleEndian
+                        }
                     }
                 }
+                at += s.count
+                longest = max(longest, s.count)
+                offsetBuf[k] = UInt64(tokens + at).littleEndian
             }
         }
-        if let b = bad { throw DataError.badCache(path: path, reason: "the tokenizer produced id \(b) outside [0, \(vocabSize))") }
+        if lo < 0 || Int(hi) >= vocabSize {
+            throw DataError.badCache(path: path, reason: "the tokenizer produced id \(lo < 0 ? lo : hi) outside [0, \(vocabSize))")
+        }
         try tokenBuf.withUnsafeBytes { t in try offsetBuf.withUnsafeBytes { o in try write(tokens: t, offsets: o) } }
         if let c = conversations { appendConversations(c) }
         tokens += total
-        sequences += count
+        sequences += seqs.count
     }
 
     func write(tokens: UnsafeRawBufferPointer, offsets: UnsafeRawBufferPointer) throws { fatalError("abstract") }
-    func appendConversations(_ lines: [[[ChatMessage]]]) {}
+    func appendConversations(_ seqs: [[ChatMessage]]) {}
 }
 
 /// Writes `tokens.bin` and `index.bin` of a cache directory being built.
@@ -216,7 +215,7 @@ final class MemoryTokenSink: TokenSink {
         offsetBytes.append(contentsOf: offsets)
     }
 
-    override func appendConversations(_ lines: [[[ChatMessage]]]) {
-        for l in lines { conversations.append(contentsOf: l) }
+    override func appendConversations(_ seqs: [[ChatMessage]]) {
+        conversations.append(contentsOf: seqs)
     }
 }
