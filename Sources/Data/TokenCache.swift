@@ -198,7 +198,10 @@ public final class TokenCache: @unchecked Sendable {
         if !ok {
             throw DataError.badCache(path: directory, reason: "sequence \(s) holds a token id outside [0, \(vocabSize)): tokens.bin changed after it was built; delete the directory to rebuild it")
         }
-        noteRead(bytes: n * meta.idBytes)
+        // What this read may have mapped: a page fault on a file mapping maps more than its page (64 KiB of
+        // "fault-around", or a whole large folio of the page cache, up to 2 MiB on x86-64 — seen on Linux 6.18), once
+        // for the offsets and once for the ids, plus the ids themselves.
+        noteRead(bytes: 2 * TokenCache.mappedPerFault + n * meta.idBytes)
         return n
     }
 
@@ -210,8 +213,11 @@ public final class TokenCache: @unchecked Sendable {
         }
     }
 
-    /// Every 64 MiB read, the mapped pages are dropped from this process (they stay in the page cache), so the
-    /// resident size of a rank does not grow with the file over an epoch of random reads.
+    /// The most one page fault of a file mapping maps (a PMD-sized folio).
+    static let mappedPerFault = 2 << 20
+
+    /// Once reads may have mapped 64 MiB, the mapped pages are dropped from this process (they stay in the page cache),
+    /// so the resident size of a rank does not grow with the file over an epoch of random reads.
     private func noteRead(bytes: Int) {
         readLock.lock()
         bytesReadSinceRelease += bytes
