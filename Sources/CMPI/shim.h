@@ -1,6 +1,6 @@
 // C shim over OpenMPI's mpi.h. MPI's handles and constants are C macros that Swift cannot import;
 // the inline functions below expose them. No logic lives here. The MPI functions themselves
-// (MPI_Init_thread, MPI_Allreduce, MPI_Iallreduce, MPI_Bcast, MPI_Barrier, MPI_Wait, MPI_Test, MPI_Testall,
+// (MPI_Init_thread, MPI_Allreduce, MPI_Iallreduce, MPI_Bcast, MPI_Barrier, MPI_Ibarrier, MPI_Wait, MPI_Test, MPI_Testall,
 // MPI_Waitall, MPI_Abort, MPI_Error_string, MPI_Finalize, ...) are ordinary C functions Swift imports directly.
 #ifndef SWIFTMIND_CMPI_SHIM_H
 #define SWIFTMIND_CMPI_SHIM_H

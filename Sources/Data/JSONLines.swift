@@ -31,6 +31,8 @@ public struct JSONLChunkReader {
     private var nextLine = 1
     private var atEOF = false
     public let chunkBytes: Int
+    /// Bytes read from the file so far.
+    public private(set) var bytesRead: UInt64 = 0
 
     public init(path: String, chunkBytes: Int = 8 << 20) throws {
         self.path = path
@@ -55,6 +57,7 @@ public struct JSONLChunkReader {
             if !atEOF {
                 chunk = try handle.read(upToCount: chunkBytes) ?? Data()
                 if chunk.isEmpty { atEOF = true }
+                bytesRead += UInt64(chunk.count)
             }
             var buf = carry
             buf.append(contentsOf: chunk)
@@ -84,8 +87,8 @@ public struct JSONLChunkReader {
         return out
     }
 
-    /// Parses `{"text": …}` from one line. Throws `malformedLine` / `missingField` naming `path` and `line`.
-    public static func text(of bytes: Data, field: String = "text", path: String, line: Int) throws -> String {
+    /// Parses one line as a JSON object. Throws `malformedLine` naming `path` and `line`.
+    public static func object(of bytes: Data, path: String, line: Int) throws -> [String: Any] {
         let obj: Any
         do { obj = try JSONSerialization.jsonObject(with: bytes, options: []) } catch {
             let reason = bytes.isEmpty ? "empty line" : "not valid JSON"
@@ -94,7 +97,13 @@ public struct JSONLChunkReader {
         guard let dict = obj as? [String: Any] else {
             throw DataError.malformedLine(path: path, line: line, reason: "not a JSON object")
         }
-        guard let t = dict[field] as? String else { throw DataError.missingField(path: path, line: line, field: field) }
+        return dict
+    }
+
+    /// Parses `{"text": …}` from one line. Throws `malformedLine` / `missingField` naming `path` and `line`.
+    public static func text(of bytes: Data, field: String = "text", path: String, line: Int) throws -> String {
+        guard let t = try object(of: bytes, path: path, line: line)[field] as? String else {
+            throw DataError.missingField(path: path, line: line, field: field) }
         return t
     }
 

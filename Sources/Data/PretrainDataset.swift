@@ -14,6 +14,7 @@ public final class PretrainDataset: @unchecked Sendable {
 
     public init(cache: TokenCache, maxSeqLen: Int, padTokenId: Int32 = 0) {
         precondition(maxSeqLen >= 2, "max_seq_len must be at least 2")
+        precondition(cache.kind == .pretrain, "PretrainDataset needs a pretrain token cache, got \(cache.kind)")
         self.cache = cache
         self.maxSeqLen = maxSeqLen
         self.padTokenId = padTokenId
@@ -21,16 +22,26 @@ public final class PretrainDataset: @unchecked Sendable {
 
     /// Writes sample `index` into `inputIds`, `labels` and `lossMask` (each `seqLen` long). Returns the number of
     /// positions whose mask is 1.
+    /// - Throws: `DataError.badCache` when the cache holds an id outside the vocab.
     @discardableResult
     public func fill(index: Int, inputIds: UnsafeMutablePointer<Int32>, labels: UnsafeMutablePointer<Int32>,
-                     lossMask: UnsafeMutablePointer<Float>) -> Int {
-        let toks = cache.tokens(index)
-        let n = min(toks.count, maxSeqLen)
+                     lossMask: UnsafeMutablePointer<Float>) throws -> Int {
+        try withUnsafeTemporaryAllocation(of: Int32.self, capacity: maxSeqLen) { ids in
+            let p = ids.baseAddress!
+            let n = try cache.copyIds(sequence: index, maxCount: maxSeqLen, into: p)
+            for j in n ..< maxSeqLen { p[j] = padTokenId }
+            return fill(ids: UnsafePointer(p), inputIds: inputIds, labels: labels, lossMask: lossMask)
+        }
+    }
+
+    /// X = ids[:-1], Y = ids[1:], mask = Y ≠ pad from `maxSeqLen` ids already truncated / padded.
+    @inline(__always)
+    func fill(ids: UnsafePointer<Int32>, inputIds: UnsafeMutablePointer<Int32>, labels: UnsafeMutablePointer<Int32>,
+              lossMask: UnsafeMutablePointer<Float>) -> Int {
         let pad = padTokenId
-        @inline(__always) func id(_ j: Int) -> Int32 { j < n ? toks[j] : pad }
         var masked = 0
         for t in 0 ..< seqLen {
-            let x = id(t), y = id(t + 1)
+            let x = ids[t], y = ids[t + 1]
             inputIds[t] = x
             labels[t] = y
             let m: Float = y != pad ? 1 : 0
@@ -41,19 +52,21 @@ public final class PretrainDataset: @unchecked Sendable {
     }
 
     /// A batch `[B, T]` of the given sample indices.
-    public func batch(indices: ArraySlice<Int>) -> Batch {
+    public func batch(indices: ArraySlice<Int>) throws -> Batch {
         var b = Batch(batchSize: indices.count, seqLen: seqLen)
         let T = seqLen
-        b.inputIds.withUnsafeMutableBufferPointer { x in
-            b.labels.withUnsafeMutableBufferPointer { y in
-                b.lossMask.withUnsafeMutableBufferPointer { m in
+        var masked = 0
+        try b.inputIds.withUnsafeMutableBufferPointer { x in
+            try b.labels.withUnsafeMutableBufferPointer { y in
+                try b.lossMask.withUnsafeMutableBufferPointer { m in
                     for (row, idx) in indices.enumerated() {
-                        b.maskCount += fill(index: idx, inputIds: x.baseAddress! + row * T, labels: y.baseAddress! + row * T,
-                                            lossMask: m.baseAddress! + row * T)
+                        masked += try fill(index: idx, inputIds: x.baseAddress! + row * T, labels: y.baseAddress! + row * T,
+                                           lossMask: m.baseAddress! + row * T)
                     }
                 }
             }
         }
+        b.maskCount = masked
         return b
     }
 }

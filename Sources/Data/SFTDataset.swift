@@ -1,5 +1,6 @@
 // Chat datasets of the post-training stages: SFT / reasoning (MiniMind `SFTDataset`) and DPO (MiniMind `DPODataset`),
-// both built on the same ChatML loss mask (jingyaogong/minimind `dataset/lm_dataset.py`, 2025-04).
+// both built on the same ChatML loss mask (jingyaogong/minimind `dataset/lm_dataset.py`, 2025-04). Their samples are
+// read from a `TokenCache` (rendered, encoded, untruncated ids); truncation, padding and masks are applied per batch.
 import Foundation
 import Tokenizers
 
@@ -11,8 +12,9 @@ public protocol BatchDataset: AnyObject {
     var seqLen: Int { get }
     /// Rows a batch of `n` samples has (`n`, or `2n` for DPO pairs).
     func rows(forSamples n: Int) -> Int
-    /// The batch of the given sample indices.
-    func batch(indices: ArraySlice<Int>) -> Batch
+    /// The batch of the given sample indices, materialised from the token cache.
+    /// - Throws: `DataError.badCache` when the cache holds an id outside the vocab (changed after it was built).
+    func batch(indices: ArraySlice<Int>) throws -> Batch
 }
 
 extension PretrainDataset: BatchDataset {
@@ -57,29 +59,6 @@ public struct ChatSample: Sendable, Equatable {
     public var prompt: String
 }
 
-/// Reads a jsonl file's lines as JSON objects; errors name the file and the 1-based line.
-func readJSONObjects(_ path: String) throws -> [(line: Int, object: [String: Any])] {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw DataError.cannotOpen(path: path, reason: "no such file or not readable")
-    }
-    var out: [(Int, [String: Any])] = []
-    var lineNo = 0
-    for raw in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-        lineNo += 1
-        if raw.allSatisfy({ $0 == 32 || $0 == 13 || $0 == 9 }) { continue }
-        let obj: Any
-        do { obj = try JSONSerialization.jsonObject(with: Data(raw)) } catch {
-            throw DataError.malformedLine(path: path, line: lineNo, reason: "\(error.localizedDescription)")
-        }
-        guard let d = obj as? [String: Any] else {
-            throw DataError.malformedLine(path: path, line: lineNo, reason: "not a JSON object")
-        }
-        out.append((lineNo, d))
-    }
-    if out.isEmpty { throw DataError.empty(path: path) }
-    return out
-}
-
 /// Parses a conversation array `[{"role", "content"}, …]` of `field` on `line`.
 func parseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
     guard let turns = value as? [Any], !turns.isEmpty else { throw DataError.missingField(path: path, line: line, field: field) }
@@ -109,6 +88,12 @@ struct ChatRenderer {
         self.tokenizer = tokenizer; self.maxLength = maxLength
         bos = tokenizer.encode("<|im_start|>assistant")
         eos = tokenizer.encode("<|im_end|>")
+    }
+    /// The first `maxLength` ids of cache sequence `s` (all that `sample(ids:)` reads).
+    func leadingIds(_ cache: TokenCache, sequence s: Int) throws -> [Int32] {
+        try [Int32](unsafeUninitializedCapacity: maxLength) { buf, n in
+            n = try cache.copyIds(sequence: s, maxCount: maxLength, into: buf.baseAddress!)
+        }
     }
     /// X/Y/mask from the full (untruncated) ids.
     func sample(ids full: [Int32], prompt: String) -> ChatSample {
@@ -158,105 +143,118 @@ public struct ReasonTagWeighting: Sendable {
 /// parity (even = user, odd = assistant), rendered with the tokenizer's chat template, encoded, truncated / right-padded
 /// with pad (0) to `maxLength`; X = ids[:-1], Y = ids[1:], loss_mask = chatLossMask(ids)[1:].
 /// With `reasonWeighting`, tag positions get extra weight while `Batch.maskCount` stays the plain mask sum.
+///
+/// The ids come from a `.sft` `TokenCache` (training: memory-mapped; `init(path:…)`: held in memory); a sample is
+/// materialised from the first `maxLength` ids of its sequence when a batch is asked for.
 public final class SFTDataset: BatchDataset, @unchecked Sendable {
     public let path: String
     public let maxLength: Int
     public var seqLen: Int { maxLength - 1 }
-    public var count: Int { tokens.count }
-    /// Full token ids of every rendered conversation (untruncated).
-    public let tokens: [[Int32]]
+    public var count: Int { cache.count }
+    public let cache: TokenCache
+    /// Every sample's turns (roles by parity) for a dataset loaded with `init(path:…)`; empty on a built cache.
     public let conversations: [[ChatMessage]]
     let renderer: ChatRenderer
     public var reasonWeighting: ReasonTagWeighting?
 
+    /// Samples of a `.sft` cache (`TokenCache.openOrBuild(…, kind: .sft, …)`) built with `tokenizer`.
+    public convenience init(cache: TokenCache, tokenizer: Tokenizer, maxLength: Int, reasonWeighting: ReasonTagWeighting? = nil) {
+        self.init(cache: cache, conversations: [], tokenizer: tokenizer, maxLength: maxLength, reasonWeighting: reasonWeighting)
+    }
+
+    /// Reads, renders and encodes the whole file into memory (small evaluation files; training uses a built cache).
     /// - Throws: `DataError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
-    public init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
-                reasonWeighting: ReasonTagWeighting? = nil) throws {
+    public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                            reasonWeighting: ReasonTagWeighting? = nil) throws {
         precondition(maxLength >= 2, "max_length must be at least 2")
-        self.path = path; self.maxLength = maxLength
+        let (cache, convs) = try TokenCache.load(dataPath: path, kind: .sft, tokenizer: tokenizer, threads: threads, keepConversations: true)
+        self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength, reasonWeighting: reasonWeighting)
+    }
+
+    private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int,
+                 reasonWeighting: ReasonTagWeighting?) {
+        precondition(maxLength >= 2, "max_length must be at least 2")
+        precondition(cache.kind == .sft, "SFTDataset needs an sft token cache, got \(cache.kind)")
+        self.path = cache.meta.sourcePath; self.maxLength = maxLength; self.cache = cache
+        self.conversations = conversations
         renderer = ChatRenderer(tokenizer: tokenizer, maxLength: maxLength)
         self.reasonWeighting = reasonWeighting
-        var convs: [[ChatMessage]] = []
-        var texts: [String] = []
-        for (line, obj) in try readJSONObjects(path) {
-            let c = try parseConversation(obj["conversations"], path: path, line: line, field: "conversations", rolesByParity: true)
-            convs.append(c)
-            texts.append(try tokenizer.applyChatTemplate(c, addGenerationPrompt: false))
-        }
-        conversations = convs
-        tokens = tokenizer.encode(batch: texts, threads: threads)
     }
 
     public func rows(forSamples n: Int) -> Int { n }
 
-    public func sample(_ i: Int) -> ChatSample {
-        var s = renderer.sample(ids: tokens[i], prompt: "")
+    public func sample(_ i: Int) throws -> ChatSample {
+        var s = renderer.sample(ids: try renderer.leadingIds(cache, sequence: i), prompt: "")
         if let w = reasonWeighting { w.apply(labels: s.labels, mask: &s.lossMask) }
         return s
     }
 
-    public func batch(indices: ArraySlice<Int>) -> Batch {
+    public func batch(indices: ArraySlice<Int>) throws -> Batch {
         var b = Batch(batchSize: indices.count, seqLen: seqLen)
-        let T = seqLen
-        for (row, idx) in indices.enumerated() {
-            let s = sample(idx)
-            b.inputIds.replaceSubrange(row * T ..< (row + 1) * T, with: s.inputIds)
-            b.labels.replaceSubrange(row * T ..< (row + 1) * T, with: s.labels)
-            b.lossMask.replaceSubrange(row * T ..< (row + 1) * T, with: s.lossMask)
-            b.maskCount += s.lossMask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-        }
+        for (row, idx) in indices.enumerated() { b.set(row: row, try sample(idx)) }
         return b
     }
 }
 
 /// DPO pairs (MiniMind `DPODataset`): `{"chosen": [turns], "rejected": [turns]}` per line (roles as given), each side
 /// rendered, truncated/padded to `maxLength` and masked like SFT. A batch of n pairs has 2n rows: rows [0, n) chosen,
-/// [n, 2n) rejected (the order `train_dpo.py` concatenates them in).
+/// [n, 2n) rejected (the order `train_dpo.py` concatenates them in). The ids come from a `.dpo` `TokenCache`
+/// (sequence 2i chosen, 2i + 1 rejected).
 public final class DPODataset: BatchDataset, @unchecked Sendable {
     public let path: String
     public let maxLength: Int
     public var seqLen: Int { maxLength - 1 }
-    public var count: Int { chosen.count }
-    public let chosen: [[Int32]], rejected: [[Int32]]
+    public var count: Int { cache.count }
+    public let cache: TokenCache
+    /// The pairs' turns for a dataset loaded with `init(path:…)`; empty on a built cache.
     public let chosenConversations: [[ChatMessage]], rejectedConversations: [[ChatMessage]]
     let renderer: ChatRenderer
 
-    public init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    /// Pairs of a `.dpo` cache built with `tokenizer`.
+    public convenience init(cache: TokenCache, tokenizer: Tokenizer, maxLength: Int) {
+        self.init(cache: cache, conversations: [], tokenizer: tokenizer, maxLength: maxLength)
+    }
+
+    /// Reads, renders and encodes the whole file into memory (small evaluation files; training uses a built cache).
+    public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         precondition(maxLength >= 2, "max_length must be at least 2")
-        self.path = path; self.maxLength = maxLength
+        let (cache, convs) = try TokenCache.load(dataPath: path, kind: .dpo, tokenizer: tokenizer, threads: threads, keepConversations: true)
+        self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength)
+    }
+
+    private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
+        precondition(maxLength >= 2, "max_length must be at least 2")
+        precondition(cache.kind == .dpo, "DPODataset needs a dpo token cache, got \(cache.kind)")
+        self.path = cache.meta.sourcePath; self.maxLength = maxLength; self.cache = cache
+        chosenConversations = stride(from: 0, to: conversations.count, by: 2).map { conversations[$0] }
+        rejectedConversations = stride(from: 1, to: conversations.count, by: 2).map { conversations[$0] }
         renderer = ChatRenderer(tokenizer: tokenizer, maxLength: maxLength)
-        var cs: [[ChatMessage]] = [], rs: [[ChatMessage]] = []
-        var ct: [String] = [], rt: [String] = []
-        for (line, obj) in try readJSONObjects(path) {
-            let c = try parseConversation(obj["chosen"], path: path, line: line, field: "chosen", rolesByParity: false)
-            let r = try parseConversation(obj["rejected"], path: path, line: line, field: "rejected", rolesByParity: false)
-            cs.append(c); rs.append(r)
-            ct.append(try tokenizer.applyChatTemplate(c, addGenerationPrompt: false))
-            rt.append(try tokenizer.applyChatTemplate(r, addGenerationPrompt: false))
-        }
-        chosenConversations = cs; rejectedConversations = rs
-        chosen = tokenizer.encode(batch: ct, threads: threads)
-        rejected = tokenizer.encode(batch: rt, threads: threads)
     }
 
     public func rows(forSamples n: Int) -> Int { 2 * n }
 
-    public func sample(_ i: Int, rejected rej: Bool) -> ChatSample {
-        renderer.sample(ids: rej ? rejected[i] : chosen[i], prompt: "")
+    public func sample(_ i: Int, rejected rej: Bool) throws -> ChatSample {
+        renderer.sample(ids: try renderer.leadingIds(cache, sequence: 2 * i + (rej ? 1 : 0)), prompt: "")
     }
 
-    public func batch(indices: ArraySlice<Int>) -> Batch {
-        let n = indices.count, T = seqLen
-        var b = Batch(batchSize: 2 * n, seqLen: T)
+    public func batch(indices: ArraySlice<Int>) throws -> Batch {
+        let n = indices.count
+        var b = Batch(batchSize: 2 * n, seqLen: seqLen)
         for (k, idx) in indices.enumerated() {
-            for (side, row) in [(false, k), (true, n + k)] {
-                let s = sample(idx, rejected: side)
-                b.inputIds.replaceSubrange(row * T ..< (row + 1) * T, with: s.inputIds)
-                b.labels.replaceSubrange(row * T ..< (row + 1) * T, with: s.labels)
-                b.lossMask.replaceSubrange(row * T ..< (row + 1) * T, with: s.lossMask)
-                b.maskCount += s.lossMask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-            }
+            b.set(row: k, try sample(idx, rejected: false))
+            b.set(row: n + k, try sample(idx, rejected: true))
         }
         return b
+    }
+}
+
+extension Batch {
+    /// Writes one sample into row `row` and adds its nonzero mask positions to `maskCount`.
+    mutating func set(row: Int, _ s: ChatSample) {
+        let T = seqLen
+        inputIds.replaceSubrange(row * T ..< (row + 1) * T, with: s.inputIds)
+        labels.replaceSubrange(row * T ..< (row + 1) * T, with: s.labels)
+        lossMask.replaceSubrange(row * T ..< (row + 1) * T, with: s.lossMask)
+        maskCount += s.lossMask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
     }
 }

@@ -5,6 +5,9 @@ extension Communicator {
     /// True on rank 0 (the rank that logs and writes checkpoints).
     public var isRoot: Bool { rank == 0 }
 
+    /// `idleBarrier` polled every 10 ms, with no stall hook.
+    public func idleBarrier() throws { try idleBarrier(pollInterval: 0.01, onPoll: nil) }
+
     /// Sum of `values` over all ranks (e.g. `[lossSum, tokenCount]`); every rank gets the same array.
     public func allReduceSum(_ values: [Double]) throws -> [Double] {
         var v = values

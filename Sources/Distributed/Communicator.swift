@@ -20,6 +20,12 @@ public protocol Communicator: AnyObject {
     /// Broadcasts `buffer` (raw bytes, same byte count on every rank) from `root` to every rank.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
+    /// A barrier that waits without occupying a core (for ranks idle while rank 0 builds a token cache): a
+    /// non-blocking barrier (`MPI_Ibarrier`) polled with `MPI_Test` every `pollInterval` seconds, sleeping in between.
+    /// `onPoll(secondsWaited)` runs after every poll that found the barrier incomplete; if it throws (e.g. a stall
+    /// timeout) the wait is abandoned and the error rethrown — the barrier is then still pending, so the caller must
+    /// bring the job down (`abort`).
+    func idleBarrier(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws
     /// Prints `message` (prefixed with the rank) to stderr and brings every rank down. Never returns.
     func abort(message: String, code: Int32) -> Never
     /// Ends MPI (no-op for a single process). Call once on every rank before the process exits; idempotent.
@@ -96,6 +102,7 @@ public final class SingleProcessCommunicator: Communicator {
         precondition(root == 0, "broadcast root \(root) out of range for a single process")
     }
     public func barrier() throws {}
+    public func idleBarrier(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws {}
     public func abort(message: String, code: Int32) -> Never {
         writeToStderr("error: \(message)\n")
         exit(code)

@@ -118,6 +118,18 @@ public final class MPICommunicator: Communicator {
         try check(MPI_Barrier(comm), "MPI_Barrier")
     }
 
+    public func idleBarrier(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws {
+        try ensureLive()
+        var request: MPI_Request? = cmpi_request_null()
+        try check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier")
+        let start = Date()
+        let sleep = useconds_t(max(0, min(pollInterval, 1)) * 1e6)
+        while try !test(&request) {
+            usleep(sleep)
+            try onPoll?(Date().timeIntervalSince(start))
+        }
+    }
+
     /// Writes "rank R/N (host): message" to stderr, then `MPI_Abort`, which makes mpirun kill every rank.
     public func abort(message: String, code: Int32) -> Never {
         writeToStderr("SwiftMind rank \(rank)/\(size) (\(processorName)): error: \(message)\n")

@@ -55,7 +55,7 @@ public enum Evaluator {
         let all = Array(0 ..< ds.count)
         while start < ds.count {
             let end = min(ds.count, start + batchSize)
-            let b = ds.batch(indices: all[start ..< end])
+            let b = try ds.batch(indices: all[start ..< end])
             if b.maskCount > 0 {
                 let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: end - start, seqLen: ds.seqLen) }
                 let rows = (end - start) * ds.seqLen

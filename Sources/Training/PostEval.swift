@@ -64,7 +64,7 @@ public enum PostEval {
         var start = 0
         while start < ds.count {
             let end = min(ds.count, start + batchPairs), n = end - start
-            let b = ds.batch(indices: Array(start..<end)[...])
+            let b = try ds.batch(indices: Array(start..<end)[...])
             func seqLP(_ m: MiniMindModel) -> [Double] {
                 let l = b.inputIds.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: 2 * n, seqLen: T) }
                 return b.labels.withUnsafeBufferPointer { y in b.lossMask.withUnsafeBufferPointer { mk in
@@ -92,7 +92,7 @@ extension PostEval {
         var total = 0.0, tokens = 0, start = 0
         while start < ds.count {
             let end = min(ds.count, start + batchSize)
-            let b = ds.batch(indices: Array(start..<end)[...])
+            let b = try ds.batch(indices: Array(start..<end)[...])
             let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: end - start, seqLen: T) }
             var ce = [Float](repeating: 0, count: (end - start) * T)
             b.labels.withUnsafeBufferPointer { y in ce.withUnsafeMutableBufferPointer { o in

@@ -8,14 +8,12 @@ import Tokenizers
 import SwiftMindDistributed
 
 /// Options of `trainer pretrain`: the shared `TrainingOptions` (MiniMind's names and 2025-04 defaults, read and
-/// written through as `o.batchSize` …) plus the tokenizer and the token cache.
+/// written through as `o.batchSize` …) plus the tokenizer.
 @dynamicMemberLookup
 public struct PretrainOptions: Codable, Sendable {
     public var common = TrainingOptions()
     /// tokenizer.json, or a directory holding it (and tokenizer_config.json).
     public var tokenizer = "model"
-    /// Token cache root; nil = `TokenCache.defaultCacheRoot`.
-    public var cacheDir: String? = nil
     public init() {}
 
     public subscript<T>(dynamicMember path: WritableKeyPath<TrainingOptions, T>) -> T {
@@ -45,38 +43,6 @@ public final class Pretrainer {
         let dir = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
         let tj = isDir.boolValue ? dir + "/tokenizer.json" : path
         return [tj, dir + "/tokenizer_config.json"].filter { fm.fileExists(atPath: $0) }
-    }
-
-    /// Rank 0 builds (or reuses) the token cache; the others wait at a barrier and then open it (building their own only
-    /// if it is not visible to them, e.g. on another host without a shared filesystem).
-    public static func loadCache(dataPath: String, tokenizer: Tokenizer, cacheRoot: String, threads: Int,
-                                 comm: Communicator, logger: Logger) throws -> TokenCache {
-        var cache: TokenCache?
-        if comm.rank == 0 {
-            let t0 = Date()
-            var lastReport = Date()
-            let (c, built) = try TokenCache.openOrBuild(dataPath: dataPath, tokenizer: tokenizer, cacheRoot: cacheRoot,
-                                                        threads: threads) { n, bytes in
-                if Date().timeIntervalSince(lastReport) > 5 {
-                    lastReport = Date()
-                    logger.info("tokenizing \(dataPath): \(n) samples, \(bytes >> 20) MiB read")
-                }
-            }
-            if built {
-                logger.info("token cache built: \(c.count) samples, \(c.numTokens) tokens in \(String(format: "%.1f", Date().timeIntervalSince(t0)))s → \(c.directory)")
-            } else {
-                logger.info("token cache reused: \(c.count) samples, \(c.numTokens) tokens (\(c.directory))")
-            }
-            cache = c
-        }
-        try comm.barrier()
-        if cache == nil {
-            cache = try TokenCache.openIfValid(dataPath: dataPath, tokenizerFingerprint: tokenizer.fingerprint, cacheRoot: cacheRoot)
-            if cache == nil {
-                cache = try TokenCache.openOrBuild(dataPath: dataPath, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads).0
-            }
-        }
-        return cache!
     }
 
     /// Optimizer steps in the rest of the run from (epoch, position), capped so the total does not exceed `maxSteps`.
@@ -124,8 +90,9 @@ final class LanguageModelObjective: TrainingObjective {
                                  maxPositionEmbeddings: 32768)
         o.moe.apply(to: &config)
         try config.validate(source: "pretrain options")
-        let cache = try Pretrainer.loadCache(dataPath: o.dataPath, tokenizer: tok, cacheRoot: o.cacheDir ?? TokenCache.defaultCacheRoot,
-                                             threads: o.threads, comm: comm, logger: logger)
+        let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: .pretrain, tokenizer: tok,
+                                              cacheRoot: o.cacheDir ?? TokenCache.defaultCacheRoot, threads: o.threads,
+                                              comm: comm, logger: logger)
         let dataset = PretrainDataset(cache: cache, maxSeqLen: o.maxSeqLen, padTokenId: tok.padTokenId)
         try checkForwardSize(rows: o.batchSize, seqLen: dataset.seqLen, config: config)
         self.dataset = dataset

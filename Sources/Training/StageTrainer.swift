@@ -89,7 +89,7 @@ public final class StageTrainer {
     public func run() throws -> PretrainSummary {
         try options.validate()
         return try TrainingLoop(options: options.common, communicator: comm, logger: logger).run {
-            try StageObjective(options: options)
+            try StageObjective(options: options, communicator: comm, logger: logger)
         }
     }
 }
@@ -126,20 +126,24 @@ final class StageObjective: TrainingObjective {
         switch head { case .crossEntropy: return nil; case .dpo: return "preference_acc"; case .distill: return "ce" }
     }
 
-    /// Loads the tokenizer, the stage's dataset, the model (--init or a random init) and any frozen reference /
-    /// teacher, and checks that they fit each other.
-    init(options o: StageOptions) throws {
+    /// Loads the tokenizer, the stage's dataset (the shared token cache: `.dpo` for dpo, `.sft` for sft, lora, reason
+    /// and distill), the model (--init or a random init) and any frozen reference / teacher, and checks that they fit
+    /// each other.
+    init(options o: StageOptions, communicator comm: Communicator, logger: Logger) throws {
         let tokPath = o.tokenizer ?? o.initDir!
         let tok = try Tokenizer.load(tokPath)
 
         // Data.
+        let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: o.stage == .dpo ? .dpo : .sft, tokenizer: tok,
+                                              cacheRoot: o.cacheDir ?? TokenCache.defaultCacheRoot, threads: o.threads,
+                                              comm: comm, logger: logger)
         let data: BatchDataset
         switch o.stage {
-        case .dpo: data = try DPODataset(path: o.dataPath, tokenizer: tok, maxLength: o.maxSeqLen, threads: o.threads)
+        case .dpo: data = DPODataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen)
         case .reason:
-            data = try SFTDataset(path: o.dataPath, tokenizer: tok, maxLength: o.maxSeqLen, threads: o.threads,
-                                  reasonWeighting: ReasonTagWeighting(tokenizer: tok, weight: Float(o.reasonWeight)))
-        default: data = try SFTDataset(path: o.dataPath, tokenizer: tok, maxLength: o.maxSeqLen, threads: o.threads)
+            data = SFTDataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen,
+                              reasonWeighting: ReasonTagWeighting(tokenizer: tok, weight: Float(o.reasonWeight)))
+        default: data = SFTDataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen)
         }
 
         // Models.
@@ -175,7 +179,7 @@ final class StageObjective: TrainingObjective {
             lossHead = .crossEntropy
         }
 
-        let src = try SourceIdentity.of(path: o.dataPath)
+        let src = cache.meta.source
         stage = o.stage
         report = .stage(o.stage)
         tokenizerPath = tokPath

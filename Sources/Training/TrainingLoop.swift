@@ -34,6 +34,8 @@ public struct TrainingOptions: Codable, Sendable {
     public var bucketCapMB = 25.0
     /// Tokenizer threads (rank 0 builds the cache).
     public var threads = ProcessInfo.processInfo.activeProcessorCount
+    /// Token cache root; nil = `TokenCache.defaultCacheRoot`.
+    public var cacheDir: String? = nil
     public var weightDecay = 0.01
     public var beta1 = 0.9
     public var beta2 = 0.999
@@ -274,7 +276,7 @@ final class TrainingLoop {
             var localMask = 0
             for m in 0 ..< acc {
                 let s = localStart + m * B
-                let b = dataset.batch(indices: localIdx[s ..< s + B])
+                let b = try dataset.batch(indices: localIdx[s ..< s + B])
                 localMask += b.maskCount
                 batches.append(b)
             }

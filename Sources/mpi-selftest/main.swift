@@ -5,6 +5,9 @@
 //   mpi-selftest fail --rank R [--message M] rank R throws inside runOrAbort while the others wait in a collective
 //   mpi-selftest overlap [--params N] [--layers L] [--gemms G] [--dim D] [--bucket-mb X] [--steps S]
 //                                            how much of the bucketed all-reduce each progress mode hides behind compute
+//   mpi-selftest idle-barrier [--seconds S] [--blocking]
+//                                            rank 0 computes S CPU-seconds while the others wait in idleBarrier (or, with
+//                                            --blocking, MPI_Barrier); prints every rank's CPU seconds of the wait
 import CBLAS
 import Foundation
 import SwiftMindDistributed
@@ -250,6 +253,32 @@ func runOverlap() throws {
     }
 }
 
+/// Rank 0 busy-computes for `--seconds` (a token-cache build), the others wait; CPU seconds per rank are gathered.
+func runIdleBarrier() throws {
+    let seconds = Double(option("--seconds", "1.5")) ?? 1.5
+    let blocking = flag("--blocking")
+    try comm.barrier()
+    let c0 = cpuTime(CLOCK_PROCESS_CPUTIME_ID), t0 = now()
+    var polls = 0
+    if comm.rank == 0 {
+        var x = 1.0
+        // CPU seconds, not wall seconds: the builder's work is the same on a loaded machine.
+        while cpuTime(CLOCK_PROCESS_CPUTIME_ID) - c0 < seconds { for _ in 0 ..< 10_000 { x = x * 1.000001 + 1e-9 } }
+        if x == 0 { print("unreachable") }
+    }
+    if blocking { try comm.barrier() } else { try comm.idleBarrier(pollInterval: 0.01) { _ in polls += 1 } }
+    var cpu = [Double](repeating: 0, count: comm.size)
+    cpu[comm.rank] = cpuTime(CLOCK_PROCESS_CPUTIME_ID) - c0
+    cpu = try comm.allReduceSum(cpu)
+    var pollCounts = [Double](repeating: 0, count: comm.size)
+    pollCounts[comm.rank] = Double(polls)
+    pollCounts = try comm.allReduceSum(pollCounts)
+    let waiting = cpu.dropFirst().max() ?? 0
+    say(String(format: "idle-barrier%@: wall %.2f s, builder CPU %.3f s, max waiting-rank CPU %.3f s (%.1f%%), polls %@",
+               blocking ? " (blocking)" : "", now() - t0, cpu[0], waiting, 100 * waiting / max(cpu[0], 1e-9),
+               pollCounts.map { String(Int($0)) }.joined(separator: ",")))
+}
+
 func runInfo() throws {
     let level: String
     if let m = comm as? MPICommunicator {
@@ -271,6 +300,7 @@ runOrAbort(comm) {
     case "consistency": try runConsistency()
     case "fail": try runFail()
     case "overlap": try runOverlap()
+    case "idle-barrier": try runIdleBarrier()
     default: throw SelftestError(description: "unknown command \(command); see the header of Sources/mpi-selftest/main.swift")
     }
 }

@@ -29,22 +29,25 @@ struct DataInspect: ParsableCommand {
     func run() throws {
         let tok = try Tokenizer.load(tokenizer)
         var rows: [(ids: [Int32], labels: [Int32], mask: [Float])] = []
+        // The stage's token cache (the one training reads), kept under the temporary directory.
+        let root = NSTemporaryDirectory() + "swiftmind-inspect-cache"
         switch stage {
         case "sft", "reason":
-            let ds = try SFTDataset(path: data, tokenizer: tok, maxLength: maxSeqLen,
-                                    reasonWeighting: stage == "reason" ? ReasonTagWeighting(tokenizer: tok) : nil)
-            for i in 0..<min(ds.count, limit ?? ds.count) { let s = ds.sample(i); rows.append((s.inputIds, s.labels, s.lossMask)) }
+            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 2).0
+            let ds = SFTDataset(cache: cache, tokenizer: tok, maxLength: maxSeqLen,
+                                reasonWeighting: stage == "reason" ? ReasonTagWeighting(tokenizer: tok) : nil)
+            for i in 0..<min(ds.count, limit ?? ds.count) { let s = try ds.sample(i); rows.append((s.inputIds, s.labels, s.lossMask)) }
         case "dpo":
-            let ds = try DPODataset(path: data, tokenizer: tok, maxLength: maxSeqLen)
+            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .dpo, tokenizer: tok, cacheRoot: root, threads: 2).0
+            let ds = DPODataset(cache: cache, tokenizer: tok, maxLength: maxSeqLen)
             for i in 0..<min(ds.count, limit ?? ds.count) {
-                for rej in [false, true] { let s = ds.sample(i, rejected: rej); rows.append((s.inputIds, s.labels, s.lossMask)) }
+                for rej in [false, true] { let s = try ds.sample(i, rejected: rej); rows.append((s.inputIds, s.labels, s.lossMask)) }
             }
         case "pretrain":
-            let root = NSTemporaryDirectory() + "swiftmind-inspect-cache"
             let cache = try TokenCache.openOrBuild(dataPath: data, tokenizer: tok, cacheRoot: root, threads: 2).0
             let ds = PretrainDataset(cache: cache, maxSeqLen: maxSeqLen, padTokenId: tok.padTokenId)
             for i in 0..<min(ds.count, limit ?? ds.count) {
-                let b = ds.batch(indices: [i][...])
+                let b = try ds.batch(indices: [i][...])
                 rows.append((b.inputIds, b.labels, b.lossMask))
             }
         default:

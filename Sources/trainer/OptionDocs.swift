@@ -132,7 +132,7 @@ enum StageOptionDocs {
 
     /// (commands, option), in the order of the README table.
     static let all: [(String, OptionDoc)] = [
-        ("pretrain", cacheDir), ("sft, lora, dpo, reason, distill", initDir), ("lora", loraRank), ("lora", loraName),
+        ("every training command", cacheDir), ("sft, lora, dpo, reason, distill", initDir), ("lora", loraRank), ("lora", loraName),
         ("dpo", reference), ("dpo", beta), ("reason", tagWeight), ("distill", teacher), ("distill", alpha),
         ("distill", temperature)]
 }

@@ -34,15 +34,12 @@ struct Pretrain: ParsableCommand, DeferredOptionChecks {
         discussion: "Options take MiniMind's names and train_pretrain.py's defaults; its snake_case spellings (--batch_size …) and its whole command line (--use_moe True, --dtype bfloat16, --ddp …) are accepted too.")
 
     @OptionGroup var training: TrainingArguments
-    @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help)
-    var cacheDir: String?
 
     /// The resolved options: `TrainingOptions.defaults(for: .pretrain)` with the command line applied.
     func options() -> PretrainOptions {
         var o = PretrainOptions()
         o.common = training.options(for: .pretrain)
         if let t = training.tokenizer { o.tokenizer = t }
-        o.cacheDir = cacheDir
         return o
     }
 

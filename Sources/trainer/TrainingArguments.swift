@@ -32,6 +32,7 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.bucketCapMB.names, help: D.bucketCapMB.help) var bucketCapMB: Double?
     @Option(name: D.threads.names, help: D.threads.help) var threads: Int?
     @Option(name: D.weightDecay.names, help: D.weightDecay.help) var weightDecay: Double?
+    @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
     @Option(name: .customLong("dtype"), help: ArgumentHelp(
@@ -89,6 +90,7 @@ struct TrainingArguments: ParsableArguments {
         set(\.logInterval, logInterval); set(\.saveInterval, saveInterval); set(\.seed, seed); set(\.maxSteps, maxSteps)
         set(\.keepCheckpoints, keepCheckpoints); set(\.bucketCapMB, bucketCapMB); set(\.weightDecay, weightDecay)
         o.resume = resume
+        if let cacheDir { o.cacheDir = cacheDir }
         o.moe = moe.settings
         // The data is tokenized on every core of the host, whatever the BLAS threads per rank.
         o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)

@@ -139,4 +139,18 @@ final class MPIRunTests: XCTestCase {
             XCTAssertFalse(r.stdout.contains("unexpectedly passed"), r.stdout)
         }
     }
+
+    /// Ranks waiting for rank 0 (a token-cache build) in `idleBarrier` use almost no CPU: ≤ 10 % of the builder's.
+    func testIdleBarrierWaitsWithoutSpinning() throws {
+        let r = try mpirun(["idle-barrier", "--seconds", "1"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("idle-barrier:") }, r.stdout)
+        let fields = line.split(separator: " ")
+        let builder = try XCTUnwrap(Double(fields[fields.firstIndex(of: "builder")! + 2]), String(line))
+        let waiting = try XCTUnwrap(Double(fields[fields.firstIndex(of: "waiting-rank")! + 2]), String(line))
+        XCTAssertGreaterThanOrEqual(builder, 1, String(line))
+        XCTAssertLessThanOrEqual(waiting, 0.1 * builder, String(line))
+        let polls = try XCTUnwrap(fields.last).split(separator: ",").compactMap { Int($0) }
+        XCTAssertGreaterThan(polls.count == 2 ? polls[1] : 0, 10, "rank 1 polled the barrier with sleeps: \(line)")
+    }
 }

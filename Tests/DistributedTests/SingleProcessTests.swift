@@ -17,6 +17,7 @@ final class RecordingCommunicator: Communicator {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws { for i in buffer.indices { buffer[i] *= 2 } }
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     func barrier() throws {}
+    func idleBarrier(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws {}
     func abort(message: String, code: Int32) -> Never { fatalError(message) }
     func finalize() {}
 }
@@ -55,6 +56,7 @@ final class SingleProcessTests: XCTestCase {
         XCTAssertEqual(f, [1.5, -2, 3])
         XCTAssertEqual(try c.broadcast("config"), "config")
         try c.barrier()
+        try c.idleBarrier()
         try c.checkSameOnAllRanks("anything", what: "config")
         XCTAssertEqual(runOrAbort(c) { 42 }, 42)
         c.finalize()

@@ -34,19 +34,19 @@ final class DataCacheTests: XCTestCase {
         XCTAssertEqual(ds.seqLen, maxLen - 1)
         for (i, t) in texts.enumerated() {
             let enc = tok.encode(t)
-            XCTAssertEqual(Array(cache.tokens(i)), enc, "cache holds encode(text) without special tokens")
+            XCTAssertEqual(try cache.sequence(i), enc, "cache holds encode(text) without special tokens")
             var ids = Array(enc.prefix(maxLen))
             ids += [Int32](repeating: 0, count: maxLen - ids.count)
-            let b = ds.batch(indices: [i][...])
+            let b = try ds.batch(indices: [i][...])
             XCTAssertEqual(b.inputIds, Array(ids.dropLast()))
             XCTAssertEqual(b.labels, Array(ids.dropFirst()))
             XCTAssertEqual(b.lossMask, ids.dropFirst().map { $0 != 0 ? 1 : 0 })
             XCTAssertEqual(b.maskCount, ids.dropFirst().filter { $0 != 0 }.count)
         }
         // The short sample is mostly padding, the long one fully masked in.
-        XCTAssertEqual(ds.batch(indices: [1][...]).maskCount, maxLen - 1)
-        XCTAssertEqual(ds.batch(indices: [2][...]).maskCount, 0, "one token: Y is all padding")
-        XCTAssertEqual(Array(cache.tokens(3)).first, 1, "special tokens written in the text are matched (<|im_start|> = 1)")
+        XCTAssertEqual(try ds.batch(indices: [1][...]).maskCount, maxLen - 1)
+        XCTAssertEqual(try ds.batch(indices: [2][...]).maskCount, 0, "one token: Y is all padding")
+        XCTAssertEqual(try cache.sequence(3).first, 1, "special tokens written in the text are matched (<|im_start|> = 1)")
     }
 
     func testCacheIsReusedAndRebuiltWhenTheSourceChanges() throws {
@@ -63,22 +63,26 @@ final class DataCacheTests: XCTestCase {
         _ = try write(["ONE", "two", "three"], to: "c.jsonl")
         let (c3, built3) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 2)
         XCTAssertTrue(built3)
-        XCTAssertEqual(Array(c3.tokens(0)), tok.encode("ONE"))
+        XCTAssertEqual(try c3.sequence(0), tok.encode("ONE"))
         // Appended line → rebuilt with 4 samples.
         _ = try write(["ONE", "two", "three", "four"], to: "c.jsonl")
         let (c4, built4) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 2)
         XCTAssertTrue(built4)
         XCTAssertEqual(c4.count, 4)
         // Another tokenizer → another cache directory.
-        let other = TokenCache.directory(for: path, tokenizerFingerprint: tok.fingerprint + "x", cacheRoot: root)
+        var otherKey = try TokenCacheKey(kind: .pretrain, tokenizer: tok)
+        otherKey.tokenizerFingerprint += "x"
+        let other = TokenCache.directory(for: path, key: otherKey, cacheRoot: root)
         XCTAssertNotEqual(other, c4.directory)
         // No temporary directories left behind.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.contains(".tmp-") || $0.contains(".old-") }
         XCTAssertEqual(leftovers, [])
     }
 
-    /// An inconsistent cache (offsets not increasing / outside tokens.bin, ids ≥ vocab) is detected on open and rebuilt.
-    func testInconsistentCacheIsRebuilt() throws {
+    /// An inconsistent index (offsets not increasing / outside tokens.bin) is detected on open and rebuilt. Ids are
+    /// validated when the cache is built and not re-read on reuse (the key is trusted), so an id changed in tokens.bin
+    /// afterwards is refused when a batch reads it, with an error naming the cache directory.
+    func testInconsistentCacheIsRebuiltAndACorruptIdIsRefusedWhenRead() throws {
         let path = try write(["one two", "three four five"], to: "inc.jsonl")
         let root = work + "/cache-inc"
         let dir = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1).0.directory
@@ -86,16 +90,25 @@ final class DataCacheTests: XCTestCase {
             let h = try XCTUnwrap(FileHandle(forUpdatingAtPath: dir + "/" + file))
             try h.seek(toOffset: offset); try h.write(contentsOf: Data(bytes)); try h.close()
         }
-        let badOffset = withUnsafeBytes(of: UInt64(1_000_000).littleEndian) { Array($0) }
-        let badId = withUnsafeBytes(of: Int32(999_999).littleEndian) { Array($0) }
-        for (file, off, bytes) in [("index.bin", UInt64(8), badOffset), ("tokens.bin", UInt64(0), badId)] {
-            try patch(file, at: off, bytes)
-            XCTAssertThrowsError(try TokenCache(directory: dir, meta: try JSONDecoder().decode(TokenCacheMeta.self,
-                from: Data(contentsOf: URL(fileURLWithPath: dir + "/meta.json")))).firstIdOutside(0 ..< tok.vocabSize).map {
-                    throw DataError.badCache(path: dir, reason: "id at \($0)") })
-            let (c, built) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1)
-            XCTAssertTrue(built, "\(file): the corrupt cache must be rebuilt")
-            XCTAssertEqual(Array(c.tokens(1)), tok.encode("three four five"))
+        func meta() throws -> TokenCacheMeta {
+            try JSONDecoder().decode(TokenCacheMeta.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/meta.json")))
+        }
+        try patch("index.bin", at: 8, withUnsafeBytes(of: UInt64(1_000_000).littleEndian) { Array($0) })
+        XCTAssertThrowsError(try TokenCache(directory: dir, meta: try meta()))
+        let (c, built) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1)
+        XCTAssertTrue(built, "index.bin: the corrupt cache must be rebuilt")
+        XCTAssertEqual(try c.sequence(1), tok.encode("three four five"))
+
+        XCTAssertEqual(try meta().idBytes, 2, "MiniMind's 6400-id vocab is stored as uint16")
+        try patch("tokens.bin", at: 0, withUnsafeBytes(of: UInt16(60_000).littleEndian) { Array($0) })
+        let (c2, built2) = try TokenCache.openOrBuild(dataPath: path, tokenizer: tok, cacheRoot: root, threads: 1)
+        XCTAssertFalse(built2, "the key is trusted: tokens.bin is not read on reuse")
+        let ds = PretrainDataset(cache: c2, maxSeqLen: 8)
+        XCTAssertNoThrow(try ds.batch(indices: [1][...]), "sample 1 is intact")
+        XCTAssertThrowsError(try ds.batch(indices: [0][...])) { e in
+            guard case .badCache(let p, let reason)? = e as? DataError else { return XCTFail("\(e)") }
+            XCTAssertEqual(p, dir)
+            XCTAssertTrue(reason.contains("outside [0, \(tok.vocabSize))"), reason)
         }
     }
 

@@ -20,12 +20,15 @@ final class SFTMaskTests: XCTestCase {
             let p = work + "/one.jsonl"
             try conv.write(to: URL(fileURLWithPath: p))
             let ds = try SFTDataset(path: p, tokenizer: tok, maxLength: maxLen, threads: 1)
-            let s = ds.sample(0)
             let msgs = ds.conversations[0]
             XCTAssertEqual(try tok.applyChatTemplate(msgs, addGenerationPrompt: false), o["prompt"] as? String)
-            XCTAssertEqual(s.inputIds, (o["input_ids"] as! [Int]).map { Int32($0) }, "input_ids, max_length \(maxLen)")
-            XCTAssertEqual(s.labels, (o["labels"] as! [Int]).map { Int32($0) }, "labels, max_length \(maxLen)")
-            XCTAssertEqual(s.lossMask, (o["loss_mask"] as! [Int]).map { Float($0) }, "loss_mask, max_length \(maxLen)")
+            // In memory (evaluation) and from the memory-mapped cache training reads: the same sample.
+            let built = try TokenCache.build(dataPath: p, kind: .sft, tokenizer: tok, cacheRoot: work + "/cache", threads: 1)
+            for s in [try ds.sample(0), try SFTDataset(cache: built, tokenizer: tok, maxLength: maxLen).sample(0)] {
+                XCTAssertEqual(s.inputIds, (o["input_ids"] as! [Int]).map { Int32($0) }, "input_ids, max_length \(maxLen)")
+                XCTAssertEqual(s.labels, (o["labels"] as! [Int]).map { Int32($0) }, "labels, max_length \(maxLen)")
+                XCTAssertEqual(s.lossMask, (o["loss_mask"] as! [Int]).map { Float($0) }, "loss_mask, max_length \(maxLen)")
+            }
             checked += 1
         }
         XCTAssertEqual(checked, 26)

@@ -28,10 +28,11 @@ final class StageRunTests: XCTestCase {
         func args(_ o: String, batch: Int) -> [String] {
             stage + ["--data-path", data, "--tokenizer", TrainerRunner.tokenizer, "--max-seq-len", "48", "--batch-size", "\(batch)",
                      "--learning-rate", lr, "--max-steps", "4", "--epochs", "4", "--log-interval", "1", "--save-interval", "2",
-                     "--threads", "1", "--out-dir", o] + extra
+                     "--threads", "1", "--out-dir", o, "--cache-dir", work + "/cache"] + extra
         }
         let r = try TrainerRunner.run(args(out, batch: 2), np: 2)
         XCTAssertEqual(r.status, 0, "\(stage) failed:\n\(r.stderr)")
+        XCTAssertTrue(r.stderr.contains("token cache built") || r.stderr.contains("token cache reused"), r.stderr)
         let ref = try TrainerRunner.losses(outDir: out)
         XCTAssertEqual(ref.map(\.step), [1, 2, 3, 4], "\(stage)")
         XCTAssertTrue(ref.allSatisfy { $0.loss.isFinite })
@@ -40,6 +41,7 @@ final class StageRunTests: XCTestCase {
         try FileManager.default.copyItem(atPath: out + "/checkpoint-2", toPath: res + "/checkpoint-2")
         let r2 = try TrainerRunner.run(args(res, batch: 4) + ["--resume"], np: 1)
         XCTAssertEqual(r2.status, 0, "\(stage) resume failed:\n\(r2.stderr)")
+        XCTAssertTrue(r2.stderr.contains("token cache reused"), "the second launch reuses the cache:\n\(r2.stderr)")
         let l = try TrainerRunner.losses(outDir: res)
         XCTAssertEqual(l.map(\.step), [3, 4])
         let d = zip(l, ref.suffix(2)).map { abs($0.loss - $1.loss) }.max() ?? 1
@@ -78,5 +80,22 @@ final class StageRunTests: XCTestCase {
         let r = try TrainerRunner.run(["lora", "merge", "--model", golden("lora_base"), "--lora", out + "/lora.safetensors", "--out", merged])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertNotEqual(try TrainerRunner.parameters(merged), try TrainerRunner.parameters(golden("lora_base")))
+    }
+
+    /// Every stage reads the shared token cache: a malformed line stops both ranks with FILE:LINE (rank 0 builds,
+    /// rank 1 waits in the idle barrier and is brought down with it).
+    func testMalformedChatLineStopsAllRanksWithFileAndLine() throws {
+        for (stage, file, model) in [("sft", "sft.jsonl", "distill_student"), ("dpo", "dpo.jsonl", "dpo_policy")] {
+            let p = try head(file, 6)
+            var lines = try String(contentsOfFile: p, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            lines[4] = String(lines[4].dropLast(3))   // line 5: cut JSON
+            try lines.joined(separator: "\n").write(toFile: p, atomically: true, encoding: .utf8)
+            let r = try TrainerRunner.run([stage, "--data-path", p, "--tokenizer", TrainerRunner.tokenizer, "--init", golden(model),
+                                           "--max-seq-len", "32", "--batch-size", "1", "--max-steps", "1", "--threads", "1",
+                                           "--out-dir", work + "/bad-" + stage, "--cache-dir", work + "/bad-cache"], np: 2, timeout: 60)
+            XCTAssertFalse(r.timedOut, "\(stage) hung:\n\(r.stderr)")
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains("\(p):5: malformed JSON line"), r.stderr)
+        }
     }
 }

@@ -1,0 +1,45 @@
+// The token cache of a training run, shared by the ranks: rank 0 builds it once, the others wait without spinning.
+import Foundation
+import Logging
+import Datasets
+import Tokenizers
+import SwiftMindDistributed
+
+public enum SharedTokenCache {
+    /// Opens the `kind` cache of `dataPath` on every rank. Rank 0 reuses it when its key still matches, else builds it
+    /// on `threads` threads, logging bytes, MB/s and the ETA every `progressInterval` seconds; meanwhile the other
+    /// ranks wait in `idleBarrier` (a sleeping poll, so they leave the cores to the build), then map the same files —
+    /// or build their own copy when the directory is not visible to them (another host without a shared filesystem).
+    /// Collective: every rank must call it.
+    /// - Throws: `DataError` naming FILE:LINE of a malformed line (rank 0; the job is then aborted), I/O errors.
+    public static func load(dataPath: String, kind: TokenCacheKind, tokenizer: Tokenizer, cacheRoot: String, threads: Int,
+                            comm: Communicator, logger: Logger, progressInterval: Double = 5) throws -> TokenCache {
+        var cache: TokenCache?
+        if comm.rank == 0 {
+            let t0 = Date()
+            var lastReport = Date()
+            let name = (dataPath as NSString).lastPathComponent
+            let (c, built) = try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot,
+                                                        threads: threads) { p in
+                guard Date().timeIntervalSince(lastReport) >= progressInterval else { return }
+                lastReport = Date()
+                let rate = Double(p.bytesRead) / max(p.seconds, 1e-9)
+                let left = p.totalBytes > p.bytesRead ? Double(p.totalBytes - p.bytesRead) / max(rate, 1) : 0
+                logger.info("\(String(format: "tokenizing %@ (%@ cache): %.1f / %.1f MB (%.0f%%), %.1f MB/s, %d samples, ETA %@", name, kind.rawValue, Double(p.bytesRead) / 1e6, Double(p.totalBytes) / 1e6, 100 * Double(p.bytesRead) / Double(max(p.totalBytes, 1)), rate / 1e6, p.samples, formatDuration(left)))")
+            }
+            let dt = Date().timeIntervalSince(t0)
+            let what = "\(c.count) samples, \(c.numTokens) tokens (\(c.idBytes == 2 ? "uint16" : "int32") ids)"
+            if built {
+                logger.info("\(String(format: "token cache built: %@ in %.1fs, %.1f MB/s → %@", what, dt, Double(c.meta.source.size) / 1e6 / max(dt, 1e-9), c.directory))")
+            } else {
+                logger.info("\(String(format: "token cache reused: %@, opened in %.2fs (%@)", what, dt, c.directory))")
+            }
+            cache = c
+        }
+        try comm.idleBarrier()
+        if let c = cache { return c }
+        let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer)
+        if let c = try TokenCache.openIfValid(dataPath: dataPath, key: key, cacheRoot: cacheRoot) { return c }
+        return try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads).0
+    }
+}

@@ -1,0 +1,182 @@
+import XCTest
+import Foundation
+@testable import Datasets
+import Tokenizers
+
+/// Building, keying and reusing token caches: abandoned builds, errors naming FILE:LINE, blank lines, keys.
+final class CacheBuildTests: XCTestCase {
+    var work = ""
+    var tok: Tokenizer!
+
+    override func setUpWithError() throws {
+        work = Fixtures.tempDir("cachebuild")
+        tok = try Tokenizer.load(Fixtures.tokenizer)
+        let d = work
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+    }
+
+    func write(_ content: String, _ name: String) throws -> String {
+        let p = work + "/" + name
+        try content.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    static let sftRow = #"{"conversations": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "<think>x</think>\n<answer>好</answer>"}]}"#
+    static let dpoRow = #"{"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}"#
+    static let textRow = #"{"text": "床前明月光"}"#
+
+    /// A pid that no process has: a child that already exited.
+    func deadPid() throws -> pid_t {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/true")
+        try p.run()
+        p.waitUntilExit()
+        return p.processIdentifier
+    }
+
+    /// A complete-looking cache left under a temporary name (a build killed before its rename) is never opened; the
+    /// next build replaces it, removing the temporary directories of dead builders on this host only.
+    func testHalfBuiltCacheIsNotUsedAndAbandonedBuildsAreRemoved() throws {
+        let path = try write(Self.sftRow + "\n" + Self.sftRow + "\n", "s.jsonl")
+        let root = work + "/cache"
+        let key = try TokenCacheKey(kind: .sft, tokenizer: tok)
+        let dir = TokenCache.directory(for: path, key: key, cacheRoot: root)
+        let fm = FileManager.default
+        // A finished build, moved back under the temporary name of a process that died before renaming it.
+        _ = try TokenCache.build(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1)
+        let host = TokenCache.hostName()
+        let dead = dir + ".tmp-\(host)-\(try deadPid())-12345"
+        try fm.moveItem(atPath: dir, toPath: dead)
+        let live = dir + ".tmp-\(host)-\(getpid())-777"          // a build still running (this process)
+        let other = dir + ".tmp-otherhost-\(try deadPid())-778"  // another host's build on a shared filesystem
+        let partial = dir + ".tmp-\(host)-\(try deadPid())-779"  // killed mid-write: no meta.json
+        for d in [live, other, partial] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        _ = fm.createFile(atPath: partial + "/tokens.bin", contents: Data([1, 2, 3]))
+
+        XCTAssertNil(try TokenCache.openIfValid(dataPath: path, key: key, cacheRoot: root), "a temporary directory is never used")
+        let (c, built) = try TokenCache.openOrBuild(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1)
+        XCTAssertTrue(built)
+        XCTAssertEqual(c.directory, dir)
+        XCTAssertEqual(c.count, 2)
+        XCTAssertFalse(fm.fileExists(atPath: dead), "a dead builder's directory is removed")
+        XCTAssertFalse(fm.fileExists(atPath: partial))
+        XCTAssertTrue(fm.fileExists(atPath: live), "a live builder's directory is left alone")
+        XCTAssertTrue(fm.fileExists(atPath: other), "another host's directory is left alone")
+        XCTAssertFalse(try TokenCache.openOrBuild(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1).built)
+    }
+
+    func testTemporaryDirectoryNamesAreParsed() {
+        XCTAssertEqual(TokenCache.abandonedBuildPid("a.jsonl-sft-0123.tmp-node-1-42-99", host: "node-1"), 42)
+        XCTAssertEqual(TokenCache.abandonedBuildPid("a.jsonl-sft-0123.old-node-1-42-99", host: "node-1"), 42)
+        XCTAssertNil(TokenCache.abandonedBuildPid("a.jsonl-sft-0123.tmp-node-2-42-99", host: "node-1"))
+        XCTAssertNil(TokenCache.abandonedBuildPid("a.jsonl-sft-0123", host: "node-1"))
+        XCTAssertNil(TokenCache.abandonedBuildPid("x.tmp-node-1-abc-99", host: "node-1"))
+    }
+
+    /// A malformed line stops the build with FILE:LINE (blank lines counted), whatever the chunk it falls in, and
+    /// leaves nothing in the cache root.
+    func testMalformedLinesNameFileAndLine() throws {
+        let cases: [(TokenCacheKind, String, DataError?)] = [
+            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": \"q\"}", nil),
+            (.sft, "{\"conversations\": []}", .missingField(path: "", line: 0, field: "conversations")),
+            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": 3}]}", .missingField(path: "", line: 0, field: "conversations[0].content")),
+            (.sft, "[1, 2]", .malformedLine(path: "", line: 0, reason: "not a JSON object")),
+            (.dpo, Self.dpoRow.replacingOccurrences(of: "\"rejected\"", with: "\"rej\""), .missingField(path: "", line: 0, field: "rejected")),
+            (.dpo, "{\"chosen\": [{\"content\": \"q\"}], \"rejected\": [{\"role\": \"user\", \"content\": \"q\"}]}",
+             .missingField(path: "", line: 0, field: "chosen[0].role")),
+            (.pretrain, "{\"text\": broken}", .malformedLine(path: "", line: 0, reason: "not valid JSON")),
+            (.pretrain, "{\"txt\": \"a\"}", .missingField(path: "", line: 0, field: "text")),
+        ]
+        for (n, (kind, bad, expected)) in cases.enumerated() {
+            let good = kind == .sft ? Self.sftRow : kind == .dpo ? Self.dpoRow : Self.textRow
+            // Lines: good, blank, good × 40, bad (line 43), good.
+            let content = [good, "  "] + [String](repeating: good, count: 40) + [bad, good]
+            let path = try write(content.joined(separator: "\n") + "\n", "bad\(n).jsonl")
+            let root = work + "/bad-cache-\(n)"
+            for chunk in [512, 1 << 20] {
+                XCTAssertThrowsError(try TokenCache.build(dataPath: path, kind: kind, field: "text", tokenizer: tok, cacheRoot: root,
+                                                          threads: 2, idBytes: nil, chunkBytes: chunk, progress: nil)) { e in
+                    XCTAssertTrue("\(e)".hasPrefix("\(path):43: "), "\(kind) chunk \(chunk): \(e)")
+                    if case .missingField(_, _, let f)? = expected { XCTAssertEqual(e as? DataError, .missingField(path: path, line: 43, field: f)) }
+                    if case .malformedLine(_, _, let r)? = expected { XCTAssertEqual(e as? DataError, .malformedLine(path: path, line: 43, reason: r)) }
+                }
+                XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), [], "nothing half-written")
+            }
+            // The in-memory loader of the evaluation code reports the same line.
+            if kind != .pretrain {
+                XCTAssertThrowsError(try TokenCache.load(dataPath: path, kind: kind, tokenizer: tok, threads: 2)) { e in
+                    XCTAssertTrue("\(e)".hasPrefix("\(path):43: "), "\(e)")
+                }
+            }
+        }
+    }
+
+    /// Blank lines (empty, spaces, tabs, a lone `\r`) are skipped by every kind; a file of blank lines has no samples.
+    func testBlankLinesAreSkippedEverywhere() throws {
+        for kind in TokenCacheKind.allCases {
+            let row = kind == .sft ? Self.sftRow : kind == .dpo ? Self.dpoRow : Self.textRow
+            let path = try write("\n" + row + "\r\n\n   \n\t\n\r\n" + row + "\n \t \n", "blank-\(kind).jsonl")
+            let c = try TokenCache.build(dataPath: path, kind: kind, tokenizer: tok, cacheRoot: work + "/blank", threads: 2)
+            XCTAssertEqual(c.count, 2, "\(kind)")
+            XCTAssertEqual(try c.sequence(0), try c.sequence(c.numSequences / 2), "\(kind)")
+            let empty = try write("\n  \n\r\n", "empty-\(kind).jsonl")
+            XCTAssertThrowsError(try TokenCache.build(dataPath: empty, kind: kind, tokenizer: tok, cacheRoot: work + "/blank", threads: 2)) {
+                XCTAssertEqual($0 as? DataError, .empty(path: empty))
+            }
+        }
+    }
+
+    /// The key: one cache per kind, reused across `max_seq_len`, rebuilt when the chat template changes.
+    func testKeysSeparateKindsAndTemplates() throws {
+        let path = try write(Self.sftRow + "\n", "k.jsonl")
+        let root = work + "/keys"
+        let sft = try TokenCacheKey(kind: .sft, tokenizer: tok)
+        let dpo = try TokenCacheKey(kind: .dpo, tokenizer: tok)
+        let pre = try TokenCacheKey(kind: .pretrain, tokenizer: tok)
+        let dirs = Set([sft, dpo, pre].map { TokenCache.directory(for: path, key: $0, cacheRoot: root) })
+        XCTAssertEqual(dirs.count, 3)
+        XCTAssertEqual(sft.roleRule, "parity")
+        XCTAssertEqual(dpo.roleRule, "given")
+
+        // Another chat template (plain ChatML) renders other ids: another key and directory.
+        let dir = work + "/tok-chatml"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Fixtures.tokenizer + "/tokenizer.json", toPath: dir + "/tokenizer.json")
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.tokenizer + "/tokenizer_config.json"))) as! [String: Any]
+        cfg["chat_template"] = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let chatml = try Tokenizer.load(dir)
+        let k2 = try TokenCacheKey(kind: .sft, tokenizer: chatml)
+        XCTAssertNotEqual(k2.chatTemplate, sft.chatTemplate)
+        XCTAssertNotEqual(k2.probe, sft.probe)
+        XCTAssertNotEqual(TokenCache.directory(for: path, key: k2, cacheRoot: root), TokenCache.directory(for: path, key: sft, cacheRoot: root))
+
+        // One build serves every max_seq_len.
+        let (c, built) = try TokenCache.openOrBuild(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1)
+        XCTAssertTrue(built)
+        for maxLen in [2, 8, 1024] {
+            let (again, rebuilt) = try TokenCache.openOrBuild(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1)
+            XCTAssertFalse(rebuilt)
+            XCTAssertEqual(try SFTDataset(cache: again, tokenizer: tok, maxLength: maxLen).sample(0),
+                           try SFTDataset(cache: c, tokenizer: tok, maxLength: maxLen).sample(0))
+        }
+        // A cache of an older format version (meta.json without the v2 fields) is rebuilt.
+        let metaPath = c.directory + "/meta.json"
+        var meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: metaPath))) as! [String: Any]
+        meta["formatVersion"] = 1
+        try JSONSerialization.data(withJSONObject: meta).write(to: URL(fileURLWithPath: metaPath))
+        XCTAssertTrue(try TokenCache.openOrBuild(dataPath: path, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 1).built)
+    }
+
+    /// Progress is reported after every chunk, with the bytes read up to the file size.
+    func testBuildReportsProgress() throws {
+        let path = try write(String(repeating: Self.textRow + "\n", count: 500), "p.jsonl")
+        var reports: [TokenCacheBuildProgress] = []
+        _ = try TokenCache.build(dataPath: path, kind: .pretrain, field: "text", tokenizer: tok, cacheRoot: work + "/p", threads: 2,
+                                 idBytes: nil, chunkBytes: 2048) { reports.append($0) }
+        XCTAssertGreaterThan(reports.count, 5)
+        XCTAssertEqual(reports.last?.samples, 500)
+        XCTAssertEqual(reports.last?.bytesRead, reports.last?.totalBytes)
+        XCTAssertEqual(reports.map(\.samples), reports.map(\.samples).sorted())
+    }
+}
