@@ -19,6 +19,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        // Already in the graph through Hummingbird; named so the server's connection guard (NIO channel handlers)
+        // can import NIOCore and NIOHTTPTypes.
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-extras", exact: "1.35.2"),
+        // SHA-256 of LoRA adapters in merge records.
+        .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
     ],
     targets: [
         // C shims only, no logic.
@@ -30,7 +36,7 @@ let package = Package(
         // Byte-level BPE: tokenizer.json, encode/decode/train, chat templates.
         .target(name: "Tokenizers", path: "Sources/Tokenizers", swiftSettings: fast),
         // Config, parameter layout, forward/backward kernels, AdamW, safetensors, KV cache.
-        .target(name: "Model", dependencies: ["CBLAS"], path: "Sources/Model", swiftSettings: fast),
+        .target(name: "Model", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
         // jsonl readers per stage, masks, token cache, sampler, batching.
         .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
         // Communicator (MPI | single process), bucketed gradient reducer.
@@ -45,6 +51,9 @@ let package = Package(
         .target(name: "Serving",
                 dependencies: ["Model", "Tokenizers",
                                .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "HummingbirdCore", package: "hummingbird"),
+                               .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                                .product(name: "Logging", package: "swift-log")],

@@ -369,8 +369,10 @@ extension MiniMindModel {
     }
 }
 
-/// Sampling settings, as MiniMind's `generate`: repetition penalty divides the logits of every id already in the
-/// sequence (prompt included), then logits /= temperature, then top-k and top-p (nucleus: keep the smallest
+/// Sampling settings, as MiniMind's `generate` except for the repetition penalty, which follows Hugging Face's
+/// `RepetitionPenaltyLogitsProcessor` (see `Sampler.applyRepetitionPenalty`; MiniMind divides every seen logit,
+/// which makes a seen token with a negative logit *more* likely). Order: repetition penalty on every id already in
+/// the sequence (prompt included), then logits /= temperature, then top-k and top-p (nucleus: keep the smallest
 /// prefix of the sorted distribution whose mass reaches top_p, always ≥ 1 token) filter, then a multinomial draw.
 /// `temperature == 0` is greedy (argmax after the repetition penalty).
 public struct SamplingOptions: Sendable {
@@ -380,7 +382,7 @@ public struct SamplingOptions: Sendable {
     public var topP: Float = 0.85
     /// 0 disables.
     public var topK: Int = 0
-    /// 1.0 disables.
+    /// 1.0 disables; > 1 discourages ids already in the sequence, < 1 encourages them (Hugging Face's rule).
     public var repetitionPenalty: Float = 1.0
     public var seed: UInt64 = 0
     /// Generation stops (without yielding it) when this id is produced; nil = never.
@@ -446,8 +448,25 @@ public final class TokenGenerator: Sequence, IteratorProtocol {
     }
 }
 
-/// MiniMind's sampling rule as a pure function (see `SamplingOptions`).
+/// The sampling rule as a pure function (see `SamplingOptions`).
 public enum Sampler {
+    /// Hugging Face's repetition penalty (`transformers` `RepetitionPenaltyLogitsProcessor`, from Keskar et al. 2019,
+    /// CTRL §4.1): for every distinct id in `history`, a logit `< 0` is multiplied by `penalty` and any other logit is
+    /// divided by it, so with `penalty > 1` every seen id loses probability whatever the sign of its logit.
+    /// Ids outside `[0, logits.count)` are ignored. `logits` is one row `[V]`, updated in place; `penalty == 1` is a no-op.
+    public static func applyRepetitionPenalty(_ logits: UnsafeMutableBufferPointer<Float>, history: [Int32], penalty: Float) {
+        guard penalty != 1 else { return }
+        let V = logits.count
+        var seen = [Bool](repeating: false, count: V)
+        seen.withUnsafeMutableBufferPointer { seen in
+            for id in history where id >= 0 && Int(id) < V && !seen[Int(id)] {
+                let j = Int(id)
+                seen[j] = true
+                logits[j] = logits[j] < 0 ? logits[j] * penalty : logits[j] / penalty
+            }
+        }
+    }
+
     public static func sample(logits raw: [Float], history: [Int32], options o: SamplingOptions, rng: inout SplitMix64) -> Int32 {
         var logits = raw
         let V = logits.count
@@ -458,10 +477,7 @@ public enum Sampler {
                 logits[j] = logits[j] == .infinity ? Float.greatestFiniteMagnitude / 4 : -Float.greatestFiniteMagnitude / 4
             }
         }
-        if o.repetitionPenalty != 1 {
-            var seen = [Bool](repeating: false, count: V)
-            for id in history where id >= 0 && Int(id) < V && !seen[Int(id)] { seen[Int(id)] = true; logits[Int(id)] /= o.repetitionPenalty }
-        }
+        logits.withUnsafeMutableBufferPointer { applyRepetitionPenalty($0, history: history, penalty: o.repetitionPenalty) }
         if o.temperature <= 0 {
             var best = 0
             for j in 1..<V where logits[j] > logits[best] { best = j }

@@ -85,11 +85,12 @@ public final class GenerationEngine: @unchecked Sendable {
     }
 
     /// Loads a model directory (MiniMind or Hugging Face Llama layout, see `MiniMindModel.load(huggingFaceDirectory:)`)
-    /// and its tokenizer; `lora`, when given, is an adapter file merged into the weights (`MiniMindModel.mergeLoRA`).
+    /// and its tokenizer; `lora`, when given, is an adapter file merged into the weights (`MiniMindModel.mergeLoRA`),
+    /// refused when the directory's `merges.json` shows it is already merged.
     public static func load(model dir: String, tokenizer: String? = nil, lora: String? = nil, contextLength: Int? = nil,
                             maxBatch: Int = 8) throws -> GenerationEngine {
         let m = try MiniMindModel.load(huggingFaceDirectory: dir)
-        if let lora { try m.mergeLoRA(path: lora) }
+        if let lora { try m.mergeLoRA(path: lora, modelDirectory: dir) }
         let t = try locateTokenizer(model: dir, explicit: tokenizer)
         let name = URL(fileURLWithPath: dir).standardizedFileURL.lastPathComponent
         return try GenerationEngine(model: m, tokenizer: t, modelName: name.isEmpty ? "swiftmind" : name, contextLength: contextLength,

@@ -2,7 +2,9 @@
 // GET /health. Request/response shapes follow OpenAI's chat completion API (https://platform.openai.com/docs/api-reference/chat).
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 import UnixSignals
 import Model
@@ -25,6 +27,8 @@ public struct OpenAIError: HTTPResponseError, CustomStringConvertible {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var r = jsonResponse(jsonBody, status: status)
         if status == .unauthorized { r.headers[.wwwAuthenticate] = "Bearer" }
+        // The rest of an oversized body is never read: the connection closes after this answer (ConnectionGuard).
+        if status == .contentTooLarge { r.headers[.connection] = "close" }
         return r
     }
 }
@@ -58,7 +62,71 @@ public struct ServerConfiguration: Sendable {
     /// Longest graceful shutdown (drain) in seconds: after it, connections still open (e.g. a client that never
     /// finishes sending its body) are cancelled and `run` returns. nil = wait for ever.
     public var shutdownTimeout: Double? = 10
+    /// Seconds a client has to complete a request head, from its first byte (or from the end of the previous
+    /// response when the next head had already begun); then 408 and the connection is closed (slow headers).
+    public var headerTimeout: Double = 10
+    /// Seconds from a request head to the end of its body (while the server waits for that body); then the
+    /// connection is closed.
+    public var bodyTimeout: Double = 30
+    /// Seconds a keep-alive connection may stay idle (no request in progress, no byte received) before it is closed.
+    public var idleTimeout: Double = 15
+    /// Open connections allowed. At the limit a new connection displaces one without a request in progress — the
+    /// longest still sending an unfinished head first, then the longest-idle keep-alive one, then the oldest that has
+    /// sent nothing; when every connection has a request in progress, the new one gets 503.
+    public var maxConnections = 512
     public init() {}
+
+    /// Hosts that accept connections only from this machine: 127.0.0.0/8, ::1 (also IPv4-mapped), `localhost`.
+    public static func isLoopback(host: String) -> Bool {
+        var h = host.trimmingCharacters(in: .whitespaces).lowercased()
+        if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+        if h == "localhost" || h.hasSuffix(".localhost") { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, h, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, h, &v6) == 1 {
+            let b = withUnsafeBytes(of: &v6) { Array($0) }
+            if b[0..<15].allSatisfy({ $0 == 0 }) && b[15] == 1 { return true }                        // ::1
+            if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff && b[12] == 127 { return true }   // ::ffff:127.x
+        }
+        return false
+    }
+
+    /// A warning when the server listens beyond loopback without an API key (anyone who can reach the port can use
+    /// it), else nil.
+    public var exposureWarning: String? {
+        guard apiKey == nil, !Self.isLoopback(host: host) else { return nil }
+        return "serving on \(host) (not loopback) without --api-key: anyone who can reach this port can run generations; set --api-key or bind 127.0.0.1"
+    }
+
+    /// Checks values that cannot work. - Throws: `ServingError` naming the option.
+    public func validate() throws {
+        if let k = apiKey {
+            if k.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                throw ServingError("--api-key must not be empty or blank (all whitespace): it would be no protection") }
+            if k.first!.isWhitespace || k.last!.isWhitespace {
+                throw ServingError("--api-key must not start or end with whitespace (HTTP drops it from the Authorization header, so no request could match)") }
+            if k.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || $0.value > 0x7e }) {
+                throw ServingError("--api-key must be printable ASCII (it travels in an HTTP header)") }
+        }
+        for (name, v) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)]
+        where !(v.isFinite && v > 0 && v <= 86_400) {
+            throw ServingError("\(name) must be a number of seconds in (0, 86400] (got \(v))")
+        }
+        if maxConnections < 1 { throw ServingError("--max-connections must be ≥ 1 (got \(maxConnections))") }
+        if maxBodyBytes < 1 { throw ServingError("--max-body-bytes must be ≥ 1 (got \(maxBodyBytes))") }
+    }
+}
+
+/// The request context of the server's routes: Hummingbird's basics plus the connection's channel (to learn when
+/// the client goes away).
+public struct ServerRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
 }
 
 /// A parsed, validated chat completion request.
@@ -198,23 +266,26 @@ public final class OpenAIServer: @unchecked Sendable {
     public let configuration: ServerConfiguration
     public let logger: Logger
     let created = Int(Date().timeIntervalSince1970)
+    /// Open connections (limit, displacement, client presence), shared by every connection's guard.
+    let connections: ConnectionTable
 
     public init(engine: GenerationEngine, configuration: ServerConfiguration, logger: Logger? = nil) {
         self.engine = engine; self.configuration = configuration
         var l = logger ?? Logger(label: "swiftmind.serve")
         if logger == nil { l.logLevel = .info }
         self.logger = l
+        connections = ConnectionTable(limit: configuration.maxConnections)
     }
 
     /// The router with every route and middleware.
-    public func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    public func makeRouter() -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
         router.add(middleware: OpenAIErrorMiddleware(logger: logger))
         if let key = configuration.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
         router.get("/health") { [self] _, _ -> Response in
-            let s = engine.stats
+            let s = engine.stats, c = connections.stats
             return jsonResponse(["status": "ok", "model": engine.modelName, "queued": s.queued, "active": s.active,
-                                 "completed": s.completed, "cancelled": s.cancelled])
+                                 "completed": s.completed, "cancelled": s.cancelled, "connections": c.open])
         }
         router.get("/v1/models") { [self] _, _ -> Response in
             jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": created, "owned_by": "swiftmind"]]])
@@ -225,13 +296,14 @@ public final class OpenAIServer: @unchecked Sendable {
                 throw OpenAIError(.notFound, "The model '\(id)' does not exist.", param: "model", code: "model_not_found") }
             return jsonResponse(["id": engine.modelName, "object": "model", "created": created, "owned_by": "swiftmind"])
         }
-        router.post("/v1/chat/completions") { [self] request, _ -> Response in
-            try await chatCompletions(request)
+        router.post("/v1/chat/completions") { [self] request, context -> Response in
+            try await chatCompletions(request, presence: connections.presence(of: context.channel))
         }
         return router
     }
 
-    func chatCompletions(_ request: Request) async throws -> Response {
+    /// `presence` tells when the client's connection goes away: its generation is then cancelled (queued or running).
+    func chatCompletions(_ request: Request, presence: ClientPresence?) async throws -> Response {
         var request = request
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: configuration.maxBodyBytes) } catch let e as HTTPResponseError where e.status == .contentTooLarge {
@@ -268,12 +340,20 @@ public final class OpenAIServer: @unchecked Sendable {
         @Sendable func usage(_ r: GenerationResult) -> [String: Any] {
             ["prompt_tokens": r.promptTokens, "completion_tokens": r.completionTokens, "total_tokens": r.promptTokens + r.completionTokens]
         }
+        // A client that goes away (its connection's read side ends) stops its generation at the next token.
+        let goneToken = presence?.onGone { job.cancel() }
         if !req.stream {
-            defer { job.cancel() }
+            defer { job.cancel(); presence?.remove(goneToken) }
             var result: GenerationResult?
             for try await ev in stream { if case let .finished(r) = ev { result = r } }
-            // The only cancellation of a non-streaming job is the server's shutdown (the engine finishes the stream
-            // without a result for jobs cancelled while queued): answer 503, never a "cancelled" finish_reason.
+            if let p = presence, p.isGone, result == nil || result?.finishReason == .cancelled {
+                logger.info("request \(id): the client went away; generation stopped after \(result?.completionTokens ?? 0) tokens")
+                // Nobody reads this answer; 499 is nginx's "client closed request".
+                throw OpenAIError(HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), "The client closed the connection.",
+                                  code: "client_closed_request")
+            }
+            // Otherwise the only cancellation of a non-streaming job is the server's shutdown (the engine finishes the
+            // stream without a result for jobs cancelled while queued): answer 503, never a "cancelled" finish_reason.
             guard let r = result, r.finishReason != .cancelled else {
                 throw OpenAIError(.serviceUnavailable, "The server is shutting down; the request was not completed. Retry later.",
                                   type: "server_error", code: "server_shutting_down") }
@@ -287,7 +367,7 @@ public final class OpenAIServer: @unchecked Sendable {
         let log = logger
         let includeUsage = req.includeUsage
         let body = ResponseBody { writer in
-            defer { job.cancel() }
+            defer { job.cancel(); presence?.remove(goneToken) }
             func chunk(_ delta: [String: Any], finish: String?) -> ByteBuffer {
                 let c: [String: Any] = ["id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                                         "system_fingerprint": NSNull(),
@@ -330,15 +410,29 @@ public final class OpenAIServer: @unchecked Sendable {
     }
 
     /// Builds the Hummingbird application. `onRunning(port)` is called once the socket is bound.
+    /// Every connection goes through the guard (`ConnectionGuard.swift`): timeouts, the connection limit, closing
+    /// after `Connection: close`, and the client-gone notice.
     public func makeApplication(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        Application(router: makeRouter(),
-                    configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "SwiftMind"),
-                    onServerRunning: { ch in await onRunning(ch.localAddress?.port ?? -1) },
-                    logger: logger)
+        let table = connections, log = logger
+        let timeouts = ConnectionTimeouts(header: configuration.headerTimeout, body: configuration.bodyTimeout, idle: configuration.idleTimeout)
+        return Application(router: makeRouter(),
+                           server: HTTPServerBuilder { responder in
+                               GuardedHTTP1Channel(responder: responder, table: table, timeouts: timeouts, logger: log)
+                           },
+                           // A listen backlog sized to the connection limit (Hummingbird's default is 256): a burst of
+                           // connects waits in the kernel's queue instead of having its SYNs dropped (1 s retry each).
+                           configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "SwiftMind",
+                                                                   backlog: min(4096, max(256, configuration.maxConnections))),
+                           onServerRunning: { ch in await onRunning(ch.localAddress?.port ?? -1) },
+                           logger: logger)
     }
 
     /// Serves until SIGINT/SIGTERM (graceful: open requests finish) or until the surrounding task is cancelled.
+    /// - Throws: `ServingError` for a configuration that cannot work (`ServerConfiguration.validate`); logs
+    ///   `exposureWarning` when there is one.
     public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try configuration.validate()
+        if let w = configuration.exposureWarning { logger.warning("\(w)") }
         var gc = ServiceGroupConfiguration(services: [makeApplication(onRunning: onRunning), EngineShutdownService(engine: engine)],
                                            gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
         if let t = configuration.shutdownTimeout {

@@ -32,7 +32,8 @@ struct Export: ParsableCommand {
     func run() throws {
         let dt = ExportDType(rawValue: dtype)!
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
-        if let lora { try m.mergeLoRA(path: lora) }
+        let merged = try LoRAMergeRecord.read(directory: model)
+        let entry = try lora.map { try m.mergeLoRA(path: $0, modelDirectory: model) }
         if m.config.useMoe {
             throw InputError("\(model) is a MoE model (use_moe): Llama/GGUF exports hold dense models only; export a dense model")
         }
@@ -41,6 +42,11 @@ struct Export: ParsableCommand {
         let modelName = name ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
         if format == "hf" {
             try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: dt)
+            // The exported weights carry every merge: the source's record plus --lora.
+            let record = merged + (entry.map { [$0] } ?? [])
+            let recordPath = (out as NSString).appendingPathComponent(LoRAMergeRecord.fileName)
+            if !record.isEmpty { try LoRAMergeRecord.write(record, directory: out) }
+            else if FileManager.default.fileExists(atPath: recordPath) { try FileManager.default.removeItem(atPath: recordPath) }
             print("wrote Hugging Face directory \(out) (\(dt.rawValue))")
         } else {
             var isDir: ObjCBool = false

@@ -12,8 +12,9 @@ struct Generate: ParsableCommand {
         discussion: """
         --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt); with --chat it is rendered as one
         user turn through the tokenizer's chat template with the generation prompt. --prompt-ids 1,2,3 uses ids as
-        given. Sampling as MiniMind's generate: repetition penalty, temperature (0 = greedy), top-k (0 = off),
-        top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
+        given. Sampling as MiniMind's generate: repetition penalty (Hugging Face's rule: a seen id's logit is divided
+        by it if ≥ 0, multiplied if < 0), temperature (0 = greedy), top-k (0 = off), top-p (1 = off), multinomial draw
+        from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
         eos, else 2; -1 = never) or after --max-new-tokens.
         """)
 

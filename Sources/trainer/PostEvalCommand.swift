@@ -24,11 +24,7 @@ struct PostEvalArguments: ParsableArguments {
     /// The model of `dir` with `--lora` merged into it when given (every task, the default `loss` included).
     func loadModel(_ dir: String) throws -> MiniMindModel {
         let m = try MiniMindModel.load(directory: dir)
-        if let f = lora {
-            let a = try LoRAAdapters(config: m.config, rank: try LoRAAdapters.rank(inFile: f))
-            try a.load(path: f)
-            try a.merge(into: m)
-        }
+        if let f = lora { try m.mergeLoRA(path: f, modelDirectory: dir) }
         return m
     }
 

@@ -12,10 +12,16 @@ struct Serve: ParsableCommand {
         Routes: POST /v1/chat/completions (messages, temperature, top_p, max_tokens | max_completion_tokens, stream,
         stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued for one generation
         worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every request
-        but GET /health needs 'Authorization: Bearer KEY' (401 otherwise). A streaming client that disconnects stops
-        its generation. SIGINT/SIGTERM shut down gracefully: running generations stop (open streams get their final
-        chunk and [DONE]; unfinished non-streaming requests get 503), and connections still open after
-        --shutdown-timeout seconds are dropped. Binds 127.0.0.1 unless --host says otherwise.
+        but GET /health needs 'Authorization: Bearer KEY' (401 otherwise; a blank key is refused at startup). A client
+        that disconnects (closes, or shuts down its sending side) stops its generation, streaming or not; keep-alive
+        and pipelining are unaffected. Connections: a request head must be complete --header-timeout seconds after
+        its first byte (else 408 and close), a body --body-timeout seconds after its head; idle keep-alive
+        connections close after --idle-timeout; at --max-connections a new connection displaces one without a
+        request in progress (slowest unfinished head first, then the longest idle), or gets 503 when all are busy;
+        a 413 closes its connection.
+        SIGINT/SIGTERM shut down gracefully: running generations stop (open streams get their final chunk and [DONE];
+        unfinished non-streaming requests get 503), and connections still open after --shutdown-timeout seconds are
+        dropped. Binds 127.0.0.1 unless --host says otherwise (a warning when it is not loopback and no --api-key).
         """)
 
     @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
@@ -33,7 +39,23 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("max-batch"), help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
     @Option(name: .customLong("shutdown-timeout"), help: "Seconds to drain open connections on SIGINT/SIGTERM before exiting anyway.")
     var shutdownTimeout: Double = 10
+    @Option(name: .customLong("header-timeout"), help: "Seconds to complete a request head after its first byte (then 408, close).")
+    var headerTimeout: Double = 10
+    @Option(name: .customLong("body-timeout"), help: "Seconds to complete a request body after its head (then close).")
+    var bodyTimeout: Double = 30
+    @Option(name: .customLong("idle-timeout"), help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double = 15
+    @Option(name: .customLong("max-connections"), help: "Open connections allowed (beyond: an idle or slow-header one is displaced, or 503).")
+    var maxConnections = 512
     @Option(help: "OpenBLAS threads.") var threads: Int?
+
+    var serverConfiguration: ServerConfiguration {
+        var cfg = ServerConfiguration()
+        cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
+        cfg.defaultMaxTokens = maxTokens; cfg.shutdownTimeout = shutdownTimeout
+        cfg.headerTimeout = headerTimeout; cfg.bodyTimeout = bodyTimeout; cfg.idleTimeout = idleTimeout
+        cfg.maxConnections = maxConnections
+        return cfg
+    }
 
     func validate() throws {
         if port < 0 || port > 65535 { throw ValidationError("--port must be in 0…65535") }
@@ -41,7 +63,23 @@ struct Serve: ParsableCommand {
         if maxTokens <= 0 { throw ValidationError("--max-tokens must be > 0") }
         if maxBatch <= 0 { throw ValidationError("--max-batch must be > 0") }
         if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must be ≥ 0") }
-        if let k = apiKey, k.isEmpty { throw ValidationError("--api-key must not be empty") }
+        do { try serverConfiguration.validate() } catch { throw ValidationError("\(error)") }
+    }
+
+    /// Each connection holds a file descriptor: raises the soft RLIMIT_NOFILE toward --max-connections + a margin
+    /// (model files, the listening socket), warning when the hard limit does not allow it.
+    func ensureFileDescriptors() {
+        var r = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &r) == 0 else { return }
+        let need = rlim_t(maxConnections + 64)
+        if r.rlim_cur >= need { return }
+        let target = min(need, r.rlim_max)
+        var raised = r
+        raised.rlim_cur = target
+        if target > r.rlim_cur && setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { r.rlim_cur = target }
+        if r.rlim_cur < need {
+            FileHandle.standardError.write("[serve] warning: the open-file limit is \(r.rlim_cur), below --max-connections \(maxConnections) + 64; lower --max-connections or raise `ulimit -n`\n".data(using: .utf8)!)
+        }
     }
 
     final class Box: @unchecked Sendable { var error: Error? }
@@ -49,10 +87,8 @@ struct Serve: ParsableCommand {
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
         let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
-        var cfg = ServerConfiguration()
-        cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
-        cfg.defaultMaxTokens = maxTokens; cfg.shutdownTimeout = shutdownTimeout
-        let server = OpenAIServer(engine: engine, configuration: cfg)
+        ensureFileDescriptors()
+        let server = OpenAIServer(engine: engine, configuration: serverConfiguration)
         let name = engine.modelName, h = host
         let done = DispatchSemaphore(value: 0)
         let box = Box()

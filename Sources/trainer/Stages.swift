@@ -113,25 +113,36 @@ struct LoRATrain: StageCommand {
 
 struct LoRAMerge: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "merge",
-        abstract: "W += B·A for every adapter: writes a full model directory (config, weights, tokenizer files).")
+        abstract: "W += B·A for every adapter: writes a full model directory (config, weights, tokenizer files).",
+        discussion: """
+        OUT/merges.json lists every adapter merged into OUT (sha256 of each adapter file), the base model's merges
+        first. Merging an adapter the base already lists is refused, and so is --out naming the --model directory
+        (the base would be overwritten).
+        """)
     @Option(help: "Base model directory.") var model: String
     @Option(help: "Adapter safetensors (<module>.lora.A.weight / .B.weight).") var lora: String
-    @Option(help: "Output model directory.") var out: String
+    @Option(help: "Output model directory (not the --model directory).") var out: String
+    func validate() throws {
+        let dirs = [model, out].map { URL(fileURLWithPath: $0).standardizedFileURL.resolvingSymlinksInPath().path }
+        if dirs[0] == dirs[1] {
+            throw ValidationError("--out \(out) is the --model directory: the merge would overwrite the base model; write it to another directory")
+        }
+    }
     func run() throws {
         let m = try MiniMindModel.load(directory: model)
-        let a = try LoRAAdapters(config: m.config, rank: try LoRAAdapters.rank(inFile: lora))
-        try a.load(path: lora)
-        try a.merge(into: m)
+        let previous = try LoRAMergeRecord.read(directory: model)
+        let entry = try m.mergeLoRA(path: lora, modelDirectory: model)
         let fm = FileManager.default
         let tmp = out + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: tmp)
         try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         try m.save(directory: tmp)
+        try LoRAMergeRecord.write(previous + [entry], directory: tmp)
         for f in ["tokenizer.json", "tokenizer_config.json"] where fm.fileExists(atPath: model + "/" + f) {
             try fm.copyItem(atPath: model + "/" + f, toPath: tmp + "/" + f)
         }
         try? fm.removeItem(atPath: out)
         try fm.moveItem(atPath: tmp, toPath: out)
-        print("lora merge: \(a.targets.count) adapters (rank \(a.rank)) merged into \(model) → \(out)")
+        print("lora merge: \(entry.modules) adapters (rank \(entry.rank)) merged into \(model) → \(out) (\(LoRAMergeRecord.fileName): \(previous.count + 1) merge(s))")
     }
 }

@@ -4,22 +4,6 @@ import XCTest
 /// `trainer chat` in piped multi-line mode, run as a process (the built executable beside the test bundle, or
 /// `$SWIFTMIND_TRAINER_BIN`).
 final class ChatCommandTests: XCTestCase {
-    func trainerBinary() throws -> URL {
-        if let p = ProcessInfo.processInfo.environment["SWIFTMIND_TRAINER_BIN"] { return URL(fileURLWithPath: p) }
-        var dirs = (Bundle.allBundles + [Bundle.main]).map { $0.bundleURL.deletingLastPathComponent() }
-        dirs.append(URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent())
-        for dir in dirs {
-            var d = dir
-            for _ in 0..<4 {
-                let u = d.appendingPathComponent("trainer")
-                if FileManager.default.isExecutableFile(atPath: u.path) { return u }
-                d = d.deletingLastPathComponent()
-            }
-        }
-        XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
-        throw XCTSkip("no trainer binary")
-    }
-
     /// A message too long for the context window is reported and the session goes on: the next message is
     /// answered and the process exits 0 at end of input.
     func testTooLongMessageDoesNotEndPipedSession() throws {

@@ -27,6 +27,45 @@ func onThread<T>(_ body: @escaping () throws -> T) async throws -> T {
 
 struct HTTPFailure: Error, CustomStringConvertible { let description: String }
 
+/// The built `trainer` executable beside the test bundle, or `$SWIFTMIND_TRAINER_BIN`.
+func trainerBinary() throws -> URL {
+    if let p = ProcessInfo.processInfo.environment["SWIFTMIND_TRAINER_BIN"] { return URL(fileURLWithPath: p) }
+    var dirs = (Bundle.allBundles + [Bundle.main]).map { $0.bundleURL.deletingLastPathComponent() }
+    dirs.append(URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent())
+    for dir in dirs {
+        var d = dir
+        for _ in 0..<4 {
+            let u = d.appendingPathComponent("trainer")
+            if FileManager.default.isExecutableFile(atPath: u.path) { return u }
+            d = d.deletingLastPathComponent()
+        }
+    }
+    XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
+    throw XCTSkip("no trainer binary")
+}
+
+/// Runs `trainer args` to its end (at most `timeout` seconds, then it is terminated): status, stdout, stderr.
+func runTrainer(_ args: [String], timeout: Double = 60) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = try trainerBinary()
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    p.environment = env
+    p.standardInput = FileHandle.nullDevice
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run()
+    final class Box: @unchecked Sendable { var data = Data() }
+    let o = Box(), e = Box()
+    let g = DispatchGroup()
+    g.enter(); DispatchQueue.global().async { o.data = out.fileHandleForReading.readDataToEndOfFile(); g.leave() }
+    g.enter(); DispatchQueue.global().async { e.data = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
+    if g.wait(timeout: .now() + timeout) == .timedOut { p.terminate(); XCTFail("trainer \(args.first ?? "") did not finish in \(timeout) s") }
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o.data, as: UTF8.self), String(decoding: e.data, as: UTF8.self))
+}
+
 /// A minimal blocking HTTP/1.1 client over a loopback TCP socket (Connection: close; chunked bodies decoded).
 final class RawHTTP {
     let fd: Int32
