@@ -1,12 +1,13 @@
 import XCTest
 import Foundation
 @testable import Model
+import TestSupport
 
 /// `lora merge` records what it merged (OUT/merges.json, sha256 of each adapter file); merging the same adapter
 /// again, `--lora` with an adapter the model already holds (eval, chat, serve, export) and `--out` = `--model` are
 /// refused with a message, and nothing is written.
 final class LoRAMergeRecordTests: ScratchDirTestCase {
-    var base: String { TrainerRunner.shared.appendingPathComponent("golden/lora_base").path }
+    var base: String { Fixtures.golden("lora_base") }
 
     /// A rank-2 adapter for lora_base with every A and B entry non-zero (so a second merge would change the weights).
     func makeAdapter(_ name: String, seed: UInt64) throws -> String {
