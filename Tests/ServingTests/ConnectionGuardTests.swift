@@ -6,7 +6,7 @@ import Tokenizers
 
 /// The server's connection guard over real loopback sockets: a vanished non-streaming client's generation stops,
 /// header / body / idle timeouts, the connection limit, closing after 413, and slow-header floods that must not
-/// starve `/health`. The 2000-connection flood runs with short timeouts; `SWIFTMIND_SLOW_TESTS=1` adds a longer
+/// starve `/health`. The 2000-connection flood runs with short timeouts; `SWIFTMIND_LONG_TESTS=1` adds a longer
 /// variant with the default timeouts.
 final class ConnectionGuardTests: XCTestCase {
     func makeEngine(maxBatch: Int = 8) throws -> GenerationEngine {
@@ -319,11 +319,11 @@ final class ConnectionGuardTests: XCTestCase {
         XCTAssertEqual(r.got408, r.opened, "every slow connection got 408 (\(r))")
     }
 
-    /// The opt-in heavy variant (`SWIFTMIND_SLOW_TESTS=1`): the default header timeout (10 s) and connection limit
+    /// The opt-in heavy variant (`SWIFTMIND_LONG_TESTS=1`): the default header timeout (10 s) and connection limit
     /// (512), 2000 slow connections held for up to 12 s.
     func testSlowHeaderFloodWithDefaultLimits() async throws {
-        guard ProcessInfo.processInfo.environment["SWIFTMIND_SLOW_TESTS"] == "1" else {
-            throw XCTSkip("set SWIFTMIND_SLOW_TESTS=1 for the long slow-header flood") }
+        guard ProcessInfo.processInfo.environment["SWIFTMIND_LONG_TESTS"] == "1" else {
+            throw XCTSkip("set SWIFTMIND_LONG_TESTS=1 for the long slow-header flood") }
         let d = ServerConfiguration()
         let r = try await floodAndProbe(total: 2000, rate: 400, maxOpen: 2000, lifetime: 12, headerTimeout: d.headerTimeout,
                                         maxConnections: d.maxConnections)
