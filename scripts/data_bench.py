@@ -255,6 +255,7 @@ def main():
     if not a.json:
         print(f"{'stage':8} {'jsonl_MB':>9} {'build_s':>8} {'MB_s':>6} {'cache_MB':>9} {'reuse_first_step_s':>19} "
               f"{'priv_MB/rank':>16} {'rss_MB/rank':>16} {'base_priv_MB':>13} {'cpu_s/rank@build':>17}", flush=True)
+    init_dir = None
     for stage in a.stages.split(","):
         cmd_stage = {"pretrain": "pretrain", "sft": "sft", "reason": "reason", "dpo": "dpo"}[stage]
         for size_s in a.sizes.split(","):
@@ -268,14 +269,24 @@ def main():
             base_cache = os.path.join(a.work, "cache-baseline")
             shutil.rmtree(base_cache, ignore_errors=True)
 
-            def cmd(path, out, root):
+            def cmd(path, out, root, sub=cmd_stage, max_steps=a.steps):
                 c = ["mpirun", "-np", str(a.np), "--oversubscribe", "--bind-to", "none",
-                     "-x", "OPENBLAS_NUM_THREADS", "-x", "OPENBLAS_CORETYPE", a.trainer, cmd_stage,
+                     "-x", "OPENBLAS_NUM_THREADS", "-x", "OPENBLAS_CORETYPE", a.trainer, sub,
                      "--data-path", path, "--tokenizer", tok, "--out-dir", out, "--max-seq-len", str(a.max_seq_len),
-                     "--batch-size", str(a.batch_size), "--accumulation-steps", "1", "--max-steps", str(a.steps),
+                     "--batch-size", str(a.batch_size), "--accumulation-steps", "1", "--max-steps", str(max_steps),
                      "--log-interval", "1", "--save-interval", "100000", "--cache-dir", root] + a.model.split()
+                if sub == "dpo":
+                    c += ["--init", init_dir]
                 return c
 
+            if stage == "dpo" and init_dir is None:
+                # DPO needs a policy to start from: one pretraining step of the same model on a 10-line file.
+                pre = os.path.join(a.work, "pretrain-10lines.jsonl")
+                synthesize(pre, "pretrain", 0, lines=10)
+                init_dir = os.path.join(a.work, "out-init")
+                run(cmd(pre, init_dir, base_cache, "pretrain", max_steps=1), env, init_dir, base_cache, a.timeout)
+                init_dir += "/final"
+                shutil.rmtree(base_cache, ignore_errors=True)
             base = run(cmd(small, os.path.join(a.work, "out-base"), base_cache), env,
                        os.path.join(a.work, "out-base"), base_cache, a.timeout)
             first = run(cmd(data, os.path.join(a.work, "out-1"), cache_root), env,
