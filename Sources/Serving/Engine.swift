@@ -75,11 +75,14 @@ public final class GenerationEngine: @unchecked Sendable {
 
     /// Loads a model directory (MiniMind or Hugging Face Llama layout, see `MiniMindModel.load(huggingFaceDirectory:)`)
     /// and its tokenizer; `lora`, when given, is an adapter file merged into the weights (`MiniMindModel.mergeLoRA`).
+    /// `prepareTokenizer` runs on the tokenizer before the model is loaded (e.g. the `--chat-template` choice and
+    /// its check that the template can be rendered).
     public static func load(model dir: String, tokenizer: String? = nil, lora: String? = nil, contextLength: Int? = nil,
-                            maxBatch: Int = 8) throws -> GenerationEngine {
+                            maxBatch: Int = 8, prepareTokenizer: (Tokenizer) throws -> Void = { _ in }) throws -> GenerationEngine {
+        let t = try locateTokenizer(model: dir, explicit: tokenizer)
+        try prepareTokenizer(t)
         let m = try MiniMindModel.load(huggingFaceDirectory: dir)
         if let lora { try m.mergeLoRA(path: lora) }
-        let t = try locateTokenizer(model: dir, explicit: tokenizer)
         let name = URL(fileURLWithPath: dir).standardizedFileURL.lastPathComponent
         return try GenerationEngine(model: m, tokenizer: t, modelName: name.isEmpty ? "swiftmind" : name, contextLength: contextLength,
                                     maxBatch: maxBatch)

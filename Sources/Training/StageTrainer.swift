@@ -22,6 +22,10 @@ public struct StageOptions: Codable, Sendable {
     public var common = TrainingOptions()
     /// Tokenizer file or directory; nil = the --init directory.
     public var tokenizer: String? = nil
+    /// "minimind": render the data with MiniMind's ChatML template instead of the tokenizer's own (an explicit
+    /// opt-in for a model whose template cannot be rendered without a Jinja engine); the checkpoints then carry it
+    /// as chat_template.jinja. nil = the tokenizer's own template.
+    public var chatTemplate: String? = nil
     /// Model directory to start from (the policy / student / LoRA base). nil = random init with hiddenSize/numHiddenLayers
     /// (and `moe`). With --init the model's config.json decides (`--use-moe` then requires a MoE model).
     public var initDir: String? = nil
@@ -123,6 +127,7 @@ final class StageObjective: TrainingObjective {
     let adapters: LoRAAdapters?
     let dataIdentity: String
     let tokenizerPath: String
+    let writtenChatTemplate: String?
     var parameters: UnsafeMutableBufferPointer<Float> { adapters?.params ?? model.params }
     var gradients: UnsafeMutableBufferPointer<Float> { adapters?.grads ?? model.grads }
     /// The model's per-layer gradient ranges index `model.grads`, not the adapters.
@@ -136,6 +141,11 @@ final class StageObjective: TrainingObjective {
     init(options o: StageOptions) throws {
         let tokPath = o.tokenizer ?? o.initDir!
         let tok = try Tokenizer.load(tokPath)
+        if let t = o.chatTemplate {
+            guard t == "minimind" else { throw TrainingError.invalidOption("--chat-template \(t): only \"minimind\" can be chosen") }
+            tok.useMiniMindChatTemplate()
+        }
+        try tok.checkChatTemplate()
 
         // Data.
         let data: BatchDataset
@@ -184,6 +194,7 @@ final class StageObjective: TrainingObjective {
         stage = o.stage
         report = .stage(o.stage)
         tokenizerPath = tokPath
+        writtenChatTemplate = o.chatTemplate == nil ? nil : tok.chatTemplateSource
         dataset = data
         model = net
         adapters = lora

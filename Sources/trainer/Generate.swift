@@ -9,9 +9,11 @@ struct Generate: ParsableCommand {
         commandName: "generate",
         abstract: "Generate from a model with a KV cache; streams text as it is produced (--ids: a JSON array of ids).",
         discussion: """
-        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt); with --chat it is rendered as one
-        user turn through the tokenizer's chat template with the generation prompt. --prompt-ids 1,2,3 uses ids as
-        given. Sampling as MiniMind's generate: repetition penalty, temperature (0 = greedy), top-k (0 = off),
+        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt), or with --add-special-tokens as
+        transformers' tokenizer(TEXT) encodes it (the special tokens of tokenizer.json's post-processor, e.g. Llama 3's
+        <|begin_of_text|>; none for SmolLM2); with --chat it is rendered as one user turn through the tokenizer's chat
+        template with the generation prompt (refused when that template cannot be rendered without a Jinja engine;
+        --chat-template minimind renders MiniMind's instead). --prompt-ids 1,2,3 uses ids as given. Sampling as MiniMind's generate: repetition penalty, temperature (0 = greedy), top-k (0 = off),
         top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
         eos, else 2; -1 = never) or after --max-new-tokens.
         """)
@@ -19,6 +21,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
     @Option(help: "Prompt text.") var prompt: String?
     @Flag(help: "Render --prompt as a user turn with the chat template.") var chat = false
+    @Flag(name: .customLong("add-special-tokens"), help: "Encode --prompt as tokenizer(TEXT) does (the post-processor's special tokens) instead of <bos>TEXT.")
+    var addSpecialTokens = false
+    @OptionGroup var template: ChatTemplateArgument
     @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else ../shared/tokenizers/minimind).")
     var tokenizer: String?
@@ -30,6 +35,8 @@ struct Generate: ParsableCommand {
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
         if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT") }
+        if chat && addSpecialTokens { throw ValidationError("--add-special-tokens encodes a raw --prompt; it does not combine with --chat") }
+        if addSpecialTokens && prompt == nil { throw ValidationError("--add-special-tokens needs --prompt TEXT") }
         if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
             throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
     }
@@ -49,6 +56,9 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
+        // The tokenizer (and, with --chat, its template) is checked before the model is loaded.
+        let early = prompt != nil ? try loadTokenizer(required: true) : nil
+        if chat, let t = early { try template.apply(to: t) }
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
         var tok: Tokenizer? = nil
         var prompt: [Int32]
@@ -61,10 +71,12 @@ struct Generate: ParsableCommand {
             }
             if !ids { tok = try loadTokenizer(required: false) }
         } else {
-            let t = try loadTokenizer(required: true)!
+            let t = early!
             tok = t
             if chat {
                 prompt = t.encode(try t.applyChatTemplate([ChatMessage(role: "user", content: self.prompt!)], addGenerationPrompt: true))
+            } else if addSpecialTokens {
+                prompt = t.encode(self.prompt!, addSpecialTokens: true)
             } else {
                 prompt = [t.bosTokenId] + t.encode(self.prompt!)
             }

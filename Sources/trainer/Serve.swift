@@ -34,6 +34,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: "Seconds to drain open connections on SIGINT/SIGTERM before exiting anyway.")
     var shutdownTimeout: Double = 10
     @Option(help: "OpenBLAS threads.") var threads: Int?
+    @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if port < 0 || port > 65535 { throw ValidationError("--port must be in 0…65535") }
@@ -48,7 +49,8 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
+        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch,
+                                               prepareTokenizer: template.apply)
         var cfg = ServerConfiguration()
         cfg.host = host; cfg.port = port; cfg.apiKey = apiKey; cfg.maxBodyBytes = maxBodyBytes; cfg.maxQueued = maxQueued
         cfg.defaultMaxTokens = maxTokens; cfg.shutdownTimeout = shutdownTimeout

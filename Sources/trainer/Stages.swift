@@ -38,6 +38,7 @@ struct StageArguments: ParsableArguments {
     @Option(name: .customLong("threads"), help: "BLAS/kernel threads per rank (default: cores / ranks on this host).") var threads: Int?
     @Option(name: [.customLong("weight-decay"), .customLong("weight_decay")]) var weightDecay: Double = 0.01
     @OptionGroup var moe: MoEArguments
+    @OptionGroup var chatTemplate: ChatTemplateArgument
 
     func options(_ stage: Stage) -> StageOptions {
         var o = StageOptions.defaults(for: stage)
@@ -49,7 +50,7 @@ struct StageArguments: ParsableArguments {
         o.accumulationSteps = accumulationSteps; o.gradClip = gradClip; o.hiddenSize = hiddenSize
         o.numHiddenLayers = numHiddenLayers; o.logInterval = logInterval; o.saveInterval = saveInterval; o.seed = seed
         o.maxSteps = maxSteps; o.resume = resume; o.keepCheckpoints = keepCheckpoints; o.bucketCapMB = bucketCapMB
-        o.weightDecay = weightDecay; o.moe = moe.settings
+        o.weightDecay = weightDecay; o.moe = moe.settings; o.chatTemplate = chatTemplate.chatTemplate
         return o
     }
 
@@ -140,7 +141,7 @@ struct LoRAMerge: ParsableCommand {
         try? fm.removeItem(atPath: tmp)
         try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         try m.save(directory: tmp)
-        for f in ["tokenizer.json", "tokenizer_config.json"] where fm.fileExists(atPath: model + "/" + f) {
+        for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] where fm.fileExists(atPath: model + "/" + f) {
             try fm.copyItem(atPath: model + "/" + f, toPath: tmp + "/" + f)
         }
         try? fm.removeItem(atPath: out)
