@@ -146,3 +146,37 @@ final class ChatTemplateSourceTests: XCTestCase {
         XCTAssertTrue(try Tokenizer.load(try directory(config: nil, jinja: nil) + "/tokenizer.json").hasMiniMindChatTemplate)
     }
 }
+
+/// Recognition never renders wrong: seeded whitespace / comment / dash variants of MiniMind's and the plain ChatML
+/// template, rendered by jinja2 with transformers' settings (python/chat_template_variants.py; skipped without
+/// jinja2). Every variant SwiftMind recognises renders exactly jinja2's text; the others are refused.
+final class ChatTemplateJinjaCrossCheckTests: XCTestCase {
+    func testRecognisedVariantsRenderAsJinja() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("python/chat_template_variants.py").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", script, Fixtures.miniMindDir + "/tokenizer_config.json", "12", "150"]
+        let pipe = Pipe(); p.standardOutput = pipe; p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { throw XCTSkip("python3 not available") }
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if String(decoding: out.prefix(4), as: UTF8.self) == "SKIP" { throw XCTSkip("python jinja2 not installed (pip install jinja2): skipped") }
+        XCTAssertEqual(p.terminationStatus, 0)
+        let variants = try JSONSerialization.jsonObject(with: out) as! [[String: Any]]
+        var recognised = 0, refused = 0
+        for v in variants {
+            let t = ChatTemplate(source: v["template"] as? String, origin: "variant")
+            guard t.isRenderable else { refused += 1; continue }
+            recognised += 1
+            for r in v["renders"] as! [[String: Any]] {
+                let msgs = (r["messages"] as! [[String: String]]).map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }
+                XCTAssertEqual(try t.render(msgs, addGenerationPrompt: r["add_generation_prompt"] as! Bool), r["text"] as! String,
+                               (v["template"] as! String).debugDescription)
+            }
+        }
+        print("chat template variants: \(recognised) recognised (all rendered as jinja2), \(refused) refused")
+        XCTAssertGreaterThan(recognised, variants.count / 4, "too few variants recognised for the check to mean anything")
+        XCTAssertGreaterThan(refused, 0)
+    }
+}
+
