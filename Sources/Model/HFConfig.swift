@@ -170,6 +170,8 @@ extension ModelConfig {
         for f in ["attention_dropout", "dropout"] {
             if let p = try r.double(f), p != 0 { throw ModelError("\(source): field \(f) = \(p) unsupported (no dropout is implemented)") }
         }
+        if try r.bool("rope_interleaved") == true {
+            throw ModelError("\(source): field rope_interleaved = true unsupported (RoPE rotates the two halves of a head, as transformers' Llama)") }
         if try r.bool("inference_rope_scaling") == true {
             throw ModelError("\(source): field inference_rope_scaling = true unsupported (MiniMind's own YaRN variant is not implemented)") }
         if let w = try r.int("sliding_window"), w < c.maxPositionEmbeddings {
@@ -272,7 +274,7 @@ struct ConfigReader {
         "original_max_position_embeddings", "max_position_embeddings", "hidden_act", "tie_word_embeddings",
         "attention_bias", "mlp_bias", "attention_dropout", "dropout", "sliding_window", "quantization_config",
         "use_moe", "num_experts_per_tok", "n_routed_experts", "n_shared_experts", "scoring_func", "aux_loss_alpha",
-        "seq_aux", "norm_topk_prob", "num_experts", "num_local_experts", "inference_rope_scaling",
+        "seq_aux", "norm_topk_prob", "num_experts", "num_local_experts", "inference_rope_scaling", "rope_interleaved",
         "bos_token_id", "eos_token_id", "pad_token_id", "model_type",
         // metadata
         "architectures", "_name_or_path", "_model_name_or_path", "transformers_version", "torch_dtype", "dtype",
@@ -285,7 +287,8 @@ struct ConfigReader {
         "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size",
         "bad_words_ids", "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
         "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
-        "begin_suppress_tokens",
+        "begin_suppress_tokens", "use_bfloat16", "tf_legacy_loss", "pruned_heads", "forced_decoder_ids", "_commit_hash",
+        "_attn_implementation", "is_llama_config", "transformers.js_config",
     ]
 
     private func value(_ key: String) -> Any? {

@@ -12,7 +12,8 @@ final class HFConfigTests: XCTestCase {
         {\(shape), "num_key_value_heads": 2, "head_dim": 24, "rms_norm_eps": 1e-05, "max_position_embeddings": 8192,
          "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "tie_word_embeddings": true,
          "attention_bias": false, "mlp_bias": false, "hidden_act": "silu", "bos_token_id": null, "eos_token_id": [2, 7],
-         "pad_token_id": 3, "dtype": "float32", "transformers_version": "5.24.0", "_name_or_path": "x", "use_cache": true}
+         "pad_token_id": 3, "dtype": "float32", "transformers_version": "5.24.0", "_name_or_path": "x", "use_cache": true,
+         "is_llama_config": true, "rope_interleaved": false, "transformers.js_config": {"kv_cache_dtype": {"q4f16": "float16"}}}
         """)
         XCTAssertEqual(c.ropeTheta, 1e5); XCTAssertEqual(c.ropeScaling, .none)
         XCTAssertEqual(c.headDim, 24); XCTAssertEqual(c.qDim, 96); XCTAssertEqual(c.kvDim, 48)
@@ -62,6 +63,7 @@ final class HFConfigTests: XCTestCase {
             (#""rope_parameters": {"rope_type": "default", "mrope_section": [1, 2]}"#, "rope_parameters.mrope_section"),
             (#""rope_parameters": {"rope_type": "linear", "factor": 0}"#, "factor"),
             (#""partial_rotary_factor": 0.5"#, "partial_rotary_factor"),
+            (#""rope_interleaved": true"#, "rope_interleaved"),
             (#""quantization_config": {"quant_method": "gguf"}"#, "quantization_config"),
             (#""num_local_experts": 8"#, "num_local_experts"),
             (#""some_new_scale": 2.0"#, "some_new_scale"),
