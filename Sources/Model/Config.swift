@@ -31,6 +31,8 @@ public struct ModelConfig: Equatable, Sendable {
     public var bosTokenId: Int? = 1
     /// `eos_token_id`, a single id or a list (empty when config.json sets none).
     public var eosTokenIds: [Int] = [2]
+    /// The ids of `eos_token_id` other than `eos` (where transformers' generate also stops).
+    public func extraStopTokenIds(besides eos: Int32?) -> [Int32] { eosTokenIds.map(Int32.init).filter { $0 != eos } }
     /// `pad_token_id` (nil when config.json sets none; never used by the forward, so not range-checked).
     public var padTokenId: Int? = nil
     // Mixture-of-Experts (MiniMind2-MoE, see MoE.swift); HF keys as MiniMind's MiniMindConfig.

@@ -229,7 +229,7 @@ public final class GenerationEngine: @unchecked Sendable {
     private func step(_ s: ActiveSequence, _ logits: [Float]) -> Bool {
         let o = s.req.options
         let id = Sampler.sample(logits: logits, history: s.sequence, options: o, rng: &s.rng)
-        if let eos = o.eosTokenId, id == eos { finish(s, .stop); return false }
+        if o.stops(at: id) { finish(s, .stop); return false }
         s.sequence.append(id); s.generated += 1; s.lastToken = id
         do {
             let piece = try s.decoder.push(id)

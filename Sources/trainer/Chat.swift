@@ -41,6 +41,7 @@ struct Chat: ParsableCommand {
                                                prepareTokenizer: template.apply)
         let session = ChatSession(engine: engine, historyTurns: historyTurns, systemPrompt: system)
         var opts = sampling.options(eosTokenId: engine.tokenizer.eosTokenId)
+        opts.stopTokenIds = engine.model.config.extraStopTokenIds(besides: opts.eosTokenId)
         let out = FileHandle.standardOutput
         func write(_ s: String) { out.write(s.data(using: .utf8)!) }
 

@@ -15,7 +15,7 @@ struct Generate: ParsableCommand {
         template with the generation prompt (refused when that template cannot be rendered without a Jinja engine;
         --chat-template minimind renders MiniMind's instead). --prompt-ids 1,2,3 uses ids as given. Sampling as MiniMind's generate: repetition penalty, temperature (0 = greedy), top-k (0 = off),
         top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
-        eos, else 2; -1 = never) or after --max-new-tokens.
+        eos, else 2, and every id of config.json's eos_token_id; -1 = never) or after --max-new-tokens.
         """)
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
@@ -84,7 +84,9 @@ struct Generate: ParsableCommand {
         if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }
         guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
-        let opts = sampling.options(eosTokenId: eos)
+        var opts = sampling.options(eosTokenId: eos)
+        // Without --eos-id, generation also stops at every id of config.json's eos_token_id (as transformers does).
+        if eosId == nil { opts.stopTokenIds = m.config.extraStopTokenIds(besides: eos) }
         try opts.validate(vocabSize: m.config.vocabSize, maxPositions: m.config.maxPositionEmbeddings, promptLength: prompt.count)
         let gen = TokenGenerator(model: m, promptIds: prompt, options: opts)
         if ids {
