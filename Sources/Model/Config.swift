@@ -7,10 +7,11 @@ public struct ModelError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// MiniMind2 / Hugging Face Llama configuration. JSON keys are HF's snake_case names (`hidden_size`, …).
+/// MiniMind2 / Hugging Face Llama configuration. Field names are HF's `config.json` keys (`hidden_size`, …), read by
+/// `ModelConfig.parse` (every key that changes the math is read or refused; see there).
 /// Defaults are MiniMind2-small's: hidden 512, 8 layers, 8 heads, 2 KV heads, vocab 6400, RMSNorm eps 1e-5,
-/// RoPE θ 1e6, tied embeddings, no dropout.
-public struct ModelConfig: Codable, Equatable, Sendable {
+/// RoPE θ 1e6, tied embeddings, no dropout, bos 1, eos 2.
+public struct ModelConfig: Equatable, Sendable {
     public var hiddenSize: Int = 512
     public var numHiddenLayers: Int = 8
     public var numAttentionHeads: Int = 8
@@ -18,9 +19,22 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var vocabSize: Int = 6400
     public var intermediateSize: Int = 1408
     public var rmsNormEps: Float = 1e-5
+    /// `rope_theta` (top level, or inside `rope_parameters` / `rope_scaling`).
     public var ropeTheta: Double = 1e6
+    /// RoPE frequency scaling (`rope_parameters` / `rope_scaling` with a `rope_type` other than "default").
+    public var ropeScaling: RopeScaling = .none
     public var maxPositionEmbeddings: Int = 32768
     public var tieWordEmbeddings: Bool = true
+    /// `head_dim` when config.json gives one (it may differ from hidden_size / num_attention_heads); nil = that ratio.
+    public var explicitHeadDim: Int? = nil
+    /// `bos_token_id` (nil when config.json sets none).
+    public var bosTokenId: Int? = 1
+    /// `eos_token_id`, a single id or a list (empty when config.json sets none).
+    public var eosTokenIds: [Int] = [2]
+    /// The ids of `eos_token_id` other than `eos` (where transformers' generate also stops).
+    public func extraStopTokenIds(besides eos: Int32?) -> [Int32] { eosTokenIds.map(Int32.init).filter { $0 != eos } }
+    /// `pad_token_id` (nil when config.json sets none; never used by the forward, so not range-checked).
+    public var padTokenId: Int? = nil
     // Mixture-of-Experts (MiniMind2-MoE, see MoE.swift); HF keys as MiniMind's MiniMindConfig.
     /// `use_moe`: each block's MLP becomes `n_routed_experts` routed SwiGLU experts + `n_shared_experts` shared ones.
     public var useMoe: Bool = false
@@ -39,10 +53,10 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// `norm_topk_prob`: top-k weights divided by their sum when k > 1.
     public var normTopkProb: Bool = true
 
-    /// `intermediateSize` nil → 64·⌈(8·hidden/3)/64⌉ as MiniMind.
+    /// `intermediateSize` nil → 64·⌈(8·hidden/3)/64⌉ as MiniMind; `headDim` nil → hidden / heads.
     public init(hiddenSize: Int = 512, numHiddenLayers: Int = 8, numAttentionHeads: Int = 8, numKeyValueHeads: Int = 2,
                 vocabSize: Int = 6400, intermediateSize: Int? = nil, rmsNormEps: Float = 1e-5, ropeTheta: Double = 1e6,
-                maxPositionEmbeddings: Int = 32768) {
+                maxPositionEmbeddings: Int = 32768, headDim: Int? = nil, ropeScaling: RopeScaling = .none) {
         self.hiddenSize = hiddenSize
         self.numHiddenLayers = numHiddenLayers
         self.numAttentionHeads = numAttentionHeads
@@ -52,6 +66,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         self.rmsNormEps = rmsNormEps
         self.ropeTheta = ropeTheta
         self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.explicitHeadDim = headDim
+        self.ropeScaling = ropeScaling
     }
 
     /// MiniMind's rule: 64·⌈(8·hidden/3)/64⌉ (512 → 1408).
@@ -61,46 +77,12 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return 64 * ((raw + 63) / 64)
     }
 
-    /// Per-head dimension `hidden_size / num_attention_heads`.
-    public var headDim: Int { hiddenSize / numAttentionHeads }
+    /// Per-head dimension: `head_dim` when given, else `hidden_size / num_attention_heads`.
+    public var headDim: Int { explicitHeadDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0) }
     /// Width of the q projection output (`num_attention_heads · head_dim`).
     public var qDim: Int { numAttentionHeads * headDim }
     /// Width of the k/v projection outputs (`num_key_value_heads · head_dim`).
     public var kvDim: Int { numKeyValueHeads * headDim }
-
-    enum CodingKeys: String, CodingKey {
-        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
-        case numKeyValueHeads = "num_key_value_heads", vocabSize = "vocab_size", intermediateSize = "intermediate_size"
-        case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta", maxPositionEmbeddings = "max_position_embeddings"
-        case tieWordEmbeddings = "tie_word_embeddings"
-        case useMoe = "use_moe", numExpertsPerTok = "num_experts_per_tok", nRoutedExperts = "n_routed_experts"
-        case nSharedExperts = "n_shared_experts", scoringFunc = "scoring_func", auxLossAlpha = "aux_loss_alpha"
-        case seqAux = "seq_aux", normTopkProb = "norm_topk_prob"
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = ModelConfig()
-        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
-        numHiddenLayers = try c.decodeIfPresent(Int.self, forKey: .numHiddenLayers) ?? d.numHiddenLayers
-        numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .numAttentionHeads) ?? d.numAttentionHeads
-        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
-        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d.vocabSize
-        intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize)
-            ?? ModelConfig.defaultIntermediateSize(hiddenSize: hiddenSize)
-        rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? d.rmsNormEps
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? d.ropeTheta
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d.maxPositionEmbeddings
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
-        useMoe = try c.decodeIfPresent(Bool.self, forKey: .useMoe) ?? d.useMoe
-        numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? d.numExpertsPerTok
-        nRoutedExperts = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts) ?? d.nRoutedExperts
-        nSharedExperts = try c.decodeIfPresent(Int.self, forKey: .nSharedExperts) ?? d.nSharedExperts
-        scoringFunc = try c.decodeIfPresent(String.self, forKey: .scoringFunc) ?? d.scoringFunc
-        auxLossAlpha = try c.decodeIfPresent(Float.self, forKey: .auxLossAlpha) ?? d.auxLossAlpha
-        seqAux = try c.decodeIfPresent(Bool.self, forKey: .seqAux) ?? d.seqAux
-        normTopkProb = try c.decodeIfPresent(Bool.self, forKey: .normTopkProb) ?? d.normTopkProb
-    }
 
     /// Throws a `ModelError` naming the first inconsistent field.
     public func validate(source: String = "config") throws {
@@ -111,11 +93,16 @@ public struct ModelConfig: Codable, Equatable, Sendable {
             throw bad("num_attention_heads", "must divide hidden_size \(hiddenSize) (got \(numAttentionHeads))") }
         if numKeyValueHeads <= 0 || numAttentionHeads % numKeyValueHeads != 0 {
             throw bad("num_key_value_heads", "must divide num_attention_heads \(numAttentionHeads) (got \(numKeyValueHeads))") }
-        if headDim % 2 != 0 { throw bad("hidden_size", "gives an odd head_dim \(headDim); RoPE needs an even one") }
+        if let hd = explicitHeadDim {
+            if hd <= 0 || hd % 2 != 0 { throw bad("head_dim", "must be even and > 0 for RoPE (got \(hd))") }
+        } else if headDim % 2 != 0 { throw bad("hidden_size", "gives an odd head_dim \(headDim); RoPE needs an even one") }
         if vocabSize <= 0 { throw bad("vocab_size", "must be > 0 (got \(vocabSize))") }
         if intermediateSize <= 0 { throw bad("intermediate_size", "must be > 0 (got \(intermediateSize))") }
         if !(rmsNormEps > 0) { throw bad("rms_norm_eps", "must be > 0") }
         if !(ropeTheta > 0) { throw bad("rope_theta", "must be > 0") }
+        try ropeScaling.validate(source: source)
+        if let b = bosTokenId, b < 0 || b >= vocabSize { throw bad("bos_token_id", "\(b) is not an id in [0, \(vocabSize))") }
+        for e in eosTokenIds where e < 0 || e >= vocabSize { throw bad("eos_token_id", "\(e) is not an id in [0, \(vocabSize))") }
         if maxPositionEmbeddings <= 0 { throw bad("max_position_embeddings", "must be > 0") }
         if !tieWordEmbeddings { throw bad("tie_word_embeddings", "must be true (MiniMind ties lm_head to embed_tokens)") }
         if maxPositionEmbeddings > ModelConfig.maxPositionsLimit {
@@ -162,29 +149,31 @@ public struct ModelConfig: Codable, Equatable, Sendable {
             throw ModelError("\(source): tokenizer has \(tokenizerVocabSize) ids but the model's vocab_size is \(vocabSize)") }
     }
 
-    /// Reads `DIR/config.json`. Throws `ModelError` naming the file and field on bad input.
+    /// Reads and validates `DIR/config.json` (see `parse`). Throws `ModelError` naming the file and field on bad input.
     public static func load(directory: String) throws -> ModelConfig {
         let path = (directory as NSString).appendingPathComponent("config.json")
         guard let data = FileManager.default.contents(atPath: path) else { throw ModelError("\(path): cannot read file") }
-        let cfg: ModelConfig
-        do { cfg = try JSONDecoder().decode(ModelConfig.self, from: data) } catch {
-            throw ModelError("\(path): invalid config: \(error)")
-        }
+        let cfg = try parse(data, source: path)
         try cfg.validate(source: path)
         return cfg
     }
 
-    /// The Hugging Face `config.json` dictionary (LlamaForCausalLM, tied embeddings, silu, fp32).
+    /// The Hugging Face `config.json` dictionary (LlamaForCausalLM, tied embeddings, silu, fp32): every field that
+    /// changes the math, `rope_scaling` (transformers 4.x spelling, which 5.x still reads) when RoPE is scaled.
     public var huggingFaceDictionary: [String: Any] {
-        [
+        var d: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "hidden_size": hiddenSize, "intermediate_size": intermediateSize, "num_hidden_layers": numHiddenLayers,
             "num_attention_heads": numAttentionHeads, "num_key_value_heads": numKeyValueHeads, "head_dim": headDim,
             "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps), "rope_theta": ropeTheta,
             "max_position_embeddings": maxPositionEmbeddings, "hidden_act": "silu", "tie_word_embeddings": true,
-            "attention_bias": false, "mlp_bias": false, "attention_dropout": 0.0,
-            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+            "attention_bias": false, "mlp_bias": false, "attention_dropout": 0.0, "torch_dtype": "float32",
         ]
+        if let b = bosTokenId { d["bos_token_id"] = b }
+        if eosTokenIds.count == 1 { d["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { d["eos_token_id"] = eosTokenIds }
+        if let p = padTokenId { d["pad_token_id"] = p }
+        if let rs = ropeScaling.huggingFaceDictionary { d["rope_scaling"] = rs }
+        return d
     }
 
     /// Writes `DIR/config.json` (LlamaForCausalLM) atomically.

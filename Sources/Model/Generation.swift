@@ -387,6 +387,11 @@ public struct SamplingOptions: Sendable {
     public var seed: UInt64 = 0
     /// Generation stops (without yielding it) when this id is produced; nil = never.
     public var eosTokenId: Int32? = 2
+    /// Further ids that stop generation like `eosTokenId` (e.g. the model's `eos_token_id` list, as transformers stops
+    /// at every id of it).
+    public var stopTokenIds: [Int32] = []
+    /// Whether `id` ends generation.
+    @inline(__always) public func stops(at id: Int32) -> Bool { id == eosTokenId || (!stopTokenIds.isEmpty && stopTokenIds.contains(id)) }
     public init(maxNewTokens: Int = 512, temperature: Float = 0.85, topP: Float = 0.85, topK: Int = 0,
                 repetitionPenalty: Float = 1.0, seed: UInt64 = 0, eosTokenId: Int32? = 2) {
         self.maxNewTokens = maxNewTokens; self.temperature = temperature; self.topP = topP; self.topK = topK
@@ -408,6 +413,8 @@ extension SamplingOptions {
         if maxNewTokens <= 0 { throw ModelError("--max-new-tokens must be > 0 (got \(maxNewTokens))") }
         if let v = vocabSize, let e = eosTokenId, e < 0 || Int(e) >= v {
             throw ModelError("--eos-id \(e) is not an id of the model (vocab_size \(v))") }
+        if let v = vocabSize, let e = stopTokenIds.first(where: { $0 < 0 || Int($0) >= v }) {
+            throw ModelError("stop id \(e) is not an id of the model (vocab_size \(v))") }
         if let P = maxPositions, let n = promptLength {
             if n > P { throw ModelError("the prompt has \(n) tokens, more than the model's max_position_embeddings \(P)") }
             if maxNewTokens > P - n {
@@ -442,7 +449,7 @@ public final class TokenGenerator: Sequence, IteratorProtocol {
         if finished || generated.count >= options.maxNewTokens { finished = true; return nil }
         lastLogits = model.forwardIncremental(tokens: pending, cache: cache)
         let id = Sampler.sample(logits: lastLogits, history: sequence, options: options, rng: &rng)
-        if let eos = options.eosTokenId, id == eos { finished = true; return nil }
+        if options.stops(at: id) { finished = true; return nil }
         sequence.append(id); generated.append(id); pending = [id]
         return id
     }

@@ -36,8 +36,8 @@ extension MiniMindModel {
     /// Pointer to the output projection `[V, C]` (the untied head, else `embed_tokens`).
     var outputHeadPointer: UnsafeMutablePointer<Float> { untiedLMHead?.baseAddress ?? (paramPtr + embedOffset) }
 
-    /// Loads a Hugging Face Llama-architecture directory: `config.json` (`LlamaForCausalLM`/`MiniMindForCausalLM`,
-    /// `model_type` llama/minimind, silu, no attention/MLP bias, no rope_scaling, `head_dim` = hidden/heads) and the
+    /// Loads a Hugging Face Llama-architecture directory: `config.json` (read by `ModelConfig.parse`: `model_type`
+    /// llama/mistral/minimind, silu, no attention/MLP bias, RoPE default/linear/llama3/yarn, any `head_dim`) and the
     /// weights in `model.safetensors` or shards listed by `model.safetensors.index.json` (F32/F16/BF16 → fp32).
     /// Tensor names are HF Llama's; `rotary_emb.inv_freq` buffers are ignored. With `tie_word_embeddings: false`
     /// the file's `lm_head.weight` is kept as `untiedLMHead` (only when `allowUntiedHead`, i.e. for inference). A MiniMind
@@ -46,26 +46,10 @@ extension MiniMindModel {
     public static func load(huggingFaceDirectory dir: String, allowUntiedHead: Bool = true) throws -> MiniMindModel {
         let cfgPath = (dir as NSString).appendingPathComponent("config.json")
         guard let data = FileManager.default.contents(atPath: cfgPath) else { throw ModelError("\(cfgPath): cannot read file") }
-        guard let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ModelError("\(cfgPath): not a JSON object") }
-        var cfg: ModelConfig
-        do { cfg = try JSONDecoder().decode(ModelConfig.self, from: data) } catch {
-            throw ModelError("\(cfgPath): invalid config: \(error)") }
-        if let mt = raw["model_type"] as? String, !["llama", "minimind", "mistral"].contains(mt) {
-            throw ModelError("\(cfgPath): field model_type \"\(mt)\" is not a Llama-architecture model") }
-        if let act = raw["hidden_act"] as? String, act != "silu" {
-            throw ModelError("\(cfgPath): field hidden_act \"\(act)\" unsupported (only silu)") }
-        for f in ["attention_bias", "mlp_bias"] where (raw[f] as? Bool) == true {
-            throw ModelError("\(cfgPath): field \(f) = true unsupported (no biases in this model)") }
-        if let rs = raw["rope_scaling"], !(rs is NSNull) {
-            throw ModelError("\(cfgPath): field rope_scaling unsupported (only plain RoPE)") }
-        if let hd = raw["head_dim"] as? Int, hd != cfg.headDim {
-            throw ModelError("\(cfgPath): field head_dim \(hd) ≠ hidden_size/num_attention_heads \(cfg.headDim)") }
+        var cfg = try ModelConfig.parse(data, source: cfgPath)
         // MiniMind's own MoE layout (use_moe, mlp.gate / mlp.experts.{e} / mlp.shared_experts.{s}) loads natively;
         // other MoE layouts (e.g. Mixtral's num_local_experts) are refused.
-        if (raw["use_moe"] as? Bool) == true { return try MiniMindModel.load(directory: dir) }
-        if (raw["num_experts"] as? Int ?? 0) > 0 || (raw["num_local_experts"] as? Int ?? 0) > 0 {
-            throw ModelError("\(cfgPath): this MoE layout is not supported (only MiniMind's use_moe layout)") }
+        if cfg.useMoe { return try MiniMindModel.load(directory: dir) }
         let tied = cfg.tieWordEmbeddings
         if !tied && !allowUntiedHead {
             throw ModelError("\(cfgPath): field tie_word_embeddings = false: an untied lm_head is supported for inference only") }

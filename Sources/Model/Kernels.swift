@@ -81,16 +81,19 @@ func rmsnorm_backward(_ dx: FPtr, _ dw: FPtr, _ dout: CFPtr, _ x: CFPtr, _ w: CF
 
 // MARK: - RoPE (rotate-half convention)
 
-/// cos/sin tables [maxT, hd/2] with θ_i = base^(−2i/hd), angle = t·θ_i computed in fp32 like MiniMind.
-func rope_tables(maxT: Int, headDim hd: Int, theta: Double) -> (cos: [Float], sin: [Float]) {
-    let half = hd / 2
+/// cos/sin tables [maxT, hd/2]: angle = t·θ_i in fp32 (θ_i = `inverseFrequencies[i]`, see
+/// `ModelConfig.ropeInverseFrequencies`), cos/sin of it rounded to fp32 and multiplied by `attentionScaling`
+/// (transformers' `attention_scaling`, 1 except for YaRN).
+func rope_tables(maxT: Int, inverseFrequencies inv: [Float], attentionScaling: Float) -> (cos: [Float], sin: [Float]) {
+    let half = inv.count
     var cs = [Float](repeating: 0, count: maxT * half), sn = cs
     for i in 0..<half {
-        let f = Float(1.0 / pow(theta, Double(2 * i) / Double(hd)))
+        let f = inv[i]
         for t in 0..<maxT {
             let a = Float(t) * f
             cs[t * half + i] = Float(cos(Double(a)))
             sn[t * half + i] = Float(sin(Double(a)))
+            if attentionScaling != 1 { cs[t * half + i] *= attentionScaling; sn[t * half + i] *= attentionScaling }
         }
     }
     return (cs, sn)

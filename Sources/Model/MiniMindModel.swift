@@ -113,7 +113,7 @@ public final class MiniMindModel {
     var extraGrads: [FPtr] = []
     var lastParts: [Range<Int>] = []
     /// RoPE cos/sin tables `[ropeLen, hd/2]`, grown on demand.
-    var rope = RopeTable(maxT: 0, headDim: 2, theta: 1)
+    var rope = RopeTable(maxT: 0, inverseFrequencies: [1], attentionScaling: 1)
     var ropeLen: Int { rope.maxT }
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
@@ -239,7 +239,8 @@ public final class MiniMindModel {
     func ensureRope(_ t: Int) {
         if t <= ropeLen { return }
         let n = max(t, min(max(2 * ropeLen, 64), max(t, config.maxPositionEmbeddings)))
-        rope = RopeTable(maxT: n, headDim: config.headDim, theta: config.ropeTheta)
+        let (inv, scaling) = config.ropeInverseFrequencies
+        rope = RopeTable(maxT: n, inverseFrequencies: inv, attentionScaling: scaling)
     }
 
     /// Arena of part `w`, grown (never shrunk) to hold `n` rows of length `t`.
@@ -499,9 +500,9 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 final class RopeTable {
     let maxT: Int
     let cos: FPtr, sin: FPtr
-    init(maxT: Int, headDim: Int, theta: Double) {
+    init(maxT: Int, inverseFrequencies: [Float], attentionScaling: Float) {
         self.maxT = maxT
-        let (c, s) = rope_tables(maxT: maxT, headDim: headDim, theta: theta)
+        let (c, s) = rope_tables(maxT: maxT, inverseFrequencies: inverseFrequencies, attentionScaling: attentionScaling)
         cos = .allocate(capacity: max(c.count, 1)); sin = .allocate(capacity: max(s.count, 1))
         cos.initialize(from: c, count: c.count); sin.initialize(from: s, count: s.count)
     }

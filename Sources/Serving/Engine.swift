@@ -86,12 +86,14 @@ public final class GenerationEngine: @unchecked Sendable {
 
     /// Loads a model directory (MiniMind or Hugging Face Llama layout, see `MiniMindModel.load(huggingFaceDirectory:)`)
     /// and its tokenizer; `lora`, when given, is an adapter file merged into the weights (`MiniMindModel.mergeLoRA`),
-    /// refused when the directory's `merges.json` shows it is already merged.
+    /// refused when the directory's `merges.json` shows it is already merged. `prepareTokenizer` runs on the tokenizer
+    /// before the model is loaded (e.g. the `--chat-template` choice and its check that the template can be rendered).
     public static func load(model dir: String, tokenizer: String? = nil, lora: String? = nil, contextLength: Int? = nil,
-                            maxBatch: Int = 8) throws -> GenerationEngine {
+                            maxBatch: Int = 8, prepareTokenizer: (Tokenizer) throws -> Void = { _ in }) throws -> GenerationEngine {
+        let t = try locateTokenizer(model: dir, explicit: tokenizer)
+        try prepareTokenizer(t)
         let m = try MiniMindModel.load(huggingFaceDirectory: dir)
         if let lora { try m.mergeLoRA(path: lora, modelDirectory: dir) }
-        let t = try locateTokenizer(model: dir, explicit: tokenizer)
         let name = URL(fileURLWithPath: dir).standardizedFileURL.lastPathComponent
         return try GenerationEngine(model: m, tokenizer: t, modelName: name.isEmpty ? "swiftmind" : name, contextLength: contextLength,
                                     maxBatch: maxBatch)
@@ -238,7 +240,7 @@ public final class GenerationEngine: @unchecked Sendable {
     private func step(_ s: ActiveSequence, _ logits: [Float]) -> Bool {
         let o = s.req.options
         let id = Sampler.sample(logits: logits, history: s.sequence, options: o, rng: &s.rng)
-        if let eos = o.eosTokenId, id == eos { finish(s, .stop); return false }
+        if o.stops(at: id) { finish(s, .stop); return false }
         s.sequence.append(id); s.generated += 1; s.lastToken = id
         do {
             let piece = try s.decoder.push(id)

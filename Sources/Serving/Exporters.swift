@@ -237,11 +237,22 @@ public enum GGUFExporter {
         }
     }
 
-    /// Writes a GGUF file (llama architecture, llama.cpp tensor names, q/k permuted for interleaved RoPE, GPT-2 BPE
-    /// tokenizer metadata with tokens, token types, merges, bos/eos/pad ids and the chat template). Atomic.
+    /// Writes a GGUF file (llama architecture, llama.cpp tensor names, q/k permuted for interleaved RoPE, key/value
+    /// length when `head_dim` ≠ hidden/heads, GPT-2 BPE tokenizer metadata with tokens, token types, merges,
+    /// bos/eos/pad ids, add_bos/add_eos as tokenizer.json's post-processor adds them, and the chat template). Atomic.
+    /// - Throws: `ServingError` for RoPE scaling (not written to GGUF here) and a post-processor GGUF cannot express.
     public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to path: String,
                               dtype: ExportDType, name: String) throws {
         let c = m.config
+        if c.ropeScaling != .none {
+            throw ServingError("GGUF export: rope_type \(c.ropeScaling.ropeType) is not written to GGUF by this exporter (plain RoPE only)") }
+        // llama.cpp adds at most a bos before and an eos after a sequence (tokenizer.ggml.add_bos_token / add_eos_token).
+        let probe: [Int32] = [-7]
+        let withSpecials = tokenizer.applyPostProcessor(probe)
+        guard let at = withSpecials.firstIndex(of: -7) else { throw ServingError("GGUF export: post-processor drops the sequence") }
+        let head = Array(withSpecials[..<at]), tail = Array(withSpecials[(at + 1)...])
+        guard head.isEmpty || head == [tokenizer.bosTokenId], tail.isEmpty || tail == [tokenizer.eosTokenId] else {
+            throw ServingError("GGUF export: \(tokenizerFile): its post-processor adds \(head) before and \(tail) after a sequence; GGUF can only say add bos / add eos") }
         var w = GGUFWriter()
         let ftype: UInt32 = dtype == .f32 ? 0 : (dtype == .f16 ? 1 : 32)
         w.add("general.architecture", .string("llama"))
@@ -254,6 +265,10 @@ public enum GGUFExporter {
         w.add("llama.block_count", .u32(UInt32(c.numHiddenLayers)))
         w.add("llama.feed_forward_length", .u32(UInt32(c.intermediateSize)))
         w.add("llama.rope.dimension_count", .u32(UInt32(c.headDim)))
+        if c.headDim != c.hiddenSize / c.numAttentionHeads {
+            w.add("llama.attention.key_length", .u32(UInt32(c.headDim)))
+            w.add("llama.attention.value_length", .u32(UInt32(c.headDim)))
+        }
         w.add("llama.attention.head_count", .u32(UInt32(c.numAttentionHeads)))
         w.add("llama.attention.head_count_kv", .u32(UInt32(c.numKeyValueHeads)))
         w.add("llama.attention.layer_norm_rms_epsilon", .f32(c.rmsNormEps))
@@ -275,8 +290,8 @@ public enum GGUFExporter {
         if tokenizer.bosTokenId >= 0 { w.add("tokenizer.ggml.bos_token_id", .u32(UInt32(tokenizer.bosTokenId))) }
         if tokenizer.eosTokenId >= 0 { w.add("tokenizer.ggml.eos_token_id", .u32(UInt32(tokenizer.eosTokenId))) }
         if tokenizer.padTokenId >= 0 { w.add("tokenizer.ggml.padding_token_id", .u32(UInt32(tokenizer.padTokenId))) }
-        w.add("tokenizer.ggml.add_bos_token", .bool(false))
-        w.add("tokenizer.ggml.add_eos_token", .bool(false))
+        w.add("tokenizer.ggml.add_bos_token", .bool(!head.isEmpty))
+        w.add("tokenizer.ggml.add_eos_token", .bool(!tail.isEmpty))
         w.add("tokenizer.chat_template", .string(tokenizer.chatTemplateSource ?? miniMindChatTemplate))
 
         for t in exportTensors(m) {

@@ -328,8 +328,9 @@ public final class OpenAIServer: @unchecked Sendable {
                               param: "messages", code: "context_length_exceeded") }
         let maxTokens = req.maxTokens ?? min(configuration.defaultMaxTokens, room)
         let seed = req.seed ?? UInt64.random(in: 0...UInt64.max)
-        let opts = SamplingOptions(maxNewTokens: maxTokens, temperature: req.temperature, topP: req.topP, seed: seed,
+        var opts = SamplingOptions(maxNewTokens: maxTokens, temperature: req.temperature, topP: req.topP, seed: seed,
                                    eosTokenId: engine.tokenizer.eosTokenId)
+        opts.stopTokenIds = engine.model.config.extraStopTokenIds(besides: opts.eosTokenId)
         let job = GenerationJob()
         let stream: AsyncThrowingStream<GenerationEvent, Error>
         do { stream = try engine.submit(promptIds: promptIds, options: opts, job: job, maxQueued: configuration.maxQueued) } catch {

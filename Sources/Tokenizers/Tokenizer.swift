@@ -37,16 +37,20 @@ public final class Tokenizer: @unchecked Sendable {
     public let eosTokenId: Int32
     public let unkTokenId: Int32
     /// A stable hash (128-bit hex) of the loaded files, for cache invalidation.
-    public let fingerprint: String
-    /// The raw `chat_template` string, when tokenizer_config.json gave one.
-    public let chatTemplateSource: String?
-    let chatTemplate: ChatTemplate
+    public private(set) var fingerprint: String
+    /// The raw chat template (chat_template.jinja, else tokenizer_config.json's `chat_template`), when there is one.
+    public private(set) var chatTemplateSource: String?
+    private(set) var chatTemplate: ChatTemplate
+    /// tokenizer.json's `post_processor` (nil: none), applied by `encode(_:addSpecialTokens:)`.
+    let postProcessor: PostProcessor?
+    let fileName: String
 
     private let poolLock = NSLock()
     private var pool: [EncodeWorker] = []
 
-    /// Loads `tokenizer.json` (a file, or a directory holding it) and `tokenizer_config.json` from the same
-    /// directory when present.
+    /// Loads `tokenizer.json` (a file, or a directory holding it) and, from the same directory when present,
+    /// `tokenizer_config.json` and `chat_template.jinja` (which, as in transformers, takes priority over the config's
+    /// `chat_template`).
     /// - Throws: `TokenizerError` naming the file and JSON path of any unreadable, malformed or unsupported field.
     public static func load(_ path: String) throws -> Tokenizer {
         var isDir: ObjCBool = false
@@ -56,10 +60,12 @@ public final class Tokenizer: @unchecked Sendable {
         let file = isDir.boolValue ? (path as NSString).appendingPathComponent("tokenizer.json") : path
         let dir = (file as NSString).deletingLastPathComponent
         let configFile = (dir.isEmpty ? "." : dir as NSString).appendingPathComponent("tokenizer_config.json")
+        let jinjaFile = (dir.isEmpty ? "." : dir as NSString).appendingPathComponent("chat_template.jinja")
         let data = try readFile(file)
         let config: Data? = FileManager.default.fileExists(atPath: configFile) ? try readFile(configFile) : nil
-        return try Tokenizer(tokenizerJSON: data, config: config, fileName: file,
-                             configName: configFile)
+        let jinja: Data? = FileManager.default.fileExists(atPath: jinjaFile) ? try readFile(jinjaFile) : nil
+        return try Tokenizer(tokenizerJSON: data, config: config, fileName: file, configName: configFile,
+                             chatTemplateJinja: jinja, chatTemplateName: jinjaFile)
     }
 
     static func readFile(_ path: String) throws -> Data {
@@ -68,15 +74,29 @@ public final class Tokenizer: @unchecked Sendable {
         }
     }
 
-    /// Builds a tokenizer from the contents of `tokenizer.json` and (optionally) `tokenizer_config.json`.
+    /// Builds a tokenizer from the contents of `tokenizer.json` and (optionally) `tokenizer_config.json` and
+    /// `chat_template.jinja` (`configName` / `chatTemplateName` name them in errors).
     public convenience init(tokenizerJSON: Data, config: Data?, fileName: String = "tokenizer.json",
-                            configName: String = "tokenizer_config.json") throws {
+                            configName: String = "tokenizer_config.json", chatTemplateJinja: Data? = nil,
+                            chatTemplateName: String = "chat_template.jinja") throws {
         let parsed = try TokenizerFile.parse(tokenizerJSON, file: fileName)
         let cfg = try config.map { try TokenizerConfig.parse($0, file: configName) }
-        try self.init(parsed: parsed, config: cfg, fingerprint: Tokenizer.hash([tokenizerJSON, config ?? Data()]))
+        var template = ChatTemplate(source: cfg?.chatTemplate, origin: cfg == nil ? nil : configName, problem: cfg?.chatTemplateProblem)
+        var source = cfg?.chatTemplate
+        if let j = chatTemplateJinja {
+            guard let text = String(data: j, encoding: .utf8) else {
+                throw TokenizerError.unreadable(path: chatTemplateName, reason: "not valid UTF-8") }
+            template = ChatTemplate(source: text, origin: chatTemplateName)
+            source = text
+        }
+        var parts = [tokenizerJSON, config ?? Data()]
+        if let j = chatTemplateJinja { parts.append(j) }
+        try self.init(parsed: parsed, config: cfg, fingerprint: Tokenizer.hash(parts), fileName: fileName,
+                      chatTemplate: template, chatTemplateSource: source)
     }
 
-    init(parsed: TokenizerFile, config: TokenizerConfig?, fingerprint: String) throws {
+    init(parsed: TokenizerFile, config: TokenizerConfig?, fingerprint: String, fileName: String = "tokenizer.json",
+         chatTemplate template: ChatTemplate? = nil, chatTemplateSource source: String? = nil) throws {
         var maxId: Int32 = -1
         for (_, id) in parsed.vocab { maxId = max(maxId, id) }
         for t in parsed.added { maxId = max(maxId, t.id) }
@@ -132,9 +152,16 @@ public final class Tokenizer: @unchecked Sendable {
         bosTokenId = idOf(config?.bosToken, "<|im_start|>")
         eosTokenId = idOf(config?.eosToken, "<|im_end|>")
         unkTokenId = idOf(config?.unkToken ?? parsed.unkToken, "<|endoftext|>")
-        chatTemplateSource = config?.chatTemplate
-        chatTemplate = ChatTemplate(source: config?.chatTemplate)
+        chatTemplateSource = template == nil ? config?.chatTemplate : source
+        chatTemplate = template ?? ChatTemplate(source: config?.chatTemplate, problem: config?.chatTemplateProblem)
         self.fingerprint = fingerprint
+        self.fileName = fileName
+        postProcessor = parsed.postProcessor
+        if let pp = parsed.postProcessor {
+            for id in pp.specialIds where !(id >= 0 && Int(id) < n && exists[Int(id)]) {
+                throw TokenizerError.invalidField(file: fileName, jsonPath: "$.post_processor", reason: "special token id \(id) is not a token of this tokenizer")
+            }
+        }
     }
 
     /// 128-bit FNV-1a style hash of the files' bytes, hex.
@@ -173,6 +200,31 @@ public final class Tokenizer: @unchecked Sendable {
         w.encode(text, self, &out)
         return out
     }
+
+    /// Encodes like `tokenizer(text, add_special_tokens=addSpecialTokens)["input_ids"]`: with special tokens, the
+    /// post-processor of tokenizer.json (`TemplateProcessing`'s single template, …) adds its tokens.
+    public func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] {
+        addSpecialTokens ? applyPostProcessor(encode(text)) : encode(text)
+    }
+
+    /// The ids of one sequence (encoded without special tokens) with the post-processor's special tokens added.
+    public func applyPostProcessor(_ ids: [Int32]) -> [Int32] {
+        guard let pp = postProcessor else { return ids }
+        // A single sequence always has a template (`single` is required at load), so this cannot throw.
+        return (try? pp.apply(ids, nil, file: fileName)) ?? ids
+    }
+
+    /// Encodes a pair like `tokenizer(a, b, add_special_tokens=addSpecialTokens)["input_ids"]`: A then B, with
+    /// the post-processor's pair template when special tokens are requested.
+    /// - Throws: `TokenizerError.unsupported` when the `TemplateProcessing` has no `pair` template.
+    public func encode(_ a: String, pair b: String, addSpecialTokens: Bool) throws -> [Int32] {
+        let ia = encode(a), ib = encode(b)
+        guard addSpecialTokens, let pp = postProcessor else { return ia + ib }
+        return try pp.apply(ia, ib, file: fileName)
+    }
+
+    /// Whether `encode(_:addSpecialTokens: true)` adds tokens to a single sequence (tokenizer.json's post-processor).
+    public var addsSpecialTokens: Bool { postProcessor?.addsTokensToSingle ?? false }
 
     /// Encodes many texts on `threads` threads (each with its own word cache); result order = input order.
     public func encode(batch texts: [String], threads: Int) -> [[Int32]] {
@@ -249,12 +301,32 @@ public final class Tokenizer: @unchecked Sendable {
         return Array(idByteArena[Int(idByteStart[Int(id)])..<Int(idByteStart[Int(id) + 1])])
     }
 
-    /// Renders the chat template (MiniMind's ChatML, or plain ChatML). With MiniMind's template every user turn
-    /// is already followed by `<|im_start|>assistant\n`, so `addGenerationPrompt` changes nothing there (as in
-    /// Hugging Face, whose Jinja rendering of that template ignores the flag).
-    /// - Throws: `TokenizerError.chatTemplate` when the template is not of the ChatML family or `messages` is empty.
+    /// Renders the chat template (MiniMind's ChatML, plain ChatML or MiniMind-3's, recognised by their text; see
+    /// `ChatTemplate`). With MiniMind's template every user turn is already followed by `<|im_start|>assistant\n`, so
+    /// `addGenerationPrompt` changes nothing there (as in Hugging Face, whose Jinja rendering of that template ignores
+    /// the flag).
+    /// - Throws: `TokenizerError.chatTemplate` naming the template's file when it cannot be rendered without a Jinja
+    ///   engine (any other template), when there is none, or when `messages` is empty.
     public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
         try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt)
+    }
+
+    /// Throws the error `applyChatTemplate` would throw for this template (nil when it can be rendered), so a command
+    /// refuses before loading a model or reading data.
+    public func checkChatTemplate() throws {
+        if !chatTemplate.isRenderable { _ = try chatTemplate.render([ChatMessage(role: "user", content: "")], addGenerationPrompt: true) }
+    }
+
+    /// Whether the chat template is MiniMind's own (the one SFT/DPO loss masks are defined for).
+    public var hasMiniMindChatTemplate: Bool { if case .miniMind = chatTemplate.kind { return true } else { return false } }
+
+    /// Replaces the model's chat template by MiniMind's ChatML template (`--chat-template minimind`: an explicit
+    /// opt-in for a tokenizer whose own template cannot be rendered here). The fingerprint changes with it. Call
+    /// before the tokenizer is shared between threads.
+    public func useMiniMindChatTemplate() {
+        chatTemplate = ChatTemplate(kind: .miniMind, origin: "--chat-template minimind")
+        chatTemplateSource = ChatTemplate.miniMindSource
+        fingerprint = Tokenizer.hash([Data(fingerprint.utf8), Data(ChatTemplate.miniMindSource.utf8)])
     }
 
     /// An incremental decoder for streaming generation.

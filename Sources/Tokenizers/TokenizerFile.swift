@@ -9,6 +9,8 @@ struct TokenizerFile {
     var unkToken: String?
     var fuseUnk = false
     var ignoreMerges = false
+    /// nil when tokenizer.json has no `post_processor` (or null).
+    var postProcessor: PostProcessor?
 
     static func parse(_ data: Data, file: String) throws -> TokenizerFile {
         let root = try JSONNode.parse(data, file: file)
@@ -40,12 +42,7 @@ struct TokenizerFile {
             throw TokenizerError.unsupported(file: file, jsonPath: "$.decoder", feature: "no decoder (ByteLevel is required)")
         }
         try requireByteLevel(dec, file: file, what: "decoder")
-        if let pp = try root.field("post_processor") {
-            let t = try typeName(pp)
-            if t != "ByteLevel" {
-                throw TokenizerError.unsupported(file: file, jsonPath: pp.path + ".type", feature: "post_processor \(t)")
-            }
-        }
+        if let pp = try root.field("post_processor") { out.postProcessor = try PostProcessor.parse(pp, file: file) }
 
         // Model.
         let model = try root.require("model")
@@ -158,7 +155,10 @@ struct TokenizerConfig {
     var eosToken: String?
     var padToken: String?
     var unkToken: String?
+    /// `chat_template` (a string, or the entry named "default" of the list form).
     var chatTemplate: String?
+    /// Why `chat_template` cannot be used (a list without a "default" entry); reported when a template is rendered.
+    var chatTemplateProblem: String?
 
     static func parse(_ data: Data, file: String) throws -> TokenizerConfig {
         let root = try JSONNode.parse(data, file: file)
@@ -177,13 +177,17 @@ struct TokenizerConfig {
             if t.value is String {
                 c.chatTemplate = try t.string()
             } else {
-                // List form: [{"name": ..., "template": ...}]; the "default" one is used.
-                var found: String?
-                for item in try t.array() where try item.require("name").string() == "default" {
-                    found = try item.require("template").string()
+                // List form: [{"name": ..., "template": ...}]; the "default" one is used (as transformers does
+                // without a template name). Without one, only rendering fails (the tokenizer still encodes).
+                var names: [String] = []
+                for item in try t.array() {
+                    let name = try item.require("name").string()
+                    names.append(name)
+                    if name == "default" { c.chatTemplate = try item.require("template").string() }
                 }
-                guard let f = found else { throw t.fail("no template named \"default\"") }
-                c.chatTemplate = f
+                if c.chatTemplate == nil {
+                    c.chatTemplateProblem = "\(t.path) lists templates \(names.map(jsonQuote).joined(separator: ", ")) but none named \"default\""
+                }
             }
         }
         return c

@@ -57,9 +57,10 @@ public struct OptimizerSnapshot {
 public enum Checkpoints {
     public static let prefix = "checkpoint-"
 
-    /// Writes `OUT/<name>/` atomically (temporary directory + rename). `tokenizerFiles` are copied beside the weights.
+    /// Writes `OUT/<name>/` atomically (temporary directory + rename). `tokenizerFiles` are copied beside the weights;
+    /// `chatTemplate`, when given, is written as `chat_template.jinja` (replacing a copied one).
     public static func write(name: String, outDir: String, model: MiniMindModel, optimizer: OptimizerSnapshot?,
-                             state: TrainerState?, tokenizerFiles: [String]) throws -> String {
+                             state: TrainerState?, tokenizerFiles: [String], chatTemplate: String? = nil) throws -> String {
         let fm = FileManager.default
         try fm.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         let final = (outDir as NSString).appendingPathComponent(name)
@@ -71,6 +72,11 @@ public enum Checkpoints {
         try model.save(directory: tmp)
         for f in tokenizerFiles {
             try fm.copyItem(atPath: f, toPath: (tmp as NSString).appendingPathComponent((f as NSString).lastPathComponent))
+        }
+        if let t = chatTemplate {
+            let p = (tmp as NSString).appendingPathComponent("chat_template.jinja")
+            try? fm.removeItem(atPath: p)
+            guard fm.createFile(atPath: p, contents: Data(t.utf8)) else { throw TrainingError.io(path: p, reason: "cannot write") }
         }
         if let o = optimizer {
             try writeFloatTensors([("exp_avg", o.m), ("exp_avg_sq", o.v)], metadata: ["step": String(o.step)],

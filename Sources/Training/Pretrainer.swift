@@ -35,14 +35,15 @@ public final class Pretrainer {
         self.logger = logger
     }
 
-    /// Tokenizer files to copy into checkpoints: `tokenizer.json` and, if present, `tokenizer_config.json`.
+    /// Tokenizer files to copy into checkpoints: `tokenizer.json` and, if present, `tokenizer_config.json` and
+    /// `chat_template.jinja`.
     static func tokenizerFiles(_ path: String) -> [String] {
         var isDir: ObjCBool = false
         let fm = FileManager.default
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return [] }
         let dir = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
         let tj = isDir.boolValue ? dir + "/tokenizer.json" : path
-        return [tj, dir + "/tokenizer_config.json"].filter { fm.fileExists(atPath: $0) }
+        return [tj, dir + "/tokenizer_config.json", dir + "/chat_template.jinja"].filter { fm.fileExists(atPath: $0) }
     }
 
     /// Optimizer steps in the rest of the run from (epoch, position), capped so the total does not exceed `maxSteps`.
@@ -78,6 +79,7 @@ final class LanguageModelObjective: TrainingObjective {
     let dataset: BatchDataset
     let dataIdentity: String
     let tokenizerPath: String
+    let writtenChatTemplate: String? = nil
     var parameters: UnsafeMutableBufferPointer<Float> { model.params }
     var gradients: UnsafeMutableBufferPointer<Float> { model.grads }
     let moe: MoESettings

@@ -22,6 +22,10 @@ public struct StageOptions: Codable, Sendable {
     public var common = TrainingOptions()
     /// Tokenizer file or directory; nil = the --init directory.
     public var tokenizer: String? = nil
+    /// "minimind": render the data with MiniMind's ChatML template instead of the tokenizer's own (an explicit
+    /// opt-in for a model whose template cannot be rendered without a Jinja engine); the checkpoints then carry it
+    /// as chat_template.jinja. nil = the tokenizer's own template.
+    public var chatTemplate: String? = nil
     /// Model directory to start from (the policy / student / LoRA base). nil = random init with hiddenSize/numHiddenLayers
     /// (and `moe`). With --init the model's config.json decides (`--use-moe` then requires a MoE model).
     public var initDir: String? = nil
@@ -118,6 +122,7 @@ final class StageObjective: TrainingObjective {
     let tokenizerPath: String
     /// LoRA: file name of the adapter written to OUT/ at the end (`--lora-name` + ".safetensors").
     let adapterOutputFile: String
+    let writtenChatTemplate: String?
     var parameters: UnsafeMutableBufferPointer<Float> { adapters?.params ?? model.params }
     var gradients: UnsafeMutableBufferPointer<Float> { adapters?.grads ?? model.grads }
     /// The model's per-layer gradient ranges index `model.grads`, not the adapters.
@@ -132,6 +137,11 @@ final class StageObjective: TrainingObjective {
     init(options o: StageOptions, communicator comm: Communicator, logger: Logger) throws {
         let tokPath = o.tokenizer ?? o.initDir!
         let tok = try Tokenizer.load(tokPath)
+        if let t = o.chatTemplate {
+            guard t == "minimind" else { throw TrainingError.invalidOption("--chat-template \(t): only \"minimind\" can be chosen") }
+            tok.useMiniMindChatTemplate()
+        }
+        try tok.checkChatTemplate()
 
         // Data.
         let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: o.stage == .dpo ? .dpo : .sft, tokenizer: tok,
@@ -184,6 +194,7 @@ final class StageObjective: TrainingObjective {
         report = .stage(o.stage)
         tokenizerPath = tokPath
         adapterOutputFile = o.loraName + ".safetensors"
+        writtenChatTemplate = o.chatTemplate == nil ? nil : tok.chatTemplateSource
         dataset = data
         model = net
         adapters = lora

@@ -110,6 +110,9 @@ protocol TrainingObjective: AnyObject {
     var dataIdentity: String { get }
     /// Tokenizer file or directory copied into every checkpoint.
     var tokenizerPath: String { get }
+    /// A chat template to write as chat_template.jinja into every checkpoint (the one the data was rendered with,
+    /// when it is not the tokenizer's own); nil = the tokenizer's files as they are.
+    var writtenChatTemplate: String? { get }
     /// The model part of the start line, e.g. `world 2, model 1234 parameters (…), `.
     func describe(world: Int) -> String
     /// Name and value of a stage-specific per-step figure (DPO `preference_acc`, distill `ce`), window-averaged.
@@ -254,7 +257,7 @@ final class TrainingLoop {
             // LoRA: the (unchanged) base is written too so a checkpoint stays a loadable model directory.
             let p = try Checkpoints.write(name: name, outDir: o.outDir, model: model,
                                           optimizer: full ? OptimizerSnapshot(m: Array(adam.m), v: Array(adam.v), step: adam.stepCount) : nil,
-                                          state: full ? st : nil, tokenizerFiles: tokFiles)
+                                          state: full ? st : nil, tokenizerFiles: tokFiles, chatTemplate: obj.writtenChatTemplate)
             try obj.didWrite(directory: p)
             return p
         }

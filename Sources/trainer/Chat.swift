@@ -29,6 +29,7 @@ struct Chat: ParsableCommand {
     @Option(name: .customLong("context-length"), help: "Largest prompt + reply in tokens (default: max_position_embeddings).")
     var contextLength: Int?
     @Option(help: "OpenBLAS threads.") var threads: Int?
+    @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if historyTurns < 0 { throw ValidationError("--history-turns must be ≥ 0") }
@@ -36,9 +37,11 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength)
+        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength,
+                                               prepareTokenizer: template.apply)
         let session = ChatSession(engine: engine, historyTurns: historyTurns, systemPrompt: system)
         var opts = sampling.options(eosTokenId: engine.tokenizer.eosTokenId)
+        opts.stopTokenIds = engine.model.config.extraStopTokenIds(besides: opts.eosTokenId)
         let out = FileHandle.standardOutput
         func write(_ s: String) { out.write(s.data(using: .utf8)!) }
 

@@ -20,6 +20,7 @@ struct DataInspect: ParsableCommand {
     @Option(help: "jsonl file in the stage's format.") var data: String
     @Option(help: "Show at most N samples.") var limit: Int?
     @Flag(help: "One JSON line per row.") var json = false
+    @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if !["sft", "reason", "dpo", "pretrain"].contains(stage) {
@@ -28,6 +29,7 @@ struct DataInspect: ParsableCommand {
 
     func run() throws {
         let tok = try Tokenizer.load(tokenizer)
+        if stage != "pretrain" { try template.apply(to: tok) }
         var rows: [(ids: [Int32], labels: [Int32], mask: [Float])] = []
         // The stage's token cache (the one training reads), kept under the temporary directory.
         let root = NSTemporaryDirectory() + "swiftmind-inspect-cache"

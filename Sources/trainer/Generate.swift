@@ -10,17 +10,21 @@ struct Generate: ParsableCommand {
         commandName: "generate",
         abstract: "Generate from a model with a KV cache; streams text as it is produced (--ids: a JSON array of ids).",
         discussion: """
-        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt); with --chat it is rendered as one
-        user turn through the tokenizer's chat template with the generation prompt. --prompt-ids 1,2,3 uses ids as
-        given. Sampling as MiniMind's generate: repetition penalty (Hugging Face's rule: a seen id's logit is divided
-        by it if ≥ 0, multiplied if < 0), temperature (0 = greedy), top-k (0 = off), top-p (1 = off), multinomial draw
-        from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
-        eos, else 2; -1 = never) or after --max-new-tokens.
+        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt), or with --add-special-tokens as
+        transformers' tokenizer(TEXT) encodes it (the special tokens of tokenizer.json's post-processor, e.g. Llama 3's
+        <|begin_of_text|>; none for SmolLM2); with --chat it is rendered as one user turn through the tokenizer's chat
+        template with the generation prompt (refused when that template cannot be rendered without a Jinja engine;
+        --chat-template minimind renders MiniMind's instead). --prompt-ids 1,2,3 uses ids as given. Sampling as MiniMind's generate: repetition penalty (Hugging Face's rule: a seen id's logit is divided by it if ≥ 0, multiplied if < 0), temperature (0 = greedy), top-k (0 = off),
+        top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
+        eos, else 2, and every id of config.json's eos_token_id; -1 = never) or after --max-new-tokens.
         """)
 
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
     @Option(help: "Prompt text.") var prompt: String?
     @Flag(help: "Render --prompt as a user turn with the chat template.") var chat = false
+    @Flag(name: .customLong("add-special-tokens"), help: "Encode --prompt as tokenizer(TEXT) does (the post-processor's special tokens) instead of <bos>TEXT.")
+    var addSpecialTokens = false
+    @OptionGroup var template: ChatTemplateArgument
     @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
@@ -32,6 +36,8 @@ struct Generate: ParsableCommand {
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
         if chat && prompt == nil { throw ValidationError("--chat needs --prompt TEXT") }
+        if chat && addSpecialTokens { throw ValidationError("--add-special-tokens encodes a raw --prompt; it does not combine with --chat") }
+        if addSpecialTokens && prompt == nil { throw ValidationError("--add-special-tokens needs --prompt TEXT") }
         if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
             throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
     }
@@ -48,6 +54,9 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
+        // The tokenizer (and, with --chat, its template) is checked before the model is loaded.
+        let early = prompt != nil ? try loadTokenizer(required: true) : nil
+        if chat, let t = early { try template.apply(to: t) }
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
         var tok: Tokenizer? = nil
         var prompt: [Int32]
@@ -60,10 +69,12 @@ struct Generate: ParsableCommand {
             }
             if !ids { tok = try loadTokenizer(required: false) }
         } else {
-            let t = try loadTokenizer(required: true)!
+            let t = early!
             tok = t
             if chat {
                 prompt = t.encode(try t.applyChatTemplate([ChatMessage(role: "user", content: self.prompt!)], addGenerationPrompt: true))
+            } else if addSpecialTokens {
+                prompt = t.encode(self.prompt!, addSpecialTokens: true)
             } else {
                 prompt = [t.bosTokenId] + t.encode(self.prompt!)
             }
@@ -71,7 +82,9 @@ struct Generate: ParsableCommand {
         if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }
         guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
-        let opts = sampling.options(eosTokenId: eos)
+        var opts = sampling.options(eosTokenId: eos)
+        // Without --eos-id, generation also stops at every id of config.json's eos_token_id (as transformers does).
+        if eosId == nil { opts.stopTokenIds = m.config.extraStopTokenIds(besides: eos) }
         try opts.validate(vocabSize: m.config.vocabSize, maxPositions: m.config.maxPositionEmbeddings, promptLength: prompt.count)
         let gen = TokenGenerator(model: m, promptIds: prompt, options: opts)
         if ids {

@@ -15,6 +15,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
     @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference) or author (the answer names the author of a reference \"…的作者是X。\").")
     var match: String = "exact"
+    @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
@@ -29,8 +30,9 @@ struct PostEvalArguments: ParsableArguments {
     }
 
     func run(model dir: String, data: String, tokenizer: String?, maxSeqLen: Int) throws {
-        let m = try loadModel(dir)
         let tok = try Tokenizer.load(tokenizer ?? dir)
+        if task != "loss" { try template.apply(to: tok) }
+        let m = try loadModel(dir)
         try m.config.checkTokenizer(vocabSize: tok.vocabSize, source: dir)
         var line: [String: Any] = ["task": task, "model": dir]
         if let f = lora { line["lora"] = f }

@@ -47,6 +47,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Open connections allowed (beyond: an idle or slow-header one is displaced, or 503).")
     var maxConnections = 512
     @Option(help: "OpenBLAS threads.") var threads: Int?
+    @OptionGroup var template: ChatTemplateArgument
 
     var serverConfiguration: ServerConfiguration {
         var cfg = ServerConfiguration()
@@ -86,7 +87,8 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
-        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch)
+        let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch,
+                                               prepareTokenizer: template.apply)
         ensureFileDescriptors()
         let server = OpenAIServer(engine: engine, configuration: serverConfiguration)
         let name = engine.modelName, h = host

@@ -14,6 +14,9 @@ protocol StageCommand: ParsableCommand, DeferredOptionChecks {
     /// `--init`: declared on each stage rather than in a nested option group, which ArgumentParser's debug builds
     /// take seconds to check.
     var initDir: String? { get }
+    /// `--chat-template minimind`: render conversations with MiniMind's template instead of the model's own
+    /// (declared on each stage, like `--init`).
+    var chatTemplate: String? { get }
     /// Sets the stage's own options.
     func configure(_ o: inout StageOptions)
 }
@@ -25,16 +28,19 @@ extension StageCommand {
         o.common = training.options(for: TrainingCommand(Self.stage))
         o.initDir = initDir
         o.tokenizer = training.tokenizer
+        o.chatTemplate = chatTemplate
         configure(&o)
         return o
     }
 
     func validate() throws {
         guard !CommandLineDiagnosis.optionChecksDeferred else { return }
+        try ChatTemplateArgument.check(chatTemplate)
         try TrainingArguments.commandLineError { try options().check() }
     }
 
     func checkOptions() throws {
+        try ChatTemplateArgument.check(chatTemplate)
         try training.checkGroups()
         try TrainingArguments.commandLineError { try options().check() }
     }
@@ -56,6 +62,7 @@ struct SFT: StageCommand {
     static let stage = Stage.sft
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
+    @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     func configure(_ o: inout StageOptions) {}
 }
 
@@ -66,6 +73,7 @@ struct Reason: StageCommand {
     static let stage = Stage.reason
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
+    @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(name: spellings("tag-weight"), help: StageOptionDocs.tagWeight.plainHelp)
     var tagWeight = stageDefault(.reason, \.reasonWeight)
     func configure(_ o: inout StageOptions) { o.reasonWeight = tagWeight }
@@ -77,6 +85,7 @@ struct DPO: StageCommand {
     static let stage = Stage.dpo
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
+    @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(help: StageOptionDocs.reference.help) var reference: String?
     @Option(help: StageOptionDocs.beta.plainHelp) var beta = stageDefault(.dpo, \.beta)
     func configure(_ o: inout StageOptions) { o.reference = reference; o.beta = beta }
@@ -88,6 +97,7 @@ struct Distill: StageCommand {
     static let stage = Stage.distill
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
+    @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(help: StageOptionDocs.teacher.help) var teacher: String?
     @Option(help: StageOptionDocs.alpha.plainHelp) var alpha = stageDefault(.distill, \.alpha)
     @Option(help: StageOptionDocs.temperature.plainHelp) var temperature = stageDefault(.distill, \.temperature)
@@ -106,6 +116,7 @@ struct LoRATrain: StageCommand {
     static let stage = Stage.lora
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
+    @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(name: spellings("lora-rank"), help: StageOptionDocs.loraRank.plainHelp) var loraRank = stageDefault(.lora, \.loraRank)
     @Option(name: spellings("lora-name"), help: StageOptionDocs.loraName.plainHelp) var loraName = stageDefault(.lora, \.loraName)
     func configure(_ o: inout StageOptions) { o.loraRank = loraRank; o.loraName = loraName }
@@ -138,7 +149,7 @@ struct LoRAMerge: ParsableCommand {
         try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         try m.save(directory: tmp)
         try LoRAMergeRecord.write(previous + [entry], directory: tmp)
-        for f in ["tokenizer.json", "tokenizer_config.json"] where fm.fileExists(atPath: model + "/" + f) {
+        for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] where fm.fileExists(atPath: model + "/" + f) {
             try fm.copyItem(atPath: model + "/" + f, toPath: tmp + "/" + f)
         }
         try? fm.removeItem(atPath: out)

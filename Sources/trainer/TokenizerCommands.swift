@@ -24,10 +24,11 @@ func runReportingErrors(_ body: () throws -> Void) throws {
 
 /// Runs `body` for each `{…}` jsonl object on stdin with the loaded tokenizer and a buffered stdout; errors are
 /// reported like every tokenizer command (`Error: stdin line N: …`, exit 1), after the lines before them are answered.
-func forEachStdinObject(tokenizer path: String,
+func forEachStdinObject(tokenizer path: String, prepare: (Tokenizer) throws -> Void = { _ in },
                         _ body: (Tokenizer, [String: Any], Int, StdoutBuffer) throws -> Void) throws {
     try runReportingErrors {
         let tk = try Tokenizer.load(path)
+        try prepare(tk)
         let out = StdoutBuffer()
         defer { out.flush() }
         try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
@@ -108,6 +109,9 @@ struct TokenizerEncode: ParsableCommand {
         commandName: "encode", abstract: "Read {\"text\": …} jsonl on stdin, write {\"ids\": […]} per line on stdout.")
     @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String
     @Option(help: "Encoding threads (output order is input order).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(name: .customLong("add-special-tokens"),
+          help: "Add the special tokens of tokenizer.json's post-processor, as tokenizer(text, add_special_tokens=True).")
+    var addSpecialTokens = false
 
     func run() throws {
         try runReportingErrors {
@@ -115,7 +119,9 @@ struct TokenizerEncode: ParsableCommand {
             let out = StdoutBuffer()
             var pending: [String] = []
             func drain() {
-                for ids in tk.encode(batch: pending, threads: threads) { out.appendIdsLine(ids) }
+                for ids in tk.encode(batch: pending, threads: threads) {
+                    out.appendIdsLine(addSpecialTokens ? tk.applyPostProcessor(ids) : ids)
+                }
                 pending.removeAll(keepingCapacity: true)
                 out.flushIfLarge()
             }
@@ -203,9 +209,10 @@ struct TokenizerChatTemplate: ParsableCommand {
         abstract: "Render the chat template: {\"conversations\"|\"messages\": [{role, content}…]} jsonl on stdin → {\"text\": …}.")
     @Option(help: "tokenizer.json or a directory holding it (and tokenizer_config.json).") var tokenizer: String
     @Flag(help: "Append the assistant generation prompt.") var addGenerationPrompt = false
+    @OptionGroup var template: ChatTemplateArgument
 
     func run() throws {
-        try forEachStdinObject(tokenizer: tokenizer) { tk, o, number, out in
+        try forEachStdinObject(tokenizer: tokenizer, prepare: template.apply) { tk, o, number, out in
             let key = o["conversations"] != nil ? "conversations" : "messages"
             guard let list = o[key] as? [Any] else {
                 throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")

@@ -3,7 +3,7 @@ import Foundation
 @testable import Datasets
 import Tokenizers
 
-/// Fixtures beside the repository (`../shared`).
+/// Fixtures beside the repository (`Tests/Fixtures`).
 enum Fixtures {
     static var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
     static var shared: URL { packageRoot.deletingLastPathComponent().appendingPathComponent("shared") }

@@ -25,6 +25,22 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(ids, g.greedy_ids)
     }
 
+    /// Every id of `stopTokenIds` (config.json's eos_token_id list) ends generation like `eosTokenId`, without being
+    /// yielded.
+    func testStopTokenIdsEndGenerationLikeEos() throws {
+        let model = try MiniMindModel.load(directory: golden("generate_model"))
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        let k = g.greedy_ids.indices.first { i in i > 0 && !g.greedy_ids[..<i].contains(g.greedy_ids[i]) }!
+        var o = SamplingOptions(maxNewTokens: g.max_new_tokens, temperature: 0, eosTokenId: nil)
+        o.stopTokenIds = [g.greedy_ids[k]]
+        XCTAssertEqual(Array(TokenGenerator(model: model, promptIds: g.prompt_ids, options: o)), Array(g.greedy_ids[..<k]))
+        var cfg = model.config
+        cfg.eosTokenIds = [2, Int(g.greedy_ids[k]), 5]
+        XCTAssertEqual(cfg.extraStopTokenIds(besides: 2), [g.greedy_ids[k], 5])
+        o.stopTokenIds = [Int32(cfg.vocabSize)]
+        XCTAssertThrowsError(try o.validate(vocabSize: cfg.vocabSize))
+    }
+
     /// Cached decoding equals a full uncached forward over the same sequence.
     func testCachedEqualsUncached() throws {
         let model = try MiniMindModel.load(directory: golden("generate_model"))
