@@ -1,13 +1,12 @@
 import XCTest
+import TestSupport
 import Foundation
 @testable import Datasets
 import Tokenizers
 
-/// Fixtures beside the repository (`Tests/Fixtures`).
-enum Fixtures {
-    static var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
-    static var shared: URL { packageRoot.deletingLastPathComponent().appendingPathComponent("shared") }
-    static var tokenizer: String { shared.appendingPathComponent("tokenizers/minimind").path }
+/// What the data tests read from `Tests/Fixtures/` (paths from `Fixtures` in Tests/TestSupport), and scratch dirs.
+extension Fixtures {
+    static var tokenizer: String { miniMindTokenizer }
 
     static func tempDir(_ name: String) -> String {
         let d = NSTemporaryDirectory() + "swiftmind-\(name)-\(UUID().uuidString.prefix(8))"
