@@ -240,7 +240,10 @@ public final class TokenCache: @unchecked Sendable {
     public static func directory(for dataPath: String, key: TokenCacheKey, cacheRoot: String) -> String {
         let abs = URL(fileURLWithPath: dataPath).standardizedFileURL.path
         var h = FNV1a64(); h.add(abs); h.add("\u{0}v\(formatVersion)\u{0}"); h.add(key.canonical)
-        let base = (abs as NSString).lastPathComponent
+        // The file's name, cut to 96 UTF-8 bytes (at a character boundary) so that the directory's name and its
+        // `.tmp-HOST-PID-N` / `.old-…` siblings stay under the 255-byte name limit; the hash tells files apart.
+        var base = Substring((abs as NSString).lastPathComponent)
+        while base.utf8.count > 96 { base = base.dropLast() }
         return (cacheRoot as NSString).appendingPathComponent("\(base)-\(key.kind.rawValue)-\(h.hex)")
     }
 
@@ -299,12 +302,27 @@ public final class TokenCache: @unchecked Sendable {
         let fm = FileManager.default
         let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer, field: field)
         let dir = directory(for: dataPath, key: key, cacheRoot: cacheRoot)
-        try fm.createDirectory(atPath: cacheRoot, withIntermediateDirectories: true)
+        /// `mkdir -p`, failing with the system's reason (e.g. "Not a directory", "Permission denied") for the
+        /// component that could not be made.
+        func makeDirectory(_ path: String) throws {
+            var prefix = path.hasPrefix("/") ? "" : "."
+            for part in path.split(separator: "/") {
+                prefix += "/" + part
+                if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                    throw DataError.badCache(path: path, reason: "token cache root (--cache-dir / $SWIFTMIND_CACHE): cannot create \(prefix): \(String(cString: strerror(errno)))")
+                }
+            }
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+                throw DataError.badCache(path: path, reason: "token cache root (--cache-dir / $SWIFTMIND_CACHE): not a directory")
+            }
+        }
+        try makeDirectory(cacheRoot)
         removeAbandonedBuilds(in: cacheRoot)
         let before = try SourceIdentity.of(path: dataPath)
         let tmp = dir + ".tmp-" + buildTag()
         try? fm.removeItem(atPath: tmp)
-        try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        try makeDirectory(tmp)
         var committed = false
         defer { if !committed { try? fm.removeItem(atPath: tmp) } }
 

@@ -5,21 +5,12 @@ import Foundation
 import Tokenizers
 
 /// Building, keying and reusing token caches: abandoned builds, errors naming FILE:LINE, blank lines, keys.
-final class CacheBuildTests: XCTestCase {
-    var work = ""
+final class CacheBuildTests: ScratchDirTestCase {
     var tok: Tokenizer!
 
     override func setUpWithError() throws {
-        work = Fixtures.tempDir("cachebuild")
+        try super.setUpWithError()
         tok = try Tokenizer.load(Fixtures.tokenizer)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
-
-    func write(_ content: String, _ name: String) throws -> String {
-        let p = work + "/" + name
-        try content.write(toFile: p, atomically: true, encoding: .utf8)
-        return p
     }
 
     static let sftRow = #"{"conversations": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "<think>x</think>\n<answer>好</answer>"}]}"#
@@ -128,6 +119,24 @@ final class CacheBuildTests: XCTestCase {
     }
 
     /// The key: one cache per kind, reused across `max_seq_len`, rebuilt when the chat template changes.
+    /// A data file with a long (legal) name still gets a cache (the directory name keeps 96 bytes of it); a cache root
+    /// that is a file, or under one, is a named error, not a Foundation dump.
+    func testLongFileNamesAndBadCacheRoots() throws {
+        let long = String(repeating: "名", count: 80) + String(repeating: "n", count: 5) + ".jsonl"   // 245 bytes
+        let path = try write(Self.textRow + "\n", long)
+        let c = try TokenCache.build(dataPath: path, kind: .pretrain, tokenizer: tok, cacheRoot: work + "/long", threads: 1)
+        XCTAssertEqual(c.count, 1)
+        XCTAssertLessThanOrEqual((c.directory as NSString).lastPathComponent.utf8.count, 96 + 40)
+        XCTAssertFalse(try TokenCache.openOrBuild(dataPath: path, kind: .pretrain, tokenizer: tok, cacheRoot: work + "/long", threads: 1).built)
+        let file = try write("", "not-a-dir")
+        for root in [file, file + "/sub"] {
+            XCTAssertThrowsError(try TokenCache.build(dataPath: path, kind: .pretrain, tokenizer: tok, cacheRoot: root, threads: 1)) {
+                let m = "\($0)"
+                XCTAssertTrue(m.hasPrefix(root + ": ") && m.contains("--cache-dir") && m.contains("ot a directory"), m)
+            }
+        }
+    }
+
     func testKeysSeparateKindsAndTemplates() throws {
         let path = try write(Self.sftRow + "\n", "k.jsonl")
         let root = work + "/keys"

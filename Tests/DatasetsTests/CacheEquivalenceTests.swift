@@ -94,21 +94,12 @@ struct RowGenerator {
 /// datasets the stages used before (`ReferenceInMemoryDatasets.swift`), for ≥ 100 random rows per stage and several
 /// `max_seq_len` from one cache. LoRA and distillation train on the SFT dataset (`StageObjective`), so the SFT cases
 /// cover them.
-final class CacheEquivalenceTests: XCTestCase {
-    var work = ""
+final class CacheEquivalenceTests: ScratchDirTestCase {
     var tok: Tokenizer!
 
     override func setUpWithError() throws {
-        work = Fixtures.tempDir("equiv")
+        try super.setUpWithError()
         tok = try Tokenizer.load(Fixtures.tokenizer)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
-
-    func write(_ content: String, _ name: String) throws -> String {
-        let p = work + "/" + name
-        try content.write(toFile: p, atomically: true, encoding: .utf8)
-        return p
     }
 
     func assertSame(_ a: Batch, _ b: Batch, _ what: String, file: StaticString = #filePath, line: UInt = #line) {

@@ -1,18 +1,16 @@
 import XCTest
+import TestSupport
 import Foundation
 @testable import Datasets
 import Tokenizers
 
 /// MiniMind pretrain sample semantics and the token cache, with MiniMind's real tokenizer.
-final class DataCacheTests: XCTestCase {
-    var work = ""
+final class DataCacheTests: ScratchDirTestCase {
     var tok: Tokenizer!
 
     override func setUpWithError() throws {
-        work = TrainerRunner.tempDir("data")
+        try super.setUpWithError()
         tok = try Tokenizer.load(TrainerRunner.tokenizer)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
     }
 
     func write(_ texts: [String], to name: String) throws -> String {

@@ -111,20 +111,5 @@ enum TrainerRunner {
         return Array(m.params)
     }
 
-    static func tempDir(_ name: String) -> String {
-        let d = NSTemporaryDirectory() + "swiftmind-\(name)-\(UUID().uuidString.prefix(8))"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
-}
-
-/// A test case with a fresh scratch directory `work`, removed after each test.
-class ScratchDirTestCase: XCTestCase {
-    var work = ""
-    override func setUpWithError() throws {
-        work = TrainerRunner.tempDir("hard")
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let d = work
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
-    }
+    static func tempDir(_ name: String) -> String { Fixtures.tempDir(name) }
 }
