@@ -17,7 +17,9 @@ struct DataInspect: ParsableCommand {
     @Option(help: "sft | reason | dpo | pretrain") var stage: String = "sft"
     @Option(help: "tokenizer.json or its directory.") var tokenizer: String
     @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")]) var maxSeqLen: Int = 512
-    @Option(help: "jsonl file in the stage's format.") var data: String
+    @Option(name: [.customLong("data"), .customLong("data-path"), .customLong("data_path")],
+            help: "jsonl file in the stage's format.") var data: String
+    @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
     @Option(help: "Show at most N samples.") var limit: Int?
     @Flag(help: "One JSON line per row.") var json = false
     @OptionGroup var template: ChatTemplateArgument
@@ -31,22 +33,24 @@ struct DataInspect: ParsableCommand {
         let tok = try Tokenizer.load(tokenizer)
         if stage != "pretrain" { try template.apply(to: tok) }
         var rows: [(ids: [Int32], labels: [Int32], mask: [Float])] = []
-        // The stage's token cache (the one training reads), kept under the temporary directory.
-        let root = NSTemporaryDirectory() + "swiftmind-inspect-cache"
+        // The stage's token cache, in the same root training uses: inspecting builds (or reuses) the cache the
+        // training run reads.
+        let root = cacheDir ?? TokenCache.defaultCacheRoot
+        let threads = ProcessInfo.processInfo.activeProcessorCount
         switch stage {
         case "sft", "reason":
-            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .sft, tokenizer: tok, cacheRoot: root, threads: 2).0
+            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .sft, tokenizer: tok, cacheRoot: root, threads: threads).0
             let ds = SFTDataset(cache: cache, tokenizer: tok, maxLength: maxSeqLen,
                                 reasonWeighting: stage == "reason" ? ReasonTagWeighting(tokenizer: tok) : nil)
             for i in 0..<min(ds.count, limit ?? ds.count) { let s = try ds.sample(i); rows.append((s.inputIds, s.labels, s.lossMask)) }
         case "dpo":
-            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .dpo, tokenizer: tok, cacheRoot: root, threads: 2).0
+            let cache = try TokenCache.openOrBuild(dataPath: data, kind: .dpo, tokenizer: tok, cacheRoot: root, threads: threads).0
             let ds = DPODataset(cache: cache, tokenizer: tok, maxLength: maxSeqLen)
             for i in 0..<min(ds.count, limit ?? ds.count) {
                 for rej in [false, true] { let s = try ds.sample(i, rejected: rej); rows.append((s.inputIds, s.labels, s.lossMask)) }
             }
         case "pretrain":
-            let cache = try TokenCache.openOrBuild(dataPath: data, tokenizer: tok, cacheRoot: root, threads: 2).0
+            let cache = try TokenCache.openOrBuild(dataPath: data, tokenizer: tok, cacheRoot: root, threads: threads).0
             let ds = PretrainDataset(cache: cache, maxSeqLen: maxSeqLen, padTokenId: tok.padTokenId)
             for i in 0..<min(ds.count, limit ?? ds.count) {
                 let b = try ds.batch(indices: [i][...])
