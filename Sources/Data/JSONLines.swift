@@ -6,6 +6,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case cannotOpen(path: String, reason: String)
     case malformedLine(path: String, line: Int, reason: String)
     case missingField(path: String, line: Int, field: String)
+    /// A field that is present (or an element of one) but not of the type the format needs.
+    case wrongType(path: String, line: Int, field: String, expected: String)
     case badCache(path: String, reason: String)
     case empty(path: String)
 
@@ -14,6 +16,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case let .cannotOpen(path, reason): return "\(path): cannot open: \(reason)"
         case let .malformedLine(path, line, reason): return "\(path):\(line): malformed JSON line: \(reason)"
         case let .missingField(path, line, field): return "\(path):\(line): field \"\(field)\" missing or not a string"
+        case let .wrongType(path, line, field, expected): return "\(path):\(line): field \"\(field)\" must be \(expected)"
         case let .badCache(path, reason): return "\(path): bad token cache: \(reason)"
         case let .empty(path): return "\(path): no samples"
         }

@@ -61,17 +61,25 @@ public struct ChatSample: Sendable, Equatable {
 
 /// Parses a conversation array `[{"role", "content"}, …]` of `field` on `line`.
 func parseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
-    guard let turns = value as? [Any], !turns.isEmpty else { throw DataError.missingField(path: path, line: line, field: field) }
+    guard let value else { throw DataError.wrongType(path: path, line: line, field: field, expected: "present: a non-empty list of {\"role\", \"content\"} objects") }
+    guard let turns = value as? [Any], !turns.isEmpty else {
+        throw DataError.wrongType(path: path, line: line, field: field, expected: "a non-empty list of {\"role\", \"content\"} objects")
+    }
     var msgs: [ChatMessage] = []
     for (i, t) in turns.enumerated() {
-        guard let d = t as? [String: Any], let content = d["content"] as? String else {
-            throw DataError.missingField(path: path, line: line, field: "\(field)[\(i)].content")
+        guard let d = t as? [String: Any] else {
+            throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)]", expected: "an object {\"role\", \"content\"}")
+        }
+        guard let content = d["content"] as? String else {
+            throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)].content", expected: "a string")
         }
         let role: String
         if rolesByParity {
             role = i % 2 == 0 ? "user" : "assistant"
         } else {
-            guard let r = d["role"] as? String else { throw DataError.missingField(path: path, line: line, field: "\(field)[\(i)].role") }
+            guard let r = d["role"] as? String else {
+                throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)].role", expected: "a string")
+            }
             role = r
         }
         msgs.append(ChatMessage(role: role, content: content))

@@ -70,12 +70,14 @@ final class CacheBuildTests: ScratchDirTestCase {
     func testMalformedLinesNameFileAndLine() throws {
         let cases: [(TokenCacheKind, String, DataError?)] = [
             (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": \"q\"}", nil),
-            (.sft, "{\"conversations\": []}", .missingField(path: "", line: 0, field: "conversations")),
-            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": 3}]}", .missingField(path: "", line: 0, field: "conversations[0].content")),
+            (.sft, "{\"conversations\": []}", .wrongType(path: "", line: 0, field: "conversations", expected: "a non-empty list of {\"role\", \"content\"} objects")),
+            (.sft, "{\"conversations\": \"hello\"}", .wrongType(path: "", line: 0, field: "conversations", expected: "a non-empty list of {\"role\", \"content\"} objects")),
+            (.sft, "{\"conversations\": [1, 2]}", .wrongType(path: "", line: 0, field: "conversations[0]", expected: "an object {\"role\", \"content\"}")),
+            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": 3}]}", .wrongType(path: "", line: 0, field: "conversations[0].content", expected: "a string")),
             (.sft, "[1, 2]", .malformedLine(path: "", line: 0, reason: "not a JSON object")),
-            (.dpo, Self.dpoRow.replacingOccurrences(of: "\"rejected\"", with: "\"rej\""), .missingField(path: "", line: 0, field: "rejected")),
+            (.dpo, Self.dpoRow.replacingOccurrences(of: "\"rejected\"", with: "\"rej\""), .wrongType(path: "", line: 0, field: "rejected", expected: "present: a non-empty list of {\"role\", \"content\"} objects")),
             (.dpo, "{\"chosen\": [{\"content\": \"q\"}], \"rejected\": [{\"role\": \"user\", \"content\": \"q\"}]}",
-             .missingField(path: "", line: 0, field: "chosen[0].role")),
+             .wrongType(path: "", line: 0, field: "chosen[0].role", expected: "a string")),
             (.pretrain, "{\"text\": broken}", .malformedLine(path: "", line: 0, reason: "not valid JSON")),
             (.pretrain, "{\"txt\": \"a\"}", .missingField(path: "", line: 0, field: "text")),
         ]
@@ -90,6 +92,9 @@ final class CacheBuildTests: ScratchDirTestCase {
                                                           threads: 2, idBytes: nil, chunkBytes: chunk, progress: nil)) { e in
                     XCTAssertTrue("\(e)".hasPrefix("\(path):43: "), "\(kind) chunk \(chunk): \(e)")
                     if case .missingField(_, _, let f)? = expected { XCTAssertEqual(e as? DataError, .missingField(path: path, line: 43, field: f)) }
+                    if case .wrongType(_, _, let f, let t)? = expected {
+                        XCTAssertEqual(e as? DataError, .wrongType(path: path, line: 43, field: f, expected: t))
+                    }
                     if case .malformedLine(_, _, let r)? = expected { XCTAssertEqual(e as? DataError, .malformedLine(path: path, line: 43, reason: r)) }
                 }
                 XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), [], "nothing half-written")
