@@ -101,7 +101,9 @@ public enum Checkpoints {
     /// error naming the path), removes leftovers of a killed run (`.checkpoint-N.tmp-PID`, `.final.tmp-PID`,
     /// `.NAME.old-PID`), and refuses a fresh (non-`--resume`) run into a directory that holds another run's
     /// checkpoints, which would otherwise be mixed with the new ones.
-    public static func prepareOutDir(_ outDir: String, resume: Bool) throws {
+    /// Returns the directory's lock (`OutDirLock`), held until the returned object is released: a second run in
+    /// the same directory is refused before it removes or writes anything there.
+    public static func prepareOutDir(_ outDir: String, resume: Bool) throws -> OutDirLock {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         if fm.fileExists(atPath: outDir, isDirectory: &isDir) {
@@ -111,12 +113,14 @@ public enum Checkpoints {
                 throw TrainingError.io(path: outDir, reason: "cannot create the --out-dir directory (\(describeFileError(error, path: outDir)))")
             }
         }
+        let lock = try OutDirLock.acquire(outDir: outDir)
         for n in (try? fm.contentsOfDirectory(atPath: outDir)) ?? [] where n.hasPrefix(".") && (n.contains(".tmp-") || n.contains(".old-")) {
             try? fm.removeItem(atPath: (outDir as NSString).appendingPathComponent(n))
         }
         if !resume, let last = list(outDir: outDir).last {
             throw TrainingError.invalidOption("\(outDir) already holds checkpoints of another run (\((last.path as NSString).lastPathComponent)); pass --resume to continue it, or choose another --out-dir")
         }
+        return lock
     }
 
     /// Complete checkpoints in `outDir` (those holding `trainer_state.json`), sorted by step, oldest first.
@@ -239,5 +243,51 @@ func readFloatTensors(_ path: String) throws -> ([String: [Float]], [String: Str
         return (tensors, f.metadata)
     } catch let e as ModelError {
         throw TrainingError.badCheckpoint(path: path, reason: "\(e)")
+    }
+}
+
+/// The lock of an output directory, held by rank 0 for a whole run: `OUT/.swiftmind.lock`, an advisory `flock(2)`
+/// lock (released by the kernel when the holding process ends, however it ends), whose text names the holder
+/// (`host <name> pid <pid>`). A second run in the same directory is refused with that text; a lock file whose process
+/// is gone is taken over (`previousHolder` says whose it was, for a warning).
+public final class OutDirLock {
+    public static let fileName = ".swiftmind.lock"
+    private let fd: Int32
+    /// The text of a lock file left by a process that is gone, nil when there was none.
+    public let previousHolder: String?
+
+    /// - Throws: `TrainingError.invalidOption` naming the holder when another process holds the lock;
+    ///   `TrainingError.io` when the lock file cannot be opened or written.
+    public static func acquire(outDir: String) throws -> OutDirLock {
+        let path = (outDir as NSString).appendingPathComponent(fileName)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw TrainingError.io(path: path, reason: "cannot open the run lock: \(String(cString: strerror(errno)))") }
+        func text() -> String {
+            var buf = [UInt8](repeating: 0, count: 512)
+            let n = pread(fd, &buf, buf.count, 0)
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let holder = text()
+            close(fd)
+            throw TrainingError.invalidOption("\(outDir) is in use by another run (\(holder.isEmpty ? "holder unknown" : holder)); wait for it to end or choose another --out-dir")
+        }
+        let previous = text()
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let me = "host \(String(cString: host)) pid \(getpid())\n"
+        let bytes = Array(me.utf8)
+        guard ftruncate(fd, 0) == 0, pwrite(fd, bytes, bytes.count, 0) == bytes.count else {
+            let e = String(cString: strerror(errno)); close(fd)
+            throw TrainingError.io(path: path, reason: "cannot write the run lock: \(e)")
+        }
+        return OutDirLock(fd: fd, previousHolder: previous.isEmpty ? nil : previous)
+    }
+
+    private init(fd: Int32, previousHolder: String?) { self.fd = fd; self.previousHolder = previousHolder }
+
+    deinit {
+        _ = ftruncate(fd, 0)   // an ended run leaves an empty lock file: nothing to warn about next time
+        close(fd)
     }
 }

@@ -155,7 +155,14 @@ final class TrainingLoop {
     /// Prepares the output directory (rank 0), builds the objective with `make` and trains it.
     func run(_ make: () throws -> TrainingObjective) throws -> PretrainSummary {
         let o = options
-        if rank == 0 { try Checkpoints.prepareOutDir(o.outDir, resume: o.resume) }
+        var lock: OutDirLock?
+        if rank == 0 {
+            lock = try Checkpoints.prepareOutDir(o.outDir, resume: o.resume)
+            if let was = lock?.previousHolder {
+                logger.warning("\(o.outDir): taking over the run lock left by \(was), whose process is gone")
+            }
+        }
+        defer { withExtendedLifetime(lock) {} }
         let objective = try make()
         return try train(objective)
     }

@@ -31,7 +31,7 @@ final class RunHardeningTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("became NaN at step 2") || r.stderr.contains("became inf at step 2"), r.stderr)
         let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
-        XCTAssertEqual(names, ["checkpoint-1", "metrics.jsonl"])
+        XCTAssertEqual(names, [OutDirLock.fileName, "checkpoint-1", "metrics.jsonl"])   // the run lock stays, emptied
         XCTAssertEqual(try TrainerRunner.losses(outDir: out).map(\.step), [1])
         // Non-finite numbers in a metrics record are written as null, not an NSCocoa error.
         let m = try MetricsWriter(path: work + "/m.jsonl")
