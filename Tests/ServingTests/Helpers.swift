@@ -45,14 +45,15 @@ func trainerBinary() throws -> URL {
 }
 
 /// Runs `trainer args` to its end (at most `timeout` seconds, then it is terminated): status, stdout, stderr.
-func runTrainer(_ args: [String], timeout: Double = 60) throws -> (Int32, String, String) {
+/// Standard input is empty, or the file at `stdinFile`.
+func runTrainer(_ args: [String], timeout: Double = 60, stdinFile: String? = nil) throws -> (Int32, String, String) {
     let p = Process()
     p.executableURL = try trainerBinary()
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["OPENBLAS_NUM_THREADS"] = "1"
     p.environment = env
-    p.standardInput = FileHandle.nullDevice
+    p.standardInput = stdinFile.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
     let out = Pipe(), err = Pipe()
     p.standardOutput = out; p.standardError = err
     try p.run()
