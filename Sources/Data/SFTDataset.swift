@@ -4,23 +4,6 @@
 import Foundation
 import Tokenizers
 
-/// A set of samples that yields micro-batches `[B, T]` (pretrain, SFT, DPO pairs …).
-public protocol BatchDataset: AnyObject {
-    /// Number of samples (a DPO sample is one chosen/rejected pair).
-    var count: Int { get }
-    /// Positions per row.
-    var seqLen: Int { get }
-    /// Rows a batch of `n` samples has (`n`, or `2n` for DPO pairs).
-    func rows(forSamples n: Int) -> Int
-    /// The batch of the given sample indices, materialised from the token cache.
-    /// - Throws: `DataError.badCache` when the cache holds an id outside the vocab (changed after it was built).
-    func batch(indices: ArraySlice<Int>) throws -> Batch
-}
-
-extension PretrainDataset: BatchDataset {
-    public func rows(forSamples n: Int) -> Int { n }
-}
-
 /// MiniMind's assistant-span loss mask over ids already truncated/padded to `maxLength`.
 ///
 /// For every occurrence of `bos` (the ids of `<|im_start|>assistant`) it finds the next `eos` (`<|im_end|>`) and sets
@@ -147,6 +130,36 @@ public struct ReasonTagWeighting: Sendable {
     }
 }
 
+/// What the SFT and DPO datasets share: a chat `TokenCache` (`.sft` or `.dpo`: rendered, encoded, untruncated ids)
+/// whose sequences one `ChatRenderer` truncates / pads to `maxLength` ids and masks when a batch is asked for.
+public class ChatCacheDataset: @unchecked Sendable {
+    /// The jsonl file the cache was built from.
+    public var path: String { cache.meta.sourcePath }
+    public let maxLength: Int
+    /// Positions per row, `maxLength - 1`.
+    public var seqLen: Int { maxLength - 1 }
+    /// Sequences of an `.sft` cache, pairs of a `.dpo` cache.
+    public var count: Int { cache.count }
+    public let cache: TokenCache
+    let renderer: ChatRenderer
+
+    /// Traps unless `maxLength ≥ 2` and `cache` is of `kind`.
+    init(cache: TokenCache, kind: TokenCacheKind, tokenizer: Tokenizer, maxLength: Int) {
+        precondition(maxLength >= 2, "max_length must be at least 2")
+        precondition(cache.kind == kind, "\(type(of: self)) needs a \(kind) token cache, got \(cache.kind)")
+        self.maxLength = maxLength; self.cache = cache
+        renderer = ChatRenderer(tokenizer: tokenizer, maxLength: maxLength)
+    }
+
+    /// Reads, renders and encodes the whole jsonl file at `path` into memory, keeping every sequence's turns (small
+    /// evaluation files; training uses a built cache).
+    static func loadInMemory(path: String, kind: TokenCacheKind, tokenizer: Tokenizer, maxLength: Int,
+                             threads: Int) throws -> (TokenCache, [[ChatMessage]]) {
+        precondition(maxLength >= 2, "max_length must be at least 2")
+        return try TokenCache.load(dataPath: path, kind: kind, tokenizer: tokenizer, threads: threads, keepConversations: true)
+    }
+}
+
 /// SFT samples (MiniMind `SFTDataset`): `{"conversations": [{"role","content"}, …]}` per line; roles are assigned by turn
 /// parity (even = user, odd = assistant), rendered with the tokenizer's chat template, encoded, truncated / right-padded
 /// with pad (0) to `maxLength`; X = ids[:-1], Y = ids[1:], loss_mask = chatLossMask(ids)[1:].
@@ -154,15 +167,9 @@ public struct ReasonTagWeighting: Sendable {
 ///
 /// The ids come from a `.sft` `TokenCache` (training: memory-mapped; `init(path:…)`: held in memory); a sample is
 /// materialised from the first `maxLength` ids of its sequence when a batch is asked for.
-public final class SFTDataset: BatchDataset, @unchecked Sendable {
-    public let path: String
-    public let maxLength: Int
-    public var seqLen: Int { maxLength - 1 }
-    public var count: Int { cache.count }
-    public let cache: TokenCache
+public final class SFTDataset: ChatCacheDataset, BatchDataset, @unchecked Sendable {
     /// Every sample's turns (roles by parity) for a dataset loaded with `init(path:…)`; empty on a built cache.
     public let conversations: [[ChatMessage]]
-    let renderer: ChatRenderer
     public var reasonWeighting: ReasonTagWeighting?
 
     /// Samples of a `.sft` cache (`TokenCache.openOrBuild(…, kind: .sft, …)`) built with `tokenizer`.
@@ -174,19 +181,15 @@ public final class SFTDataset: BatchDataset, @unchecked Sendable {
     /// - Throws: `DataError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
     public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                             reasonWeighting: ReasonTagWeighting? = nil) throws {
-        precondition(maxLength >= 2, "max_length must be at least 2")
-        let (cache, convs) = try TokenCache.load(dataPath: path, kind: .sft, tokenizer: tokenizer, threads: threads, keepConversations: true)
+        let (cache, convs) = try ChatCacheDataset.loadInMemory(path: path, kind: .sft, tokenizer: tokenizer, maxLength: maxLength, threads: threads)
         self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength, reasonWeighting: reasonWeighting)
     }
 
     private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int,
                  reasonWeighting: ReasonTagWeighting?) {
-        precondition(maxLength >= 2, "max_length must be at least 2")
-        precondition(cache.kind == .sft, "SFTDataset needs an sft token cache, got \(cache.kind)")
-        self.path = cache.meta.sourcePath; self.maxLength = maxLength; self.cache = cache
         self.conversations = conversations
-        renderer = ChatRenderer(tokenizer: tokenizer, maxLength: maxLength)
         self.reasonWeighting = reasonWeighting
+        super.init(cache: cache, kind: .sft, tokenizer: tokenizer, maxLength: maxLength)
     }
 
     public func rows(forSamples n: Int) -> Int { n }
@@ -208,15 +211,9 @@ public final class SFTDataset: BatchDataset, @unchecked Sendable {
 /// rendered, truncated/padded to `maxLength` and masked like SFT. A batch of n pairs has 2n rows: rows [0, n) chosen,
 /// [n, 2n) rejected (the order `train_dpo.py` concatenates them in). The ids come from a `.dpo` `TokenCache`
 /// (sequence 2i chosen, 2i + 1 rejected).
-public final class DPODataset: BatchDataset, @unchecked Sendable {
-    public let path: String
-    public let maxLength: Int
-    public var seqLen: Int { maxLength - 1 }
-    public var count: Int { cache.count }
-    public let cache: TokenCache
+public final class DPODataset: ChatCacheDataset, BatchDataset, @unchecked Sendable {
     /// The pairs' turns for a dataset loaded with `init(path:…)`; empty on a built cache.
     public let chosenConversations: [[ChatMessage]], rejectedConversations: [[ChatMessage]]
-    let renderer: ChatRenderer
 
     /// Pairs of a `.dpo` cache built with `tokenizer`.
     public convenience init(cache: TokenCache, tokenizer: Tokenizer, maxLength: Int) {
@@ -225,18 +222,14 @@ public final class DPODataset: BatchDataset, @unchecked Sendable {
 
     /// Reads, renders and encodes the whole file into memory (small evaluation files; training uses a built cache).
     public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        precondition(maxLength >= 2, "max_length must be at least 2")
-        let (cache, convs) = try TokenCache.load(dataPath: path, kind: .dpo, tokenizer: tokenizer, threads: threads, keepConversations: true)
+        let (cache, convs) = try ChatCacheDataset.loadInMemory(path: path, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength, threads: threads)
         self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength)
     }
 
     private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
-        precondition(maxLength >= 2, "max_length must be at least 2")
-        precondition(cache.kind == .dpo, "DPODataset needs a dpo token cache, got \(cache.kind)")
-        self.path = cache.meta.sourcePath; self.maxLength = maxLength; self.cache = cache
         chosenConversations = stride(from: 0, to: conversations.count, by: 2).map { conversations[$0] }
         rejectedConversations = stride(from: 1, to: conversations.count, by: 2).map { conversations[$0] }
-        renderer = ChatRenderer(tokenizer: tokenizer, maxLength: maxLength)
+        super.init(cache: cache, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength)
     }
 
     public func rows(forSamples n: Int) -> Int { 2 * n }

@@ -108,24 +108,3 @@ public func formatDuration(_ s: Double) -> String {
     if t < 3600 { return String(format: "%dm%02ds", t / 60, t % 60) }
     return String(format: "%dh%02dm%02ds", t / 3600, (t % 3600) / 60, t % 60)
 }
-
-/// Errors raised by the training loop; each names the file or option at fault.
-public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
-    case io(path: String, reason: String)
-    case badCheckpoint(path: String, reason: String)
-    case invalidOption(String)
-    case mismatch(String)
-    /// The loss (or gradient norm) stopped being finite; the run stops before the optimizer applies it.
-    case diverged(String)
-
-    public var description: String {
-        switch self {
-        case let .io(path, reason): return "\(path): \(reason)"
-        case let .badCheckpoint(path, reason): return "\(path): bad checkpoint: \(reason)"
-        case let .invalidOption(m): return m
-        case let .mismatch(m): return m
-        case let .diverged(m): return m
-        }
-    }
-    public var errorDescription: String? { description }
-}
