@@ -10,7 +10,7 @@ import SwiftMindDistributed
 /// Options of `trainer pretrain`: the shared `TrainingOptions` (MiniMind's names and 2025-04 defaults, read and
 /// written through as `o.batchSize` …) plus the tokenizer.
 @dynamicMemberLookup
-public struct PretrainOptions: Codable, Sendable {
+public struct PretrainOptions: Codable, Sendable, ObjectiveOptions {
     public var common = TrainingOptions()
     /// tokenizer.json, or a directory holding it (and tokenizer_config.json).
     public var tokenizer = "model"
@@ -22,52 +22,9 @@ public struct PretrainOptions: Codable, Sendable {
     }
 
     func validate() throws { try common.validate() }
-}
 
-public final class Pretrainer {
-    public let options: PretrainOptions
-    public let comm: Communicator
-    public var logger: Logger
-
-    public init(options: PretrainOptions, communicator: Communicator, logger: Logger = Logger(label: "swiftmind.pretrain")) {
-        self.options = options
-        self.comm = communicator
-        self.logger = logger
-    }
-
-    /// Tokenizer files to copy into checkpoints: `tokenizer.json` and, if present, `tokenizer_config.json` and
-    /// `chat_template.jinja`.
-    static func tokenizerFiles(_ path: String) -> [String] {
-        var isDir: ObjCBool = false
-        let fm = FileManager.default
-        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return [] }
-        let dir = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
-        let tj = isDir.boolValue ? dir + "/tokenizer.json" : path
-        return [tj, dir + "/tokenizer_config.json", dir + "/chat_template.jinja"].filter { fm.fileExists(atPath: $0) }
-    }
-
-    /// Optimizer steps in the rest of the run from (epoch, position), capped so the total does not exceed `maxSteps`.
-    static func plannedSteps(datasetSize n: Int, epochs: Int, fromEpoch: Int, position: Int, world: Int,
-                             samplesPerRankPerStep: Int) -> Int {
-        // Arithmetic, not a loop over epochs: `--epochs 1000000000000` must not hang. Saturates at Int.max.
-        guard fromEpoch < epochs, n > 0, world > 0, samplesPerRankPerStep > 0 else { return 0 }
-        func steps(from start: Int) -> Int {
-            let perRank = n > start ? (n - start + world - 1) / world : 0
-            return perRank / samplesPerRankPerStep
-        }
-        let first = steps(from: max(0, position))
-        let (rest, o1) = (epochs - fromEpoch - 1).multipliedReportingOverflow(by: steps(from: 0))
-        let (total, o2) = first.addingReportingOverflow(rest)
-        return o1 || o2 ? Int.max : total
-    }
-
-    /// Trains: the language-model objective in the shared `TrainingLoop`.
-    @discardableResult
-    public func run() throws -> PretrainSummary {
-        try options.validate()
-        return try TrainingLoop(options: options.common, communicator: comm, logger: logger).run {
-            try LanguageModelObjective(options: options, communicator: comm, logger: logger)
-        }
+    func makeObjective(communicator: Communicator, logger: Logger) throws -> TrainingObjective {
+        try LanguageModelObjective(options: self, communicator: communicator, logger: logger)
     }
 }
 

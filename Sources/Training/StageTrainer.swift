@@ -17,7 +17,7 @@ public enum Stage: String, Codable, Sendable, CaseIterable {
 /// Options of `trainer sft|lora|dpo|reason|distill`: the shared `TrainingOptions` (read and written through as
 /// `o.batchSize` …) plus the stage's own; defaults per stage from `defaults(for:)`.
 @dynamicMemberLookup
-public struct StageOptions: Codable, Sendable {
+public struct StageOptions: Codable, Sendable, ObjectiveOptions {
     public var stage: Stage
     public var common = TrainingOptions()
     /// Tokenizer file or directory; nil = the --init directory.
@@ -72,29 +72,9 @@ public struct StageOptions: Codable, Sendable {
             try check(temperature > 0, "--temperature must be > 0")
         }
     }
-}
 
-public final class StageTrainer {
-    public let options: StageOptions
-    public let comm: Communicator
-    public var logger: Logger
-
-    public init(options: StageOptions, communicator: Communicator, logger: Logger = Logger(label: "swiftmind.stage")) {
-        self.options = options
-        self.comm = communicator
-        self.logger = logger
-    }
-
-    /// Name of the adapter file in a checkpoint directory and in OUT/final/ (OUT/ itself gets `--lora-name`'s).
-    public static let adapterFile = "lora.safetensors"
-
-    /// Trains: the stage's objective in the shared `TrainingLoop`.
-    @discardableResult
-    public func run() throws -> PretrainSummary {
-        try options.validate()
-        return try TrainingLoop(options: options.common, communicator: comm, logger: logger).run {
-            try StageObjective(options: options, communicator: comm, logger: logger)
-        }
+    func makeObjective(communicator: Communicator, logger: Logger) throws -> TrainingObjective {
+        try StageObjective(options: self, communicator: communicator, logger: logger)
     }
 }
 
@@ -110,6 +90,9 @@ final class StageObjective: TrainingObjective {
         /// α·CE + (1−α)·T²·KL(teacher ‖ student) over Σ mask; `extra` = the CE part.
         case distill(teacher: MiniMindModel, alpha: Double, temperature: Double)
     }
+
+    /// Name of the adapter file in a checkpoint directory and in OUT/final/ (OUT/ itself gets `--lora-name`'s).
+    static let adapterFile = "lora.safetensors"
 
     let stage: Stage
     let report: RunReport
@@ -246,7 +229,7 @@ final class StageObjective: TrainingObjective {
     }
 
     func loadWeights(checkpoint dir: String) throws {
-        if let a = adapters { try a.load(path: dir + "/" + StageTrainer.adapterFile); return }
+        if let a = adapters { try a.load(path: dir + "/" + StageObjective.adapterFile); return }
         let loaded = try MiniMindModel.load(directory: dir)
         guard loaded.config == model.config else { throw TrainingError.badCheckpoint(path: dir, reason: "its config.json differs from the model") }
         _ = model.params.update(fromContentsOf: UnsafeBufferPointer(loaded.params))
@@ -254,7 +237,7 @@ final class StageObjective: TrainingObjective {
 
     /// LoRA: the adapter beside the (unchanged) base in every checkpoint and in final/.
     func didWrite(directory: String) throws {
-        if let a = adapters { try a.save(path: directory + "/" + StageTrainer.adapterFile) }
+        if let a = adapters { try a.save(path: directory + "/" + StageObjective.adapterFile) }
     }
 
     /// LoRA: OUT/<lora-name>.safetensors (default OUT/lora.safetensors), the file `lora merge` and `--lora` take.

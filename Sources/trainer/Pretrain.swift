@@ -56,7 +56,7 @@ struct Pretrain: ParsableCommand, DeferredOptionChecks {
     func run() throws {
         let o = options()
         try training.run(.pretrain, options: o, label: "pretrain") { comm, logger in
-            try Pretrainer(options: o, communicator: comm, logger: logger).run()
+            try TrainingRunner(options: o, communicator: comm, logger: logger).run()
         }
     }
 }

@@ -48,7 +48,7 @@ extension StageCommand {
     func run() throws {
         let o = options()
         try training.run(TrainingCommand(Self.stage), options: o, label: Self.stage.rawValue) { comm, logger in
-            try StageTrainer(options: o, communicator: comm, logger: logger).run()
+            try TrainingRunner(options: o, communicator: comm, logger: logger).run()
         }
     }
 }

@@ -72,13 +72,13 @@ final class CheckpointHardeningTests: ScratchDirTestCase {
 
     /// Planned steps are computed arithmetically (no loop over 10^12 epochs) and saturate instead of overflowing.
     func testPlannedStepsArithmetic() {
-        XCTAssertEqual(Pretrainer.plannedSteps(datasetSize: 10, epochs: 3, fromEpoch: 1, position: 4, world: 2,
+        XCTAssertEqual(StepPlan.plannedSteps(datasetSize: 10, epochs: 3, fromEpoch: 1, position: 4, world: 2,
                                                samplesPerRankPerStep: 2), 1 + 2)
-        XCTAssertEqual(Pretrainer.plannedSteps(datasetSize: 10, epochs: 1_000_000_000_000, fromEpoch: 0, position: 0, world: 1,
+        XCTAssertEqual(StepPlan.plannedSteps(datasetSize: 10, epochs: 1_000_000_000_000, fromEpoch: 0, position: 0, world: 1,
                                                samplesPerRankPerStep: 1), 10_000_000_000_000)
-        XCTAssertEqual(Pretrainer.plannedSteps(datasetSize: 10, epochs: Int.max, fromEpoch: 0, position: 0, world: 1,
+        XCTAssertEqual(StepPlan.plannedSteps(datasetSize: 10, epochs: Int.max, fromEpoch: 0, position: 0, world: 1,
                                                samplesPerRankPerStep: 1), Int.max)
-        XCTAssertEqual(Pretrainer.plannedSteps(datasetSize: 10, epochs: 2, fromEpoch: 99, position: 0, world: 1,
+        XCTAssertEqual(StepPlan.plannedSteps(datasetSize: 10, epochs: 2, fromEpoch: 99, position: 0, world: 1,
                                                samplesPerRankPerStep: 1), 0)
     }
 
