@@ -107,6 +107,8 @@ public final class JSONLReader {
     /// Appends up to `chunkBytes` read from the input to the buffer (sets `atEOF` on a read of 0 bytes).
     private func readChunk() throws {
         let kept = buffer.count
+        // Exactly the carried partial line plus one chunk (appending alone would double the capacity).
+        if buffer.capacity < kept + chunkBytes { buffer.reserveCapacity(kept + chunkBytes) }
         buffer.append(contentsOf: repeatElement(0, count: chunkBytes))
         var got = 0
         repeat {
