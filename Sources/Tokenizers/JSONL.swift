@@ -42,7 +42,7 @@ public struct JSONLError: Error, CustomStringConvertible, Equatable, LocalizedEr
 
 /// One non-blank line of a jsonl input: its 1-based number in the file and its bytes (without `\n` / `\r\n`),
 /// checked to be valid UTF-8.
-public struct JSONLLine: @unchecked Sendable {
+public struct JSONLLine: Sendable {
     public let number: Int
     public let bytes: Data
 }
