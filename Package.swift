@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Tokenizers", path: "Sources/Tokenizers", swiftSettings: fast),
         // Config, parameter layout, forward/backward kernels, AdamW, safetensors, KV cache.
         .target(name: "Model", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
-        // jsonl readers per stage, masks, token cache, sampler, batching.
+        // The token cache of every stage (read through Tokenizers' JSONLReader), masks, sampler, batching.
         .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
         // Communicator (MPI | single process), bucketed gradient reducer.
         // (Not named `Distributed`: that name is taken by the toolchain's distributed-actors module.)

@@ -43,25 +43,26 @@ public struct ChatSample: Sendable, Equatable {
 }
 
 /// Parses a conversation array `[{"role", "content"}, …]` of `field` on `line`.
+/// - Throws: `JSONLError` naming the field (`conversations`, `chosen[1].content`, …) and the type it must have.
 func parseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
-    guard let value else { throw DataError.wrongType(path: path, line: line, field: field, expected: "present: a non-empty list of {\"role\", \"content\"} objects") }
+    let conversation = "an array of {role, content} objects"
     guard let turns = value as? [Any], !turns.isEmpty else {
-        throw DataError.wrongType(path: path, line: line, field: field, expected: "a non-empty list of {\"role\", \"content\"} objects")
+        throw JSONLError.field(field, expected: conversation, got: value, path: path, line: line)
     }
     var msgs: [ChatMessage] = []
     for (i, t) in turns.enumerated() {
         guard let d = t as? [String: Any] else {
-            throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)]", expected: "an object {\"role\", \"content\"}")
+            throw JSONLError.field("\(field)[\(i)]", expected: "a {role, content} object", got: t, path: path, line: line)
         }
         guard let content = d["content"] as? String else {
-            throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)].content", expected: "a string")
+            throw JSONLError.field("\(field)[\(i)].content", expected: "a string", got: d["content"], path: path, line: line)
         }
         let role: String
         if rolesByParity {
             role = i % 2 == 0 ? "user" : "assistant"
         } else {
             guard let r = d["role"] as? String else {
-                throw DataError.wrongType(path: path, line: line, field: "\(field)[\(i)].role", expected: "a string")
+                throw JSONLError.field("\(field)[\(i)].role", expected: "a string", got: d["role"], path: path, line: line)
             }
             role = r
         }
@@ -178,7 +179,7 @@ public final class SFTDataset: ChatCacheDataset, BatchDataset, @unchecked Sendab
     }
 
     /// Reads, renders and encodes the whole file into memory (small evaluation files; training uses a built cache).
-    /// - Throws: `DataError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
+    /// - Throws: `JSONLError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
     public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                             reasonWeighting: ReasonTagWeighting? = nil) throws {
         let (cache, convs) = try ChatCacheDataset.loadInMemory(path: path, kind: .sft, tokenizer: tokenizer, maxLength: maxLength, threads: threads)

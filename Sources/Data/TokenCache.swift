@@ -286,8 +286,8 @@ public final class TokenCache: @unchecked Sendable {
     /// Tokenizes `dataPath` into a new cache directory, streaming (chunks of lines, each parsed, rendered and encoded
     /// on `threads` threads; memory bounded by the chunk size, not the file). Blank lines are skipped.
     /// - Parameter idBytes: 2 or 4 to force the id width (tests); nil = 2 when the vocab fits uint16.
-    /// - Throws: `DataError.malformedLine` / `.missingField` / `.wrongType` naming the file and line of the first bad line,
-    ///   `.empty` for a file without samples, `TokenizerError.chatTemplate` for a template that cannot be rendered.
+    /// - Throws: `JSONLError` naming the file and line of the first bad line (`FILE:LINE: reason`),
+    ///   `DataError.empty` for a file without samples, `TokenizerError.chatTemplate` for a template that cannot be rendered.
     public static func build(dataPath: String, kind: TokenCacheKind = .pretrain, field: String = "text", tokenizer: Tokenizer,
                              cacheRoot: String, threads: Int, idBytes forcedWidth: Int? = nil,
                              progress: ((TokenCacheBuildProgress) -> Void)? = nil) throws -> TokenCache {

@@ -18,17 +18,16 @@ struct TokenCacheBuilder {
     struct Stats { var samples: Int }
 
     /// Feeds every non-blank line of `dataPath` to `sink` in file order; reports progress after every chunk.
-    /// - Throws: the error of the first bad line in file order (`DataError` naming FILE:LINE), `.empty` when the file
-    ///   holds no sample, or what the sink throws.
+    /// - Throws: the error of the first bad line in file order (`JSONLError`, `FILE:LINE: reason`), `DataError.empty`
+    ///   when the file holds no sample, or what the sink throws.
     func run(dataPath: String, sourceSize: UInt64, sink: TokenSink,
              progress: ((TokenCacheBuildProgress) -> Void)?) throws -> Stats {
-        var reader = try JSONLChunkReader(path: dataPath, chunkBytes: chunkBytes)
+        let reader = try JSONLReader(path: dataPath, chunkBytes: chunkBytes)
         let t0 = Date()
         var samples = 0
         let keep = sink.keepsConversations
         let k = kind.sequencesPerSample
-        while let all = try reader.nextLines() {
-            let lines = all.filter { !JSONLReader.isBlank($0.bytes) }
+        while let lines = try reader.nextLines() {
             let n = lines.count
             // Parse and render on all threads (texts of line i at i·k ..< (i+1)·k), then encode them on all threads
             // (`encode(batch:)` keeps one BPE worker and its word cache per thread for the whole chunk).
@@ -44,7 +43,7 @@ struct TokenCacheBuilder {
                             var i = w
                             while i < n {
                                 do {
-                                    let (t, c) = try parse(lines[i].bytes, path: dataPath, line: lines[i].line)
+                                    let (t, c) = try parse(lines[i], path: dataPath)
                                     for j in 0 ..< k { out[i * k + j] = t[j] }
                                     if keep { for j in 0 ..< k { convs[i * k + j] = c[j] } }
                                 } catch { errs[i] = error }
@@ -67,18 +66,18 @@ struct TokenCacheBuilder {
     }
 
     /// The texts to encode of one line (one per sequence) and, for the chat kinds, their turns.
-    func parse(_ bytes: Data, path: String, line: Int) throws -> (texts: [String], turns: [[ChatMessage]]) {
+    func parse(_ line: JSONLLine, path: String) throws -> (texts: [String], turns: [[ChatMessage]]) {
         switch kind {
         case .pretrain:
-            return ([try JSONLChunkReader.text(of: bytes, field: field, path: path, line: line)], [])
+            return ([try JSONLReader.string(field: field, of: line, path: path)], [])
         case .sft:
-            let obj = try JSONLChunkReader.object(of: bytes, path: path, line: line)
-            let c = try parseConversation(obj["conversations"], path: path, line: line, field: "conversations", rolesByParity: true)
+            let obj = try JSONLReader.object(of: line, path: path)
+            let c = try parseConversation(obj["conversations"], path: path, line: line.number, field: "conversations", rolesByParity: true)
             return ([try tokenizer.applyChatTemplate(c, addGenerationPrompt: false)], [c])
         case .dpo:
-            let obj = try JSONLChunkReader.object(of: bytes, path: path, line: line)
-            let c = try parseConversation(obj["chosen"], path: path, line: line, field: "chosen", rolesByParity: false)
-            let r = try parseConversation(obj["rejected"], path: path, line: line, field: "rejected", rolesByParity: false)
+            let obj = try JSONLReader.object(of: line, path: path)
+            let c = try parseConversation(obj["chosen"], path: path, line: line.number, field: "chosen", rolesByParity: false)
+            let r = try parseConversation(obj["rejected"], path: path, line: line.number, field: "rejected", rolesByParity: false)
             return ([try tokenizer.applyChatTemplate(c, addGenerationPrompt: false),
                      try tokenizer.applyChatTemplate(r, addGenerationPrompt: false)], [c, r])
         }

@@ -43,21 +43,21 @@ public struct BPETrainer {
     }
 
     /// Feeds every `{"text": …}` line of a jsonl file, streaming; blank lines are skipped.
-    /// - Throws: `TokenizerError.invalidUTF8` / `.badInputLine` naming the 1-based line; `.training` naming the
+    /// - Throws: `JSONLError` (`FILE:LINE: reason`) naming the bad line; `TokenizerError.training` naming the
     ///   file when it holds no non-empty text (an empty file would otherwise "train" a merge-less tokenizer).
     public mutating func feedJSONL(path: String) throws {
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        var done = 0, lines = 0, texts = 0
+        var texts = 0
         let reporter = progress
-        try JSONLReader.forEachLine(path: path) { line, number, bytes in
-            lines = number
-            done += bytes
-            if JSONLReader.isBlank(line) { return }
-            let text = try JSONLReader.text(of: line, source: path, line: number)
+        let reader = try JSONLReader(path: path)
+        try reader.forEachLine(afterChunk: {
+            if Int(reader.bytesRead) < size { reporter?("Pre-processing sequences", Int(reader.bytesRead), size) }
+        }) { line in
+            let text = try JSONLReader.string(field: "text", of: line, path: path)
             if !text.isEmpty { texts += 1 }
             feed(text)
-            if number % 2000 == 0 && done < size { reporter?("Pre-processing sequences", done, size) }
         }
+        let lines = reader.lineCount
         guard texts > 0 else {
             throw TokenizerError.training("\(path) holds no text to train on (\(lines) line\(lines == 1 ? "" : "s"), none with a non-empty \"text\")")
         }

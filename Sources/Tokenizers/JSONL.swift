@@ -1,98 +1,201 @@
+// The one jsonl reader of SwiftMind: every training stage's token cache, the tokenizer trainer, `encodeJSONL` and the
+// stdin tools read lines through `JSONLReader` and report bad lines with `JSONLError` (`FILE:LINE: reason`).
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Streaming reader for jsonl input (files or stdin), validating UTF-8 line by line.
-public enum JSONLReader {
-    /// Calls `body(line, lineNumber, byteCountIncludingNewline)` for each line of `handle` (1-based numbers; a
-    /// trailing `\r` is dropped). Lines are checked to be valid UTF-8 first. Reads with read(2), so on a pipe
-    /// each line is handled as soon as it arrives; `afterChunk` runs after the complete lines of each read
-    /// (e.g. to flush answers to a co-process that waits for them).
-    /// - Throws: `TokenizerError.invalidUTF8(source:line:byteOffset:)`, `.unreadable`, or whatever `body` throws.
-    public static func forEachLine(handle: FileHandle, source: String,
-                                   afterChunk: () throws -> Void = {},
-                                   _ body: (Data, Int, Int) throws -> Void) throws {
-        let fd = handle.fileDescriptor
-        let cap = 8 << 20
-        let chunk = UnsafeMutablePointer<UInt8>.allocate(capacity: cap)
-        defer { chunk.deallocate() }
-        var buffer = [UInt8]()
-        var lineNumber = 0
-        var eof = false
-        while !eof {
-            let got = read(fd, chunk, cap)
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw TokenizerError.unreadable(path: source, reason: String(cString: strerror(errno)))
+/// A bad jsonl input: `FILE:LINE: reason` for a line (1-based, blank lines counted), `FILE: reason` for the file itself
+/// (cannot be opened, is a directory). The reason names the field and the type it must have, or what is wrong with the
+/// JSON and where.
+public struct JSONLError: Error, CustomStringConvertible, Equatable, LocalizedError {
+    /// The file path as given (or `stdin`).
+    public let path: String
+    /// 1-based line number; nil for an error of the whole file.
+    public let line: Int?
+    public let reason: String
+
+    public init(path: String, line: Int?, reason: String) {
+        self.path = path; self.line = line; self.reason = reason
+    }
+
+    public var description: String { line.map { "\(path):\($0): \(reason)" } ?? "\(path): \(reason)" }
+    public var errorDescription: String? { description }
+
+    /// `field "F" must be EXPECTED, got KIND` for a field of the wrong type, `field "F" is missing (expected EXPECTED)`
+    /// for an absent one. `field` is a path below the line's object, e.g. `conversations[2].content`; `expected` a type
+    /// phrase such as `a string` or `an array of {role, content} objects`; `value` the value found (nil when absent).
+    public static func field(_ field: String, expected: String, got value: Any?, path: String, line: Int) -> JSONLError {
+        guard let value else {
+            return JSONLError(path: path, line: line, reason: "field \"\(field)\" is missing (expected \(expected))")
+        }
+        var kind = JSONNode.kind(value)
+        if let a = value as? [Any], a.isEmpty { kind = "an empty array" }
+        return JSONLError(path: path, line: line, reason: "field \"\(field)\" must be \(expected), got \(kind)")
+    }
+
+    /// The line is not valid UTF-8 from byte `byteOffset` (0-based within the line).
+    public static func invalidUTF8(path: String, line: Int, byteOffset: Int) -> JSONLError {
+        JSONLError(path: path, line: line, reason: "invalid UTF-8 at byte \(byteOffset) of the line")
+    }
+}
+
+/// One non-blank line of a jsonl input: its 1-based number in the file and its bytes (without `\n` / `\r\n`),
+/// checked to be valid UTF-8.
+public struct JSONLLine: Sendable {
+    public let number: Int
+    public let bytes: Data
+}
+
+/// Streaming reader of jsonl files and pipes: reads `chunkBytes` at a time with read(2) (memory is the chunk plus the
+/// longest line, whatever the file size), splits lines on `\n` (a trailing `\r` is dropped), numbers them from 1
+/// (blank lines counted), skips blank lines (only spaces, tabs, `\r`) wherever they are — the trailing ones included —
+/// and checks every other line is valid UTF-8. On a pipe the lines of each read are handed out as soon as they arrive.
+public final class JSONLReader {
+    /// The name used in messages: the path, or e.g. `stdin`.
+    public let path: String
+    public let chunkBytes: Int
+    /// Bytes read so far.
+    public private(set) var bytesRead: UInt64 = 0
+    /// Lines seen so far, blank ones included (after the end: the file's line count).
+    public private(set) var lineCount = 0
+    private let fd: Int32
+    private let ownsDescriptor: Bool
+    private var buffer: [UInt8] = []
+    private var atEOF = false
+    /// The buffer starts with a line that failed the UTF-8 check after good lines were handed out: the next call
+    /// throws for it without reading.
+    private var badLinePending = false
+
+    /// Opens `path` for reading.
+    /// - Throws: `JSONLError` (no line) when the path is a directory or cannot be opened.
+    public init(path: String, chunkBytes: Int = 8 << 20) throws {
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            throw JSONLError(path: path, line: nil, reason: "cannot open: is a directory, expected a .jsonl file")
+        }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw JSONLError(path: path, line: nil, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        self.path = path; self.fd = fd; self.ownsDescriptor = true; self.chunkBytes = max(1, chunkBytes)
+    }
+
+    /// Reads an open descriptor (e.g. `FileHandle.standardInput.fileDescriptor`), named `source` in messages; the
+    /// descriptor is not closed.
+    public init(fileDescriptor: Int32, source: String, chunkBytes: Int = 8 << 20) {
+        path = source; fd = fileDescriptor; ownsDescriptor = false; self.chunkBytes = max(1, chunkBytes)
+    }
+
+    deinit { if ownsDescriptor { close(fd) } }
+
+    /// The non-blank lines completed by the next read(s), in file order (at least one); nil at the end of the input.
+    /// The lines before a bad one are handed out first; the next call throws for it.
+    /// - Throws: `JSONLError` for a line that is not valid UTF-8 or a read that fails.
+    public func nextLines() throws -> [JSONLLine]? {
+        var out: [JSONLLine] = []
+        while out.isEmpty {
+            if badLinePending {
+                badLinePending = false
+            } else {
+                if atEOF { return nil }
+                try readChunk()
             }
-            if got == 0 { eof = true } else { buffer.append(contentsOf: UnsafeBufferPointer(start: chunk, count: got)) }
-            let consumed: Int = try buffer.withUnsafeBufferPointer { bp in
-                guard let base = bp.baseAddress else { return 0 }
-                let n = bp.count
-                var start = 0
-                while start < n {
-                    let found = memchr(base + start, 0x0A, n - start)
-                    if found == nil && !eof { break }
-                    let end = found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
-                    lineNumber += 1
-                    var lineEnd = end
-                    if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                    let line = UnsafeBufferPointer(start: base + start, count: lineEnd - start)
+            try takeLines(into: &out)
+        }
+        return out
+    }
+
+    /// Appends up to `chunkBytes` read from the input to the buffer (sets `atEOF` on a read of 0 bytes).
+    private func readChunk() throws {
+        let kept = buffer.count
+        // Exactly the carried partial line plus one chunk (appending alone would double the capacity).
+        if buffer.capacity < kept + chunkBytes { buffer.reserveCapacity(kept + chunkBytes) }
+        buffer.append(contentsOf: repeatElement(0, count: chunkBytes))
+        var got = 0
+        repeat {
+            got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + kept, chunkBytes) }
+        } while got < 0 && errno == EINTR
+        if got < 0 {
+            buffer.removeLast(chunkBytes)
+            throw JSONLError(path: path, line: nil, reason: "cannot read: \(String(cString: strerror(errno)))")
+        }
+        buffer.removeLast(chunkBytes - got)
+        bytesRead += UInt64(got)
+        if got == 0 { atEOF = true }
+    }
+
+    /// Moves the complete lines of the buffer (at the end of the input: all of it) to `out`, numbering every line and
+    /// skipping blank ones. A line that is not valid UTF-8 throws when it is the first non-blank line taken; after
+    /// good lines it is left at the start of the buffer for the next call.
+    private func takeLines(into out: inout [JSONLLine]) throws {
+        let consumed: Int = try buffer.withUnsafeBufferPointer { bp in
+            guard let base = bp.baseAddress else { return 0 }
+            let n = bp.count
+            var start = 0
+            while start < n {
+                let found = memchr(base + start, 0x0A, n - start)
+                if found == nil && !atEOF { break }
+                let end = found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
+                var lineEnd = end
+                if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                let line = UnsafeBufferPointer(start: base + start, count: lineEnd - start)
+                if !JSONLReader.isBlank(line) {
                     if let bad = UTF8Lossy.firstInvalid(line) {
-                        throw TokenizerError.invalidUTF8(source: source, line: lineNumber, byteOffset: bad)
+                        if out.isEmpty { throw JSONLError.invalidUTF8(path: path, line: lineCount + 1, byteOffset: bad) }
+                        badLinePending = true
+                        return start
                     }
-                    try body(Data(buffer: line), lineNumber, end - start + (found == nil ? 0 : 1))
-                    start = found == nil ? n : end + 1
+                    out.append(JSONLLine(number: lineCount + 1, bytes: Data(buffer: line)))
                 }
-                return start
+                lineCount += 1
+                start = found == nil ? n : end + 1
             }
-            if consumed == buffer.count { buffer.removeAll(keepingCapacity: true) } else if consumed > 0 {
-                buffer.removeFirst(consumed)
-            }
+            return start
+        }
+        if consumed == buffer.count { buffer.removeAll(keepingCapacity: true) } else if consumed > 0 {
+            buffer.removeFirst(consumed)
+        }
+    }
+
+    /// Calls `body` for each non-blank line of the input in order; `afterChunk` runs after the lines of each read
+    /// (e.g. to flush answers to a co-process that waits for them).
+    /// - Throws: what `nextLines()` or `body` throws.
+    public func forEachLine(afterChunk: () throws -> Void = {}, _ body: (JSONLLine) throws -> Void) throws {
+        while let lines = try nextLines() {
+            for l in lines { try body(l) }
             try afterChunk()
         }
     }
 
-    /// Like `forEachLine(handle:…)` for a file path.
-    public static func forEachLine(path: String, _ body: (Data, Int, Int) throws -> Void) throws {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            throw TokenizerError.unreadable(path: path, reason: "is a directory, expected a .jsonl file")
-        }
-        guard let h = FileHandle(forReadingAtPath: path) else {
-            throw TokenizerError.unreadable(path: path, reason: "cannot open for reading")
-        }
-        defer { try? h.close() }
-        try forEachLine(handle: h, source: path, body)
+    /// `JSONLReader(path:).forEachLine(body)`.
+    public static func forEachLine(path: String, _ body: (JSONLLine) throws -> Void) throws {
+        try JSONLReader(path: path).forEachLine(body)
     }
 
     /// Parses one line as a JSON object.
-    public static func object(of line: Data, source: String, line number: Int) throws -> [String: Any] {
+    /// - Throws: `JSONLError` saying where the JSON goes wrong (column and JSON path), or that the line is not an object.
+    public static func object(of line: JSONLLine, path: String) throws -> [String: Any] {
         let v: Any
-        do { v = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed]) } catch {
-            if let f = JSONLocator.locate(line) {
-                throw TokenizerError.badInputLine(source: source, line: number,
-                    reason: "malformed JSON at \(f.path) (column \(f.column)): \(f.reason)")
+        do { v = try JSONSerialization.jsonObject(with: line.bytes, options: [.fragmentsAllowed]) } catch {
+            if let f = JSONLocator.locate(line.bytes, end: "the line") {
+                let at = f.path == "$" ? "" : " in \(f.path)"
+                throw JSONLError(path: path, line: line.number, reason: "malformed JSON at column \(f.column)\(at): \(f.reason)")
             }
-            let ns = error as NSError
-            let detail = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
-            throw TokenizerError.badInputLine(source: source, line: number, reason: "malformed JSON: \(detail)")
+            let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "rejected by the JSON parser"
+            throw JSONLError(path: path, line: line.number, reason: "malformed JSON: \(detail)")
         }
         guard let o = v as? [String: Any] else {
-            throw TokenizerError.badInputLine(source: source, line: number, reason: "expected a JSON object")
+            throw JSONLError(path: path, line: line.number, reason: "expected a JSON object {…}, got \(JSONNode.kind(v))")
         }
         return o
     }
 
-    /// The `text` field of a `{"text": …}` line.
-    public static func text(of line: Data, source: String, line number: Int) throws -> String {
-        try string(field: "text", of: line, source: source, line: number)
-    }
-
     /// The string member `field` of a JSON object line (fast path; the full parser only on unusual lines).
-    public static func string(field: String, of line: Data, source: String, line number: Int) throws -> String {
-        if let s = FastField.string(line, field: field) { return s }
-        let o = try object(of: line, source: source, line: number)
+    /// - Throws: `JSONLError` for malformed JSON or a missing / non-string field.
+    public static func string(field: String, of line: JSONLLine, path: String) throws -> String {
+        if let s = FastField.string(line.bytes, field: field) { return s }
+        let o = try object(of: line, path: path)
         guard let t = o[field] as? String else {
-            throw TokenizerError.badInputLine(source: source, line: number, reason: "$.\(field): expected a string field \"\(field)\"")
+            throw JSONLError.field(field, expected: "a string", got: o[field], path: path, line: line.number)
         }
         return t
     }
@@ -110,8 +213,9 @@ public enum JSONLReader {
     /// What kind of JSON value `v` is, for error messages: "a boolean", "a number", "a string", "null", …
     public static func kind(_ v: Any) -> String { JSONNode.kind(v) }
 
-    /// Whether the line holds only whitespace.
-    public static func isBlank(_ line: Data) -> Bool {
-        line.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
+    /// Whether the line holds only spaces, tabs and `\r` (the blank lines every reader skips).
+    public static func isBlank(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        for b in line where b != 0x20 && b != 0x09 && b != 0x0D { return false }
+        return true
     }
 }

@@ -6,14 +6,17 @@ struct JSONLocator {
     private let b: [UInt8]
     private var i = 0
     private var path: [String] = []
+    /// What the text is, for "unexpected end of …" ("file", or "the line" for a jsonl line).
+    private var end = "file"
 
     struct Failure: Error { let path: String; let line: Int; let column: Int; let reason: String }
 
     init(_ data: Data) { b = [UInt8](data) }
 
-    /// Nil when the text is syntactically valid JSON.
-    static func locate(_ data: Data) -> Failure? {
+    /// Nil when the text is syntactically valid JSON. `end` names the text in "unexpected end of …".
+    static func locate(_ data: Data, end: String = "file") -> Failure? {
         var l = JSONLocator(data)
+        l.end = end
         do {
             l.skipWS()
             try l.value()
@@ -34,7 +37,7 @@ struct JSONLocator {
     }
 
     private mutating func value() throws {
-        guard i < b.count else { throw fail("unexpected end of file, expected a value") }
+        guard i < b.count else { throw fail("unexpected end of \(end), expected a value") }
         switch b[i] {
         case UInt8(ascii: "{"): try object()
         case UInt8(ascii: "["): try array()
@@ -109,7 +112,7 @@ struct JSONLocator {
             try value()
             path.removeLast()
             skipWS()
-            guard i < b.count else { throw fail("unexpected end of file inside an object") }
+            guard i < b.count else { throw fail("unexpected end of \(end) inside an object") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
             if b[i] == UInt8(ascii: "}") { i += 1; return }
             throw fail("expected ',' or '}' in an object")
@@ -127,7 +130,7 @@ struct JSONLocator {
             try value()
             path.removeLast()
             skipWS()
-            guard i < b.count else { throw fail("unexpected end of file inside an array") }
+            guard i < b.count else { throw fail("unexpected end of \(end) inside an array") }
             if b[i] == UInt8(ascii: ",") { i += 1; k += 1; continue }
             if b[i] == UInt8(ascii: "]") { i += 1; return }
             throw fail("expected ',' or ']' in an array")

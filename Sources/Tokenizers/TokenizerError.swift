@@ -15,10 +15,6 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case unknownMergeSymbol(file: String, jsonPath: String, symbol: String)
     /// `decode` got an id outside `0..<vocabSize` (or an id no token has).
     case idOutOfRange(id: Int64, vocabSize: Int)
-    /// An input line is not valid UTF-8 (`line` is 1-based, `byteOffset` is 0-based within the line).
-    case invalidUTF8(source: String, line: Int, byteOffset: Int)
-    /// An input line is not the expected JSON (`line` is 1-based).
-    case badInputLine(source: String, line: Int, reason: String)
     /// The chat template is not one this module can render, or the messages cannot be rendered.
     case chatTemplate(String)
     /// Training failed (bad arguments or input).
@@ -34,9 +30,6 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         case let .unknownMergeSymbol(file, jsonPath, symbol):
             return "\(file): \(jsonPath): merge names symbol \(jsonQuote(symbol)) which is not in model.vocab"
         case let .idOutOfRange(id, vocabSize): return "token id \(id) is out of range (vocab size \(vocabSize))"
-        case let .invalidUTF8(source, line, offset):
-            return "\(source) line \(line): invalid UTF-8 at byte \(offset) of the line"
-        case let .badInputLine(source, line, reason): return "\(source) line \(line): \(reason)"
         case let .chatTemplate(msg): return "chat template: \(msg)"
         case let .training(msg): return "tokenizer training: \(msg)"
         }

@@ -11,7 +11,7 @@ public enum SharedTokenCache {
     /// ranks wait in `idleBarrier` (a sleeping poll, so they leave the cores to the build), then map the same files —
     /// or build their own copy when the directory is not visible to them (another host without a shared filesystem).
     /// Collective: every rank must call it.
-    /// - Throws: `DataError` naming FILE:LINE of a malformed line (rank 0; the job is then aborted), I/O errors.
+    /// - Throws: `JSONLError` naming FILE:LINE of a malformed line (rank 0; the job is then aborted), I/O errors.
     public static func load(dataPath: String, kind: TokenCacheKind, tokenizer: Tokenizer, cacheRoot: String, threads: Int,
                             comm: Communicator, logger: Logger, progressInterval: Double = 5) throws -> TokenCache {
         var cache: TokenCache?

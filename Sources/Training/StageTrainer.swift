@@ -12,6 +12,9 @@ import SwiftMindDistributed
 /// The post-training stages.
 public enum Stage: String, Codable, Sendable, CaseIterable {
     case sft, lora, dpo, reason, distill
+
+    /// The token cache (jsonl format) the stage reads: `{"chosen","rejected"}` pairs for DPO, `{"conversations"}` else.
+    public var cacheKind: TokenCacheKind { self == .dpo ? .dpo : .sft }
 }
 
 /// Options of `trainer sft|lora|dpo|reason|distill`: the shared `TrainingOptions` (read and written through as
@@ -127,7 +130,7 @@ final class StageObjective: TrainingObjective {
         try tok.checkChatTemplate()
 
         // Data.
-        let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: o.stage == .dpo ? .dpo : .sft, tokenizer: tok,
+        let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: o.stage.cacheKind, tokenizer: tok,
                                               cacheRoot: o.cacheDir ?? TokenCache.defaultCacheRoot, threads: o.threads,
                                               comm: comm, logger: logger)
         let data: BatchDataset

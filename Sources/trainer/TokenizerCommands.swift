@@ -23,7 +23,8 @@ func runReportingErrors(_ body: () throws -> Void) throws {
 }
 
 /// Runs `body` for each `{…}` jsonl object on stdin with the loaded tokenizer and a buffered stdout; errors are
-/// reported like every tokenizer command (`Error: stdin line N: …`, exit 1), after the lines before them are answered.
+/// reported like every tokenizer command (`Error: stdin:N: …`, exit 1), after the lines before them are answered.
+/// Blank lines are skipped, as by every jsonl reader.
 func forEachStdinObject(tokenizer path: String, prepare: (Tokenizer) throws -> Void = { _ in },
                         _ body: (Tokenizer, [String: Any], Int, StdoutBuffer) throws -> Void) throws {
     try runReportingErrors {
@@ -31,10 +32,10 @@ func forEachStdinObject(tokenizer path: String, prepare: (Tokenizer) throws -> V
         try prepare(tk)
         let out = StdoutBuffer()
         defer { out.flush() }
-        try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
-                                    afterChunk: { out.flush() }) { line, number, _ in
-            try body(tk, try JSONLReader.object(of: line, source: "stdin", line: number), number, out)
-        }
+        try JSONLReader(fileDescriptor: FileHandle.standardInput.fileDescriptor, source: "stdin")
+            .forEachLine(afterChunk: { out.flush() }) { line in
+                try body(tk, try JSONLReader.object(of: line, path: "stdin"), line.number, out)
+            }
     }
 }
 
@@ -127,11 +128,11 @@ struct TokenizerEncode: ParsableCommand {
             }
             defer { out.flush() }
             do {
-                try JSONLReader.forEachLine(handle: FileHandle.standardInput, source: "stdin",
-                                            afterChunk: { drain(); out.flush() }) { line, number, _ in
-                    pending.append(try JSONLReader.text(of: line, source: "stdin", line: number))
-                    if pending.count >= 2048 { drain() }
-                }
+                try JSONLReader(fileDescriptor: FileHandle.standardInput.fileDescriptor, source: "stdin")
+                    .forEachLine(afterChunk: { drain(); out.flush() }) { line in
+                        pending.append(try JSONLReader.string(field: "text", of: line, path: "stdin"))
+                        if pending.count >= 2048 { drain() }
+                    }
             } catch {
                 drain()  // lines before the bad one are still answered, in order
                 throw error
@@ -150,24 +151,23 @@ struct TokenizerDecode: ParsableCommand {
     func run() throws {
         try forEachStdinObject(tokenizer: tokenizer) { tk, o, number, out in
             guard let arr = o["ids"] as? [Any] else {
-                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.ids: expected an array of integers")
+                throw JSONLError.field("ids", expected: "an array of integers", got: o["ids"], path: "stdin", line: number)
             }
             var ids: [Int32] = []
             ids.reserveCapacity(arr.count)
             for (i, v) in arr.enumerated() {
                 guard let x = JSONLReader.integer(v) else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number,
-                                                      reason: "$.ids[\(i)]: expected an integer, found \(JSONLReader.kind(v))")
+                    throw JSONLError.field("ids[\(i)]", expected: "an integer", got: v, path: "stdin", line: number)
                 }
                 guard x >= 0 && x < Int64(tk.vocabSize) else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number,
-                        reason: "$.ids[\(i)]: " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)
+                    throw JSONLError(path: "stdin", line: number,
+                        reason: "field \"ids[\(i)]\": " + TokenizerError.idOutOfRange(id: x, vocabSize: tk.vocabSize).description)
                 }
                 ids.append(Int32(x))
             }
             let text: String
             do { text = try tk.decode(ids, skipSpecialTokens: skipSpecialTokens) } catch let e as TokenizerError {
-                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: e.description)
+                throw JSONLError(path: "stdin", line: number, reason: e.description)
             }
             out.append("{\"text\": " + jsonQuote(text) + "}\n")
             out.flushIfLarge()
@@ -215,13 +215,18 @@ struct TokenizerChatTemplate: ParsableCommand {
         try forEachStdinObject(tokenizer: tokenizer, prepare: template.apply) { tk, o, number, out in
             let key = o["conversations"] != nil ? "conversations" : "messages"
             guard let list = o[key] as? [Any] else {
-                throw TokenizerError.badInputLine(source: "stdin", line: number, reason: "$.conversations: expected an array of messages")
+                throw JSONLError.field(key, expected: "an array of {role, content} objects", got: o[key], path: "stdin", line: number)
             }
             var messages: [ChatMessage] = []
             for (i, m) in list.enumerated() {
-                guard let d = m as? [String: Any], let role = d["role"] as? String, let content = d["content"] as? String else {
-                    throw TokenizerError.badInputLine(source: "stdin", line: number,
-                                                      reason: "$.\(key)[\(i)]: expected {\"role\": string, \"content\": string}")
+                guard let d = m as? [String: Any] else {
+                    throw JSONLError.field("\(key)[\(i)]", expected: "a {role, content} object", got: m, path: "stdin", line: number)
+                }
+                guard let role = d["role"] as? String else {
+                    throw JSONLError.field("\(key)[\(i)].role", expected: "a string", got: d["role"], path: "stdin", line: number)
+                }
+                guard let content = d["content"] as? String else {
+                    throw JSONLError.field("\(key)[\(i)].content", expected: "a string", got: d["content"], path: "stdin", line: number)
                 }
                 messages.append(ChatMessage(role: role, content: content))
             }
@@ -242,9 +247,8 @@ struct TokenizerBench: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             var texts: [String] = []
-            try JSONLReader.forEachLine(path: data) { line, number, _ in
-                if JSONLReader.isBlank(line) { return }
-                texts.append(try JSONLReader.text(of: line, source: data, line: number))
+            try JSONLReader.forEachLine(path: data) { line in
+                texts.append(try JSONLReader.string(field: "text", of: line, path: data))
             }
             let bytes = texts.reduce(0) { $0 + $1.utf8.count }
             let mb = Double(bytes) / 1e6

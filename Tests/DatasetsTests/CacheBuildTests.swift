@@ -68,18 +68,19 @@ final class CacheBuildTests: ScratchDirTestCase {
     /// A malformed line stops the build with FILE:LINE (blank lines counted), whatever the chunk it falls in, and
     /// leaves nothing in the cache root.
     func testMalformedLinesNameFileAndLine() throws {
-        let cases: [(TokenCacheKind, String, DataError?)] = [
+        let conversation = "an array of {role, content} objects"
+        let cases: [(TokenCacheKind, String, String?)] = [
             (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": \"q\"}", nil),
-            (.sft, "{\"conversations\": []}", .wrongType(path: "", line: 0, field: "conversations", expected: "a non-empty list of {\"role\", \"content\"} objects")),
-            (.sft, "{\"conversations\": \"hello\"}", .wrongType(path: "", line: 0, field: "conversations", expected: "a non-empty list of {\"role\", \"content\"} objects")),
-            (.sft, "{\"conversations\": [1, 2]}", .wrongType(path: "", line: 0, field: "conversations[0]", expected: "an object {\"role\", \"content\"}")),
-            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": 3}]}", .wrongType(path: "", line: 0, field: "conversations[0].content", expected: "a string")),
-            (.sft, "[1, 2]", .malformedLine(path: "", line: 0, reason: "not a JSON object")),
-            (.dpo, Self.dpoRow.replacingOccurrences(of: "\"rejected\"", with: "\"rej\""), .wrongType(path: "", line: 0, field: "rejected", expected: "present: a non-empty list of {\"role\", \"content\"} objects")),
+            (.sft, "{\"conversations\": []}", "field \"conversations\" must be \(conversation), got an empty array"),
+            (.sft, "{\"conversations\": \"hello\"}", "field \"conversations\" must be \(conversation), got a string"),
+            (.sft, "{\"conversations\": [1, 2]}", "field \"conversations[0]\" must be a {role, content} object, got the number 1"),
+            (.sft, "{\"conversations\": [{\"role\": \"user\", \"content\": 3}]}", "field \"conversations[0].content\" must be a string, got the number 3"),
+            (.sft, "[1, 2]", "expected a JSON object {…}, got an array"),
+            (.dpo, Self.dpoRow.replacingOccurrences(of: "\"rejected\"", with: "\"rej\""), "field \"rejected\" is missing (expected \(conversation))"),
             (.dpo, "{\"chosen\": [{\"content\": \"q\"}], \"rejected\": [{\"role\": \"user\", \"content\": \"q\"}]}",
-             .wrongType(path: "", line: 0, field: "chosen[0].role", expected: "a string")),
-            (.pretrain, "{\"text\": broken}", .malformedLine(path: "", line: 0, reason: "not valid JSON")),
-            (.pretrain, "{\"txt\": \"a\"}", .missingField(path: "", line: 0, field: "text")),
+             "field \"chosen[0].role\" is missing (expected a string)"),
+            (.pretrain, "{\"text\": broken}", "malformed JSON at column 10 in $.text: unexpected character 'b', expected a value"),
+            (.pretrain, "{\"txt\": \"a\"}", "field \"text\" is missing (expected a string)"),
         ]
         for (n, (kind, bad, expected)) in cases.enumerated() {
             let good = kind == .sft ? Self.sftRow : kind == .dpo ? Self.dpoRow : Self.textRow
@@ -91,11 +92,8 @@ final class CacheBuildTests: ScratchDirTestCase {
                 XCTAssertThrowsError(try TokenCache.build(dataPath: path, kind: kind, field: "text", tokenizer: tok, cacheRoot: root,
                                                           threads: 2, idBytes: nil, chunkBytes: chunk, progress: nil)) { e in
                     XCTAssertTrue("\(e)".hasPrefix("\(path):43: "), "\(kind) chunk \(chunk): \(e)")
-                    if case .missingField(_, _, let f)? = expected { XCTAssertEqual(e as? DataError, .missingField(path: path, line: 43, field: f)) }
-                    if case .wrongType(_, _, let f, let t)? = expected {
-                        XCTAssertEqual(e as? DataError, .wrongType(path: path, line: 43, field: f, expected: t))
-                    }
-                    if case .malformedLine(_, _, let r)? = expected { XCTAssertEqual(e as? DataError, .malformedLine(path: path, line: 43, reason: r)) }
+                    XCTAssertNotNil(e as? JSONLError, "\(e)")
+                    if let r = expected { XCTAssertEqual(e as? JSONLError, JSONLError(path: path, line: 43, reason: r)) }
                 }
                 XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), [], "nothing half-written")
             }

@@ -43,6 +43,12 @@ struct RefChatSample: Sendable, Equatable {
     var prompt: String
 }
 
+/// The line errors the reference threw (`DataError`'s line cases before the one jsonl error type replaced them).
+enum RefLineError: Error {
+    case malformedLine(path: String, line: Int, reason: String)
+    case missingField(path: String, line: Int, field: String)
+}
+
 /// Reads a jsonl file's lines as JSON objects; errors name the file and the 1-based line.
 func refReadJSONObjects(_ path: String) throws -> [(line: Int, object: [String: Any])] {
     guard let data = FileManager.default.contents(atPath: path) else {
@@ -55,10 +61,10 @@ func refReadJSONObjects(_ path: String) throws -> [(line: Int, object: [String: 
         if raw.allSatisfy({ $0 == 32 || $0 == 13 || $0 == 9 }) { continue }
         let obj: Any
         do { obj = try JSONSerialization.jsonObject(with: Data(raw)) } catch {
-            throw DataError.malformedLine(path: path, line: lineNo, reason: "\(error.localizedDescription)")
+            throw RefLineError.malformedLine(path: path, line: lineNo, reason: "\(error.localizedDescription)")
         }
         guard let d = obj as? [String: Any] else {
-            throw DataError.malformedLine(path: path, line: lineNo, reason: "not a JSON object")
+            throw RefLineError.malformedLine(path: path, line: lineNo, reason: "not a JSON object")
         }
         out.append((lineNo, d))
     }
@@ -68,17 +74,17 @@ func refReadJSONObjects(_ path: String) throws -> [(line: Int, object: [String: 
 
 /// Parses a conversation array `[{"role", "content"}, …]` of `field` on `line`.
 func refParseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
-    guard let turns = value as? [Any], !turns.isEmpty else { throw DataError.missingField(path: path, line: line, field: field) }
+    guard let turns = value as? [Any], !turns.isEmpty else { throw RefLineError.missingField(path: path, line: line, field: field) }
     var msgs: [ChatMessage] = []
     for (i, t) in turns.enumerated() {
         guard let d = t as? [String: Any], let content = d["content"] as? String else {
-            throw DataError.missingField(path: path, line: line, field: "\(field)[\(i)].content")
+            throw RefLineError.missingField(path: path, line: line, field: "\(field)[\(i)].content")
         }
         let role: String
         if rolesByParity {
             role = i % 2 == 0 ? "user" : "assistant"
         } else {
-            guard let r = d["role"] as? String else { throw DataError.missingField(path: path, line: line, field: "\(field)[\(i)].role") }
+            guard let r = d["role"] as? String else { throw RefLineError.missingField(path: path, line: line, field: "\(field)[\(i)].role") }
             role = r
         }
         msgs.append(ChatMessage(role: role, content: content))

@@ -134,8 +134,9 @@ final class BadInputTests: XCTestCase {
         d.append(contentsOf: [0xE4, 0xBD, 0x22, 0x7D, 0x0A])
         try d.write(to: URL(fileURLWithPath: path))
         var seen = 0
-        XCTAssertThrowsError(try JSONLReader.forEachLine(path: path) { _, _, _ in seen += 1 }) { e in
-            XCTAssertEqual(e as? TokenizerError, .invalidUTF8(source: path, line: 3, byteOffset: 11))
+        XCTAssertThrowsError(try JSONLReader.forEachLine(path: path) { _ in seen += 1 }) { e in
+            XCTAssertEqual(e as? JSONLError, .invalidUTF8(path: path, line: 3, byteOffset: 11))
+            XCTAssertEqual("\(e)", "\(path):3: invalid UTF-8 at byte 11 of the line")
         }
         XCTAssertEqual(seen, 2)
         var trainer = BPETrainer(vocabSize: 300)

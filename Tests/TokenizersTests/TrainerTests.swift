@@ -58,7 +58,7 @@ final class TrainerTests: XCTestCase {
         }
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: base.path)), ["out", "afile"])
         // A directory given as jsonl input.
-        XCTAssertThrowsError(try JSONLReader.forEachLine(path: base.path) { _, _, _ in }) {
+        XCTAssertThrowsError(try JSONLReader.forEachLine(path: base.path) { _ in }) {
             XCTAssertTrue("\($0)".contains("is a directory"), "\($0)")
         }
     }

@@ -34,9 +34,9 @@ final class CLIErrorTests: XCTestCase {
     }
 
     func testDecodeRejectsBooleansAndFractions() throws {
-        for (line, message) in [("{\"ids\": [true]}", "stdin line 2: $.ids[0]: expected an integer, found a boolean"),
-                                ("{\"ids\": [1, false]}", "stdin line 2: $.ids[1]: expected an integer, found a boolean"),
-                                ("{\"ids\": [1.5]}", "stdin line 2: $.ids[0]: expected an integer, found the number 1.5")] {
+        for (line, message) in [("{\"ids\": [true]}", "stdin:2: field \"ids[0]\" must be an integer, got a boolean"),
+                                ("{\"ids\": [1, false]}", "stdin:2: field \"ids[1]\" must be an integer, got a boolean"),
+                                ("{\"ids\": [1.5]}", "stdin:2: field \"ids[0]\" must be an integer, got the number 1.5")] {
             let r = try TrainerRunner.run(["tokenizer", "decode", "--tokenizer", TrainerRunner.tokenizer],
                                           timeout: 60, stdin: "{\"ids\": [1]}\n" + line + "\n")
             assertDataError(r, message)

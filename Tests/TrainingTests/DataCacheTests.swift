@@ -115,7 +115,7 @@ final class DataCacheTests: ScratchDirTestCase {
         try "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": 3}\n".write(toFile: p, atomically: true, encoding: .utf8)
         let root = work + "/cache"
         XCTAssertThrowsError(try TokenCache.build(dataPath: p, tokenizer: tok, cacheRoot: root, threads: 2)) { e in
-            XCTAssertEqual(e as? DataError, .missingField(path: p, line: 3, field: "text"))
+            XCTAssertEqual(e as? JSONLError, JSONLError(path: p, line: 3, reason: "field \"text\" must be a string, got the number 3"))
             XCTAssertTrue("\(e)".hasPrefix("\(p):3:"), "\(e)")
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), [], "nothing half-written")

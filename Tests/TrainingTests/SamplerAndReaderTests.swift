@@ -1,5 +1,6 @@
 import XCTest
 @testable import Datasets
+import Tokenizers
 
 final class SamplerTests: XCTestCase {
     func testTorchLayoutPaddingAndStriding() {
@@ -64,9 +65,9 @@ final class JSONLReaderTests: XCTestCase {
     }
 
     func readAll(_ path: String, chunk: Int) throws -> [String] {
-        var r = try JSONLChunkReader(path: path, chunkBytes: chunk)
+        let r = try JSONLReader(path: path, chunkBytes: chunk)
         var out: [String] = []
-        while let lines = try r.nextLines() { out += try JSONLChunkReader.texts(of: lines, path: path, threads: 2) }
+        while let lines = try r.nextLines() { out += try lines.map { try JSONLReader.string(field: "text", of: $0, path: path) } }
         return out
     }
 
@@ -85,16 +86,17 @@ final class JSONLReaderTests: XCTestCase {
     func testMalformedLineNamesFileAndLine() throws {
         let p = try tmpFile("{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\"\n{\"text\": \"d\"}\n")
         XCTAssertThrowsError(try readAll(p, chunk: 5)) { e in
-            XCTAssertEqual(e as? DataError, .malformedLine(path: p, line: 3, reason: "not valid JSON"))
-            XCTAssertTrue("\(e)".contains("\(p):3"), "\(e)")
+            XCTAssertEqual(e as? JSONLError, JSONLError(path: p, line: 3, reason: "malformed JSON at column 13: unexpected end of the line inside an object"))
+            XCTAssertTrue("\(e)".hasPrefix("\(p):3: "), "\(e)")
         }
         let q = try tmpFile("{\"text\": \"a\"}\n{\"txt\": \"b\"}\n")
         XCTAssertThrowsError(try readAll(q, chunk: 1 << 20)) { e in
-            XCTAssertEqual(e as? DataError, .missingField(path: q, line: 2, field: "text"))
+            XCTAssertEqual(e as? JSONLError, JSONLError(path: q, line: 2, reason: "field \"text\" is missing (expected a string)"))
         }
-        let r = try tmpFile("{\"text\": \"a\"}\n\n{\"text\": \"b\"}\n")
+        // A blank line is skipped (the one rule of every reader), and still counted in the numbers of the lines after it.
+        let r = try tmpFile("{\"text\": \"a\"}\n\n{\"text\": \"b\"}\n{\"text\": 1}\n")
         XCTAssertThrowsError(try readAll(r, chunk: 1 << 20)) { e in
-            XCTAssertEqual(e as? DataError, .malformedLine(path: r, line: 2, reason: "empty line"))
+            XCTAssertEqual("\(e)", "\(r):4: field \"text\" must be a string, got the number 1")
         }
     }
 }

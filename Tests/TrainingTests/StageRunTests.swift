@@ -95,7 +95,7 @@ final class StageRunTests: XCTestCase {
                                            "--out-dir", work + "/bad-" + stage, "--cache-dir", work + "/bad-cache"], np: 2, timeout: 60)
             XCTAssertFalse(r.timedOut, "\(stage) hung:\n\(r.stderr)")
             XCTAssertNotEqual(r.status, 0)
-            XCTAssertTrue(r.stderr.contains("\(p):5: malformed JSON line"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("\(p):5: malformed JSON at column "), r.stderr)
         }
     }
 }
