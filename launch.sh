@@ -36,11 +36,12 @@ set -euo pipefail
 # SWIFTMIND_RETRYABLE_EXIT_CODES (space-separated) to override it:
 #   129 SIGHUP, 130 SIGINT, 137 SIGKILL (kill -9, the OOM killer), 143 SIGTERM: a rank ended from outside;
 #   135 SIGBUS, 139 SIGSEGV: a rank crashed on a memory or file-system fault;
-#   75 a rank was preempted (checkpoint written first), 76 the stall timeout ended a job that waited for a rank.
+#   75 a rank was preempted (checkpoint written first), 76 the stall timeout ended a job that waited for a rank;
+#   205 mpirun lost a host's daemon mid-run, 255 mpirun could not start its daemon on a host (ssh failed) — OpenMPI 4.1.
 # Never retried: 1 (the trainer stopped with an error it names: bad data, a refused checkpoint, divergence, a lost peer
 # reported by MPI — the same input fails again), 2 (launch.sh usage), 64 (trainer usage or validation), 132/133 (a
 # Swift runtime trap: a bug that would repeat). A code here is retried at most --max-restarts times.
-RETRYABLE_EXIT_CODES="${SWIFTMIND_RETRYABLE_EXIT_CODES:-75 76 129 130 135 137 139 143}"
+RETRYABLE_EXIT_CODES="${SWIFTMIND_RETRYABLE_EXIT_CODES:-75 76 129 130 135 137 139 143 205 255}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # The working directory is kept: relative paths in trainer arguments and --hostfile mean what the user typed.
 
@@ -168,9 +169,12 @@ health_check() {
     pids+=($!)
   done
   for i in "${!hf_hosts[@]}"; do
-    if wait "${pids[$i]}"; then healthy+=("$i"); continue; fi
+    local hrc=0; wait "${pids[$i]}" || hrc=$?
+    [ "$hrc" = 0 ] && { healthy+=("$i"); continue; }
     left_out+=("${hf_hosts[$i]}")
-    echo "launch.sh: health check of ${hf_hosts[$i]} failed: $(grep -v '^ *$' "$work/health.$i" | tail -n 3 | tr '\n' ' ')" >&2
+    local why; why="$(grep -v -e '^[[:space:]]*$' -e '^---' "$work/health.$i" | head -n 1)"
+    [ "$hrc" = 124 ] || [ "$hrc" = 137 ] && why="no answer within ${health_timeout}s"
+    echo "launch.sh: health check of ${hf_hosts[$i]} failed (exit $hrc): ${why:-no output}" >&2
   done
 }
 
