@@ -92,7 +92,7 @@ final class LaunchRestartTests: XCTestCase {
     /// exists; mpirun ends the job (exit 137), launch.sh relaunches it with `--resume` added once, and the final
     /// `model.safetensors` is byte-identical to an uninterrupted `-np 2` run's; `restarts.log` records both attempts.
     func testKilledRankIsRelaunchedWithResumeToTheSameFinalWeights() throws {
-        let steps = 80
+        let steps = 50
         let ref = work + "/ref", out = work + "/restarted"
         let t0 = Date()
         let r0 = try launch(["-np", "2"] + pretrain(out: ref, steps: steps))
@@ -162,5 +162,77 @@ final class LaunchRestartTests: XCTestCase {
         let g = try launch(["--max-restarts", "1", "generate", "--model", work], timeout: 30)
         XCTAssertEqual(g.status, 2, g.output)
         XCTAssertTrue(g.output.contains("--max-restarts applies to the training commands"), g.output)
+    }
+
+    /// A hostfile host that mpirun cannot reach (its launch agent fails as ssh does, exit 255) fails the first attempt
+    /// and the health check: it is left out, the job runs on the 2 local slots, and since 3 × 2 × 1 cannot be kept on
+    /// 2 ranks the warning names the new global batch (4).
+    func testUnreachableHostIsLeftOutAndTheNewGlobalBatchIsNamed() throws {
+        let agent = work + "/unreachable-agent.sh", hostfile = work + "/hostfile", out = work + "/left-out"
+        try "#!/bin/sh\necho \"unreachable-agent: cannot reach $*\" >&2\nexit 255\n".write(toFile: agent, atomically: true, encoding: .utf8)
+        chmod(agent, 0o755)
+        try "localhost slots=2\nnode-that-is-gone.invalid slots=1   # the lost machine\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let r = try launch(["--hostfile", hostfile, "-np", "3", "--max-restarts", "1", "--mca", "plm_rsh_agent", agent,
+                            "--mca", "hwloc_base_binding_policy", "none"] + pretrain(out: out, steps: 10),
+                           env: ["SWIFTMIND_HEALTH_TIMEOUT": "20"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("health check of node-that-is-gone.invalid failed (exit 255)"), r.output)
+        let log = try String(contentsOfFile: out + "/restarts.log", encoding: .utf8)
+        XCTAssertTrue(log.contains("warning: the global batch 6 = 3 ranks × batch 2 × accumulation 1 cannot be kept on 2 ranks; the new global batch is 4 = 2 × 2 × 1"), log)
+        XCTAssertTrue(log.contains("restart 1/1: attempt 1 exited with code 255; relaunching with --resume on 2 rank(s), accumulation 1 (global batch 4), hosts: localhost; left out after a failed health check: node-that-is-gone.invalid"), log)
+        XCTAssertTrue(log.contains("attempt 2 finished (exit 0) on 2 rank(s), hosts: localhost"), log)
+        XCTAssertTrue(r.output.contains("world 2,"), r.output)
+        XCTAssertEqual(try TrainerRunner.losses(outDir: out).map(\.step), Array(1 ... 10))
+    }
+
+    /// SIGTERM to launch.sh (a scheduler stopping the job) goes to mpirun and its ranks, and is not answered with a
+    /// restart although 143 is a retryable code: launch.sh exits with the job's code and no rank is left running.
+    func testSignalToLaunchShStopsTheJobWithoutRestart() throws {
+        let out = work + "/stopped", tag = "stop-\(UUID().uuidString.prefix(8))"
+        let r = try launch(["--max-restarts", "3", "-np", "2"] + pretrain(out: out, steps: 100_000, extra: ["--epochs", "1000"]),
+                           env: ["SWIFTMIND_TEST_TAG": tag], timeout: 120) { p in
+            guard Self.waitFor(out + "/checkpoint-5", seconds: 120, while: p) else { return }
+            kill(p.processIdentifier, SIGTERM)
+        }
+        XCTAssertFalse(r.timedOut, r.output)
+        XCTAssertNotEqual(r.status, 0, r.output)
+        let log = try String(contentsOfFile: out + "/restarts.log", encoding: .utf8)
+        XCTAssertEqual(log.split(separator: "\n").count, 1, log)
+        XCTAssertTrue(log.contains("attempt 1 ended with exit code \(r.status) after launch.sh received SIGTERM: not restarted"), log)
+        usleep(500_000)
+        XCTAssertEqual(Self.processes(withEnvironment: ["SWIFTMIND_TEST_TAG=\(tag)"]), [], "processes of the job still running")
+    }
+
+    /// Opt-in (`SWIFTMIND_LONG_TESTS=1`, ~40 s): two failures in one job with `--max-restarts 2` — rank 0 (the
+    /// checkpoint writer, holder of the out-dir lock) killed after checkpoint-5, then rank 1 of the relaunched job
+    /// after checkpoint-15 — still end with the uninterrupted run's final weights, byte for byte.
+    func testTwoKillsWithTwoRestartsGiveTheSameFinalWeights() throws {
+        guard ProcessInfo.processInfo.environment["SWIFTMIND_LONG_TESTS"] == "1" else {
+            throw XCTSkip("set SWIFTMIND_LONG_TESTS=1 to run (three training runs under mpirun)")
+        }
+        let steps = 80
+        let ref = work + "/ref2", out = work + "/twice"
+        XCTAssertEqual(try launch(["-np", "2"] + pretrain(out: ref, steps: steps)).status, 0)
+        let tag = "twice-\(UUID().uuidString.prefix(8))"
+        var kills: [pid_t] = []
+        let r = try launch(["--max-restarts", "2", "-np", "2"] + pretrain(out: out, steps: steps),
+                           env: ["SWIFTMIND_TEST_TAG": tag]) { p in
+            for (checkpoint, rank) in [(5, 0), (15, 1)] {
+                guard Self.waitFor(out + "/checkpoint-\(checkpoint)", seconds: 120, while: p) else { return }
+                let pids = Self.processes(withEnvironment: ["SWIFTMIND_TEST_TAG=\(tag)", "OMPI_COMM_WORLD_RANK=\(rank)"])
+                XCTAssertEqual(pids.count, 1, "rank \(rank): \(pids)")
+                if let pid = pids.first { kills.append(pid); kill(pid, SIGKILL) }
+            }
+        }
+        XCTAssertEqual(kills.count, 2, r.output)
+        XCTAssertEqual(r.status, 0, r.output)
+        let log = try String(contentsOfFile: out + "/restarts.log", encoding: .utf8)
+        XCTAssertTrue(log.contains("restart 1/2: attempt 1 exited with code 137"), log)
+        XCTAssertTrue(log.contains("restart 2/2: attempt 2 exited with code 137"), log)
+        XCTAssertTrue(log.contains("attempt 3 finished (exit 0)"), log)
+        XCTAssertEqual(try TrainerRunner.losses(outDir: out).map(\.loss), try TrainerRunner.losses(outDir: ref).map(\.loss))
+        let a = try Data(contentsOf: URL(fileURLWithPath: ref + "/final/model.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: out + "/final/model.safetensors"))
+        XCTAssertTrue(a == b, "final model.safetensors differs from the uninterrupted run's")
     }
 }
