@@ -38,9 +38,9 @@ set -euo pipefail
 #   135 SIGBUS, 139 SIGSEGV: a rank crashed on a memory or file-system fault;
 #   75 a rank was preempted (checkpoint written first), 76 the stall timeout ended a job that waited for a rank;
 #   205 mpirun lost a host's daemon mid-run, 255 mpirun could not start its daemon on a host (ssh failed) — OpenMPI 4.1.
-# Never retried: 1 (the trainer stopped with an error it names: bad data, a refused checkpoint, divergence, a lost peer
-# reported by MPI — the same input fails again), 2 (launch.sh usage), 64 (trainer usage or validation), 132/133 (a
-# Swift runtime trap: a bug that would repeat). A code here is retried at most --max-restarts times.
+# Never retried: 1 (the trainer stopped with an error it names: bad data, a refused checkpoint, divergence — the same
+# input fails again), 2 (launch.sh usage), 64 (trainer usage or validation), 132/133 (a Swift runtime trap: a bug
+# that would repeat). A code here is retried at most --max-restarts times.
 RETRYABLE_EXIT_CODES="${SWIFTMIND_RETRYABLE_EXIT_CODES:-75 76 129 130 135 137 139 143 205 255}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # The working directory is kept: relative paths in trainer arguments and --hostfile mean what the user typed.
