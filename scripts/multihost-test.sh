@@ -184,4 +184,44 @@ for x, y in zip(a, b): print(f"  {x:.6f}  {y:.6f}")
 sys.exit(0 if len(a) == 8 and d <= 1e-6 else 1)
 PY
 
+echo "== 5. launch.sh --max-restarts 1: a host removed mid-run, the job finishes on the other two"
+if [ "$N" != 3 ]; then
+  echo "multihost-test: check 5 needs 3 hosts (SWIFTMIND_NETNS_HOSTS=3); skipped"
+else
+  # 3 ranks × batch 2 × accumulation 2 = global batch 12; on the 2 remaining hosts accumulation 3 keeps it.
+  RS=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$FIXTURES/tokenizers/minimind" --cache-dir "$TMP/cache"
+      --hidden-size 32 --num-hidden-layers 2 --max-seq-len 33 --batch-size 2 --accumulation-steps 2 --epochs 4
+      --max-steps 60 --log-interval 1 --save-interval 5 --threads 1 --seed 3 --out-dir "$TMP/rs")
+  t0=$SECONDS
+  timeout --kill-after=10 "$TIMEOUT" "$TMP/in-host.sh" "${HOSTS[0]}" env SWIFTMIND_TRAINER_BIN="$BIN/trainer" \
+    SWIFTMIND_HEALTH_TIMEOUT=20 "$ROOT/launch.sh" --hostfile "$HOSTFILE" -np 3 --max-restarts 1 \
+      --mca plm_rsh_agent "$TMP/agent.sh" --mca hwloc_base_binding_policy none \
+      --mca btl tcp,self --mca btl_tcp_if_include "$NET.0/24" --mca oob_tcp_if_include "$NET.0/24" --mca pml ob1 \
+      -x PATH "${RS[@]}" > "$TMP/rs.out" 2>&1 &
+  lpid=$!
+  while [ ! -d "$TMP/rs/checkpoint-5" ] && kill -0 "$lpid" 2>/dev/null; do sleep 0.05; done
+  [ -d "$TMP/rs/checkpoint-5" ] || { cat "$TMP/rs.out" >&2; echo "multihost-test: FAIL: no checkpoint-5" >&2; exit 1; }
+  # The third host disappears: everything in its namespace is killed, then the namespace (and its veth) removed.
+  pids="$(ip netns pids "$P-h3")"; [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  ip netns del "$P-h3"
+  echo "host $P-h3 removed after $((SECONDS - t0)) s (checkpoint-5 written)"
+  rc=0; wait "$lpid" || rc=$?
+  grep -E '^launch.sh:|world [0-9]' "$TMP/rs.out" | cut -c1-240
+  echo "launch.sh exit $rc after $((SECONDS - t0)) s; restarts.log:"; cat "$TMP/rs/restarts.log" 2>/dev/null || true
+  [ "$rc" = 0 ] || { tail -n 40 "$TMP/rs.out" >&2; echo "multihost-test: FAIL: launch.sh --max-restarts exited $rc" >&2; exit 1; }
+  grep -q "left out after a failed health check: $NET.13" "$TMP/rs/restarts.log" \
+    || { echo "multihost-test: FAIL: restarts.log does not name the removed host" >&2; exit 1; }
+  grep -q "relaunching with --resume on 2 rank(s), accumulation 3 (global batch 12)" "$TMP/rs/restarts.log" \
+    || { echo "multihost-test: FAIL: the restart did not keep the global batch on 2 ranks" >&2; exit 1; }
+  grep -q "world 2, .*resumed from .*checkpoint-" "$TMP/rs.out" \
+    || { echo "multihost-test: FAIL: the second attempt did not resume on 2 ranks" >&2; exit 1; }
+  [ -f "$TMP/rs/final/model.safetensors" ] || { echo "multihost-test: FAIL: no final model" >&2; exit 1; }
+  python3 - "$TMP/rs/metrics.jsonl" <<'PY' || { echo "multihost-test: FAIL: metrics.jsonl steps" >&2; exit 1; }
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1])]
+print(f"metrics.jsonl: steps {steps[0]}..{steps[-1]}, {len(steps)} rows")
+sys.exit(0 if steps == list(range(1, 61)) else 1)
+PY
+fi
+
 echo "multihost-test: OK"
