@@ -88,6 +88,11 @@ final class LoRAMergeRecordTests: ScratchDirTestCase {
         refused(try TrainerRunner.run(["serve", "--model", m1, "--lora", a, "--port", "0"] + tok, timeout: 60), ["already merged", shaA])
         refused(try TrainerRunner.run(["generate", "--model", m1, "--lora", a, "--prompt-ids", "1,2", "--ids", "--max-new-tokens", "2"], timeout: 60),
                 ["already merged", shaA])
+        let batch = Fixtures.golden("lora_step.safetensors")
+        for objective in ["lm", "lora"] {   // lm: --lora merged into --model; lora: the adapter trained from --lora
+            refused(try TrainerRunner.run(["debug-step", "--model", m1, "--batch", batch, "--out", work + "/step.safetensors",
+                                           "--objective", objective, "--lora", a], timeout: 60), ["already merged", shaA])
+        }
         let hf = work + "/hf"
         refused(try TrainerRunner.run(["export", "--model", m1, "--lora", a, "--format", "hf", "--out", hf] + tok, timeout: 60),
                 ["already merged", shaA])
