@@ -123,6 +123,22 @@ final class LoRAMergeRecordTests: ScratchDirTestCase {
         XCTAssertEqual(viaLoRA.stdout, viaMerged.stdout)
     }
 
+    /// `debug-step --objective lm --lora A` on the base (the adapter merged at load, as every command's --lora) gives
+    /// the step of the model `lora merge` wrote: the same loss, logits and gradients, bit for bit.
+    func testDebugStepWithLoRAEqualsTheMergedModel() throws {
+        let a = try makeAdapter("a.safetensors", seed: 4)
+        let merged = work + "/merged"
+        XCTAssertEqual(try TrainerRunner.run(["lora", "merge", "--model", base, "--lora", a, "--out", merged]).status, 0)
+        let step = ["debug-step", "--batch", Fixtures.golden("lora_step.safetensors"), "--objective", "lm"]
+        let viaLoRA = try TrainerRunner.run(step + ["--model", base, "--lora", a, "--out", work + "/lora.safetensors"], timeout: 60)
+        let viaMerged = try TrainerRunner.run(step + ["--model", merged, "--out", work + "/merged.safetensors"], timeout: 60)
+        XCTAssertEqual(viaLoRA.status, 0, viaLoRA.stderr)
+        XCTAssertEqual(viaMerged.status, 0, viaMerged.stderr)
+        let x = try SafeTensorsFile(path: work + "/lora.safetensors"), y = try SafeTensorsFile(path: work + "/merged.safetensors")
+        XCTAssertEqual(x.entries.keys.sorted(), y.entries.keys.sorted())
+        for k in x.entries.keys.sorted() { XCTAssertEqual(try x.floats(k), try y.floats(k), k) }
+    }
+
     /// A malformed merges.json is a named error, not silently "no merges".
     func testMalformedRecordIsANamedError() throws {
         let a = try makeAdapter("a.safetensors", seed: 1)
