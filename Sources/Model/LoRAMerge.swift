@@ -52,6 +52,20 @@ public enum LoRAMergeRecord {
         try data.write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(fileName)), options: .atomic)
     }
 
+    /// Refuses the adapter file `path` when the model directory `directory` already has it merged (its `merges.json`
+    /// lists the file's sha256), so B·A is never added twice: every command's `--lora`, `lora merge`, and
+    /// `debug-step --objective lora --lora` (training an adapter on top of a model that holds it) go through here.
+    /// - Returns: the sha256 (hex) of the adapter file.
+    /// - Throws: `ModelError` when the adapter is already merged, or a file is unreadable or malformed.
+    @discardableResult
+    public static func refuseMerged(adapter path: String, directory: String?) throws -> String {
+        let sha = try SHA256Digest.hex(ofFile: path)
+        if let dir = directory {
+            try refuseRepeat(sha256: sha, adapter: path, entries: try read(directory: dir), directory: dir)
+        }
+        return sha
+    }
+
     /// Throws when the adapter whose file hashes to `sha256` is already listed in `entries` of `directory`.
     public static func refuseRepeat(sha256: String, adapter path: String, entries: [LoRAMergeEntry], directory: String) throws {
         if let e = entries.first(where: { $0.sha256 == sha256 }) {
@@ -70,14 +84,23 @@ extension MiniMindModel {
     ///   already merged into `modelDirectory`.
     @discardableResult
     public func mergeLoRA(path: String, modelDirectory: String?) throws -> LoRAMergeEntry {
-        let sha = try SHA256Digest.hex(ofFile: path)
-        if let dir = modelDirectory {
-            try LoRAMergeRecord.refuseRepeat(sha256: sha, adapter: path, entries: try LoRAMergeRecord.read(directory: dir), directory: dir)
-        }
-        let rank = try LoRAAdapters.rank(inFile: path)
-        let adapters = try LoRAAdapters(config: config, rank: rank)
-        try adapters.load(path: path)
+        let sha = try LoRAMergeRecord.refuseMerged(adapter: path, directory: modelDirectory)
+        let adapters = try LoRAAdapters.read(path: path, config: config)
         try adapters.merge(into: self)
-        return LoRAMergeEntry(sha256: sha, file: path, rank: rank, modules: adapters.targets.count)
+        return LoRAMergeEntry(sha256: sha, file: path, rank: adapters.rank, modules: adapters.targets.count)
+    }
+}
+
+extension LoRAAdapters {
+    /// Reads an adapter file for a model of `config`: the rank from its first `<module>.lora.A.weight` (`[r, in]`),
+    /// every `<module>.lora.A.weight` / `.B.weight` (`[out, r]`) of this model's targets. A file with tensors named
+    /// `lora.…` (a golden step file, its adapter beside its batch and gradients) is read with that prefix and its other
+    /// tensors ignored; otherwise a tensor that is not part of the adapter is an error.
+    /// - Throws: `ModelError` naming the file when it holds no adapter, a tensor is missing or its shape does not fit.
+    public static func read(path: String, config: ModelConfig) throws -> LoRAAdapters {
+        let a = try LoRAAdapters(config: config, rank: try rank(inFile: path))
+        let names = try SafeTensorsFile(path: path).entries.keys
+        try a.load(path: path, prefix: names.contains { $0.hasPrefix("lora.") } ? "lora." : "")
+        return a
     }
 }

@@ -279,10 +279,7 @@ public final class MiniMindModel {
     /// Runs `body(part)` for every part; with several parts, concurrently with OpenBLAS at one thread.
     func runParts(_ n: Int, _ body: (Int) -> Void) {
         if n == 1 { body(0); return }
-        let saved = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        DispatchQueue.concurrentPerform(iterations: n) { body($0) }
-        openblas_set_num_threads(saved)
+        ComputeThreads.withSingleThread { DispatchQueue.concurrentPerform(iterations: n) { body($0) } }
     }
 
     @inline(__always) private func timed<R>(_ on: Bool, _ part: WritableKeyPath<ModelProfile, Double>, _ body: () -> R) -> R {

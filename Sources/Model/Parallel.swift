@@ -4,16 +4,35 @@ import Dispatch
 import CBLAS
 
 /// Threads used by the model: OpenBLAS's thread count, which also sets the worker count of the non-BLAS loops and
-/// the number of batch parts `forward`/`backward` run concurrently. (`trainer --threads N` sets it.)
+/// the number of batch parts `forward`/`backward` run concurrently. The one place the process sets it: every command's
+/// `--threads N`, the training ranks' threads per rank and the model's single-threaded sections all come here.
 public enum ComputeThreads {
+    /// Largest count accepted (OpenBLAS caps it at its build's MAX_CPU_NUMBER anyway).
+    public static let maxCount = 1024
+
+    /// The current count; setting it calls `set(_:)`.
     public static var count: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        set { set(newValue) }
+    }
+
+    /// Sets OpenBLAS's thread count (and so the model's worker count) to `n`, clamped to 1…`maxCount`.
+    public static func set(_ n: Int) {
+        openblas_set_num_threads(Int32(min(max(1, n), maxCount)))
+    }
+
+    /// Runs `body` with one thread (BLAS calls inside it then run on the calling thread, so `body` may run them
+    /// concurrently itself), restoring the previous count afterwards.
+    public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
+        let saved = count
+        set(1)
+        defer { set(saved) }
+        return try body()
     }
 }
 
 /// Worker count for the non-BLAS loops = OpenBLAS's thread count (so `--threads` governs both).
-@inline(__always) func workerCount() -> Int { max(1, Int(openblas_get_num_threads())) }
+@inline(__always) func workerCount() -> Int { max(1, ComputeThreads.count) }
 
 /// Runs `body(range)` over `0..<n` split into `workers` contiguous chunks on `DispatchQueue.concurrentPerform`.
 /// Inline (no dispatch) when one worker or small `n`.
@@ -42,17 +61,16 @@ func parallelChunks(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Int,
 /// for the duration (BLAS calls inside tasks then run on the calling thread). `body(task, worker)`.
 func parallelTasks(_ tasks: Int, workers: Int, _ body: (Int, Int) -> Void) {
     if workers <= 1 || tasks <= 1 { for t in 0..<tasks { body(t, 0) }; return }
-    let saved = openblas_get_num_threads()
-    openblas_set_num_threads(1)
     let counter = TaskCounter()
-    DispatchQueue.concurrentPerform(iterations: workers) { w in
-        while true {
-            let t = counter.next()
-            if t >= tasks { break }
-            body(t, w)
+    ComputeThreads.withSingleThread {
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            while true {
+                let t = counter.next()
+                if t >= tasks { break }
+                body(t, w)
+            }
         }
     }
-    openblas_set_num_threads(saved)
 }
 
 final class TaskCounter: @unchecked Sendable {

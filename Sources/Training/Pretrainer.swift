@@ -40,6 +40,8 @@ final class LanguageModelObjective: TrainingObjective {
     var parameters: UnsafeMutableBufferPointer<Float> { model.params }
     var gradients: UnsafeMutableBufferPointer<Float> { model.grads }
     let moe: MoESettings
+    /// Masked next-token cross-entropy (`LossHead.crossEntropy`).
+    let step: ObjectiveStep
 
     /// Loads the tokenizer, validates the model config (before anything slow or large), builds or opens the token
     /// cache (rank 0 builds it) and initialises the model from `seed`.
@@ -56,6 +58,7 @@ final class LanguageModelObjective: TrainingObjective {
         try checkForwardSize(rows: o.batchSize, seqLen: dataset.seqLen, config: config)
         self.dataset = dataset
         model = MiniMindModel(config: config, seed: o.seed)
+        step = ObjectiveStep(model: model, head: .crossEntropy)
         dataIdentity = "data size \(cache.meta.source.size) hash \(cache.meta.source.sampledHash) samples \(cache.count) tokens \(cache.numTokens); tokenizer \(tok.fingerprint); seed \(o.seed)"
         tokenizerPath = o.tokenizer
         moe = o.moe
@@ -64,18 +67,6 @@ final class LanguageModelObjective: TrainingObjective {
     func describe(world: Int) -> String {
         let c = model.config
         return "world \(world), model \(model.numParameters) parameters (\(c.activeParameterCount) active, \(moe)) (hidden \(c.hiddenSize), \(c.numHiddenLayers) layers, vocab \(c.vocabSize)), "
-    }
-
-    func forwardLoss(_ b: Batch, rows: Int, seqLen: Int, norms: LossNormalisers)
-        -> (logits: UnsafeMutableBufferPointer<Float>, loss: Double, extra: Double) {
-        let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: rows, seqLen: seqLen) }
-        let loss = b.labels.withUnsafeBufferPointer { y in
-            b.lossMask.withUnsafeBufferPointer { mk in
-                CrossEntropy.forwardBackward(logits: logits, labels: y, lossMask: mk, vocabSize: model.config.vocabSize,
-                                             normalizer: Float(norms.maskSum)) / norms.maskSum
-            }
-        }
-        return (logits, loss, 0)
     }
 
     func loadWeights(checkpoint dir: String) throws {

@@ -84,16 +84,6 @@ public struct StageOptions: Codable, Sendable, ObjectiveOptions {
 /// A post-training stage as a `TrainingObjective`: SFT / reason (masked CE, reason with tag weights in the mask), LoRA
 /// (masked CE, only the adapters train), DPO (against a frozen reference), distill (CE + KL to a frozen teacher).
 final class StageObjective: TrainingObjective {
-    /// The loss of a micro-batch, with the frozen model it needs.
-    enum LossHead {
-        /// Masked next-token cross-entropy over Σ mask (SFT, reason, LoRA).
-        case crossEntropy
-        /// DPO over the pairs of the step; `extra` = preferred pairs (preference accuracy).
-        case dpo(reference: MiniMindModel, beta: Double)
-        /// α·CE + (1−α)·T²·KL(teacher ‖ student) over Σ mask; `extra` = the CE part.
-        case distill(teacher: MiniMindModel, alpha: Double, temperature: Double)
-    }
-
     /// Name of the adapter file in a checkpoint directory and in OUT/final/ (OUT/ itself gets `--lora-name`'s).
     static let adapterFile = "lora.safetensors"
 
@@ -101,7 +91,8 @@ final class StageObjective: TrainingObjective {
     let report: RunReport
     let model: MiniMindModel
     let dataset: BatchDataset
-    let head: LossHead
+    /// Forward, loss head and backward of a micro-batch (also `trainer debug-step`'s).
+    let step: ObjectiveStep
     /// LoRA: the adapters are the trained parameters (the base stays frozen).
     let adapters: LoRAAdapters?
     let dataIdentity: String
@@ -113,9 +104,6 @@ final class StageObjective: TrainingObjective {
     var gradients: UnsafeMutableBufferPointer<Float> { adapters?.grads ?? model.grads }
     /// The model's per-layer gradient ranges index `model.grads`, not the adapters.
     var overlapsBackward: Bool { adapters == nil }
-    var extraMetric: String? {
-        switch head { case .crossEntropy: return nil; case .dpo: return "preference_acc"; case .distill: return "ce" }
-    }
 
     /// Loads the tokenizer, the stage's dataset (the shared token cache: `.dpo` for dpo, `.sft` for sft, lora, reason
     /// and distill), the model (--init or a random init) and any frozen reference / teacher, and checks that they fit
@@ -159,7 +147,7 @@ final class StageObjective: TrainingObjective {
         var lora: LoRAAdapters?
         if o.stage == .lora {
             let a = try LoRAAdapters(config: config, rank: o.loraRank, seed: o.seed)
-            net.lora = a; net.frozenBase = true; lora = a
+            a.attachForTraining(to: net); lora = a
         }
         let lossHead: LossHead
         switch o.stage {
@@ -184,51 +172,13 @@ final class StageObjective: TrainingObjective {
         dataset = data
         model = net
         adapters = lora
-        head = lossHead
+        step = ObjectiveStep(model: net, head: lossHead)
         dataIdentity = "stage \(o.stage) data size \(src.size) hash \(src.sampledHash) samples \(data.count); tokenizer \(tok.fingerprint); seed \(o.seed)"
     }
 
     func describe(world: Int) -> String {
         let c = model.config
         return "\(stage): world \(world), model \(model.numParameters) parameters (hidden \(c.hiddenSize), \(c.numHiddenLayers) layers), trainable \(parameters.count), "
-    }
-
-    func forwardLoss(_ b: Batch, rows: Int, seqLen T: Int, norms: LossNormalisers)
-        -> (logits: UnsafeMutableBufferPointer<Float>, loss: Double, extra: Double) {
-        let V = model.config.vocabSize
-        // The frozen model first (its logits are read by the loss after the policy's forward).
-        var refLP: [Double] = []
-        var teacherLogits: UnsafeMutableBufferPointer<Float>?
-        switch head {
-        case .dpo(let r, _):
-            let rl = b.inputIds.withUnsafeBufferPointer { r.forward(inputIds: $0, batchSize: rows, seqLen: T) }
-            refLP = b.labels.withUnsafeBufferPointer { l in b.lossMask.withUnsafeBufferPointer { mk in
-                DPOLoss.sequenceLogProbs(logits: UnsafeBufferPointer(rl), labels: l, mask: mk, rows: rows, seqLen: T, vocabSize: V) } }
-        case .distill(let t, _, _):
-            teacherLogits = b.inputIds.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: rows, seqLen: T) }
-        case .crossEntropy: break
-        }
-        let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: rows, seqLen: T) }
-        let maskNorm = norms.maskSum, pairNorm = norms.samples
-        let (loss, extra): (Double, Double) = b.labels.withUnsafeBufferPointer { y in
-            b.lossMask.withUnsafeBufferPointer { mk in
-                switch head {
-                case .dpo(_, let beta):
-                    let r = DPOLoss.forwardBackward(logits: logits, labels: y, mask: mk, referenceLogProbs: refLP, rows: rows, seqLen: T,
-                                                    vocabSize: V, beta: beta, normalizer: pairNorm)
-                    return (r.lossSum / pairNorm, Double(r.preferred) / pairNorm)
-                case .distill(_, let alpha, let temperature):
-                    let r = DistillLoss.forwardBackward(student: logits, teacher: UnsafeBufferPointer(teacherLogits!), labels: y, mask: mk,
-                                                        vocabSize: V, alpha: alpha, temperature: temperature,
-                                                        ceNormalizer: maskNorm, klNormalizer: maskNorm)
-                    return (alpha * r.ceSum / maskNorm + (1 - alpha) * temperature * temperature * r.klSum / maskNorm, r.ceSum / maskNorm)
-                case .crossEntropy:
-                    return (CrossEntropy.forwardBackward(logits: logits, labels: y, lossMask: mk, vocabSize: V,
-                                                         normalizer: Float(maskNorm)) / maskNorm, 0)
-                }
-            }
-        }
-        return (logits, loss, extra)
     }
 
     func loadWeights(checkpoint dir: String) throws {

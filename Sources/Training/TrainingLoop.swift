@@ -108,13 +108,8 @@ protocol TrainingObjective: AnyObject {
     var writtenChatTemplate: String? { get }
     /// The model part of the start line, e.g. `world 2, model 1234 parameters (…), `.
     func describe(world: Int) -> String
-    /// Name and value of a stage-specific per-step figure (DPO `preference_acc`, distill `ce`), window-averaged.
-    var extraMetric: String? { get }
-    /// One micro-batch: runs the model (and any frozen reference / teacher) forward, computes this rank's share of the
-    /// step's loss and writes dLoss/dlogits into the returned logits buffer (ready for `model.backward`).
-    /// - Returns: `loss` (already divided by the global normaliser) and `extra` (the `extraMetric` share).
-    func forwardLoss(_ batch: Batch, rows: Int, seqLen: Int, norms: LossNormalisers)
-        -> (logits: UnsafeMutableBufferPointer<Float>, loss: Double, extra: Double)
+    /// Forward, loss and backward of one micro-batch (`ObjectiveStep.run`, the code `trainer debug-step` runs too).
+    var step: ObjectiveStep { get }
     /// Rank 0 on --resume: loads the trainable weights of checkpoint `dir` into `parameters`.
     func loadWeights(checkpoint dir: String) throws
     /// After a checkpoint (or final/) directory was written: add the objective's own files (the LoRA adapter).
@@ -125,7 +120,8 @@ protocol TrainingObjective: AnyObject {
 
 extension TrainingObjective {
     var overlapsBackward: Bool { true }
-    var extraMetric: String? { nil }
+    /// Name of the stage-specific per-step figure (DPO `preference_acc`, distill `ce`), window-averaged.
+    var extraMetric: String? { step.head.extraMetric }
     func didWrite(directory: String) throws {}
     func didFinish(outDir: String) throws {}
 }
@@ -257,25 +253,21 @@ final class TrainingLoop {
         var waited = 0.0
         var experts = config.useMoe ? [[Int]](repeating: [Int](repeating: 0, count: config.nRoutedExperts), count: config.numHiddenLayers) : []
         for (m, b) in batches.enumerated() {
-            let (logits, l, x) = obj.forwardLoss(b, rows: plan.rowsPerBatch, seqLen: T, norms: norms)
-            lossPart += l; extraPart += x
-            auxPart += model.lastAuxLoss / Double(acc)   // 0 for a dense model
+            // The last micro-batch's backward feeds the all-reduce (overlapped when the gradients are model.grads).
+            let r = m == acc - 1 ? reducer : nil
+            r?.prepareForBackward()
+            let part = obj.step.run(b, rows: plan.rowsPerBatch, seqLen: T, norms: norms,
+                                    onGradientsReady: obj.overlapsBackward ? r.map { r in { r.gradientsReady($0) } } : nil)
+            lossPart += part.loss; extraPart += part.extra
+            auxPart += part.auxLoss / Double(acc)   // 0 for a dense model
             if config.useMoe {
                 for (l, row) in model.lastExpertCounts.enumerated() { for (e, c) in row.enumerated() { experts[l][e] += c } }
             }
-            if m == acc - 1, let r = reducer {
-                r.prepareForBackward()
-                if obj.overlapsBackward {
-                    model.backward(dLogits: logits, onGradientsReady: { r.gradientsReady($0) })
-                } else {
-                    model.backward(dLogits: logits)
-                    r.gradientsReady(0 ..< trainG.count)
-                }
+            if let r {
+                if !obj.overlapsBackward { r.gradientsReady(0 ..< trainG.count) }
                 let w0 = Date()
                 try r.finish()
                 waited = Date().timeIntervalSince(w0)
-            } else {
-                model.backward(dLogits: logits)
             }
         }
         var lossBuf = [lossPart, extraPart, auxPart]

@@ -1,7 +1,9 @@
 // `trainer bench`: training speed and memory of one process on random tokens (forward, loss, backward, clip, AdamW).
 import ArgumentParser
 import Foundation
+import Datasets
 import Model
+import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -72,8 +74,11 @@ struct Bench: ParsableCommand {
         let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
         var rng = SplitMix64(seed: seed &+ 1)
         let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
-        let input = Array(ids[0..<N]), labels = Array(ids[1...])
-        let mask = [Float](repeating: 1, count: N)
+        // Next-token cross-entropy over every position, through the training objectives' micro-step.
+        var batch = Batch(batchSize: B, seqLen: T)
+        batch.inputIds = Array(ids[0..<N]); batch.labels = Array(ids[1...])
+        batch.lossMask = [Float](repeating: 1, count: N); batch.maskCount = N
+        let objective = ObjectiveStep(model: m, head: .crossEntropy)
         var expertTokens = [[Int]](repeating: [Int](repeating: 0, count: cfg.nRoutedExperts), count: cfg.numHiddenLayers)
         var aux = 0.0
         var loss = 0.0, tLoss = 0.0, tOpt = 0.0, tTotal = 0.0, cpuStart = 0.0
@@ -82,22 +87,17 @@ struct Bench: ParsableCommand {
             if s == warmup { m.profile = ModelProfile(); cpuStart = Bench.cpuSeconds() }
             m.profiling = true
             let t0 = Date()
-            m.zeroGrad()
-            let logits = input.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            let t1 = Date()
+            var t1 = t0, t2 = t0
+            let r = objective.runAlone(batch, inspectLogits: { _ in t1 = Date() }, afterLoss: { t2 = Date() })
+            let t3 = Date()
             if cfg.useMoe && timed {
-                aux = m.lastAuxLoss
+                aux = r.auxLoss
                 for (l, row) in m.lastExpertCounts.enumerated() { for (e, c) in row.enumerated() { expertTokens[l][e] += c } }
             }
-            let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: vocabSize, normalizer: Float(N)) } }
-            let t2 = Date()
-            m.backward(dLogits: logits)
-            let t3 = Date()
             clipGradNorm(m.grads, maxNorm: 1.0)
             opt.step(params: m.params, grads: UnsafeBufferPointer(m.grads), lr: Float(cosineLR(step: s, totalSteps: warmup + steps, baseLR: 5e-4)))
             let t4 = Date()
-            loss = sum / Double(N)
+            loss = r.loss
             if timed {
                 tLoss += t2.timeIntervalSince(t1); tOpt += t4.timeIntervalSince(t3); tTotal += t4.timeIntervalSince(t0)
             }

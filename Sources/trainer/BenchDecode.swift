@@ -16,6 +16,7 @@ struct BenchDecode: ParsableCommand {
         """)
 
     @Option(help: "Model directory (default: random weights with the options below).") var model: String?
+    @Option(help: "LoRA adapter file (from `trainer lora`), merged into --model's weights at load.") var lora: String?
     @Option(name: .customLong("hidden-size")) var hiddenSize = 512
     @Option(name: .customLong("num-hidden-layers")) var numHiddenLayers = 8
     @Option(name: .customLong("num-attention-heads")) var numAttentionHeads = 8
@@ -34,7 +35,11 @@ struct BenchDecode: ParsableCommand {
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
         let m: MiniMindModel
-        if let model { m = try MiniMindModel.load(huggingFaceDirectory: model) } else {
+        if lora != nil && model == nil { throw ValidationError("--lora needs --model DIR") }
+        if let model {
+            m = try MiniMindModel.load(huggingFaceDirectory: model)
+            if let lora { try m.mergeLoRA(path: lora, modelDirectory: model) }
+        } else {
             let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
                                   numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
             try cfg.validate(source: "bench-decode options")

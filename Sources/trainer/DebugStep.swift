@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Datasets
 import Training
 
 struct DebugStep: ParsableCommand {
@@ -10,13 +11,19 @@ struct DebugStep: ParsableCommand {
         abstract: "One training step on a batch; writes logits, loss, every grad.<name>, grad_norm and after_step.<name>.",
         discussion: """
         Reads input_ids and labels (int32 or int64, [B, T]) and an optional float loss_mask [B, T] from --batch.
-        Writes logits [B, T, V], loss [1] (= Σ CE·mask / Σ mask), grad.<name> for every parameter as the optimizer
+        The step runs through the training objectives' code (forward, loss head, backward: the micro-step every
+        training stage runs), as a one-rank run with this batch as its only micro-batch.
+        Writes logits [B, T, V], loss [1] (lm: Σ CE·mask / (positions with mask ≠ 0), the training normaliser, = Σ mask
+        for a 0/1 mask), grad.<name> for every parameter as the optimizer
         sees it (after clipping to --grad-clip, default 1.0 as MiniMind; 0 disables clipping), grad_norm [1] (before
         clipping) and, when --lr is given, after_step.<name> after clipping and one AdamW step.
         --objective dpo: rows [0, B/2) chosen, [B/2, B) rejected, --reference DIR (frozen), --beta; loss = MiniMind's dpo_loss.
         --objective lora: rank --lora-rank adapters on every square Linear (starting from --lora FILE when given; names
         <module>.lora.A.weight, optionally prefixed "lora."), base frozen; writes grad.<module>.lora.{A,B}.weight.
-        --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL mean) beside loss.
+        With another objective, --lora FILE is merged into --model first, as every command's --lora; an adapter that
+        --model's merges.json lists as merged is refused either way.
+        --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL over the masked
+        positions) beside loss.
         On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
         MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
@@ -34,7 +41,7 @@ struct DebugStep: ParsableCommand {
     @Option(help: "Loss head: lm | dpo | lora | distill.") var objective: String = "lm"
     @Option(help: "dpo: reference model directory.") var reference: String?
     @Option(help: "dpo: β.") var beta: Double = 0.1
-    @Option(help: "lora: adapter safetensors to start from.") var lora: String?
+    @Option(help: "lora: adapter safetensors to start from; other objectives: an adapter merged into --model.") var lora: String?
     @Option(name: .customLong("lora-rank"), help: "lora: adapter rank.") var loraRank: Int = 8
     @Option(help: "distill: teacher model directory.") var teacher: String?
     @Option(help: "distill: weight of the CE term.") var alpha: Double = 0.5
@@ -67,6 +74,7 @@ struct DebugStep: ParsableCommand {
     func run() throws {
         OpenBLASRuntime.setThreads(threads)
         let m = try MiniMindModel.load(directory: model)
+        if let f = lora, objective != "lora" { try m.mergeLoRA(path: f, modelDirectory: model) }
         let f = try SafeTensorsFile(path: batch)
         let idsE = try f.entry("input_ids"), labE = try f.entry("labels")
         guard idsE.shape.count == 2 else { throw InputError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }
@@ -95,63 +103,52 @@ struct DebugStep: ParsableCommand {
         guard norm.isFinite else { throw InputError("\(batch): loss_mask sums to \(norm) (too large for Float)") }
         guard norm > 0 else { throw InputError("\(batch): loss_mask is all zero") }
 
-        var w = SafeTensorsWriter()
-        var loss: Float
+        var batchIn = Batch(batchSize: B, seqLen: T)
+        batchIn.inputIds = ids; batchIn.labels = labels; batchIn.lossMask = mask
+        batchIn.maskCount = mask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+
+        // The model and the loss head, set up as the training stage sets them up; then one micro-step through the
+        // training objectives' code (`ObjectiveStep`), as a one-rank run with one micro-batch of this batch.
         var adapters: LoRAAdapters?
+        let head: LossHead
         switch objective {
         case "lm", "lora":
+            head = .crossEntropy
             if objective == "lora" {
-                let a = try LoRAAdapters(config: m.config, rank: lora.map { try LoRAAdapters.rank(inFile: $0) } ?? loraRank)
-                if let f = lora { try a.load(path: f, prefix: try SafeTensorsFile(path: f).entries.keys.contains { $0.hasPrefix("lora.") } ? "lora." : "") }
-                m.lora = a; m.frozenBase = true; adapters = a
+                let a: LoRAAdapters
+                if let f = lora {
+                    try LoRAMergeRecord.refuseMerged(adapter: f, directory: model)
+                    a = try LoRAAdapters.read(path: f, config: m.config)
+                } else {
+                    a = try LoRAAdapters(config: m.config, rank: loraRank)
+                }
+                a.attachForTraining(to: m); adapters = a
             }
-            m.zeroGrad()
-            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
-            let sum = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                CrossEntropy.forwardBackward(logits: logits, labels: l, lossMask: mk, vocabSize: V, normalizer: norm) } }
-            loss = Float(sum / Double(norm))
-            m.backward(dLogits: logits)
         case "dpo":
             let refDir = reference!   // validate() requires it
             guard B % 2 == 0 else { throw InputError("\(batch): dpo needs an even B (chosen rows then rejected rows), got \(B)") }
             let ref = try MiniMindModel.load(directory: refDir, withGradients: false)
-            let refLogits = ids.withUnsafeBufferPointer { ref.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            let refLP = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                DPOLoss.sequenceLogProbs(logits: UnsafeBufferPointer(refLogits), labels: l, mask: mk, rows: B, seqLen: T, vocabSize: V) } }
-            m.zeroGrad()
-            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
-            let r = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                DPOLoss.forwardBackward(logits: logits, labels: l, mask: mk, referenceLogProbs: refLP, rows: B, seqLen: T,
-                                        vocabSize: V, beta: beta, normalizer: Double(B / 2)) } }
-            loss = Float(r.lossSum / Double(B / 2))
-            m.backward(dLogits: logits)
+            if ref.config != m.config { throw InputError("\(refDir): reference config differs from the policy's (\(model))") }
+            head = .dpo(reference: ref, beta: beta)
         case "distill":
             let tDir = teacher!   // validate() requires it
             let t = try MiniMindModel.load(directory: tDir, withGradients: false)
             guard t.config.vocabSize == V else { throw InputError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
-            let tLogits = ids.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            m.zeroGrad()
-            let logits = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
-            w.add("logits", shape: [B, T, V], floats: UnsafeBufferPointer(logits))
-            let rows = Double(mask.filter { $0 != 0 }.count)
-            let r = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
-                DistillLoss.forwardBackward(student: logits, teacher: UnsafeBufferPointer(tLogits), labels: l, mask: mk, vocabSize: V,
-                                            alpha: alpha, temperature: temperature, ceNormalizer: Double(norm), klNormalizer: rows) } }
-            let ce = r.ceSum / Double(norm), kl = temperature * temperature * r.klSum / rows
-            loss = Float(alpha * ce + (1 - alpha) * kl)
-            w.add("ce", shape: [1], floats: [Float(ce)])
-            w.add("kl", shape: [1], floats: [Float(kl)])
-            m.backward(dLogits: logits)
+            head = .distill(teacher: t, alpha: alpha, temperature: temperature)
         default:
             throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
         }
-        if m.config.useMoe {
-            if objective == "lm" || objective == "lora" { w.add("ce", shape: [1], floats: [loss]) }
-            w.add("aux_loss", shape: [1], floats: [Float(m.lastAuxLoss)])
-            loss += Float(m.lastAuxLoss)
+        var w = SafeTensorsWriter()
+        let r = ObjectiveStep(model: m, head: head).runAlone(batchIn) { w.add("logits", shape: [B, T, V], floats: $0) }
+        if case .distill = head {
+            w.add("ce", shape: [1], floats: [Float(r.ce!)])
+            w.add("kl", shape: [1], floats: [Float(r.kl!)])
         }
+        if m.config.useMoe {
+            if let ce = r.ce, case .crossEntropy = head { w.add("ce", shape: [1], floats: [Float(ce)]) }
+            w.add("aux_loss", shape: [1], floats: [Float(r.auxLoss)])
+        }
+        let loss = Float(r.loss) + Float(r.auxLoss)
         let G = adapters?.grads ?? m.grads
         let gn = gradClip > 0 ? clipGradNorm(G, maxNorm: gradClip) : gradNorm(UnsafeBufferPointer(G))
         w.add("loss", shape: [1], floats: [loss])

@@ -32,6 +32,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("eos-id")) var eosId: Int?
     @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
     @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(help: "LoRA adapter file (from `trainer lora`), merged into the weights at load.") var lora: String?
 
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
@@ -58,6 +59,7 @@ struct Generate: ParsableCommand {
         let early = prompt != nil ? try loadTokenizer(required: true) : nil
         if chat, let t = early { try template.apply(to: t) }
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
+        if let lora { try m.mergeLoRA(path: lora, modelDirectory: model) }
         var tok: Tokenizer? = nil
         var prompt: [Int32]
         if let promptIds {

@@ -4,6 +4,7 @@
 // when unset, pick it from /proc/cpuinfo, setenv and re-exec /proc/self/exe with the same argv (once).
 import Foundation
 import CBLAS
+import Model
 
 enum OpenBLASRuntime {
     static let guardVariable = "SWIFTMIND_OPENBLAS_REEXEC"
@@ -39,12 +40,12 @@ enum OpenBLASRuntime {
     }
 
     /// Largest `--threads` the commands accept (OpenBLAS caps the count at its build's MAX_CPU_NUMBER anyway).
-    static let maxThreads = 1024
+    static let maxThreads = ComputeThreads.maxCount
 
-    /// `--threads N` (N > 0) → openblas_set_num_threads(N), N capped at `maxThreads`.
-    static func setThreads(_ n: Int?) {
+    /// `--threads N` (N > 0) → `ComputeThreads.set(N)` (the one thread setter), logged when `log`.
+    static func setThreads(_ n: Int?, log: Bool = true) {
         guard let n, n > 0 else { return }
-        openblas_set_num_threads(Int32(min(n, maxThreads)))
-        FileHandle.standardError.write("[openblas] threads set to \(threads)\n".data(using: .utf8)!)
+        ComputeThreads.set(n)
+        if log { FileHandle.standardError.write("[openblas] threads set to \(threads)\n".data(using: .utf8)!) }
     }
 }

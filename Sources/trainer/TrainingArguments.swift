@@ -2,7 +2,6 @@
 // option is unset unless given; unset ones take `TrainingOptions.defaults(for:)` (MiniMind's defaults for the
 // command's script), which is also where the help texts and the README's options table take their defaults from.
 import ArgumentParser
-import CBLAS
 import Foundation
 import Logging
 import SwiftMindDistributed
@@ -115,7 +114,7 @@ struct TrainingArguments: ParsableArguments {
         }
         TrainerLogging.bootstrap()
         let comm = try makeCommunicator()
-        openblas_set_num_threads(Int32(threadsPerRank))
+        OpenBLASRuntime.setThreads(threadsPerRank, log: false)
         var logger = Logger(label: label)
         logger[metadataKey: "rank"] = "\(comm.rank)"
         do {

@@ -86,6 +86,13 @@ final class LoRAMergeRecordTests: ScratchDirTestCase {
         XCTAssertEqual(ok.status, 0, ok.stderr)
         refused(try TrainerRunner.run(["chat", "--model", m1, "--lora", a] + tok, timeout: 60, stdin: "你好\n"), ["already merged", shaA])
         refused(try TrainerRunner.run(["serve", "--model", m1, "--lora", a, "--port", "0"] + tok, timeout: 60), ["already merged", shaA])
+        refused(try TrainerRunner.run(["generate", "--model", m1, "--lora", a, "--prompt-ids", "1,2", "--ids", "--max-new-tokens", "2"], timeout: 60),
+                ["already merged", shaA])
+        let batch = Fixtures.golden("lora_step.safetensors")
+        for objective in ["lm", "lora"] {   // lm: --lora merged into --model; lora: the adapter trained from --lora
+            refused(try TrainerRunner.run(["debug-step", "--model", m1, "--batch", batch, "--out", work + "/step.safetensors",
+                                           "--objective", objective, "--lora", a], timeout: 60), ["already merged", shaA])
+        }
         let hf = work + "/hf"
         refused(try TrainerRunner.run(["export", "--model", m1, "--lora", a, "--format", "hf", "--out", hf] + tok, timeout: 60),
                 ["already merged", shaA])
@@ -98,6 +105,38 @@ final class LoRAMergeRecordTests: ScratchDirTestCase {
         // Re-exporting an unmerged model into the same directory drops the stale record.
         XCTAssertEqual(try TrainerRunner.run(["export", "--model", base, "--format", "hf", "--out", hf] + tok, timeout: 60).status, 0)
         XCTAssertEqual(try LoRAMergeRecord.read(directory: hf), [])
+    }
+
+    /// `generate --lora A` on the base produces what `generate` produces from the model `lora merge` wrote (both go
+    /// through `MiniMindModel.mergeLoRA`); sampling is seeded, so the ids are compared exactly.
+    func testGenerateWithLoRAEqualsTheMergedModel() throws {
+        let a = try makeAdapter("a.safetensors", seed: 3)
+        let merged = work + "/merged"
+        let m = try TrainerRunner.run(["lora", "merge", "--model", base, "--lora", a, "--out", merged])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let gen = ["generate", "--prompt-ids", "5,17,300,42", "--ids", "--max-new-tokens", "24", "--eos-id=-1", "--seed", "11"]
+        let viaLoRA = try TrainerRunner.run(gen + ["--model", base, "--lora", a], timeout: 60)
+        let viaMerged = try TrainerRunner.run(gen + ["--model", merged], timeout: 60)
+        XCTAssertEqual(viaLoRA.status, 0, viaLoRA.stderr)
+        XCTAssertEqual(viaMerged.status, 0, viaMerged.stderr)
+        XCTAssertTrue(viaLoRA.stdout.hasPrefix("["), viaLoRA.stdout)
+        XCTAssertEqual(viaLoRA.stdout, viaMerged.stdout)
+    }
+
+    /// `debug-step --objective lm --lora A` on the base (the adapter merged at load, as every command's --lora) gives
+    /// the step of the model `lora merge` wrote: the same loss, logits and gradients, bit for bit.
+    func testDebugStepWithLoRAEqualsTheMergedModel() throws {
+        let a = try makeAdapter("a.safetensors", seed: 4)
+        let merged = work + "/merged"
+        XCTAssertEqual(try TrainerRunner.run(["lora", "merge", "--model", base, "--lora", a, "--out", merged]).status, 0)
+        let step = ["debug-step", "--batch", Fixtures.golden("lora_step.safetensors"), "--objective", "lm"]
+        let viaLoRA = try TrainerRunner.run(step + ["--model", base, "--lora", a, "--out", work + "/lora.safetensors"], timeout: 60)
+        let viaMerged = try TrainerRunner.run(step + ["--model", merged, "--out", work + "/merged.safetensors"], timeout: 60)
+        XCTAssertEqual(viaLoRA.status, 0, viaLoRA.stderr)
+        XCTAssertEqual(viaMerged.status, 0, viaMerged.stderr)
+        let x = try SafeTensorsFile(path: work + "/lora.safetensors"), y = try SafeTensorsFile(path: work + "/merged.safetensors")
+        XCTAssertEqual(x.entries.keys.sorted(), y.entries.keys.sorted())
+        for k in x.entries.keys.sorted() { XCTAssertEqual(try x.floats(k), try y.floats(k), k) }
     }
 
     /// A malformed merges.json is a named error, not silently "no merges".
