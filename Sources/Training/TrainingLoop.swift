@@ -42,6 +42,10 @@ public struct TrainingOptions: Codable, Sendable {
     public var eps = 1e-8
     /// MoE fields of a randomly initialised model (`--use-moe` …); the aux loss is added to the loss, averaged like it.
     public var moe = MoESettings()
+    /// Seconds one collective may wait before rank 0 names the missing ranks, and before the job is aborted (0 = never);
+    /// see `StallInspector`.
+    public var stallWarning = 60.0
+    public var stallTimeout = 600.0
     public init() {}
 
     func validate() throws {
@@ -58,6 +62,8 @@ public struct TrainingOptions: Codable, Sendable {
         try check(maxSteps == nil || maxSteps! >= 1, "--max-steps must be ≥ 1")
         try check(keepCheckpoints >= 1, "--keep-checkpoints must be ≥ 1")
         try check(bucketCapMB > 0, "--bucket-cap-mb must be > 0")
+        try check(stallWarning.isFinite && stallWarning > 0, "--stall-warning must be a number of seconds > 0 (got \(stallWarning))")
+        try check(stallTimeout.isFinite && stallTimeout >= 0, "--stall-timeout must be a number of seconds ≥ 0, 0 = off (got \(stallTimeout))")
     }
 }
 
@@ -154,6 +160,10 @@ final class TrainingLoop {
 
     /// Prepares the output directory (rank 0), builds the objective with `make` and trains it.
     func run(_ make: () throws -> TrainingObjective) throws -> PretrainSummary {
+        try withFaultHandling { try runWatched(make) }
+    }
+
+    private func runWatched(_ make: () throws -> TrainingObjective) throws -> PretrainSummary {
         let o = options
         var lock: OutDirLock?
         if rank == 0 {
@@ -270,6 +280,7 @@ final class TrainingLoop {
         }
 
         while step < totalSteps {
+            try stepBoundary(step) { try saveState("\(Checkpoints.prefix)\(step)", full: true) }   // Preemption.swift
             // The rest of this epoch, from the current global position.
             if localEpoch != epoch {
                 localIdx = sampler.indices(epoch: epoch, startPosition: position)
