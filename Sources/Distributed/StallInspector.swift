@@ -142,10 +142,20 @@ public final class StallInspector {
 
     // MARK: called by the rank's own threads
 
-    /// This rank enters a collective wait described by `label` ("all-reduce of 2 doubles").
+    /// This rank enters a collective wait described by `label` ("all-reduce of 2 doubles"), or by the name given
+    /// with `nameNextWait`.
     public func enter(_ label: String) {
-        lock.lock(); mine.seq += 1; mine.waiting = true; mine.label = label; waitStart = Date(); lock.unlock()
+        lock.lock()
+        mine.seq += 1; mine.waiting = true; mine.label = nextName ?? label; nextName = nil; waitStart = Date()
+        lock.unlock()
     }
+
+    /// Names the next collective this rank enters ("the step-boundary all-reduce of the preemption flag") in place of
+    /// the communicator's generic description.
+    public func nameNextWait(_ name: String) {
+        lock.lock(); nextName = name; lock.unlock()
+    }
+    private var nextName: String?
 
     /// This rank left the collective it waited in.
     public func leave() {

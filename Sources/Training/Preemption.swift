@@ -84,6 +84,7 @@ public enum Preemption {
     /// Collective: whether any rank received a preemption signal (one all-reduce of a scalar).
     static func agreed(_ comm: Communicator) throws -> Bool {
         let mine = receivedSignal != 0 ? 1.0 : 0.0
+        comm.stallInspector?.nameNextWait("the step-boundary all-reduce (preemption flag)")
         return (comm.size > 1 ? try comm.allReduceSum(mine) : mine) > 0
     }
 }
