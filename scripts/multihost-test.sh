@@ -184,9 +184,36 @@ for x, y in zip(a, b): print(f"  {x:.6f}  {y:.6f}")
 sys.exit(0 if len(a) == 8 and d <= 1e-6 else 1)
 PY
 
-echo "== 5. launch.sh --max-restarts 1: a host removed mid-run, the job finishes on the other two"
+echo "== 5. a stopped rank: the stall inspector names it and its host, and every process ends"
+# The trainer processes running on host I (its network namespace).
+trainers_on() { ip netns pids "$P-h$1" 2>/dev/null | xargs -r ps -o pid=,comm= -p 2>/dev/null | awk '$2 == "trainer" { print $1 }'; }
+STALL=("${PRE[@]}" --max-steps 100000 --epochs 1000 --stall-warning 10 --stall-timeout 20 --out-dir "$TMP/stall")
+mh_mpirun "$N" "$BIN/trainer" "${STALL[@]}" > "$TMP/stall.out" 2>&1 &
+job=$!
+for _ in $(seq 1 1200); do
+  [ -f "$TMP/stall/metrics.jsonl" ] && [ "$(wc -l < "$TMP/stall/metrics.jsonl")" -ge 3 ] && break
+  sleep 0.1
+done
+victim="$(trainers_on 2 | head -n 1)"
+[ -n "$victim" ] || { cat "$TMP/stall.out" >&2; echo "multihost-test: FAIL: no trainer running on host $P-h2 after step 3" >&2; exit 1; }
+kill -STOP "$victim"
+t0=$(date +%s)
+rc=0; wait "$job" || rc=$?
+took=$(( $(date +%s) - t0 ))
+sleep 2
+left="$(for i in $(seq 1 "$N"); do trainers_on "$i"; done)"
+[ -n "$left" ] && kill -9 $left 2>/dev/null
+grep -E "stall: " "$TMP/stall.out" | head -n 3 || true
+echo "rank 1 (host $P-h2, pid $victim) stopped: mpirun exited with $rc after $took s"
+if [ "$rc" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 137 ] || [ "$took" -gt 60 ] || [ -n "$left" ] \
+   || ! grep -q "rank 1 ($P-h2) last heard" "$TMP/stall.out"; then
+  cat "$TMP/stall.out" >&2
+  echo "multihost-test: FAIL: a stopped rank was not named and aborted within 60 s (exit $rc, ${took}s, left: ${left:-none})" >&2; exit 1
+fi
+
+echo "== 6. launch.sh --max-restarts 1: a host removed mid-run, the job finishes on the other two"
 if [ "$N" != 3 ]; then
-  echo "multihost-test: check 5 needs 3 hosts (SWIFTMIND_NETNS_HOSTS=3); skipped"
+  echo "multihost-test: check 6 needs 3 hosts (SWIFTMIND_NETNS_HOSTS=3); skipped"
 else
   # 3 ranks × batch 2 × accumulation 2 = global batch 12; on the 2 remaining hosts accumulation 3 keeps it.
   RS=(pretrain --data-path "$TMP/train.jsonl" --tokenizer "$FIXTURES/tokenizers/minimind" --cache-dir "$TMP/cache"

@@ -95,8 +95,10 @@ public final class GradientReducer {
             let comm = communicator, grads = gradients, ranges = b
             switch mode {
             case .communicationThread:
+                let m = mpi
                 worker = CommunicationWorker(ops: .blocking({ i in
-                    try comm.allReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]]))
+                    let slice = UnsafeMutableBufferPointer(rebasing: grads[ranges[i]])
+                    if let m { try m.allReduceSumUnwatched(slice) } else { try comm.allReduceSum(slice) }
                 }))
             case .pollingThread:
                 let m = mpi!
@@ -173,6 +175,16 @@ public final class GradientReducer {
     /// here (if `prepareForBackward()` was not called, the whole buffer is reduced without overlap).
     /// Throws the first MPI error of the round.
     public func finish() throws {
+        if let s = mpi?.stallInspector {
+            s.enter("the gradient all-reduce (\(buckets.count) bucket\(buckets.count == 1 ? "" : "s"))")
+            defer { s.leave() }
+            try finishUnwatched()
+        } else {
+            try finishUnwatched()
+        }
+    }
+
+    private func finishUnwatched() throws {
         if !armed { prepareForBackward() }
         lastBucketsLaunchedBeforeFinish = nextToLaunch
         if communicator.size == 1 {

@@ -16,8 +16,11 @@ public final class MPICommunicator: Communicator {
     public let providedThreadLevel: Int32
     /// `MPI_Get_processor_name`: the host this rank runs on.
     public let processorName: String
-    private let comm: MPI_Comm
+    let comm: MPI_Comm
     public private(set) var isFinalized = false
+    /// When set, every collective below is reported to it as a wait (`StallInspector.enter` / `leave`); set on the
+    /// thread that calls the collectives.
+    public var stallInspector: StallInspector?
     /// Largest element count passed to one MPI call.
     static let maxChunk = 1 << 30
 
@@ -64,7 +67,21 @@ public final class MPICommunicator: Communicator {
         if isFinalized { throw DistributedError.unavailable("communicator used after finalize()") }
     }
 
+    /// Runs `body` as a collective wait described by `label` (reported to the stall inspector, if any).
+    func waiting<T>(_ label: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
+        guard let s = stallInspector else { return try body() }
+        s.enter(label())
+        defer { s.leave() }
+        return try body()
+    }
+
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try waiting("the all-reduce of \(buffer.count) float\(buffer.count == 1 ? "" : "s")") { try allReduceSumUnwatched(buffer) }
+    }
+
+    /// `allReduceSum` without reporting the wait (the gradient reducer's communication thread, whose buckets are
+    /// covered by `GradientReducer.finish()`'s wait).
+    func allReduceSumUnwatched(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
         try ensureLive()
         guard let base = buffer.baseAddress else { return }
         var off = 0
@@ -77,6 +94,10 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        try waiting("the all-reduce of \(buffer.count) double\(buffer.count == 1 ? "" : "s")") { try allReduceSumDoubles(buffer) }
+    }
+
+    private func allReduceSumDoubles(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
         try ensureLive()
         guard let base = buffer.baseAddress else { return }
         var off = 0
@@ -90,6 +111,10 @@ public final class MPICommunicator: Communicator {
 
     /// In-place element-wise minimum / maximum over ranks (used for consistency checks).
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, max useMax: Bool) throws {
+        try waiting("the all-reduce (\(useMax ? "max" : "min")) of \(buffer.count) integers") { try allReduceInt64(buffer, max: useMax) }
+    }
+
+    private func allReduceInt64(_ buffer: UnsafeMutableBufferPointer<Int64>, max useMax: Bool) throws {
         try ensureLive()
         guard let base = buffer.baseAddress else { return }
         var off = 0
@@ -102,6 +127,10 @@ public final class MPICommunicator: Communicator {
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        try waiting("the broadcast of \(buffer.count) bytes from rank \(root)") { try broadcastBytes(buffer, root: root) }
+    }
+
+    private func broadcastBytes(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         try ensureLive()
         precondition(root >= 0 && root < size, "broadcast root \(root) out of range 0..<\(size)")
         guard let base = buffer.baseAddress else { return }
@@ -115,11 +144,17 @@ public final class MPICommunicator: Communicator {
 
     public func barrier() throws {
         try ensureLive()
-        try check(MPI_Barrier(comm), "MPI_Barrier")
+        try waiting("a barrier") { try check(MPI_Barrier(comm), "MPI_Barrier") }
     }
 
     public func idleBarrier(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws {
         try ensureLive()
+        try waiting("the idle barrier (the wait for rank 0's token cache)") {
+            try idleBarrierUnwatched(pollInterval: pollInterval, onPoll: onPoll)
+        }
+    }
+
+    private func idleBarrierUnwatched(pollInterval: Double, onPoll: ((Double) throws -> Void)?) throws {
         var request: MPI_Request? = cmpi_request_null()
         try check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier")
         let start = Date()

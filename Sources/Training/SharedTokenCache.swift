@@ -21,6 +21,7 @@ public enum SharedTokenCache {
             let name = (dataPath as NSString).lastPathComponent
             let (c, built) = try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot,
                                                         threads: threads) { p in
+                comm.stallInspector?.noteProgress()   // the waiting ranks' stall clocks restart
                 guard Date().timeIntervalSince(lastReport) >= progressInterval else { return }
                 lastReport = Date()
                 let rate = Double(p.bytesRead) / max(p.seconds, 1e-9)
@@ -40,6 +41,7 @@ public enum SharedTokenCache {
         if let c = cache { return c }
         let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer)
         if let c = try TokenCache.openIfValid(dataPath: dataPath, key: key, cacheRoot: cacheRoot) { return c }
-        return try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads).0
+        return try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads,
+                                          progress: { _ in comm.stallInspector?.noteProgress() }).0
     }
 }

@@ -44,6 +44,10 @@ public struct TrainingOptions: Codable, Sendable {
     public var eps = 1e-8
     /// MoE fields of a randomly initialised model (`--use-moe` …); the aux loss is added to the loss, averaged like it.
     public var moe = MoESettings()
+    /// Seconds one collective may wait before rank 0 names the missing ranks, and before the job is aborted (0 = never);
+    /// see `StallInspector`.
+    public var stallWarning = 60.0
+    public var stallTimeout = 600.0
     public init() {}
 
     func validate() throws {
@@ -60,6 +64,8 @@ public struct TrainingOptions: Codable, Sendable {
         try check(maxSteps == nil || maxSteps! >= 1, "--max-steps must be ≥ 1")
         try check(keepCheckpoints >= 1, "--keep-checkpoints must be ≥ 1")
         try check(bucketCapMB > 0, "--bucket-cap-mb must be > 0")
+        try check(stallWarning.isFinite && stallWarning > 0, "--stall-warning must be a number of seconds > 0 (got \(stallWarning))")
+        try check(stallTimeout.isFinite && stallTimeout >= 0, "--stall-timeout must be a number of seconds ≥ 0, 0 = off (got \(stallTimeout))")
     }
 }
 
@@ -145,6 +151,10 @@ final class TrainingLoop {
 
     /// Prepares the output directory (rank 0), builds the objective with `make` and trains it.
     func run(_ make: () throws -> TrainingObjective) throws -> TrainingSummary {
+        try withFaultHandling { try runWatched(make) }
+    }
+
+    private func runWatched(_ make: () throws -> TrainingObjective) throws -> TrainingSummary {
         let o = options
         var lock: OutDirLock?
         if rank == 0 {
@@ -185,7 +195,11 @@ final class TrainingLoop {
         var at = start.position
         var losses: [Double] = []
         var commWait = 0.0, stepTime = 0.0, tokensDone = 0.0
-        while at.step < plan.totalSteps, let indices = walk.next(&at) {
+        while at.step < plan.totalSteps {
+            try stepBoundary(at.step) {   // Preemption.swift: the ranks agree on a signal; rank 0 saves checkpoint-<step>
+                try checkpointer.save("\(Checkpoints.prefix)\(at.step)", full: true, at: at, lastLoss: losses.last)
+            }
+            guard let indices = walk.next(&at) else { break }
             let t0 = Date()
             let r = try runStep(obj, indices: indices, plan: plan, step: at.step, adam: adam, reducer: reducer,
                                 lastLoss: losses.last ?? start.lastLoss)

@@ -3,6 +3,7 @@
 // (a test checks that the README holds exactly that output).
 import ArgumentParser
 import Foundation
+import SwiftMindDistributed
 import Training
 
 /// One documented option: its spellings (kebab-case and MiniMind's snake_case), what it means and its defaults.
@@ -100,10 +101,17 @@ enum TrainingOptionDocs {
     static let weightDecay = OptionDoc(name: "weight-decay", meaning: "AdamW decoupled weight decay (β 0.9 / 0.999, eps 1e-8, as torch)",
         defaults: perCommand(\.weightDecay, number))
 
+    static let stallWarning = OptionDoc(name: "stall-warning",
+        meaning: "seconds a rank may wait in one collective before rank 0 logs which ranks (and hosts) have not reached it and where the others wait",
+        defaults: perCommand(\.stallWarning, number))
+    static let stallTimeout = OptionDoc(name: "stall-timeout",
+        meaning: "seconds in one collective before every rank aborts with that message, exit code \(StallInspector.exitCode) (0 = off); the token-cache barrier counts from the builder's last progress",
+        defaults: perCommand(\.stallTimeout, number))
+
     /// In the order of the README table.
     static let all: [OptionDoc] = [dataPath, tokenizer, outDir, epochs, batchSize, accumulationSteps, learningRate, gradClip,
                                    maxSeqLen, hiddenSize, numHiddenLayers, logInterval, saveInterval, seed, maxSteps, resume,
-                                   keepCheckpoints, bucketCapMB, threads, weightDecay]
+                                   keepCheckpoints, bucketCapMB, threads, weightDecay, stallWarning, stallTimeout]
 }
 
 

@@ -31,6 +31,8 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.bucketCapMB.names, help: D.bucketCapMB.help) var bucketCapMB: Double?
     @Option(name: D.threads.names, help: D.threads.help) var threads: Int?
     @Option(name: D.weightDecay.names, help: D.weightDecay.help) var weightDecay: Double?
+    @Option(name: D.stallWarning.names, help: D.stallWarning.help) var stallWarning: Double?
+    @Option(name: D.stallTimeout.names, help: D.stallTimeout.help) var stallTimeout: Double?
     @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
@@ -88,6 +90,7 @@ struct TrainingArguments: ParsableArguments {
         set(\.maxSeqLen, maxSeqLen); set(\.hiddenSize, hiddenSize); set(\.numHiddenLayers, numHiddenLayers)
         set(\.logInterval, logInterval); set(\.saveInterval, saveInterval); set(\.seed, seed); set(\.maxSteps, maxSteps)
         set(\.keepCheckpoints, keepCheckpoints); set(\.bucketCapMB, bucketCapMB); set(\.weightDecay, weightDecay)
+        set(\.stallWarning, stallWarning); set(\.stallTimeout, stallTimeout)
         o.resume = resume
         if let cacheDir { o.cacheDir = cacheDir }
         o.moe = moe.settings
@@ -119,6 +122,11 @@ struct TrainingArguments: ParsableArguments {
         logger[metadataKey: "rank"] = "\(comm.rank)"
         do {
             try train(comm, logger)
+        } catch let p as Preempted {
+            // Every rank stopped at the same step boundary, after rank 0's checkpoint: a clean exit with the code.
+            if comm.rank == 0 { FileHandle.standardError.write(Data("\(p)\n".utf8)) }
+            comm.finalize()
+            Foundation.exit(Preempted.exitCode)
         } catch {
             if comm.size > 1 { comm.abort(message: "\(label) failed: \(error)", code: 1) }
             comm.finalize()

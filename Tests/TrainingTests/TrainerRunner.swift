@@ -43,8 +43,11 @@ enum TrainerRunner {
     /// Runs `trainer args` (np 1: directly; np > 1: under mpirun with the TCP/shared-memory transports, as the
     /// Distributed tests do). Fails the test when the binary or mpirun is missing.
     /// `stdin`, when given, is written to the process's standard input (then closed); otherwise stdin is inherited.
+    /// `whileRunning`, when given, runs on another thread once the process started, with its pid (mpirun's under np > 1).
+    /// `environment` entries are added to the process's environment.
     static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil,
-                    stdin: String? = nil) throws -> Run {
+                    stdin: String? = nil, environment: [String: String] = [:],
+                    whileRunning: (@Sendable (Int32) -> Void)? = nil) throws -> Run {
         guard let exe = trainer else {
             XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
             throw XCTSkip("no trainer binary")
@@ -54,6 +57,7 @@ enum TrainerRunner {
         if getuid() == 0 { env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" }
         env["OPENBLAS_NUM_THREADS"] = "1"
         env["SWIFTMIND_NO_PROGRESS"] = "1"
+        env.merge(environment) { $1 }
         if np > 1 {
             guard let m = mpirun else { XCTFail("mpirun not on PATH (install openmpi-bin)"); throw XCTSkip("no mpirun") }
             p.executableURL = m
@@ -86,6 +90,10 @@ enum TrainerRunner {
         let done = DispatchSemaphore(value: 0)
         p.terminationHandler = { _ in done.signal() }
         try p.run()
+        if let whileRunning {
+            let pid = p.processIdentifier
+            group.enter(); DispatchQueue.global().async { whileRunning(pid); group.leave() }
+        }
         var timedOut = false
         if done.wait(timeout: .now() + timeout) == .timedOut {
             timedOut = true
