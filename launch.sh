@@ -118,7 +118,9 @@ else
   [ -n "${OMPI_MCA_btl_vader_single_copy_mechanism:-}" ] || extra+=(--mca btl_vader_single_copy_mechanism none)
   cmd=(mpirun -np "$np" "${extra[@]}" "${mpi_args[@]}" "${xargs_[@]}" "$bin" "$@")
   [ "$dry" = 1 ] && { printf '%q ' "${cmd[@]}"; echo; exit 0; }
-  [ "$max_restarts" = 0 ] && exec "${cmd[@]}"
+  # Training commands stay under launch.sh (below) even without restarts, so that a SIGTERM reaches the ranks as
+  # SIGUSR1: mpirun answers SIGTERM itself by killing the ranks within ~2 s, before they can checkpoint.
+  case "$1" in pretrain|sft|lora|dpo|reason|distill) ;; *) [ "$max_restarts" = 0 ] && exec "${cmd[@]}" ;; esac
 fi
 
 # ---- --max-restarts N: run, and relaunch with --resume after a retryable failure ----------------------------------
@@ -181,7 +183,13 @@ health_check() {
 # A signal to launch.sh goes to the job (mpirun passes it on to the ranks) and ends the restarts: the scheduler or the
 # user is stopping the run.
 child=""; interrupted=""; sig_pending=0
-forward() { interrupted="$1"; sig_pending=1; [ -z "$child" ] || kill -s "$1" "$child" 2>/dev/null || true; }
+# Under mpirun, SIGTERM and SIGINT are passed on as SIGUSR1, which mpirun forwards to the ranks untouched: they agree
+# on it at the next step boundary, checkpoint and exit with 75 (a second one exits at once).
+forward() {
+  interrupted="$1"; sig_pending=1
+  local to="$1"; [ "$use_mpi" = 1 ] && case "$1" in TERM|INT) to=USR1 ;; esac
+  [ -z "$child" ] || kill -s "$to" "$child" 2>/dev/null || true
+}
 for sig in TERM INT HUP USR1 USR2; do trap "forward $sig" "$sig"; done
 
 base_world="$np"; world="$np"; acc="$base_acc"; cur_hostfile="$hostfile"; hosts="${hf_hosts[*]:-this machine}"

@@ -185,8 +185,9 @@ final class LaunchRestartTests: XCTestCase {
         XCTAssertEqual(try TrainerRunner.losses(outDir: out).map(\.step), Array(1 ... 10))
     }
 
-    /// SIGTERM to launch.sh (a scheduler stopping the job) goes to mpirun and its ranks, and is not answered with a
-    /// restart although 143 is a retryable code: launch.sh exits with the job's code and no rank is left running.
+    /// SIGTERM to launch.sh (a scheduler stopping the job) reaches the ranks as SIGUSR1 (mpirun would kill them on a
+    /// SIGTERM of its own): they checkpoint at the next step boundary and exit with 75, which launch.sh returns without
+    /// a restart although 75 is a retryable code; no rank is left running.
     func testSignalToLaunchShStopsTheJobWithoutRestart() throws {
         let out = work + "/stopped", tag = "stop-\(UUID().uuidString.prefix(8))"
         let r = try launch(["--max-restarts", "3", "-np", "2"] + pretrain(out: out, steps: 100_000, extra: ["--epochs", "1000"]),
@@ -195,7 +196,9 @@ final class LaunchRestartTests: XCTestCase {
             kill(p.processIdentifier, SIGTERM)
         }
         XCTAssertFalse(r.timedOut, r.output)
-        XCTAssertNotEqual(r.status, 0, r.output)
+        XCTAssertEqual(r.status, 75, r.output)
+        XCTAssertTrue(r.output.contains("preempted (SIGUSR1) at step "), r.output)
+        XCTAssertTrue(r.output.contains("resume with --resume"), r.output)
         let log = try String(contentsOfFile: out + "/restarts.log", encoding: .utf8)
         XCTAssertEqual(log.split(separator: "\n").count, 1, log)
         XCTAssertTrue(log.contains("attempt 1 ended with exit code \(r.status) after launch.sh received SIGTERM: not restarted"), log)
