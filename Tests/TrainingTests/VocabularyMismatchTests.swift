@@ -6,7 +6,7 @@ import Model
 import Tokenizers
 
 /// Bad input → a clear error naming the file/field, never a runtime trap.
-final class VocabHardeningTests: ScratchDirTestCase {
+final class VocabularyMismatchTests: ScratchDirTestCase {
 
     /// A tokenizer with more ids than the model's embedding rows is refused before any forward.
     func testTokenizerLargerThanModelVocabIsRefused() throws {

@@ -6,7 +6,7 @@ import Model
 import Tokenizers
 
 /// Bad input → a clear error naming the file/field, never a runtime trap.
-final class CheckpointHardeningTests: ScratchDirTestCase {
+final class CorruptCheckpointTests: ScratchDirTestCase {
 
     func rawSafeTensors(_ header: [String: Any], body: Int, headerLength: UInt64? = nil, to name: String) throws -> String {
         var h = try JSONSerialization.data(withJSONObject: header)

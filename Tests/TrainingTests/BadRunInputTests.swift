@@ -3,7 +3,7 @@ import Foundation
 @testable import Training
 
 /// `trainer pretrain` on bad runs and bad paths: a clear error, nothing lost, no NaN checkpoint.
-final class RunHardeningTests: XCTestCase {
+final class BadRunInputTests: XCTestCase {
     var work = ""
     var data = ""
 
