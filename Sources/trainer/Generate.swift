@@ -29,9 +29,9 @@ struct Generate: ParsableCommand {
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @OptionGroup var sampling: SamplingArguments
-    @Option(name: .customLong("eos-id")) var eosId: Int?
+    @Option(name: .customLong("eos-id"), parsing: .unconditional) var eosId: Int?
     @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
-    @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
 
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt TEXT or --prompt-ids 1,2,3") }
@@ -40,6 +40,7 @@ struct Generate: ParsableCommand {
         if addSpecialTokens && prompt == nil { throw ValidationError("--add-special-tokens needs --prompt TEXT") }
         if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
             throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
+        try NumericOption.threads(threads)
     }
 
     func loadTokenizer(required: Bool) throws -> Tokenizer? {
