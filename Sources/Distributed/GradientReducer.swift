@@ -254,6 +254,14 @@ final class CommunicationWorker {
                     }
                 case .nonBlocking(let start, let test):
                     for i in take {
+                        // At most `maxInflight` outstanding, as in testPolling mode: one MPI_Test progresses every
+                        // outstanding operation, so with all buckets outstanding a step would cost O(buckets²).
+                        while !skip && err == nil && inflight.count - first >= GradientReducer.maxInflight {
+                            do {
+                                if try inflight[first] == nil || test(&inflight[first]) { first += 1; done += 1 }
+                                else { Thread.sleep(forTimeInterval: CommunicationWorker.pollInterval) }
+                            } catch let e { err = e }
+                        }
                         if skip || err != nil { inflight.append(nil); continue }
                         do { inflight.append(try start(i)) } catch let e { err = e; inflight.append(nil) }
                     }

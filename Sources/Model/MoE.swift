@@ -14,7 +14,7 @@ extension ModelConfig {
             throw bad("num_experts_per_tok", "must be in 1…n_routed_experts = \(nRoutedExperts) (got \(numExpertsPerTok))") }
         if nSharedExperts < 0 { throw bad("n_shared_experts", "must be ≥ 0 (got \(nSharedExperts))") }
         if scoringFunc != "softmax" { throw bad("scoring_func", "must be \"softmax\" (got \"\(scoringFunc)\")") }
-        if !(auxLossAlpha >= 0) { throw bad("aux_loss_alpha", "must be ≥ 0 (got \(auxLossAlpha))") }
+        if !(auxLossAlpha.isFinite && auxLossAlpha >= 0) { throw bad("aux_loss_alpha", "must be a finite number ≥ 0 (got \(auxLossAlpha))") }
         if !seqAux && auxLossAlpha > 0 { throw bad("seq_aux", "false (batch-level aux loss) is not implemented") }
     }
 
@@ -286,6 +286,18 @@ public struct MoESettings: Codable, Sendable, Equatable, CustomStringConvertible
         c.nSharedExperts = nSharedExperts; c.scoringFunc = scoringFunc; c.auxLossAlpha = auxLossAlpha
         c.seqAux = seqAux; c.normTopkProb = normTopkProb
         if let i = intermediateSize { c.intermediateSize = i }
+    }
+    /// Range checks of the command-line values (`--n-routed-experts` …), for a dense model too (the values are still
+    /// copied into its config and size per-expert counters); top-k against the expert count only with `useMoe`.
+    /// Throws `ModelError` naming the option.
+    public func check() throws {
+        func bad(_ m: String) -> ModelError { ModelError(m) }
+        if !(1...1024).contains(nRoutedExperts) { throw bad("--n-routed-experts must be in 1…1024 (got \(nRoutedExperts))") }
+        if useMoe && !(1...nRoutedExperts).contains(numExpertsPerTok) {
+            throw bad("--num-experts-per-tok must be in 1…--n-routed-experts \(nRoutedExperts) (got \(numExpertsPerTok))") }
+        if !(0...1024).contains(nSharedExperts) { throw bad("--n-shared-experts must be in 0…1024 (got \(nSharedExperts))") }
+        if !(auxLossAlpha.isFinite && auxLossAlpha >= 0) { throw bad("--aux-loss-alpha must be a finite number ≥ 0 (got \(auxLossAlpha))") }
+        if let i = intermediateSize, i < 1 { throw bad("--intermediate-size must be ≥ 1 (got \(i))") }
     }
     public var description: String {
         useMoe ? "moe: \(nRoutedExperts) routed experts, top-\(numExpertsPerTok), \(nSharedExperts) shared, \(scoringFunc), aux α \(auxLossAlpha)\(seqAux ? " (seq)" : ""), norm_topk_prob \(normTopkProb)" : "dense"

@@ -69,8 +69,9 @@ func exportTensors(_ m: MiniMindModel) -> [(name: String, shape: [Int], values: 
 public enum HuggingFaceExporter {
     /// Writes `out/` (created if needed): `model.safetensors` (HF Llama names; `lm_head.weight` only when untied),
     /// `config.json` (LlamaForCausalLM), `generation_config.json`, `tokenizer.json` (copied) and
-    /// `tokenizer_config.json` (the source's, with MiniMind's chat template added when it has none). Each file is
-    /// written atomically.
+    /// `tokenizer_config.json` (the source's, with MiniMind's chat template added when it has none, and
+    /// `add_bos_token` / `add_eos_token` set to the raw-text rule, `Tokenizer.singleSequenceSpecialTokens`). Each file
+    /// is written atomically.
     /// - Throws: `ServingError`/`ModelError` naming the file.
     public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to out: String, dtype: ExportDType) throws {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -121,6 +122,10 @@ public enum HuggingFaceExporter {
         for (key, id) in [("bos_token", tokenizer.bosTokenId), ("eos_token", tokenizer.eosTokenId), ("pad_token", tokenizer.padTokenId)]
             where tc[key] == nil { if let s = tokenString(id) { tc[key] = s } }
         if tc["model_max_length"] == nil { tc["model_max_length"] = m.config.maxPositionEmbeddings }
+        // The raw-text rule (tokenizer.json's post-processor, which transformers applies and `trainer generate`
+        // follows), recorded as the GGUF records it; a copied value that says otherwise is replaced.
+        tc["add_bos_token"] = tokenizer.addsBosToken
+        tc["add_eos_token"] = tokenizer.addsEosToken
         try writeFileAtomically(try JSONSerialization.data(withJSONObject: tc, options: [.prettyPrinted, .sortedKeys]), to: path("tokenizer_config.json"))
     }
 }
@@ -246,11 +251,9 @@ public enum GGUFExporter {
         let c = m.config
         if c.ropeScaling != .none {
             throw ServingError("GGUF export: rope_type \(c.ropeScaling.ropeType) is not written to GGUF by this exporter (plain RoPE only)") }
-        // llama.cpp adds at most a bos before and an eos after a sequence (tokenizer.ggml.add_bos_token / add_eos_token).
-        let probe: [Int32] = [-7]
-        let withSpecials = tokenizer.applyPostProcessor(probe)
-        guard let at = withSpecials.firstIndex(of: -7) else { throw ServingError("GGUF export: post-processor drops the sequence") }
-        let head = Array(withSpecials[..<at]), tail = Array(withSpecials[(at + 1)...])
+        // llama.cpp adds at most a bos before and an eos after a sequence (tokenizer.ggml.add_bos_token / add_eos_token):
+        // the flags record the tokenizer's rule for raw text, the one `trainer generate` and transformers follow.
+        let (head, tail) = tokenizer.singleSequenceSpecialTokens
         guard head.isEmpty || head == [tokenizer.bosTokenId], tail.isEmpty || tail == [tokenizer.eosTokenId] else {
             throw ServingError("GGUF export: \(tokenizerFile): its post-processor adds \(head) before and \(tail) after a sequence; GGUF can only say add bos / add eos") }
         var w = GGUFWriter()

@@ -226,6 +226,22 @@ public final class Tokenizer: @unchecked Sendable {
     /// Whether `encode(_:addSpecialTokens: true)` adds tokens to a single sequence (tokenizer.json's post-processor).
     public var addsSpecialTokens: Bool { postProcessor?.addsTokensToSingle ?? false }
 
+    /// The ids the post-processor adds before and after a single sequence: what `tokenizer(text)` adds to raw text.
+    /// This is the one BOS/EOS rule of raw text: `trainer generate --prompt` encodes with it, and the exports record
+    /// it (`add_bos_token` / `add_eos_token` in tokenizer_config.json and the GGUF). MiniMind's tokenizer has no
+    /// post-processor: nothing is added (its tokenizer_config.json says `add_bos_token: false`).
+    public var singleSequenceSpecialTokens: (before: [Int32], after: [Int32]) {
+        let sentinel: Int32 = -7
+        let ids = applyPostProcessor([sentinel])
+        guard let at = ids.firstIndex(of: sentinel) else { return ([], []) }
+        return (Array(ids[..<at]), Array(ids[(at + 1)...]))
+    }
+
+    /// True when raw text gets the bos token first (`singleSequenceSpecialTokens.before == [bos]`).
+    public var addsBosToken: Bool { bosTokenId >= 0 && singleSequenceSpecialTokens.before == [bosTokenId] }
+    /// True when raw text gets the eos token last (`singleSequenceSpecialTokens.after == [eos]`).
+    public var addsEosToken: Bool { eosTokenId >= 0 && singleSequenceSpecialTokens.after == [eosTokenId] }
+
     /// Encodes many texts on `threads` threads (each with its own word cache); result order = input order.
     public func encode(batch texts: [String], threads: Int) -> [[Int32]] {
         let count = texts.count

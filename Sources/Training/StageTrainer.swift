@@ -69,11 +69,11 @@ public struct StageOptions: Codable, Sendable, ObjectiveOptions {
                       "--lora-name must be a file name without '/' or a leading '.' (got '\(loraName)')")
         }
         if stage == .dpo { try check(reference != nil || initDir != nil, "dpo needs --init DIR (and optionally --reference DIR)") }
-        if stage == .distill {
-            try check(teacher != nil, "distill needs --teacher DIR")
-            try check(alpha >= 0 && alpha <= 1, "--alpha must be in [0, 1]")
-            try check(temperature > 0, "--temperature must be > 0")
-        }
+        try check(beta.isFinite && beta > 0, "--beta must be a finite number > 0 (got \(beta))")
+        try check(reasonWeight.isFinite && reasonWeight >= 0, "--tag-weight must be a finite number ≥ 0 (got \(reasonWeight))")
+        try check(alpha >= 0 && alpha <= 1, "--alpha must be in [0, 1] (got \(alpha))")
+        try check(temperature.isFinite && temperature > 0, "--temperature must be a finite number > 0 (got \(temperature))")
+        if stage == .distill { try check(teacher != nil, "distill needs --teacher DIR") }
     }
 
     func makeObjective(communicator: Communicator, logger: Logger) throws -> TrainingObjective {

@@ -58,15 +58,27 @@ public struct TrainingOptions: Codable, Sendable {
         try check(accumulationSteps >= 1, "--accumulation-steps must be ≥ 1")
         try check(maxSeqLen >= 2, "--max-seq-len must be ≥ 2")
         try check(maxSeqLen <= 1 << 20, "--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))")
-        try check(learningRate > 0, "--learning-rate must be > 0")
+        try check(learningRate.isFinite && learningRate > 0, "--learning-rate must be a finite number > 0 (got \(learningRate))")
+        try check(gradClip.isFinite && gradClip >= 0, "--grad-clip must be a finite number ≥ 0, 0 = no clipping (got \(gradClip))")
+        try check(weightDecay.isFinite && weightDecay >= 0, "--weight-decay must be a finite number ≥ 0 (got \(weightDecay))")
+        try check(hiddenSize >= 1, "--hidden-size must be ≥ 1 (got \(hiddenSize))")
+        try check(numHiddenLayers >= 1, "--num-hidden-layers must be ≥ 1 (got \(numHiddenLayers))")
         try check(logInterval >= 1, "--log-interval must be ≥ 1")
         try check(saveInterval >= 1, "--save-interval must be ≥ 1")
         try check(maxSteps == nil || maxSteps! >= 1, "--max-steps must be ≥ 1")
         try check(keepCheckpoints >= 1, "--keep-checkpoints must be ≥ 1")
-        try check(bucketCapMB > 0, "--bucket-cap-mb must be > 0")
+        try check(TrainingOptions.bucketCapRange.contains(bucketCapMB),
+                  "--bucket-cap-mb must be in \(TrainingOptions.bucketCapRange.lowerBound)…\(Int(TrainingOptions.bucketCapRange.upperBound)) MB (got \(bucketCapMB))")
+        try check(beta1.isFinite && beta1 >= 0 && beta1 < 1 && beta2.isFinite && beta2 >= 0 && beta2 < 1 && eps.isFinite && eps > 0,
+                  "AdamW β1, β2 must be in [0, 1) and eps a finite number > 0 (got \(beta1), \(beta2), \(eps))")
+        do { try moe.check() } catch { throw TrainingError.invalidOption("\(error)") }
         try check(stallWarning.isFinite && stallWarning > 0, "--stall-warning must be a number of seconds > 0 (got \(stallWarning))")
         try check(stallTimeout.isFinite && stallTimeout >= 0, "--stall-timeout must be a number of seconds ≥ 0, 0 = off (got \(stallTimeout))")
     }
+
+    /// Accepted `--bucket-cap-mb` (MB): below 0.01 MB a model of a few million parameters already needs thousands of
+    /// all-reduces per step, each with a fixed cost; above 4096 MB a bucket would pass MPI's 2^31-element count limit.
+    public static let bucketCapRange: ClosedRange<Double> = 0.01...4096
 }
 
 /// The global normalisers of one optimizer step (summed over its micro-batches and all ranks).

@@ -15,17 +15,17 @@ struct Bench: ParsableCommand {
         {"tokens_per_s": …, "gflops": …, "peak_rss_mb": …, …}.
         """)
 
-    @Option(name: .customLong("hidden-size")) var hiddenSize = 512
-    @Option(name: .customLong("num-hidden-layers")) var numHiddenLayers = 8
-    @Option(name: .customLong("num-attention-heads")) var numAttentionHeads = 8
-    @Option(name: .customLong("num-key-value-heads")) var numKeyValueHeads = 2
-    @Option(name: .customLong("vocab-size")) var vocabSize = 6400
-    @Option(name: .customLong("batch-size")) var batchSize = 4
-    @Option(name: .customLong("max-seq-len")) var maxSeqLen = 512
-    @Option var steps = 5
-    @Option var warmup = 1
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
-    @Option var seed: UInt64 = 0
+    @Option(name: .customLong("hidden-size"), parsing: .unconditional) var hiddenSize = 512
+    @Option(name: .customLong("num-hidden-layers"), parsing: .unconditional) var numHiddenLayers = 8
+    @Option(name: .customLong("num-attention-heads"), parsing: .unconditional) var numAttentionHeads = 8
+    @Option(name: .customLong("num-key-value-heads"), parsing: .unconditional) var numKeyValueHeads = 2
+    @Option(name: .customLong("vocab-size"), parsing: .unconditional) var vocabSize = 6400
+    @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize = 4
+    @Option(name: .customLong("max-seq-len"), parsing: .unconditional) var maxSeqLen = 512
+    @Option(parsing: .unconditional) var steps = 5
+    @Option(parsing: .unconditional) var warmup = 1
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+    @Option(parsing: .unconditional) var seed: UInt64 = 0
     @Flag var json = false
     @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
     var noBatchParallel = false

@@ -17,20 +17,34 @@ struct BenchDecode: ParsableCommand {
 
     @Option(help: "Model directory (default: random weights with the options below).") var model: String?
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into --model's weights at load.") var lora: String?
-    @Option(name: .customLong("hidden-size")) var hiddenSize = 512
-    @Option(name: .customLong("num-hidden-layers")) var numHiddenLayers = 8
-    @Option(name: .customLong("num-attention-heads")) var numAttentionHeads = 8
-    @Option(name: .customLong("num-key-value-heads")) var numKeyValueHeads = 2
-    @Option(name: .customLong("vocab-size")) var vocabSize = 6400
-    @Option(name: .customLong("prompt-tokens")) var promptTokens = 128
-    @Option(name: .customLong("new-tokens")) var newTokens = 256
-    @Option var repeats = 3
-    @Option(help: "Sampling temperature of the single-sequence decode (0 = greedy); top-p 0.85 when > 0.") var temperature: Float = 0
-    @Option(help: "Also time batched decode steps (forwardDecodeBatch) of this many sequences, as the server's worker runs them.")
+    @Option(name: .customLong("hidden-size"), parsing: .unconditional) var hiddenSize = 512
+    @Option(name: .customLong("num-hidden-layers"), parsing: .unconditional) var numHiddenLayers = 8
+    @Option(name: .customLong("num-attention-heads"), parsing: .unconditional) var numAttentionHeads = 8
+    @Option(name: .customLong("num-key-value-heads"), parsing: .unconditional) var numKeyValueHeads = 2
+    @Option(name: .customLong("vocab-size"), parsing: .unconditional) var vocabSize = 6400
+    @Option(name: .customLong("prompt-tokens"), parsing: .unconditional) var promptTokens = 128
+    @Option(name: .customLong("new-tokens"), parsing: .unconditional) var newTokens = 256
+    @Option(parsing: .unconditional) var repeats = 3
+    @Option(parsing: .unconditional, help: "Sampling temperature of the single-sequence decode (0 = greedy); top-p 0.85 when > 0.") var temperature: Float = 0
+    @Option(parsing: .unconditional, help: "Also time batched decode steps (forwardDecodeBatch) of this many sequences, as the server's worker runs them.")
     var batch: Int = 0
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
-    @Option var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (default: OpenBLAS's own choice).") var threads: Int?
+    @Option(parsing: .unconditional) var seed: UInt64 = 0
     @Flag var json = false
+
+    func validate() throws {
+        if model == nil {
+            let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
+                                  numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
+            do { try cfg.validate(source: "bench-decode options") } catch { throw ValidationError("\(error)") }
+        }
+        try NumericOption.check(promptTokens, "--prompt-tokens", in: 1...NumericOption.maxTokens)
+        try NumericOption.check(newTokens, "--new-tokens", in: 1...NumericOption.maxTokens)
+        try NumericOption.check(repeats, "--repeats", in: 0...1_000_000)
+        try NumericOption.finite(temperature, "--temperature", "≥ 0", { $0 >= 0 })
+        try NumericOption.check(batch, "--batch", in: 0...1024)
+        try NumericOption.threads(threads)
+    }
 
     func run() throws {
         OpenBLASRuntime.setThreads(threads)

@@ -23,16 +23,18 @@ struct Chat: ParsableCommand {
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @Argument(help: "One-shot message (\"-\" = read stdin).") var prompt: String?
-    @Option(name: .customLong("history-turns"), help: "Previous (user, assistant) pairs kept in the prompt.") var historyTurns = 3
+    @Option(name: .customLong("history-turns"), parsing: .unconditional, help: "Previous (user, assistant) pairs kept in the prompt.") var historyTurns = 3
     @Option(help: "System prompt (default: the chat template's).") var system: String?
     @OptionGroup var sampling: SamplingArguments
-    @Option(name: .customLong("context-length"), help: "Largest prompt + reply in tokens (default: max_position_embeddings).")
+    @Option(name: .customLong("context-length"), parsing: .unconditional, help: "Largest prompt + reply in tokens (default: max_position_embeddings).")
     var contextLength: Int?
-    @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
     @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
-        if historyTurns < 0 { throw ValidationError("--history-turns must be ≥ 0") }
+        try NumericOption.check(historyTurns, "--history-turns", in: 0...1_000_000)
+        try NumericOption.check(contextLength, "--context-length", in: 1...NumericOption.maxTokens)
+        try NumericOption.threads(threads)
     }
 
     func run() throws {

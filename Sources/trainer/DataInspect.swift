@@ -16,17 +16,19 @@ struct DataInspect: ParsableCommand {
         discussion: "Text mode prints, per row, every label token as `[mask]text` runs: tokens the loss covers are marked with their weight. DPO rows: chosen then rejected.")
     @Option(help: "sft | reason | dpo | pretrain") var stage: String = "sft"
     @Option(help: "tokenizer.json or its directory.") var tokenizer: String
-    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")]) var maxSeqLen: Int = 512
+    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], parsing: .unconditional) var maxSeqLen: Int = 512
     @Option(name: [.customLong("data"), .customLong("data-path"), .customLong("data_path")],
             help: "jsonl file in the stage's format.") var data: String
     @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
-    @Option(help: "Show at most N samples.") var limit: Int?
+    @Option(parsing: .unconditional, help: "Show at most N samples.") var limit: Int?
     @Flag(help: "One JSON line per row.") var json = false
     @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if !["sft", "reason", "dpo", "pretrain"].contains(stage) {
             throw ValidationError("--stage must be sft, reason, dpo or pretrain (got \(stage))") }
+        try NumericOption.check(maxSeqLen, "--max-seq-len", in: 2...(1 << 20))
+        try NumericOption.check(limit, "--limit", in: 0...Int.max)
     }
 
     func run() throws {

@@ -31,21 +31,21 @@ struct DebugStep: ParsableCommand {
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
     @Option(help: "Batch safetensors file.") var batch: String
     @Option(help: "Output safetensors file.") var out: String
-    @Option(help: "AdamW learning rate; when given, one step is taken and after_step.<name> written.") var lr: Float?
-    @Option var beta1: Float = 0.9
-    @Option var beta2: Float = 0.999
-    @Option var eps: Float = 1e-8
-    @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0.01
-    @Option(name: .customLong("grad-clip"), help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
-    @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(parsing: .unconditional, help: "AdamW learning rate; when given, one step is taken and after_step.<name> written.") var lr: Float?
+    @Option(parsing: .unconditional) var beta1: Float = 0.9
+    @Option(parsing: .unconditional) var beta2: Float = 0.999
+    @Option(parsing: .unconditional) var eps: Float = 1e-8
+    @Option(name: .customLong("weight-decay"), parsing: .unconditional) var weightDecay: Float = 0.01
+    @Option(name: .customLong("grad-clip"), parsing: .unconditional, help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
+    @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
     @Option(help: "Loss head: lm | dpo | lora | distill.") var objective: String = "lm"
     @Option(help: "dpo: reference model directory.") var reference: String?
-    @Option(help: "dpo: β.") var beta: Double = 0.1
+    @Option(parsing: .unconditional, help: "dpo: β.") var beta: Double = 0.1
     @Option(help: "lora: adapter safetensors to start from; other objectives: an adapter merged into --model.") var lora: String?
-    @Option(name: .customLong("lora-rank"), help: "lora: adapter rank.") var loraRank: Int = 8
+    @Option(name: .customLong("lora-rank"), parsing: .unconditional, help: "lora: adapter rank.") var loraRank: Int = 8
     @Option(help: "distill: teacher model directory.") var teacher: String?
-    @Option(help: "distill: weight of the CE term.") var alpha: Double = 0.5
-    @Option(help: "distill: softmax temperature.") var temperature: Double = 2.0
+    @Option(parsing: .unconditional, help: "distill: weight of the CE term.") var alpha: Double = 0.5
+    @Option(parsing: .unconditional, help: "distill: softmax temperature.") var temperature: Double = 2.0
 
     func validate() throws {
         func finite(_ v: Double, _ name: String, _ ok: (Double) -> Bool, _ range: String) throws {

@@ -15,13 +15,13 @@ struct Eval: ParsableCommand {
     @Option(name: [.customLong("data"), .customLong("data-path"), .customLong("data_path")],
             help: "jsonl: {\"text\"} lines (loss), {\"conversations\"} (sft-loss, exact-match, format) or {\"chosen\", \"rejected\"} (preference).")
     var data: String
-    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], help: "Tokens per sample (truncate/pad).")
+    @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], parsing: .unconditional, help: "Tokens per sample (truncate/pad).")
     var maxSeqLen: Int = 512
-    @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Samples per forward.")
+    @Option(name: [.customLong("batch-size"), .customLong("batch_size")], parsing: .unconditional, help: "Samples per forward.")
     var batchSize: Int = 16
     @Option(name: .customLong("tokenizer"), help: "Tokenizer file or directory (default: the model directory).")
     var tokenizer: String?
-    @Option(name: .customLong("threads"), help: "Tokenizer threads.")
+    @Option(name: .customLong("threads"), parsing: .unconditional, help: "Tokenizer threads.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var post: PostEvalArguments
 
@@ -30,6 +30,7 @@ struct Eval: ParsableCommand {
         guard maxSeqLen >= 2 else { throw ValidationError("--max-seq-len must be ≥ 2 (got \(maxSeqLen))") }
         guard maxSeqLen <= 1 << 20 else { throw ValidationError("--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))") }
         guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1 (got \(threads))") }
+        try NumericOption.threads(threads)
     }
 
     func run() throws {

@@ -10,9 +10,12 @@ struct Generate: ParsableCommand {
         commandName: "generate",
         abstract: "Generate from a model with a KV cache; streams text as it is produced (--ids: a JSON array of ids).",
         discussion: """
-        --prompt TEXT is encoded as <bos>TEXT (MiniMind's pretrain-model prompt), or with --add-special-tokens as
-        transformers' tokenizer(TEXT) encodes it (the special tokens of tokenizer.json's post-processor, e.g. Llama 3's
-        <|begin_of_text|>; none for SmolLM2); with --chat it is rendered as one user turn through the tokenizer's chat
+        --prompt TEXT is encoded as transformers' tokenizer(TEXT) encodes it: with the special tokens of tokenizer.json's
+        post-processor (e.g. Llama 3's <|begin_of_text|>; none for SmolLM2 and MiniMind, whose tokenizer_config.json
+        says add_bos_token false) — the rule the exports record (tokenizer_config.json's add_bos_token, the GGUF's
+        tokenizer.ggml.add_bos_token), so transformers and llama.cpp continue raw text the same way. Special tokens
+        written in TEXT are matched: --prompt '<|im_start|>TEXT' is MiniMind eval_model.py's pretrain-model prompt
+        (bos_token + TEXT). With --chat it is rendered as one user turn through the tokenizer's chat
         template with the generation prompt (refused when that template cannot be rendered without a Jinja engine;
         --chat-template minimind renders MiniMind's instead). --prompt-ids 1,2,3 uses ids as given. Sampling as MiniMind's generate: repetition penalty (Hugging Face's rule: a seen id's logit is divided by it if ≥ 0, multiplied if < 0), temperature (0 = greedy), top-k (0 = off),
         top-p (1 = off), multinomial draw from a seeded RNG. Generation stops at --eos-id (default: the tokenizer's
@@ -22,16 +25,16 @@ struct Generate: ParsableCommand {
     @Option(help: "Model directory (config.json + model.safetensors).") var model: String
     @Option(help: "Prompt text.") var prompt: String?
     @Flag(help: "Render --prompt as a user turn with the chat template.") var chat = false
-    @Flag(name: .customLong("add-special-tokens"), help: "Encode --prompt as tokenizer(TEXT) does (the post-processor's special tokens) instead of <bos>TEXT.")
+    @Flag(name: .customLong("add-special-tokens"), help: "Accepted for compatibility: --prompt is always encoded as tokenizer(TEXT) (the post-processor's special tokens).")
     var addSpecialTokens = false
     @OptionGroup var template: ChatTemplateArgument
     @Option(name: .customLong("prompt-ids"), help: "Comma-separated prompt ids.") var promptIds: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @OptionGroup var sampling: SamplingArguments
-    @Option(name: .customLong("eos-id")) var eosId: Int?
+    @Option(name: .customLong("eos-id"), parsing: .unconditional) var eosId: Int?
     @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
-    @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into the weights at load.") var lora: String?
 
     func validate() throws {
@@ -41,6 +44,7 @@ struct Generate: ParsableCommand {
         if addSpecialTokens && prompt == nil { throw ValidationError("--add-special-tokens needs --prompt TEXT") }
         if let e = eosId, e != -1 && !(0 ... Int(Int32.max)).contains(e) {
             throw ValidationError("--eos-id must be -1 (never stop) or an id in [0, \(Int32.max)] (got \(e))") }
+        try NumericOption.threads(threads)
     }
 
     func loadTokenizer(required: Bool) throws -> Tokenizer? {
@@ -75,10 +79,9 @@ struct Generate: ParsableCommand {
             tok = t
             if chat {
                 prompt = t.encode(try t.applyChatTemplate([ChatMessage(role: "user", content: self.prompt!)], addGenerationPrompt: true))
-            } else if addSpecialTokens {
-                prompt = t.encode(self.prompt!, addSpecialTokens: true)
             } else {
-                prompt = [t.bosTokenId] + t.encode(self.prompt!)
+                // The tokenizer's raw-text rule (`Tokenizer.singleSequenceSpecialTokens`), as tokenizer(TEXT).
+                prompt = t.encode(self.prompt!, addSpecialTokens: true)
             }
         }
         if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }

@@ -45,6 +45,9 @@ struct MiniMindFlags {
             throw ValidationError("--dtype float16 is not supported: this build trains in float32; use --dtype bfloat16 (MiniMind's default; trained in float32 here, with a note) or --dtype float32")
         case let d?: throw ValidationError("--dtype must be bfloat16 or float32 (got \(d))")
         }
+        try NumericOption.check(numWorkers, "--num-workers", in: 0...4096)
+        try NumericOption.check(localRank, "--local-rank", in: -1...65535)
+        try NumericOption.check(warmupIters, "--warmup-iters", in: 0...Int(Int32.max))
         if let d = device, d != "cpu" {
             throw ValidationError("--device \(d) is not available: SwiftMind trains on CPUs only; use --device cpu or leave it out (several processes: mpirun -np N)")
         }

@@ -94,7 +94,7 @@ enum TrainingOptionDocs {
         defaults: "off", aliases: ["from-resume"])
     static let keepCheckpoints = OptionDoc(name: "keep-checkpoints", meaning: "checkpoints kept",
         defaults: perCommand(\.keepCheckpoints, number))
-    static let bucketCapMB = OptionDoc(name: "bucket-cap-mb", meaning: "gradient all-reduce bucket size (MB)",
+    static let bucketCapMB = OptionDoc(name: "bucket-cap-mb", meaning: "gradient all-reduce bucket size (MB, 0.01–4096)",
         defaults: perCommand(\.bucketCapMB, number))
     static let threads = OptionDoc(name: "threads", meaning: "BLAS and kernel threads per rank (the data is tokenized on all cores)",
         defaults: "`$OPENBLAS_NUM_THREADS`, else cores / ranks on the host")

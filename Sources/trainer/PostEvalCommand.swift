@@ -8,8 +8,8 @@ import Training
 struct PostEvalArguments: ParsableArguments {
     @Option(help: "loss (held-out perplexity, pretrain jsonl) | sft-loss (held-out masked loss, SFT jsonl) | exact-match | preference | format.") var task: String = "loss"
     @Option(help: "exact-match/format: only conversations whose last user turn contains this text.") var filter: String?
-    @Option(help: "exact-match/format: at most N conversations.") var limit: Int?
-    @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens")]) var maxNewTokens: Int = 128
+    @Option(parsing: .unconditional, help: "exact-match/format: at most N conversations.") var limit: Int?
+    @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens")], parsing: .unconditional) var maxNewTokens: Int = 128
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
@@ -20,6 +20,8 @@ struct PostEvalArguments: ParsableArguments {
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
+        try NumericOption.check(limit, "--limit", in: 1...Int.max)
+        try NumericOption.check(maxNewTokens, "--max-new-tokens", in: 1...NumericOption.maxTokens)
     }
 
     /// The model of `dir` with `--lora` merged into it when given (every task, the default `loss` included).

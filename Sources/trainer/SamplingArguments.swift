@@ -4,12 +4,12 @@ import ArgumentParser
 import Model
 
 struct SamplingArguments: ParsableArguments {
-    @Option(name: .customLong("max-new-tokens")) var maxNewTokens: Int = 512
-    @Option var temperature: Float = 0.85
-    @Option(name: .customLong("top-p")) var topP: Float = 0.85
-    @Option(name: .customLong("top-k")) var topK: Int = 0
-    @Option(name: .customLong("repetition-penalty")) var repetitionPenalty: Float = 1.0
-    @Option var seed: UInt64 = 0
+    @Option(name: .customLong("max-new-tokens"), parsing: .unconditional) var maxNewTokens: Int = 512
+    @Option(parsing: .unconditional) var temperature: Float = 0.85
+    @Option(name: .customLong("top-p"), parsing: .unconditional) var topP: Float = 0.85
+    @Option(name: .customLong("top-k"), parsing: .unconditional) var topK: Int = 0
+    @Option(name: .customLong("repetition-penalty"), parsing: .unconditional) var repetitionPenalty: Float = 1.0
+    @Option(parsing: .unconditional) var seed: UInt64 = 0
 
     /// The flags as `SamplingOptions`, stopping at `eosTokenId` (nil = never).
     func options(eosTokenId: Int32?) -> SamplingOptions {

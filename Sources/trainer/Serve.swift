@@ -29,24 +29,24 @@ struct Serve: ParsableCommand {
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @Option var host = "127.0.0.1"
-    @Option var port = 8998
+    @Option(parsing: .unconditional) var port = 8998
     @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every request but GET /health.") var apiKey: String?
-    @Option(name: .customLong("max-body-bytes")) var maxBodyBytes = 1 << 20
-    @Option(name: .customLong("max-queued"), help: "Queued requests beyond this get 503.") var maxQueued = 64
-    @Option(name: .customLong("context-length"), help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
+    @Option(name: .customLong("max-body-bytes"), parsing: .unconditional) var maxBodyBytes = 1 << 20
+    @Option(name: .customLong("max-queued"), parsing: .unconditional, help: "Queued requests beyond this get 503.") var maxQueued = 64
+    @Option(name: .customLong("context-length"), parsing: .unconditional, help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
     var contextLength: Int?
-    @Option(name: .customLong("max-tokens"), help: "Default completion length when a request gives none.") var maxTokens = 512
-    @Option(name: .customLong("max-batch"), help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
-    @Option(name: .customLong("shutdown-timeout"), help: "Seconds to drain open connections on SIGINT/SIGTERM before exiting anyway.")
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Default completion length when a request gives none.") var maxTokens = 512
+    @Option(name: .customLong("max-batch"), parsing: .unconditional, help: "Sequences decoded together (continuous batching); 1 = one at a time.") var maxBatch = 8
+    @Option(name: .customLong("shutdown-timeout"), parsing: .unconditional, help: "Seconds to drain open connections on SIGINT/SIGTERM before exiting anyway.")
     var shutdownTimeout: Double = 10
-    @Option(name: .customLong("header-timeout"), help: "Seconds to complete a request head after its first byte (then 408, close).")
+    @Option(name: .customLong("header-timeout"), parsing: .unconditional, help: "Seconds to complete a request head after its first byte (then 408, close).")
     var headerTimeout: Double = 10
-    @Option(name: .customLong("body-timeout"), help: "Seconds to complete a request body after its head (then close).")
+    @Option(name: .customLong("body-timeout"), parsing: .unconditional, help: "Seconds to complete a request body after its head (then close).")
     var bodyTimeout: Double = 30
-    @Option(name: .customLong("idle-timeout"), help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double = 15
-    @Option(name: .customLong("max-connections"), help: "Open connections allowed (beyond: an idle or slow-header one is displaced, or 503).")
+    @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: "Seconds an idle keep-alive connection stays open.") var idleTimeout: Double = 15
+    @Option(name: .customLong("max-connections"), parsing: .unconditional, help: "Open connections allowed (beyond: an idle or slow-header one is displaced, or 503).")
     var maxConnections = 512
-    @Option(help: "OpenBLAS threads.") var threads: Int?
+    @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
     @OptionGroup var template: ChatTemplateArgument
 
     var serverConfiguration: ServerConfiguration {
@@ -63,7 +63,12 @@ struct Serve: ParsableCommand {
         if maxBodyBytes <= 0 { throw ValidationError("--max-body-bytes must be > 0") }
         if maxTokens <= 0 { throw ValidationError("--max-tokens must be > 0") }
         if maxBatch <= 0 { throw ValidationError("--max-batch must be > 0") }
-        if !(shutdownTimeout >= 0) { throw ValidationError("--shutdown-timeout must be ≥ 0") }
+        try NumericOption.finite(shutdownTimeout, "--shutdown-timeout", "of seconds ≥ 0", { $0 >= 0 })
+        try NumericOption.check(maxQueued, "--max-queued", in: 0...1_000_000)
+        try NumericOption.check(maxBatch, "--max-batch", in: 1...1024)
+        try NumericOption.check(maxTokens, "--max-tokens", in: 1...NumericOption.maxTokens)
+        try NumericOption.check(contextLength, "--context-length", in: 1...NumericOption.maxTokens)
+        try NumericOption.threads(threads)
         do { try serverConfiguration.validate() } catch { throw ValidationError("\(error)") }
     }
 

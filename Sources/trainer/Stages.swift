@@ -74,7 +74,7 @@ struct Reason: StageCommand {
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
     @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
-    @Option(name: spellings("tag-weight"), help: StageOptionDocs.tagWeight.plainHelp)
+    @Option(name: spellings("tag-weight"), parsing: .unconditional, help: StageOptionDocs.tagWeight.plainHelp)
     var tagWeight = stageDefault(.reason, \.reasonWeight)
     func configure(_ o: inout StageOptions) { o.reasonWeight = tagWeight }
 }
@@ -87,7 +87,7 @@ struct DPO: StageCommand {
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
     @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(help: StageOptionDocs.reference.help) var reference: String?
-    @Option(help: StageOptionDocs.beta.plainHelp) var beta = stageDefault(.dpo, \.beta)
+    @Option(parsing: .unconditional, help: StageOptionDocs.beta.plainHelp) var beta = stageDefault(.dpo, \.beta)
     func configure(_ o: inout StageOptions) { o.reference = reference; o.beta = beta }
 }
 
@@ -99,8 +99,8 @@ struct Distill: StageCommand {
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
     @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(help: StageOptionDocs.teacher.help) var teacher: String?
-    @Option(help: StageOptionDocs.alpha.plainHelp) var alpha = stageDefault(.distill, \.alpha)
-    @Option(help: StageOptionDocs.temperature.plainHelp) var temperature = stageDefault(.distill, \.temperature)
+    @Option(parsing: .unconditional, help: StageOptionDocs.alpha.plainHelp) var alpha = stageDefault(.distill, \.alpha)
+    @Option(parsing: .unconditional, help: StageOptionDocs.temperature.plainHelp) var temperature = stageDefault(.distill, \.temperature)
     func configure(_ o: inout StageOptions) { o.teacher = teacher; o.alpha = alpha; o.temperature = temperature }
 }
 
@@ -117,7 +117,7 @@ struct LoRATrain: StageCommand {
     @OptionGroup var training: TrainingArguments
     @Option(name: .customLong("init"), help: StageOptionDocs.initDir.help) var initDir: String?
     @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
-    @Option(name: spellings("lora-rank"), help: StageOptionDocs.loraRank.plainHelp) var loraRank = stageDefault(.lora, \.loraRank)
+    @Option(name: spellings("lora-rank"), parsing: .unconditional, help: StageOptionDocs.loraRank.plainHelp) var loraRank = stageDefault(.lora, \.loraRank)
     @Option(name: spellings("lora-name"), help: StageOptionDocs.loraName.plainHelp) var loraName = stageDefault(.lora, \.loraName)
     func configure(_ o: inout StageOptions) { o.loraRank = loraRank; o.loraName = loraName }
 }

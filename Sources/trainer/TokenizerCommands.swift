@@ -74,9 +74,15 @@ struct TokenizerTrain: ParsableCommand {
         commandName: "train",
         abstract: "Train a byte-level BPE tokenizer (Hugging Face BpeTrainer semantics, MiniMind's specials) on {\"text\"} jsonl.")
     @Option(help: "Training data: jsonl with one {\"text\": …} object per line.") var data: String
-    @Option(help: "Target vocabulary size (specials + 256 byte symbols + merges).") var vocabSize: Int
+    @Option(parsing: .unconditional, help: "Target vocabulary size (specials + 256 byte symbols + merges).") var vocabSize: Int
     @Option(help: "Output directory for tokenizer.json and tokenizer_config.json.") var out: String
-    @Option(help: "Stop merging when the best pair occurs fewer times than this.") var minFrequency: Int = 0
+    @Option(parsing: .unconditional, help: "Stop merging when the best pair occurs fewer times than this.") var minFrequency: Int = 0
+
+    func validate() throws {
+        // Below 259 the training itself says why (3 specials + 256 byte symbols).
+        if vocabSize > 1 << 24 { throw ValidationError("--vocab-size must be at most \(1 << 24) (got \(vocabSize))") }
+        try NumericOption.check(minFrequency, "--min-frequency", in: 0...Int.max)
+    }
 
     func run() throws {
         try runReportingErrors {
@@ -109,10 +115,12 @@ struct TokenizerEncode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode", abstract: "Read {\"text\": …} jsonl on stdin, write {\"ids\": […]} per line on stdout.")
     @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String
-    @Option(help: "Encoding threads (output order is input order).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Encoding threads (output order is input order).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(name: .customLong("add-special-tokens"),
           help: "Add the special tokens of tokenizer.json's post-processor, as tokenizer(text, add_special_tokens=True).")
     var addSpecialTokens = false
+
+    func validate() throws { try NumericOption.threads(threads) }
 
     func run() throws {
         try runReportingErrors {
@@ -240,9 +248,15 @@ struct TokenizerBench: ParsableCommand {
         commandName: "bench", abstract: "Measure encode speed (one thread, many threads) and training speed.")
     @Option(help: "tokenizer.json or a directory holding it.") var tokenizer: String = "Tests/Fixtures/tokenizers/minimind"
     @Option(help: "{\"text\"} jsonl corpus.") var data: String = "Tests/Fixtures/corpus/pretrain.jsonl"
-    @Option(help: "Threads for the batch path.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(help: "Vocab size for the training benchmark (0 = skip).") var trainVocab: Int = 6400
-    @Option(help: "Repetitions (the best time is reported).") var repeats: Int = 3
+    @Option(parsing: .unconditional, help: "Threads for the batch path.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .unconditional, help: "Vocab size for the training benchmark (0 = skip).") var trainVocab: Int = 6400
+    @Option(parsing: .unconditional, help: "Repetitions (the best time is reported).") var repeats: Int = 3
+
+    func validate() throws {
+        try NumericOption.threads(threads)
+        try NumericOption.check(trainVocab, "--train-vocab", in: 0...(1 << 24))
+        try NumericOption.check(repeats, "--repeats", in: 1...1_000_000)
+    }
 
     func run() throws {
         try runReportingErrors {

@@ -14,25 +14,25 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.dataPath.names, help: D.dataPath.help) var dataPath: String?
     @Option(name: D.tokenizer.names, help: D.tokenizer.help) var tokenizer: String?
     @Option(name: D.outDir.names, help: D.outDir.help) var outDir: String?
-    @Option(name: D.epochs.names, help: D.epochs.help) var epochs: Int?
-    @Option(name: D.batchSize.names, help: D.batchSize.help) var batchSize: Int?
-    @Option(name: D.accumulationSteps.names, help: D.accumulationSteps.help) var accumulationSteps: Int?
-    @Option(name: D.learningRate.names, help: D.learningRate.help) var learningRate: Double?
-    @Option(name: D.gradClip.names, help: D.gradClip.help) var gradClip: Double?
-    @Option(name: D.maxSeqLen.names, help: D.maxSeqLen.help) var maxSeqLen: Int?
-    @Option(name: D.hiddenSize.names, help: D.hiddenSize.help) var hiddenSize: Int?
-    @Option(name: D.numHiddenLayers.names, help: D.numHiddenLayers.help) var numHiddenLayers: Int?
-    @Option(name: D.logInterval.names, help: D.logInterval.help) var logInterval: Int?
-    @Option(name: D.saveInterval.names, help: D.saveInterval.help) var saveInterval: Int?
-    @Option(name: D.seed.names, help: D.seed.help) var seed: UInt64?
-    @Option(name: D.maxSteps.names, help: D.maxSteps.help) var maxSteps: Int?
+    @Option(name: D.epochs.names, parsing: .unconditional, help: D.epochs.help) var epochs: Int?
+    @Option(name: D.batchSize.names, parsing: .unconditional, help: D.batchSize.help) var batchSize: Int?
+    @Option(name: D.accumulationSteps.names, parsing: .unconditional, help: D.accumulationSteps.help) var accumulationSteps: Int?
+    @Option(name: D.learningRate.names, parsing: .unconditional, help: D.learningRate.help) var learningRate: Double?
+    @Option(name: D.gradClip.names, parsing: .unconditional, help: D.gradClip.help) var gradClip: Double?
+    @Option(name: D.maxSeqLen.names, parsing: .unconditional, help: D.maxSeqLen.help) var maxSeqLen: Int?
+    @Option(name: D.hiddenSize.names, parsing: .unconditional, help: D.hiddenSize.help) var hiddenSize: Int?
+    @Option(name: D.numHiddenLayers.names, parsing: .unconditional, help: D.numHiddenLayers.help) var numHiddenLayers: Int?
+    @Option(name: D.logInterval.names, parsing: .unconditional, help: D.logInterval.help) var logInterval: Int?
+    @Option(name: D.saveInterval.names, parsing: .unconditional, help: D.saveInterval.help) var saveInterval: Int?
+    @Option(name: D.seed.names, parsing: .unconditional, help: D.seed.help) var seed: UInt64?
+    @Option(name: D.maxSteps.names, parsing: .unconditional, help: D.maxSteps.help) var maxSteps: Int?
     @Flag(name: D.resume.names, help: D.resume.help) var resume = false
-    @Option(name: D.keepCheckpoints.names, help: D.keepCheckpoints.help) var keepCheckpoints: Int?
-    @Option(name: D.bucketCapMB.names, help: D.bucketCapMB.help) var bucketCapMB: Double?
-    @Option(name: D.threads.names, help: D.threads.help) var threads: Int?
-    @Option(name: D.weightDecay.names, help: D.weightDecay.help) var weightDecay: Double?
-    @Option(name: D.stallWarning.names, help: D.stallWarning.help) var stallWarning: Double?
-    @Option(name: D.stallTimeout.names, help: D.stallTimeout.help) var stallTimeout: Double?
+    @Option(name: D.keepCheckpoints.names, parsing: .unconditional, help: D.keepCheckpoints.help) var keepCheckpoints: Int?
+    @Option(name: D.bucketCapMB.names, parsing: .unconditional, help: D.bucketCapMB.help) var bucketCapMB: Double?
+    @Option(name: D.threads.names, parsing: .unconditional, help: D.threads.help) var threads: Int?
+    @Option(name: D.weightDecay.names, parsing: .unconditional, help: D.weightDecay.help) var weightDecay: Double?
+    @Option(name: D.stallWarning.names, parsing: .unconditional, help: D.stallWarning.help) var stallWarning: Double?
+    @Option(name: D.stallTimeout.names, parsing: .unconditional, help: D.stallTimeout.help) var stallTimeout: Double?
     @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
@@ -45,7 +45,7 @@ struct TrainingArguments: ParsableArguments {
     var device: String?
     @Flag(name: .customLong("ddp"), help: "Accepted and noted: SwiftMind is data-parallel whenever started by mpirun -np N.")
     var ddp = false
-    @Option(name: spellings("num-workers"), help: "Accepted and noted: no DataLoader workers (the data is tokenized up front).")
+    @Option(name: spellings("num-workers"), parsing: .unconditional, help: "Accepted and noted: no DataLoader workers (the data is tokenized up front).")
     var numWorkers: Int?
     @Flag(name: spellings("use-wandb"), help: "Accepted and noted: no Weights & Biases; every log line is in OUT/metrics.jsonl.")
     var useWandb = false
@@ -54,7 +54,7 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: spellings("local-rank"), parsing: .unconditional,
             help: "Accepted and noted: ranks come from mpirun, not from this flag.")
     var localRank: Int?
-    @Option(name: spellings("warmup-iters"),
+    @Option(name: spellings("warmup-iters"), parsing: .unconditional,
             help: "Accepted and ignored, as in MiniMind (its get_lr has no warmup term); a value other than 0 is noted.")
     var warmupIters: Int?
 
