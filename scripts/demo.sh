@@ -36,7 +36,9 @@ echo "== generating"
 PROMPT='《静夜思》
 作者：李白
 床前明月光，'
-TEXT=$("$BIN" generate --model "$OUT/pretrain/final" --prompt "$PROMPT" --max-new-tokens 48 --temperature 0.7 \
+# MiniMind's eval_model.py prompt for a pretrained model: bos_token + text (pretraining samples start with it; the
+# tokenizer itself adds no BOS to raw text, as in transformers).
+TEXT=$("$BIN" generate --model "$OUT/pretrain/final" --prompt "<|im_start|>$PROMPT" --max-new-tokens 48 --temperature 0.7 \
        2>"$OUT/generate.log") || { cat "$OUT/generate.log" >&2; exit 1; }
 echo "----"
 printf '%s%s\n' "$PROMPT" "$TEXT"
