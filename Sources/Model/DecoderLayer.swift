@@ -191,7 +191,8 @@ extension MiniMindModel {
     /// each, ids checked by the caller) at positions `caches[s].length …` through every `decoderLayer` (the S·mₛ
     /// rows together, so each weight matrix is read once per step), appends their keys/values to its cache (whose
     /// length grows by mₛ), and writes the logits of its last token into row s of `logits` `[S, V]` (the untied lm_head
-    /// when the model has one). Caches must be distinct with room for the new positions (checked by the callers).
+    /// when the model has one). LoRA adapters, when attached (`lora`), apply as in `forward`. Caches must be distinct
+    /// with room for the new positions (checked by the callers).
     func forwardNewTokens(_ tokens: UnsafePointer<Int32>, rowStart: [Int], caches: [KVCache], logits: FPtr) {
         let cfg = config, S = caches.count, n = rowStart[S]
         let C = cfg.hiddenSize, V = cfg.vocabSize, eps = cfg.rmsNormEps
