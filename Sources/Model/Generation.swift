@@ -24,8 +24,9 @@ public final class KVCache {
     /// Drops positions `n…` (n ≤ length), e.g. to reuse a shared prompt prefix.
     public func truncate(to n: Int) { precondition(n >= 0 && n <= length, "KVCache.truncate: \(n) outside [0, \(length)]"); length = n }
 
-    /// Scratch for `m` rows: x/ln/tmp [m,C] · rstd [m] · qkv [m, QD+2·KVD] · y [m,QD] · gu [m,2I] · h [m,I] ·
-    /// scores `scoreFloats` (the attention's per-worker score blocks).
+    /// Scratch of `forwardNewTokens` for `m` rows: residual stream, norm output, sublayer output [m,C] · rstd [m] ·
+    /// qkv [m, QD+2·KVD] · attention output [m,QD] · gate|up [m,2I] · hidden [m,I] · scores `scoreFloats` (the
+    /// attention's per-worker score blocks).
     func scratchPointers(rows m: Int, config c: ModelConfig, scoreFloats: Int) -> [FPtr] {
         let sizes = [m * c.hiddenSize, m * c.hiddenSize, m * c.hiddenSize, m, m * (c.qDim + 2 * c.kvDim), m * c.qDim,
                      m * 2 * c.intermediateSize, m * c.intermediateSize, scoreFloats]
@@ -41,71 +42,6 @@ public final class KVCache {
     }
 }
 
-/// Query rows per task of `attention_prefill`.
-let prefillAttentionBlock = 32
-
-/// Causal attention of M new query rows at positions p0…p0+M−1 over the cached keys/values 0…p0+M−1 (GQA: head h
-/// reads KV head h / (H/KVH)); k/v cache rows `ldkv` apart. Row layout (`columns == false`): q rows `ldq` apart (head h
-/// at column h·hd), y rows `ldy` apart. Transposed layout (`columns == true`, `prefillTransposed`): q and y are
-/// `[H·hd, M]` (head h = rows h·hd ..< (h+1)·hd, column i = position p0 + i); `ldq`/`ldy` are ignored.
-/// Tasks (KV group, block of `prefillAttentionBlock` query rows; keys past the block's last row are skipped) run on
-/// `workers` threads with OpenBLAS at one thread; `scratch` holds workers·min(M, block)·(p0+M) floats.
-func attention_prefill(_ y: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                       _ M: Int, _ p0: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int = 0, ldkv: Int, ldy: Int = 0,
-                       columns: Bool = false) {
-    let rep = h / kvh, blk = Swift.min(M, prefillAttentionBlock), blocks = (M + blk - 1) / blk
-    let scale = 1 / Float(hd).squareRoot()
-    let per = blk * (p0 + M)
-    // Last blocks first: they have the most keys (better balance with dynamic scheduling).
-    parallelTasks(kvh * blocks, workers: workers) { task, worker in
-        let S = scratch + worker * per
-        let g = task % kvh, bi = blocks - 1 - task / kvh
-        let r0 = bi * blk, r1 = Swift.min(M, r0 + blk), rows = r1 - r0, keys = p0 + r1
-        let kp = k + g * hd, vp = v + g * hd
-        for hi in (g * rep)..<((g + 1) * rep) {
-            // S[rows, keys] = scale · Q_blk · Kᵀ (transposed layout: Q_blkᵀ = q[hi·hd ..< (hi+1)·hd, r0 ..< r1])
-            if columns {
-                sgemm(true, true, rows, keys, hd, scale, q + hi * hd * M + r0, M, kp, ldkv, 0, S, keys)
-            } else {
-                sgemm(false, true, rows, keys, hd, scale, q + r0 * ldq + hi * hd, ldq, kp, ldkv, 0, S, keys)
-            }
-            for i in 0..<rows {
-                let row = S + i * keys, valid = p0 + r0 + i + 1
-                let mx = maxOf(row, valid)
-                let inv = 1 / expShiftSum(row, valid, shift: mx)
-                for j in 0..<valid { row[j] *= inv }
-                for j in valid..<keys { row[j] = 0 }
-            }
-            if columns {   // y_blkᵀ[hd, rows] = Vᵀ · Sᵀ
-                sgemm(true, true, hd, rows, keys, 1, vp, ldkv, S, keys, 0, y + hi * hd * M + r0, M)
-            } else {
-                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, y + r0 * ldy + hi * hd, ldy)
-            }
-        }
-    }
-}
-
-extension MiniMindModel {
-    /// The MLP of one layer over `rows` row-major tokens (inference): out`[rows, C]` = down(SwiGLU(gate(x), up(x)))
-    /// for a dense layer (Shazeer 2020, "GLU Variants Improve Transformer"; MiniMind's FeedForward), the routed and
-    /// shared experts for a MoE one. `linear(o, inp, w, ic, oc)` must compute o`[rows, oc]` = inp`[rows, ic]` · w`[oc, ic]`ᵀ
-    /// (the caller's threading of the projections); `gu` holds rows·2I floats and `hbuf` rows·I (scratch).
-    func mlpRows(_ lo: LayerOffsets, x: CFPtr, out: FPtr, gu: FPtr, hbuf: FPtr, rows: Int,
-                 linear: (FPtr, CFPtr, CFPtr, Int, Int) -> Void) {
-        if config.useMoe { moeInfer(lo, x: x, out: out, M: rows); return }
-        let C = config.hiddenSize, I = config.intermediateSize, P = paramPtr
-        if lo.up == lo.gate + I * C {
-            linear(gu, x, P + lo.gate, C, 2 * I)   // gate|up rows are contiguous: one [2I, C] product
-            swiglu_forward_fused(hbuf, gu, rows, I)
-        } else {
-            matmul_forward(gu, x, P + lo.gate, rows, C, I)
-            matmul_forward(gu + rows * I, x, P + lo.up, rows, C, I)
-            swiglu_forward(hbuf, gu, gu + rows * I, rows * I)
-        }
-        linear(out, hbuf, P + lo.down, I, C)
-    }
-}
-
 extension MiniMindModel {
     /// Runs `tokens` (≥ 1, each in [0, V)) at positions `cache.length …`, appends their keys/values to `cache` and
     /// returns the logits `[V]` of the last token. Same math as `forward`, one sequence, attention over the cache.
@@ -116,258 +52,40 @@ extension MiniMindModel {
         return logits
     }
 
-    /// As `forwardIncremental(tokens:cache:)`, writing the logits `[V]` into `logits` (count V).
-    /// One token (decode) runs on matrix-vector products (cblas_sgemv) with the fused q|k|v and gate|up weights;
-    /// several tokens (prefill) on sgemm: `prefillTransposed` for dense models, the row-major path below (with
-    /// `attention_prefill`) for MoE ones. Logits use the untied lm_head when the model has one.
+    /// As `forwardIncremental(tokens:cache:)`, writing the logits `[V]` into `logits` (count V). Prefill (several
+    /// tokens) and single-token decode are the same `forwardNewTokens` step with one sequence; the weight products'
+    /// kernel follows the row count (`linear_forward`). Logits use the untied lm_head when the model has one.
     public func forwardIncremental(tokens: [Int32], cache: KVCache, logits out: UnsafeMutableBufferPointer<Float>) {
         let cfg = config, M = tokens.count, p0 = cache.length
         precondition(M > 0 && p0 + M <= cache.maxLength, "forwardIncremental: \(p0)+\(M) positions exceed the cache (\(cache.maxLength))")
         precondition(out.count == cfg.vocabSize, "forwardIncremental: logits buffer has \(out.count) floats, expected \(cfg.vocabSize)")
         for (i, id) in tokens.enumerated() { precondition(id >= 0 && Int(id) < cfg.vocabSize, "forwardIncremental: token[\(i)] = \(id) outside [0, \(cfg.vocabSize))") }
-        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, V = cfg.vocabSize
-        let QKV = QD + 2 * KVD
-        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
-        let total = p0 + M
-        ensureRope(total)
-        let scale = 1 / Float(hd).squareRoot()
-        if M > 1 && !cfg.useMoe { prefillTransposed(tokens: tokens, cache: cache, logits: out); return }
-        let attnWorkers = M == 1 ? 1 : workerCount()
-        let scoreFloats = M == 1 ? cache.maxLength : attnWorkers * Swift.min(M, prefillAttentionBlock) * total
-        let sp = cache.scratchPointers(rows: M, config: cfg, scoreFloats: scoreFloats)
-        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], sp[7], sp[8])
-        let P = paramPtr, mx = cache.maxLength
-        let cosT = rope.cos, sinT = rope.sin
-        let head = outputHeadPointer
-        /// out[M, OC] = inp[M, IC] · W[OC, IC]ᵀ
-        @inline(__always) func linear(_ o: FPtr, _ inp: CFPtr, _ w: CFPtr, _ ic: Int, _ oc: Int) {
-            if M == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(oc), Int32(ic), 1, w, Int32(ic), inp, 1, 0, o, 1)
-            } else {
-                sgemm(false, true, M, oc, ic, 1, inp, ic, w, ic, 0, o, oc)
-            }
-        }
         tokens.withUnsafeBufferPointer { ids in
-            embedding_forward(x, ids.baseAddress!, P + embedOffset, M, C)
-            for l in 0..<cfg.numHiddenLayers {
-                let lo = layerOffsets[l]
-                let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
-                rmsnorm_forward(ln, rstd, x, P + lo.ln1, M, C, eps)
-                // q|k|v weights are contiguous in the layout: one [QKV, C] product.
-                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
-                    linear(qkv, ln, P + lo.q, C, QKV)
-                } else {
-                    sgemm(false, true, M, QD, C, 1, ln, C, P + lo.q, C, 0, qkv, QKV)
-                    sgemm(false, true, M, KVD, C, 1, ln, C, P + lo.k, C, 0, qkv + QD, QKV)
-                    sgemm(false, true, M, KVD, C, 1, ln, C, P + lo.v, C, 0, qkv + QD + KVD, QKV)
-                }
-                rope_apply(qkv, cosT, sinT, 1, M, H, hd, pos0: p0, rowStride: QKV)
-                rope_apply(qkv + QD, cosT, sinT, 1, M, KVH, hd, pos0: p0, rowStride: QKV)
-                for i in 0..<M {
-                    (kl + (p0 + i) * KVD).update(from: qkv + i * QKV + QD, count: KVD)
-                    (vl + (p0 + i) * KVD).update(from: qkv + i * QKV + QD + KVD, count: KVD)
-                }
-                if M > 1 {
-                    attention_prefill(y, qkv, kl, vl, S, workers: attnWorkers, M, p0, H, KVH, hd, ldq: QKV, ldkv: KVD, ldy: QD)
-                } else {
-                    for h in 0..<H {
-                        let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
-                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), qkv + h * hd, 1, 0, S, 1)
-                        var rmax = -Float.infinity
-                        for j in 0..<total where S[j] > rmax { rmax = S[j] }
-                        var sum: Float = 0
-                        for j in 0..<total { let e = expf(S[j] - rmax); S[j] = e; sum += e }
-                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), S, 1, 0, y + h * hd, 1)
-                    }
-                }
-                linear(tmp, y, P + lo.o, QD, C)
-                residual_forward(x, x, tmp, M * C)
-                rmsnorm_forward(ln, rstd, x, P + lo.ln2, M, C, eps)
-                mlpRows(lo, x: ln, out: tmp, gu: gu, hbuf: hbuf, rows: M) { linear($0, $1, $2, $3, $4) }
-                residual_forward(x, x, tmp, M * C)
-            }
-            rmsnorm_forward(ln, rstd, x + (M - 1) * C, P + normOffset, 1, C, eps)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, head, Int32(C), ln, 1, 0, out.baseAddress!, 1)
+            forwardNewTokens(ids.baseAddress!, rowStart: [0, M], caches: [cache], logits: out.baseAddress!)
         }
-        cache.length = total
     }
-}
 
-extension MiniMindModel {
-    /// Prefill (M > 1 tokens, dense model) in the transposed activation layout: the residual stream and every
-    /// activation are kept as `[features, M]` (column i = token i), so each projection is one sgemm
-    /// `out[OC, M] = W[OC, IC] · in[IC, M]` with the weight matrix as the large left operand (OpenBLAS runs these
-    /// ~15 % faster than `in · Wᵀ` at M ≈ 128), the o_proj/down_proj results accumulate into the residual stream in
-    /// the sgemm itself (beta = 1), and SwiGLU reads gate and up as two contiguous blocks. The projections' output
-    /// rows are split over the OpenBLAS threads (one single-threaded sgemm each), attention runs as tasks (KV group,
-    /// query block) on the same threads. Same math as `forward`; writes the last token's logits `[V]` into `out`.
-    func prefillTransposed(tokens: [Int32], cache: KVCache, logits out: UnsafeMutableBufferPointer<Float>) {
-        let cfg = config, M = tokens.count, p0 = cache.length, total = p0 + M
-        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
-        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, half = hd / 2, eps = cfg.rmsNormEps
-        let workers = workerCount(), blk = Swift.min(M, prefillAttentionBlock)
-        let sp = cache.scratchPointers(rows: M, config: cfg, scoreFloats: workers * blk * total)
-        // x/ln [C, M] · tmp: rope tables [half, M] ×2 · rstd [M] · qkv [QD+2KVD, M] · y [QD, M] · gu [2I, M] · h [I, M]
-        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], sp[7], sp[8])
-        let P = paramPtr, mx = cache.maxLength
-        let ropeC = tmp, ropeS = tmp + half * M
-        for t in 0..<M {
-            let c = rope.cos + (p0 + t) * half, s = rope.sin + (p0 + t) * half
-            for i in 0..<half { ropeC[i * M + t] = c[i]; ropeS[i * M + t] = s[i] }
-        }
-        /// o[OC, M] = W[OC, IC] · inp[IC, M] + beta · o
-        func linear(_ o: FPtr, _ inp: CFPtr, _ w: CFPtr, _ ic: Int, _ oc: Int, beta: Float = 0) {
-            if workers > 1 {
-                parallelTasks(workers, workers: workers) { part, _ in
-                    let r0 = oc * part / workers, r1 = oc * (part + 1) / workers
-                    sgemm(false, false, r1 - r0, M, ic, 1, w + r0 * ic, ic, inp, M, beta, o + r0 * M, M)
-                }
-            } else {
-                sgemm(false, false, oc, M, ic, 1, w, ic, inp, M, beta, o, M)
-            }
-        }
-        tokens.withUnsafeBufferPointer { ids in
-            embedding_forward(ln, ids.baseAddress!, P + embedOffset, M, C)
-            cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(M), Int32(C), 1, ln, Int32(C), x, Int32(M))
-            for l in 0..<cfg.numHiddenLayers {
-                let lo = layerOffsets[l]
-                let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
-                rmsnormColumns(ln, rstd, x, P + lo.ln1, M, C, eps)
-                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
-                    linear(qkv, ln, P + lo.q, C, QD + 2 * KVD)
-                } else {
-                    linear(qkv, ln, P + lo.q, C, QD)
-                    linear(qkv + QD * M, ln, P + lo.k, C, KVD)
-                    linear(qkv + (QD + KVD) * M, ln, P + lo.v, C, KVD)
-                }
-                // RoPE on the H query heads and KVH key heads (rows 0 ..< QD+KVD), rotate-half pairs (i, i + hd/2).
-                for hb in 0..<(H + KVH) {
-                    for i in 0..<half {
-                        let a = qkv + (hb * hd + i) * M, b = a + half * M, c = ropeC + i * M, s = ropeS + i * M
-                        for t in 0..<M { let x1 = a[t], x2 = b[t]; a[t] = x1 * c[t] - x2 * s[t]; b[t] = x2 * c[t] + x1 * s[t] }
-                    }
-                }
-                cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(KVD), Int32(M), 1, qkv + QD * M, Int32(M), kl + p0 * KVD, Int32(KVD))
-                cblas_somatcopy(CblasRowMajor, CblasTrans, Int32(KVD), Int32(M), 1, qkv + (QD + KVD) * M, Int32(M), vl + p0 * KVD, Int32(KVD))
-                attention_prefill(y, qkv, kl, vl, S, workers: workers, M, p0, H, KVH, hd, ldkv: KVD, columns: true)
-                linear(x, y, P + lo.o, QD, C, beta: 1)
-                rmsnormColumns(ln, rstd, x, P + lo.ln2, M, C, eps)
-                // gate_proj and up_proj rows j0 ..< j1 per worker, then SwiGLU of those rows while they are in cache:
-                // h[I, M] = silu(gate) · up.
-                let wg = P + lo.gate, wu = P + lo.up
-                parallelTasks(workers, workers: workers) { part, _ in
-                    let j0 = I * part / workers, j1 = I * (part + 1) / workers
-                    let g = gu + j0 * M, u = gu + (I + j0) * M, h = hbuf + j0 * M
-                    sgemm(false, false, j1 - j0, M, C, 1, wg + j0 * C, C, ln, M, 0, g, M)
-                    sgemm(false, false, j1 - j0, M, C, 1, wu + j0 * C, C, ln, M, 0, u, M)
-                    for e in 0..<((j1 - j0) * M) { let a = g[e]; h[e] = a / (1 + fastExp(-a)) * u[e] }
-                }
-                linear(x, hbuf, P + lo.down, I, C, beta: 1)
-            }
-            for c in 0..<C { ln[c] = x[c * M + M - 1] }
-            rmsnorm_forward(ln + C, rstd, ln, P + normOffset, 1, C, eps)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, outputHeadPointer, Int32(C), ln + C, 1, 0, out.baseAddress!, 1)
-        }
-        cache.length = total
-    }
-}
-
-/// RMSNorm of the M columns of x[C, M]: out[c, i] = x[c, i] · rsqrt(mean_c x[·, i]² + eps) · w[c]; rstd[M] scratch.
-func rmsnormColumns(_ out: FPtr, _ rstd: FPtr, _ x: CFPtr, _ w: CFPtr, _ m: Int, _ c: Int, _ eps: Float) {
-    rstd.update(repeating: 0, count: m)
-    for k in 0..<c { let row = x + k * m; for i in 0..<m { rstd[i] += row[i] * row[i] } }
-    let invC = 1 / Float(c)
-    for i in 0..<m { rstd[i] = 1 / (rstd[i] * invC + eps).squareRoot() }
-    for k in 0..<c {
-        let row = x + k * m, o = out + k * m, wk = w[k]
-        for i in 0..<m { o[i] = row[i] * rstd[i] * wk }
-    }
-}
-
-extension MiniMindModel {
     /// One decoding step for `B = tokens.count` independent sequences (continuous batching): token b runs at
-    /// position `caches[b].length` of its own cache, which grows by one. The projections run as sgemms over the
-    /// B rows (the weights are read once per step instead of once per sequence), their output columns split over the
-    /// OpenBLAS threads; attention runs per sequence, the sequences spread over the same threads.
-    /// Writes the logits `[B, V]` into `logits` (count B·V). B = 1 takes the matrix-vector path of
-    /// `forwardIncremental`. Same math as `forward`.
+    /// position `caches[b].length` of its own cache, which grows by one. The B rows go through each layer together
+    /// (`forwardNewTokens`: the weights are read once per step instead of once per sequence); attention runs per
+    /// sequence, the sequences spread over the threads. Writes the logits `[B, V]` into `logits` (count B·V).
+    /// Same math as `forward`.
     /// - Precondition: `caches.count == B ≥ 1`, distinct caches, each with room for one more position.
     public func forwardDecodeBatch(tokens: [Int32], caches: [KVCache], logits out: UnsafeMutableBufferPointer<Float>) {
         let cfg = config, B = tokens.count, V = cfg.vocabSize
         precondition(B > 0 && caches.count == B, "forwardDecodeBatch: \(B) tokens for \(caches.count) caches")
         precondition(out.count == B * V, "forwardDecodeBatch: logits buffer has \(out.count) floats, expected \(B * V)")
-        if B == 1 { forwardIncremental(tokens: tokens, cache: caches[0], logits: out); return }
+        precondition(Set(caches.map { ObjectIdentifier($0) }).count == B, "forwardDecodeBatch: the same cache is given twice")
         for (b, id) in tokens.enumerated() {
             precondition(id >= 0 && Int(id) < V, "forwardDecodeBatch: token[\(b)] = \(id) outside [0, \(V))")
             precondition(caches[b].length < caches[b].maxLength, "forwardDecodeBatch: cache \(b) is full (\(caches[b].maxLength))")
         }
-        let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, QKV = QD + 2 * KVD
-        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, rep = H / KVH, eps = cfg.rmsNormEps
-        let maxTotal = caches.map { $0.length + 1 }.max()!
-        ensureRope(maxTotal)
-        let scale = 1 / Float(hd).squareRoot()
-        let workers = workerCount()
-        let sizes = [B * C, B * C, B * C, B, B * QKV, B * QD, B * 2 * I, B * I, workers * maxTotal]
-        let arena = FPtr.allocate(capacity: sizes.reduce(0, +))
-        defer { arena.deallocate() }
-        var ptrs: [FPtr] = [], cur = arena
-        for n in sizes { ptrs.append(cur); cur += n }
-        let (x, ln, tmp, rstd, qkv, y, gu, hbuf, S) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
-        let P = paramPtr, cosT = rope.cos, sinT = rope.sin
-        /// out[B, OC] (row stride ldo) = inp[B, IC] · W[OC, IC]ᵀ. With a few rows, a plain sgemm spends most of its
-        /// time packing (copying) the weights, and OpenBLAS's own threads slow it down further. The output columns are
-        /// cut into pieces of ≤ 64 with B·n·IC ≤ 10⁶, sizes OpenBLAS (0.3.21, SkylakeX) serves with its small-matrix
-        /// kernels that read the weights in place (measured: 2.2× faster per layer at B = 8); the pieces run as
-        /// single-threaded sgemms spread over the workers. Other builds just pack piece by piece.
-        func linear(_ o: FPtr, _ inp: CFPtr, _ w: CFPtr, _ ic: Int, _ oc: Int, ldo: Int? = nil) {
-            let ld = ldo ?? oc
-            let piece = B <= 16 ? Swift.max(16, Swift.min(64, 1_000_000 / (B * ic) / 16 * 16)) : (oc + workers - 1) / workers
-            let pieces = (oc + piece - 1) / piece
-            parallelTasks(pieces, workers: workers) { p, _ in
-                let n0 = p * piece, n = Swift.min(piece, oc - n0)
-                sgemm(false, true, B, n, ic, 1, inp, ic, w + n0 * ic, ic, 0, o + n0, ld)
-            }
-        }
         tokens.withUnsafeBufferPointer { ids in
-            embedding_forward(x, ids.baseAddress!, P + embedOffset, B, C)
-            for l in 0..<cfg.numHiddenLayers {
-                let lo = layerOffsets[l]
-                rmsnorm_forward(ln, rstd, x, P + lo.ln1, B, C, eps)
-                if lo.k == lo.q + QD * C && lo.v == lo.k + KVD * C {
-                    linear(qkv, ln, P + lo.q, C, QKV)
-                } else {
-                    linear(qkv, ln, P + lo.q, C, QD, ldo: QKV)
-                    linear(qkv + QD, ln, P + lo.k, C, KVD, ldo: QKV)
-                    linear(qkv + QD + KVD, ln, P + lo.v, C, KVD, ldo: QKV)
-                }
-                // Attention: one task per sequence (its own cache and length) on the workers.
-                parallelTasks(B, workers: workers) { b, worker in
-                    let cache = caches[b], pos = cache.length, total = pos + 1, mx = cache.maxLength
-                    let row = qkv + b * QKV, Sw = S + worker * maxTotal
-                    rope_apply(row, cosT, sinT, 1, 1, H, hd, pos0: pos, rowStride: QKV)
-                    rope_apply(row + QD, cosT, sinT, 1, 1, KVH, hd, pos0: pos, rowStride: QKV)
-                    let kl = cache.k + l * mx * KVD, vl = cache.v + l * mx * KVD
-                    (kl + pos * KVD).update(from: row + QD, count: KVD)
-                    (vl + pos * KVD).update(from: row + QD + KVD, count: KVD)
-                    for h in 0..<H {
-                        let kp = kl + (h / rep) * hd, vp = vl + (h / rep) * hd
-                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(total), Int32(hd), scale, kp, Int32(KVD), row + h * hd, 1, 0, Sw, 1)
-                        let sum = expShiftSum(Sw, total, shift: maxOf(Sw, total))
-                        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(total), Int32(hd), 1 / sum, vp, Int32(KVD), Sw, 1, 0, y + b * QD + h * hd, 1)
-                    }
-                }
-                linear(tmp, y, P + lo.o, QD, C)
-                residual_forward(x, x, tmp, B * C)
-                rmsnorm_forward(ln, rstd, x, P + lo.ln2, B, C, eps)
-                mlpRows(lo, x: ln, out: tmp, gu: gu, hbuf: hbuf, rows: B) { linear($0, $1, $2, $3, $4) }
-                residual_forward(x, x, tmp, B * C)
-            }
-            rmsnorm_forward(ln, rstd, x, P + normOffset, B, C, eps)
-            linear(out.baseAddress!, ln, outputHeadPointer, C, V)
+            forwardNewTokens(ids.baseAddress!, rowStart: Array(0...B), caches: caches, logits: out.baseAddress!)
         }
-        for c in caches { c.length += 1 }
     }
 }
+
 
 /// Sampling settings, as MiniMind's `generate` except for the repetition penalty, which follows Hugging Face's
 /// `RepetitionPenaltyLogitsProcessor` (see `Sampler.applyRepetitionPenalty`; MiniMind divides every seen logit,

@@ -32,9 +32,43 @@ func embedding_backward(_ dwte: FPtr, _ dout: CFPtr, _ ids: UnsafePointer<Int32>
 
 // MARK: - matmul (nn.Linear without bias)
 
-/// out[N, OC] = inp[N, IC] · W[OC, IC]ᵀ.
-func matmul_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, _ oc: Int) {
-    sgemm(false, true, n, oc, ic, 1, inp, ic, w, ic, 0, out, oc)
+/// How `linear_forward` spreads one product over threads.
+enum LinearSchedule {
+    /// One sgemm, threaded by OpenBLAS as configured (training, where the batch parts already run concurrently at one
+    /// BLAS thread each, and the MoE experts' products).
+    case blas
+    /// Inference over few or many rows, on `workers` threads; the kernel is chosen from the row count (see
+    /// `linear_forward`).
+    case inference(workers: Int)
+}
+
+/// out[N, OC] (rows `ldo` floats apart, default OC) = inp[N, IC] · W[OC, IC]ᵀ, plus the previous out when
+/// `accumulate`: nn.Linear without bias. The one place where a weight matrix multiplies activations, in training and
+/// in inference (a bf16 or quantized weight format would be read here).
+/// Inference schedule: N = 1 is one matrix-vector product (cblas_sgemv, threaded by OpenBLAS). For 2 ≤ N ≤ 16 a
+/// plain sgemm spends most of its time packing (copying) the weights, and OpenBLAS's own threads slow it down
+/// further: the output columns are cut into pieces of ≤ 64 with N·n·IC ≤ 10⁶, sizes OpenBLAS (0.3.21, SkylakeX)
+/// serves with its small-matrix kernels that read the weights in place (measured: 2.2× faster per layer at N = 8),
+/// run as single-threaded sgemms spread over the workers (other builds just pack piece by piece). Larger N: the
+/// output columns are split into one single-threaded sgemm per worker.
+func linear_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, _ oc: Int, ldo: Int? = nil,
+                    accumulate: Bool = false, schedule: LinearSchedule = .blas) {
+    let ld = ldo ?? oc, beta: Float = accumulate ? 1 : 0
+    switch schedule {
+    case .blas:
+        sgemm(false, true, n, oc, ic, 1, inp, ic, w, ic, beta, out, ld)
+    case .inference(let workers):
+        if n == 1 {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(oc), Int32(ic), 1, w, Int32(ic), inp, 1, beta, out, 1)
+            return
+        }
+        let piece = n <= 16 ? Swift.max(16, Swift.min(64, 1_000_000 / (n * ic) / 16 * 16)) : (oc + workers - 1) / workers
+        let pieces = (oc + piece - 1) / piece
+        parallelTasks(pieces, workers: workers) { p, _ in
+            let n0 = p * piece, m = Swift.min(piece, oc - n0)
+            sgemm(false, true, n, m, ic, 1, inp, ic, w + n0 * ic, ic, beta, out + n0, ld)
+        }
+    }
 }
 /// dinp[N, IC] (= or += when `accumulate`) dout[N, OC] · W[OC, IC]; dW[OC, IC] += doutᵀ · inp.
 func matmul_backward(_ dinp: FPtr?, _ dw: FPtr, _ dout: CFPtr, _ inp: CFPtr, _ w: CFPtr,

@@ -12,7 +12,8 @@ public struct ParameterInfo: Equatable, Sendable {
     public var range: Range<Int> { offset..<(offset + count) }
 }
 
-/// Offsets (in elements) of one decoder layer's parameters inside the flat buffer.
+/// Offsets (in elements) of one decoder layer's parameters inside the flat buffer. q|k|v and gate|up are contiguous
+/// (the layout adds them in that order), so each pair/triple is one fused `[rows, C]` weight for `linear_forward`.
 struct LayerOffsets {
     var ln1 = 0, q = 0, k = 0, v = 0, o = 0, ln2 = 0, gate = 0, up = 0, down = 0
     /// MoE (MoE.swift): `mlp.gate.weight` [E, C]; each expert (routed 0..<E, then shared) gate_proj | up_proj | down_proj.
@@ -104,8 +105,9 @@ public final class MiniMindModel {
     let embedOffset = 0
     var layerOffsets: [LayerOffsets] = []
     var normOffset = 0
-    /// One activation arena per batch part (see `forward`): part w holds the rows of batch items `lastParts[w]`.
-    var replicas: [Activations] = []
+    /// Activation arenas (saved activations and per-worker scratch, not copies of the model), one per batch part (see
+    /// `forward`): part w holds the rows of batch items `lastParts[w]`.
+    var partActivations: [Activations] = []
     /// Logits / dLogits `[B, T, V]`, shared by the parts (each writes its rows).
     var logitsPtr: FPtr?
     var logitsCap = 0
@@ -245,23 +247,23 @@ public final class MiniMindModel {
 
     /// Arena of part `w`, grown (never shrunk) to hold `n` rows of length `t`.
     func ensureActivations(part w: Int, n: Int, t: Int) -> Activations {
-        while replicas.count <= w { replicas.append(Activations(config: config, capN: n, capT: t)) }
-        let a = replicas[w]
+        while partActivations.count <= w { partActivations.append(Activations(config: config, capN: n, capT: t)) }
+        let a = partActivations[w]
         if a.capN >= n && a.capT >= t { return a }
         let b = Activations(config: config, capN: max(n, a.capN), capT: max(t, a.capT))
-        replicas[w] = b
+        partActivations[w] = b
         return b
     }
 
     /// Bytes held by the activation arenas, logits and extra gradient buffers (0 before the first forward).
     public var activationBytes: Int {
-        (replicas.map(\.totalFloats).reduce(0, +) + logitsCap + extraGrads.count * paramCount) * 4
+        (partActivations.map(\.totalFloats).reduce(0, +) + logitsCap + extraGrads.count * paramCount) * 4
     }
 
     /// Frees the activation arenas, logits and private gradient buffers (they are re-allocated by the next forward),
     /// e.g. after an evaluation pass with a larger batch than training uses. Call only between steps.
     public func releaseActivations() {
-        replicas = []
+        partActivations = []
         logitsPtr?.deallocate(); logitsPtr = nil; logitsCap = 0
         for g in extraGrads { g.deallocate() }
         extraGrads = []
@@ -282,7 +284,7 @@ public final class MiniMindModel {
         ComputeThreads.withSingleThread { DispatchQueue.concurrentPerform(iterations: n) { body($0) } }
     }
 
-    @inline(__always) private func timed<R>(_ on: Bool, _ part: WritableKeyPath<ModelProfile, Double>, _ body: () -> R) -> R {
+    @inline(__always) func timed<R>(_ on: Bool, _ part: WritableKeyPath<ModelProfile, Double>, _ body: () -> R) -> R {
         if !profiling || !on { return body() }
         let t0 = nowSeconds()
         let r = body()
@@ -324,50 +326,27 @@ public final class MiniMindModel {
     private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr, prof: Bool) {
         let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
-        let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, eps = cfg.rmsNormEps
+        let H = cfg.numAttentionHeads, eps = cfg.rmsNormEps
         let QKV = QD + 2 * KVD
         let P = paramPtr
         timed(prof, \.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
         a.moe?.aux = 0
-        do { let cosT = rope.cos, sinT = rope.sin
-            for l in 0..<cfg.numHiddenLayers {
-                let lo = layerOffsets[l]
-                let xin = a.res + l * N * C, xout = a.res + (l + 1) * N * C
-                let ln1 = a.ln1 + l * N * C, x2 = a.x2 + l * N * C, ln2 = a.ln2 + l * N * C
-                let r1 = a.rstd1 + l * N, r2 = a.rstd2 + l * N
-                let qkv = a.qkv + l * N * QKV, y = a.y + l * N * QD
-                let lse = a.lse + l * N * H, gu = a.gu + l * N * 2 * I
-                timed(prof, \.elementwise) { rmsnorm_forward(ln1, r1, xin, P + lo.ln1, N, C, eps) }
-                // q_proj | k_proj | v_proj are contiguous in the layout: one sgemm gives qkv[N, QKV].
-                timed(prof, \.matmul) { matmul_forward(qkv, ln1, P + lo.q, N, C, QKV) }
-                lora?.forward(layer: l, site: .qkv, x: ln1, out: qkv, n: N)
-                timed(prof, \.elementwise) {
-                    rope_apply(qkv, cosT, sinT, B, T, H, hd, rowStride: QKV)
-                    rope_apply(qkv + QD, cosT, sinT, B, T, KVH, hd, rowStride: QKV)
-                }
-                timed(prof, \.attention) {
-                    attention_forward(y, lse, qkv, qkv + QD, qkv + QD + KVD, a.attScratch, workers: min(workerCount(), a.maxWorkers),
-                                      B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD)
-                }
-                timed(prof, \.matmul) { matmul_forward(a.dres, y, P + lo.o, N, QD, C) }
-                lora?.forward(layer: l, site: .o, x: y, out: a.dres, n: N)
-                timed(prof, \.elementwise) {
-                    residual_forward(x2, xin, a.dres, N * C)
-                    rmsnorm_forward(ln2, r2, x2, P + lo.ln2, N, C, eps)
-                }
-                if let m = a.moe {
-                    timed(prof, \.matmul) { m.aux += moeForward(m, layer: l, lo, x: ln2, out: a.dres, h: a.h, N: N, T: T, auxBatch: lastB) }
-                } else {
-                // gate_proj | up_proj are contiguous: one sgemm gives gu[N, 2I].
-                timed(prof, \.matmul) { matmul_forward(gu, ln2, P + lo.gate, N, C, 2 * I) }
-                timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }
-                timed(prof, \.matmul) { matmul_forward(a.dres, a.h, P + lo.down, N, I, C) }
-                }
-                timed(prof, \.elementwise) { residual_forward(xout, x2, a.dres, N * C) }
-            }
+        let attentionWorkers = min(workerCount(), a.maxWorkers)
+        for l in 0..<cfg.numHiddenLayers {
+            // This layer's slices of the arena (kept for backward); o_proj and MLP outputs go through `dres` (scratch).
+            let acts = LayerActivations(
+                input: a.res + l * N * C, afterAttention: a.x2 + l * N * C, output: a.res + (l + 1) * N * C,
+                norm1: a.ln1 + l * N * C, rstd1: a.rstd1 + l * N, qkv: a.qkv + l * N * QKV, attention: a.y + l * N * QD,
+                norm2: a.ln2 + l * N * C, rstd2: a.rstd2 + l * N, gateUp: a.gu + l * N * 2 * I, hidden: a.h,
+                sublayerOutput: a.dres)
+            let attention = LayerAttention.ownRows(batch: B, seqLen: T, lse: a.lse + l * N * H, scratch: a.attScratch,
+                                                   workers: attentionWorkers)
+            let routing = a.moe.map { MoERouting(arena: $0, slot: l, seqLen: T, auxBatch: lastB) }
+            let aux = decoderLayer(l, rows: N, acts, attention: attention, moe: routing, schedule: .blas, prof: prof)
+            a.moe?.aux += aux
         }
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
-        timed(prof, \.matmul) { matmul_forward(logits, a.xf, P + embedOffset, N, C, V) }
+        timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V) }
     }
 
     /// Backward of the last forward from `dLogits` `[B, T, V]` (may be the buffer `forward` returned, overwritten by a
@@ -385,7 +364,7 @@ public final class MiniMindModel {
         lora?.ensureParts(parts.count)
         if parts.count == 1 {
             lastIds.withUnsafeBufferPointer { ids in
-                backwardPart(replicas[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, part: 0, prof: true, onGradientsReady)
+                backwardPart(partActivations[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, part: 0, prof: true, onGradientsReady)
             }
             return
         }
@@ -398,7 +377,7 @@ public final class MiniMindModel {
         lastIds.withUnsafeBufferPointer { ids in
             runParts(parts.count) { w in
                 let r = parts[w]
-                backwardPart(replicas[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dLogits.baseAddress! + r.lowerBound * T * V,
+                backwardPart(partActivations[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dLogits.baseAddress! + r.lowerBound * T * V,
                              bufs[w], part: w, prof: w == 0, nil)
             }
         }

@@ -90,7 +90,7 @@ extension MiniMindModel {
         let perm = m.perm + l * n * k, posOf = m.posOf + l * n * k, off = m.offsets + l * (E + 1)
         let gu = m.gu + l * n * (k + S) * 2 * I, eout = m.eout + l * n * k * C
         // Gate: scores = softmax(x·Wgᵀ).
-        matmul_forward(sc, x, P + lo.moeGate, N, C, E)
+        linear_forward(sc, x, P + lo.moeGate, N, C, E)
         for t in 0..<N {
             let r = sc + t * E
             var mx = r[0]
@@ -136,9 +136,9 @@ extension MiniMindModel {
             let r0 = Int(off[e]), ne = Int(off[e + 1]) - r0
             if ne == 0 { continue }
             let W = P + lo.experts[e], g = gu + r0 * 2 * I
-            matmul_forward(g, m.xg + r0 * C, W, ne, C, 2 * I)
+            linear_forward(g, m.xg + r0 * C, W, ne, C, 2 * I)
             swiglu_forward_fused(h, g, ne, I)
-            matmul_forward(eout + r0 * C, h, W + 2 * I * C, ne, I, C)
+            linear_forward(eout + r0 * C, h, W + 2 * I * C, ne, I, C)
         }
         // out[t] = Σ_j w[t,j]·eout[slot (t,j)] + Σ_s shared_s(x[t]).
         for t in 0..<N {
@@ -151,9 +151,9 @@ extension MiniMindModel {
         }
         for s in 0..<S {
             let W = P + lo.experts[E + s], g = gu + (N * k + s * N) * 2 * I
-            matmul_forward(g, x, W, N, C, 2 * I)
+            linear_forward(g, x, W, N, C, 2 * I)
             swiglu_forward_fused(h, g, N, I)
-            sgemm(false, true, N, C, I, 1, h, I, W + 2 * I * C, I, 1, out, C)
+            linear_forward(out, h, W + 2 * I * C, N, I, C, accumulate: true)
         }
         guard auxBatch > 0, cfg.auxLossAlpha > 0 else { return 0 }
         let B = N / T
@@ -244,21 +244,13 @@ extension MiniMindModel {
         sgemm(false, false, N, C, E, 1, ds, E, P + lo.moeGate, C, 1, dx, C)
     }
 
-    /// Inference MoE MLP over M rows (no aux loss): out [M, C] from x [M, C]. Same routing and math as training.
-    func moeInfer(_ lo: LayerOffsets, x: CFPtr, out: FPtr, M: Int) {
-        let m = MoEArena(config: config, capN: M, layers: 1)
-        let h = FPtr.allocate(capacity: M * config.intermediateSize)
-        defer { h.deallocate() }
-        moeForward(m, layer: 0, lo, x: x, out: out, h: h, N: M, T: M, auxBatch: 0)
-    }
-
     /// Tokens routed to each expert in the last `forward`, `[num_hidden_layers, n_routed_experts]` summed over the
     /// batch parts (each token counts once per chosen expert). Empty for a dense model.
     public var lastExpertCounts: [[Int]] {
         guard config.useMoe, !lastParts.isEmpty else { return [] }
         let E = config.nRoutedExperts
         var out = [[Int]](repeating: [Int](repeating: 0, count: E), count: config.numHiddenLayers)
-        for a in replicas.prefix(lastParts.count) {
+        for a in partActivations.prefix(lastParts.count) {
             guard let m = a.moe else { continue }
             for l in 0..<config.numHiddenLayers { for e in 0..<E { out[l][e] += m.counts[l * E + e] } }
         }

@@ -57,7 +57,7 @@ final class GenerationTests: XCTestCase {
 
     /// Prefill in chunks of several tokens after earlier positions (p0 > 0, M > 1, chunks longer than the attention
     /// query block) gives the full forward's logits at each chunk's last position, with 1 and 2 worker threads:
-    /// dense models (transposed prefill, fused and golden layouts) and MoE (row-major prefill).
+    /// dense models (golden and random weights) and MoE, through the one inference step (`forwardNewTokens`).
     func testChunkedPrefillEqualsFullForward() throws {
         let random = MiniMindModel(config: ModelConfig(hiddenSize: 128, numHiddenLayers: 2, numAttentionHeads: 4,
                                                        numKeyValueHeads: 2, vocabSize: 512), seed: 3)

@@ -174,7 +174,7 @@ func moeLossAndRouting(_ m: MiniMindModel, ids: [Int32], labels: [Int32], B: Int
     let lg = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: B, seqLen: T) }
     let s = labels.withUnsafeBufferPointer { l in mask.withUnsafeBufferPointer { mk in
         CrossEntropy.forwardBackward(logits: lg, labels: l, lossMask: mk, vocabSize: cfg.vocabSize, normalizer: Float(N)) } }
-    let moe = m.replicas[0].moe!
+    let moe = m.partActivations[0].moe!
     let routing = Array(UnsafeBufferPointer(start: moe.idx, count: moe.capN * cfg.numExpertsPerTok * cfg.numHiddenLayers))
     if backward { m.zeroGrad(); m.backward(dLogits: lg) }
     return (s / Double(N) + m.lastAuxLoss, routing)
