@@ -6,6 +6,11 @@ struct JSONLocator {
     private let b: [UInt8]
     private var i = 0
     private var path: [String] = []
+    /// Arrays and objects open at `i`.
+    private var depth = 0
+    /// Foundation's JSONSerialization refuses deeper nesting; the scanner stops there too (and so never recurses
+    /// further than this, whatever the input).
+    static let maxDepth = 512
     /// What the text is, for "unexpected end of …" ("file", or "the line" for a jsonl line).
     private var end = "file"
 
@@ -29,7 +34,10 @@ struct JSONLocator {
     private func fail(_ reason: String) -> Failure {
         var line = 1, col = 1
         for k in 0..<min(i, b.count) { if b[k] == 0x0A { line += 1; col = 1 } else if b[k] & 0xC0 != 0x80 { col += 1 } }
-        return Failure(path: "$" + path.joined(), line: line, column: col, reason: reason)
+        // A path through hundreds of levels is shortened to its first and last steps.
+        let shown = path.count <= 8 ? path.joined()
+            : path.prefix(4).joined() + "…(\(path.count) levels)…" + path.suffix(2).joined()
+        return Failure(path: "$" + shown, line: line, column: col, reason: reason)
     }
 
     private mutating func skipWS() {
@@ -46,8 +54,22 @@ struct JSONLocator {
         case UInt8(ascii: "f"): try literal("false")
         case UInt8(ascii: "n"): try literal("null")
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number()
-        default: throw fail("unexpected character '\(Character(Unicode.Scalar(b[i])))', expected a value")
+        default: throw fail("unexpected \(Self.describeByte(b[i])), expected a value")
         }
+    }
+
+    /// A byte for a message: printable ASCII quoted, anything else (control characters, NUL, UTF-8 bytes) as hex, so
+    /// that a message never carries raw control characters to a terminal.
+    static func describeByte(_ c: UInt8) -> String {
+        c >= 0x20 && c < 0x7F ? "character '\(Character(Unicode.Scalar(c)))'" : String(format: "byte 0x%02X", c)
+    }
+
+    /// Opens an array or object level; fails past `maxDepth`.
+    private mutating func enter() throws {
+        guard depth < Self.maxDepth else {
+            throw fail("arrays and objects nested deeper than \(Self.maxDepth) levels (the JSON parser's limit)")
+        }
+        depth += 1
     }
 
     private mutating func literal(_ s: String) throws {
@@ -74,14 +96,24 @@ struct JSONLocator {
             guard i < b.count else { throw fail("unterminated string") }
             let c = b[i]
             if c == UInt8(ascii: "\"") { i += 1; break }
-            if c < 0x20 { throw fail("control character in string") }
+            if c < 0x20 { throw fail("\(Self.describeByte(c)) (a control character) in a string; write it as a \\u escape") }
             if c == UInt8(ascii: "\\") {
                 i += 1
                 guard i < b.count else { throw fail("unterminated escape") }
                 switch b[i] {
                 case UInt8(ascii: "u"):
-                    guard i + 4 < b.count, b[(i + 1)...(i + 4)].allSatisfy({ Character(Unicode.Scalar($0)).isHexDigit }) else {
-                        throw fail("invalid \\u escape")
+                    guard let unit = hex4(at: i + 1) else { throw fail("invalid \\u escape") }
+                    if (0xDC00...0xDFFF).contains(unit) {
+                        i -= 1   // the column of the backslash
+                        throw fail(String(format: "lone low surrogate \\u%04X (not preceded by a high surrogate)", unit))
+                    }
+                    if (0xD800...0xDBFF).contains(unit) {
+                        guard i + 10 < b.count, b[i + 5] == UInt8(ascii: "\\"), b[i + 6] == UInt8(ascii: "u"),
+                              let low = hex4(at: i + 7), (0xDC00...0xDFFF).contains(low) else {
+                            i -= 1   // the column of the backslash
+                            throw fail(String(format: "lone high surrogate \\u%04X (not followed by a low surrogate \\uDC00–\\uDFFF)", unit))
+                        }
+                        i += 6
                     }
                     i += 5
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
@@ -96,7 +128,19 @@ struct JSONLocator {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The value of the 4 hex digits at `k`, or nil.
+    private func hex4(at k: Int) -> Int? {
+        guard k + 3 < b.count else { return nil }
+        var v = 0
+        for c in b[k...(k + 3)] {
+            guard let d = Character(Unicode.Scalar(c)).hexDigitValue else { return nil }
+            v = v * 16 + d
+        }
+        return v
+    }
+
     private mutating func object() throws {
+        try enter(); defer { depth -= 1 }
         i += 1
         skipWS()
         if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return }
@@ -120,6 +164,7 @@ struct JSONLocator {
     }
 
     private mutating func array() throws {
+        try enter(); defer { depth -= 1 }
         i += 1
         skipWS()
         if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return }

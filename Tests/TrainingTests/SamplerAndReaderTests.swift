@@ -99,4 +99,25 @@ final class JSONLReaderTests: XCTestCase {
             XCTAssertEqual("\(e)", "\(r):4: field \"text\" must be a string, got the number 1")
         }
     }
+
+    /// Lines the JSON parser refuses for reasons other than syntax get a located message too, and never crash the
+    /// reader: nesting far past the parser's 512 levels (the locator once recursed until the stack overflowed), lone
+    /// UTF-16 surrogates, and control bytes (shown as hex, never echoed raw to the terminal).
+    func testDeepNestingSurrogatesAndControlBytesAreNamed() throws {
+        let deep = "{\"text\": " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
+        let cases: [(String, String)] = [
+            (deep, "malformed JSON at column 521 in $.text[0][0][0]…(512 levels)…[0][0]: arrays and objects nested deeper than 512 levels (the JSON parser's limit)"),
+            ("{\"text\": \"he\\ud800llo\"}", "malformed JSON at column 13 in $.text: lone high surrogate \\uD800 (not followed by a low surrogate \\uDC00–\\uDFFF)"),
+            ("{\"text\": \"\\udc00\"}", "malformed JSON at column 11 in $.text: lone low surrogate \\uDC00 (not preceded by a high surrogate)"),
+            ("\u{0}{\"text\": \"a\"}", "malformed JSON at column 1: unexpected byte 0x00, expected a value"),
+            ("{\"text\": \"a\u{1B}b\"}", "malformed JSON at column 12 in $.text: byte 0x1B (a control character) in a string; write it as a \\u escape"),
+        ]
+        for (line, reason) in cases {
+            let p = try tmpFile("{\"text\": \"ok\"}\n" + line + "\n")
+            XCTAssertThrowsError(try readAll(p, chunk: 1 << 20)) { e in XCTAssertEqual("\(e)", "\(p):2: \(reason)") }
+        }
+        // A surrogate pair is fine.
+        let ok = try tmpFile("{\"text\": \"\\ud83d\\ude00\"}\n")
+        XCTAssertEqual(try readAll(ok, chunk: 1 << 20), ["\u{1F600}"])
+    }
 }
