@@ -183,11 +183,11 @@ health_check() {
 # A signal to launch.sh goes to the job (mpirun passes it on to the ranks) and ends the restarts: the scheduler or the
 # user is stopping the run.
 child=""; interrupted=""; sig_pending=0
-# Under mpirun, SIGTERM and SIGINT are passed on as SIGUSR1, which mpirun forwards to the ranks untouched: they agree
+# Under mpirun, SIGTERM, SIGINT and SIGHUP are passed on as SIGUSR1, which mpirun forwards to the ranks untouched: they agree
 # on it at the next step boundary, checkpoint and exit with 75 (a second one exits at once).
 forward() {
   interrupted="$1"; sig_pending=1
-  local to="$1"; [ "$use_mpi" = 1 ] && case "$1" in TERM|INT) to=USR1 ;; esac
+  local to="$1"; [ "$use_mpi" = 1 ] && case "$1" in TERM|INT|HUP) to=USR1 ;; esac
   [ -z "$child" ] || kill -s "$to" "$child" 2>/dev/null || true
 }
 for sig in TERM INT HUP USR1 USR2; do trap "forward $sig" "$sig"; done

@@ -192,8 +192,20 @@ public final class StallInspector {
         var hb = heartbeatComm.map { Heartbeats(comm: $0, rank: rank, size: size) }
         var lastSent = Date.distantPast
         var lastSentPosition: Position?
+        var lastTick = Date()
         while true {
             usleep(useconds_t(settings.pollInterval * 1e6))
+            let tick = Date()
+            let gap = tick.timeIntervalSince(lastTick) - settings.pollInterval
+            lastTick = tick
+            if gap > max(2, 10 * settings.pollInterval) {
+                // This process itself was stopped (SIGSTOP, then SIGCONT, e.g. by MPI_Abort's cleanup) or starved: its
+                // clocks ran while it could neither wait nor listen. The pause is not the others' doing, so their
+                // silence and this rank's wait are timed from now on, and nothing is reported for this tick.
+                lock.lock(); waitStart = waitStart.addingTimeInterval(gap); lock.unlock()
+                for r in lastHeard.indices { lastHeard[r] = tick }
+                continue
+            }
             let (me, since, lastProgress, stop) = snapshot()
             if stop { break }
             var progressAt = lastProgress

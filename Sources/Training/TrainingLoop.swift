@@ -72,8 +72,9 @@ public struct TrainingOptions: Codable, Sendable {
         try check(beta1.isFinite && beta1 >= 0 && beta1 < 1 && beta2.isFinite && beta2 >= 0 && beta2 < 1 && eps.isFinite && eps > 0,
                   "AdamW β1, β2 must be in [0, 1) and eps a finite number > 0 (got \(beta1), \(beta2), \(eps))")
         do { try moe.check() } catch { throw TrainingError.invalidOption("\(error)") }
-        try check(stallWarning.isFinite && stallWarning > 0, "--stall-warning must be a number of seconds > 0 (got \(stallWarning))")
-        try check(stallTimeout.isFinite && stallTimeout >= 0, "--stall-timeout must be a number of seconds ≥ 0, 0 = off (got \(stallTimeout))")
+        try check(stallWarning.isFinite && stallWarning >= 1, "--stall-warning must be a number of seconds ≥ 1 (got \(stallWarning))")
+        try check(stallTimeout.isFinite && (stallTimeout == 0 || stallTimeout >= 1),
+                  "--stall-timeout must be 0 (off) or a number of seconds ≥ 1 (got \(stallTimeout))")
     }
 
     /// Accepted `--bucket-cap-mb` (MB): below 0.01 MB a model of a few million parameters already needs thousands of

@@ -111,7 +111,8 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     func testStallOptionsAreValidated() throws {
-        for bad in [["--stall-timeout", "-1"], ["--stall-timeout=nan"], ["--stall-warning", "0"], ["--stall-warning", "inf"]] {
+        for bad in [["--stall-timeout", "-1"], ["--stall-timeout=nan"], ["--stall-timeout", "1e-300"], ["--stall-warning", "0"],
+                    ["--stall-warning", "0.5"], ["--stall-warning", "inf"]] {
             let r = try TrainerRunner.run(["pretrain", "--tokenizer", "x", "--print-options"] + bad, timeout: 60)
             XCTAssertNotEqual(r.status, 0, "\(bad) accepted")
             XCTAssertTrue(r.stderr.contains(bad[0].hasPrefix("--stall-warning") ? "--stall-warning" : "--stall-timeout"), r.stderr)
