@@ -276,7 +276,7 @@ public final class TokenCache: @unchecked Sendable {
     /// Opens the cache, (re)building it first when it is missing or stale. Returns the cache and whether it was built.
     public static func openOrBuild(dataPath: String, kind: TokenCacheKind = .pretrain, field: String = "text",
                                    tokenizer: Tokenizer, cacheRoot: String, threads: Int,
-                                   progress: ((TokenCacheBuildProgress) -> Void)? = nil) throws -> (TokenCache, built: Bool) {
+                                   progress: ((TokenCacheBuildProgress) throws -> Void)? = nil) throws -> (TokenCache, built: Bool) {
         let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer, field: field)
         if let c = try openIfValid(dataPath: dataPath, key: key, cacheRoot: cacheRoot) { return (c, false) }
         return (try build(dataPath: dataPath, kind: kind, field: field, tokenizer: tokenizer, cacheRoot: cacheRoot,
@@ -290,7 +290,7 @@ public final class TokenCache: @unchecked Sendable {
     ///   `DataError.empty` for a file without samples, `TokenizerError.chatTemplate` for a template that cannot be rendered.
     public static func build(dataPath: String, kind: TokenCacheKind = .pretrain, field: String = "text", tokenizer: Tokenizer,
                              cacheRoot: String, threads: Int, idBytes forcedWidth: Int? = nil,
-                             progress: ((TokenCacheBuildProgress) -> Void)? = nil) throws -> TokenCache {
+                             progress: ((TokenCacheBuildProgress) throws -> Void)? = nil) throws -> TokenCache {
         try build(dataPath: dataPath, kind: kind, field: field, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads,
                   idBytes: forcedWidth, chunkBytes: 16 << 20, progress: progress)
     }
@@ -298,7 +298,7 @@ public final class TokenCache: @unchecked Sendable {
     /// `build` reading `chunkBytes` per chunk (tests use small chunks to cross chunk boundaries).
     static func build(dataPath: String, kind: TokenCacheKind, field: String, tokenizer: Tokenizer, cacheRoot: String,
                       threads: Int, idBytes forcedWidth: Int?, chunkBytes: Int,
-                      progress: ((TokenCacheBuildProgress) -> Void)?) throws -> TokenCache {
+                      progress: ((TokenCacheBuildProgress) throws -> Void)?) throws -> TokenCache {
         let fm = FileManager.default
         let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer, field: field)
         let dir = directory(for: dataPath, key: key, cacheRoot: cacheRoot)

@@ -17,11 +17,12 @@ struct TokenCacheBuilder {
 
     struct Stats { var samples: Int }
 
-    /// Feeds every non-blank line of `dataPath` to `sink` in file order; reports progress after every chunk.
+    /// Feeds every non-blank line of `dataPath` to `sink` in file order; reports progress after every chunk;
+    /// an error thrown by `progress` stops the build there and is rethrown (the caller discards the partial cache).
     /// - Throws: the error of the first bad line in file order (`JSONLError`, `FILE:LINE: reason`), `DataError.empty`
     ///   when the file holds no sample, or what the sink throws.
     func run(dataPath: String, sourceSize: UInt64, sink: TokenSink,
-             progress: ((TokenCacheBuildProgress) -> Void)?) throws -> Stats {
+             progress: ((TokenCacheBuildProgress) throws -> Void)?) throws -> Stats {
         let reader = try JSONLReader(path: dataPath, chunkBytes: chunkBytes)
         let t0 = Date()
         var samples = 0
@@ -58,7 +59,7 @@ struct TokenCacheBuilder {
             texts = []
             try sink.append(sequences, conversations: keep ? turns : nil, path: dataPath)
             samples += n
-            progress?(TokenCacheBuildProgress(samples: samples, bytesRead: reader.bytesRead, totalBytes: sourceSize,
+            try progress?(TokenCacheBuildProgress(samples: samples, bytesRead: reader.bytesRead, totalBytes: sourceSize,
                                               seconds: Date().timeIntervalSince(t0)))
         }
         if samples == 0 { throw DataError.empty(path: dataPath) }

@@ -11,7 +11,10 @@ public enum SharedTokenCache {
     /// ranks wait in `idleBarrier` (a sleeping poll, so they leave the cores to the build), then map the same files —
     /// or build their own copy when the directory is not visible to them (another host without a shared filesystem).
     /// Collective: every rank must call it.
-    /// - Throws: `JSONLError` naming FILE:LINE of a malformed line (rank 0; the job is then aborted), I/O errors.
+    /// A preemption signal (`Preemption`) stops rank 0's build after the chunk in progress (the partial cache is
+    /// discarded); after the barrier the ranks agree on it and every rank throws `Preempted` (step 0, nothing to resume).
+    /// - Throws: `JSONLError` naming FILE:LINE of a malformed line (rank 0; the job is then aborted), I/O errors,
+    ///   `Preempted`.
     public static func load(dataPath: String, kind: TokenCacheKind, tokenizer: Tokenizer, cacheRoot: String, threads: Int,
                             comm: Communicator, logger: Logger, progressInterval: Double = 5) throws -> TokenCache {
         var cache: TokenCache?
@@ -19,15 +22,26 @@ public enum SharedTokenCache {
             let t0 = Date()
             var lastReport = Date()
             let name = (dataPath as NSString).lastPathComponent
-            let (c, built) = try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot,
-                                                        threads: threads) { p in
-                comm.stallInspector?.noteProgress()   // the waiting ranks' stall clocks restart
-                guard Date().timeIntervalSince(lastReport) >= progressInterval else { return }
-                lastReport = Date()
-                let rate = Double(p.bytesRead) / max(p.seconds, 1e-9)
-                let left = p.totalBytes > p.bytesRead ? Double(p.totalBytes - p.bytesRead) / max(rate, 1) : 0
-                logger.info("\(String(format: "tokenizing %@ (%@ cache): %.1f / %.1f MB (%.0f%%), %.1f MB/s, %d samples, ETA %@", name, kind.rawValue, Double(p.bytesRead) / 1e6, Double(p.totalBytes) / 1e6, 100 * Double(p.bytesRead) / Double(max(p.totalBytes, 1)), rate / 1e6, p.samples, formatDuration(left)))")
+            struct Interrupted: Error {}
+            let opened: (TokenCache, built: Bool)
+            do {
+                opened = try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot,
+                                                    threads: threads) { p in
+                    if Preemption.receivedSignal != 0 { throw Interrupted() }
+                    comm.stallInspector?.noteProgress()   // the waiting ranks' stall clocks restart
+                    guard Date().timeIntervalSince(lastReport) >= progressInterval else { return }
+                    lastReport = Date()
+                    let rate = Double(p.bytesRead) / max(p.seconds, 1e-9)
+                    let left = p.totalBytes > p.bytesRead ? Double(p.totalBytes - p.bytesRead) / max(rate, 1) : 0
+                    logger.info("\(String(format: "tokenizing %@ (%@ cache): %.1f / %.1f MB (%.0f%%), %.1f MB/s, %d samples, ETA %@", name, kind.rawValue, Double(p.bytesRead) / 1e6, Double(p.totalBytes) / 1e6, 100 * Double(p.bytesRead) / Double(max(p.totalBytes, 1)), rate / 1e6, p.samples, formatDuration(left)))")
+                }
+            } catch is Interrupted {
+                logger.warning("token cache build of \(name) stopped by a preemption signal; the partial cache is discarded")
+                try comm.idleBarrier()
+                _ = try Preemption.agreed(comm)
+                throw Preempted(step: 0, checkpoint: nil, signal: Preemption.name(Preemption.receivedSignal))
             }
+            let (c, built) = opened
             let dt = Date().timeIntervalSince(t0)
             let what = "\(c.count) samples, \(c.numTokens) tokens (\(c.idBytes == 2 ? "uint16" : "int32") ids)"
             if built {
@@ -38,6 +52,10 @@ public enum SharedTokenCache {
             cache = c
         }
         try comm.idleBarrier()
+        if try Preemption.agreed(comm) {   // a signal during the build or the wait: stop before the first step
+            let s = Preemption.receivedSignal
+            throw Preempted(step: 0, checkpoint: nil, signal: s != 0 ? Preemption.name(s) : nil)
+        }
         if let c = cache { return c }
         let key = try TokenCacheKey(kind: kind, tokenizer: tokenizer)
         if let c = try TokenCache.openIfValid(dataPath: dataPath, key: key, cacheRoot: cacheRoot) { return c }

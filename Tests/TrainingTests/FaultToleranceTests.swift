@@ -2,6 +2,10 @@ import XCTest
 import Foundation
 import Model
 import TestSupport
+import Logging
+import Tokenizers
+import Training
+import SwiftMindDistributed
 
 /// The stall inspector and graceful preemption, through the `trainer` binary under `mpirun -np 2` (issue 15, items 1
 /// and 2). The long versions (the issue's figures: `--stall-timeout 20`, bounded by 60 s; SIGTERM with a 2000-step run;
@@ -189,5 +193,32 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertEqual(r.status, 128 + SIGINT, r.stderr.suffix(2000).description)
         XCTAssertTrue(r.stderr.contains("stop signal received"), r.stderr.suffix(2000).description)
         XCTAssertFalse(r.stderr.contains("preempted"), r.stderr.suffix(2000).description)
+    }
+}
+
+/// A preemption signal during the token-cache build stops the build after the chunk in progress — the build of a
+/// multi-GB file can outlast the scheduler's grace time — discards the partial cache and ends the run before its
+/// first step with `Preempted` (exit code 75, nothing to resume). Through `SharedTokenCache.load`, the call the
+/// trainers make, with the signal recorded as the handler records it.
+final class CacheBuildPreemptionTests: ScratchDirTestCase {
+    func testSignalDuringTheCacheBuildStopsItAndPreemptsBeforeTheFirstStep() throws {
+        let tok = try Tokenizer.load(TrainerRunner.tokenizer)
+        let root = work + "/cache"
+        Preemption.request(SIGUSR1)
+        defer { Preemption.request(0) }
+        XCTAssertThrowsError(try SharedTokenCache.load(dataPath: TrainerRunner.corpus, kind: .pretrain, tokenizer: tok,
+                                                       cacheRoot: root, threads: 2, comm: SingleProcessCommunicator(),
+                                                       logger: Logger(label: "test"))) { e in
+            guard let p = e as? Preempted else { return XCTFail("\(e)") }
+            XCTAssertEqual(p.step, 0); XCTAssertNil(p.checkpoint); XCTAssertEqual(p.signal, "SIGUSR1")
+            XCTAssertEqual("\(p)", "preempted (SIGUSR1) before the first step; nothing to resume: start the run again")
+        }
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        XCTAssertEqual(left, [], "a partial cache was left: \(left)")
+        // Without a signal the same call builds the cache.
+        Preemption.request(0)
+        XCTAssertGreaterThan(try SharedTokenCache.load(dataPath: TrainerRunner.corpus, kind: .pretrain, tokenizer: tok,
+                                                       cacheRoot: root, threads: 2, comm: SingleProcessCommunicator(),
+                                                       logger: Logger(label: "test")).count, 0)
     }
 }
