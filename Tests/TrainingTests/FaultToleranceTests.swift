@@ -110,7 +110,7 @@ final class FaultToleranceTests: XCTestCase {
 
     /// The figures: `--stall-timeout 20`, every process gone within 60 s.
     func testStoppedRankAbortsWithin60sAtStallTimeout20() throws {
-        try XCTSkipUnless(Self.longTests, "set SWIFTMIND_LONG_TESTS=1")
+        guard Self.longTests else { throw XCTSkip("opt-in long test: set SWIFTMIND_LONG_TESTS=1 to run it") }
         try checkStoppedRank(stallTimeout: 20, stallWarning: 60, within: 60)
     }
 
@@ -174,7 +174,7 @@ final class FaultToleranceTests: XCTestCase {
     /// mpirun forwards SIGUSR1 at once: the clean path, where mpirun returns the ranks' 75 (long: the SIGTERM test
     /// covers the same path in the normal suite).
     func testSIGUSR1ToMpirunExitsWithPreemptedCode() throws {
-        try XCTSkipUnless(Self.longTests, "set SWIFTMIND_LONG_TESTS=1")
+        guard Self.longTests else { throw XCTSkip("opt-in long test: set SWIFTMIND_LONG_TESTS=1 to run it") }
         try checkPreemption(signal: SIGUSR1, steps: 300)
     }
 
