@@ -15,11 +15,7 @@ struct Bench: ParsableCommand {
         {"tokens_per_s": …, "gflops": …, "peak_rss_mb": …, …}.
         """)
 
-    @Option(name: .customLong("hidden-size"), parsing: .unconditional) var hiddenSize = 512
-    @Option(name: .customLong("num-hidden-layers"), parsing: .unconditional) var numHiddenLayers = 8
-    @Option(name: .customLong("num-attention-heads"), parsing: .unconditional) var numAttentionHeads = 8
-    @Option(name: .customLong("num-key-value-heads"), parsing: .unconditional) var numKeyValueHeads = 2
-    @Option(name: .customLong("vocab-size"), parsing: .unconditional) var vocabSize = 6400
+    @OptionGroup var shape: ModelShapeArguments
     @Option(name: .customLong("batch-size"), parsing: .unconditional) var batchSize = 4
     @Option(name: .customLong("max-seq-len"), parsing: .unconditional) var maxSeqLen = 512
     @Option(parsing: .unconditional) var steps = 5
@@ -43,18 +39,14 @@ struct Bench: ParsableCommand {
         // terabyte allocation. The model's own sizes are checked by ModelConfig.validate in run().
         _ = try config()
         let (cells, o1) = batchSize.multipliedReportingOverflow(by: maxSeqLen)
-        let (logits, o2) = cells.multipliedReportingOverflow(by: max(vocabSize, 1))
+        let (logits, o2) = cells.multipliedReportingOverflow(by: max(shape.vocabSize, 1))
         guard !o1, !o2, logits <= 1 << 31 else {
-            throw ValidationError("--batch-size × --max-seq-len × --vocab-size = \(batchSize) × \(maxSeqLen) × \(vocabSize) logits per step is too large (limit 2^31); lower --batch-size or --max-seq-len") }
+            throw ValidationError("--batch-size × --max-seq-len × --vocab-size = \(batchSize) × \(maxSeqLen) × \(shape.vocabSize) logits per step is too large (limit 2^31); lower --batch-size or --max-seq-len") }
     }
 
     /// The model the options describe, validated (an impossible shape is a command-line error).
     func config() throws -> ModelConfig {
-        var cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
-                              numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
-        moe.settings.apply(to: &cfg)
-        do { try cfg.validate(source: "bench options") } catch { throw ValidationError("\(error)") }
-        return cfg
+        try shape.config(source: "bench options") { moe.settings.apply(to: &$0) }
     }
 
     /// Largest --steps / --warmup (a benchmark, not a training run).
@@ -73,7 +65,7 @@ struct Bench: ParsableCommand {
         m.batchParallel = !noBatchParallel
         let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
         var rng = SplitMix64(seed: seed &+ 1)
-        let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(vocabSize)) }
+        let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(cfg.vocabSize)) }
         // Next-token cross-entropy over every position, through the training objectives' micro-step.
         var batch = Batch(batchSize: B, seqLen: T)
         batch.inputIds = Array(ids[0..<N]); batch.labels = Array(ids[1...])
@@ -110,7 +102,7 @@ struct Bench: ParsableCommand {
         let p = m.profile
         let tokens = Double(N * steps)
         // MoE: only the active parameters (top-k routed + shared experts + gate) do work for a token.
-        let flops = (6 * Double(cfg.useMoe ? cfg.activeParameterCount : m.numParameters) + 12 * Double(numHiddenLayers * T * hiddenSize)) * tokens
+        let flops = (6 * Double(cfg.useMoe ? cfg.activeParameterCount : m.numParameters) + 12 * Double(cfg.numHiddenLayers * T * cfg.hiddenSize)) * tokens
         let tps = tokens / tTotal, gflops = flops / tTotal / 1e9
         var ru = rusage(); getrusage(RUSAGE_SELF.rawValue, &ru)
         let rssMB = Double(ru.ru_maxrss) / 1024
@@ -128,7 +120,7 @@ struct Bench: ParsableCommand {
             print(String(data: data, encoding: .utf8)!)
         } else {
             print(String(format: "config: hidden %d, layers %d, heads %d/%d, vocab %d, params %d (%.1f M); B=%d T=%d; OpenBLAS %@ × %d threads",
-                         hiddenSize, numHiddenLayers, numAttentionHeads, numKeyValueHeads, vocabSize, m.numParameters,
+                         cfg.hiddenSize, cfg.numHiddenLayers, cfg.numAttentionHeads, cfg.numKeyValueHeads, cfg.vocabSize, m.numParameters,
                          Double(m.numParameters) / 1e6, B, T, OpenBLASRuntime.coreName, OpenBLASRuntime.threads))
             if cfg.useMoe {
                 print("MoE: \(cfg.nRoutedExperts) routed experts, top-\(cfg.numExpertsPerTok), \(cfg.nSharedExperts) shared; active params \(cfg.activeParameterCount); aux_loss \(String(format: "%.4f", aux)) (last step)")

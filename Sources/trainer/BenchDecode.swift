@@ -17,11 +17,7 @@ struct BenchDecode: ParsableCommand {
 
     @Option(help: "Model directory (default: random weights with the options below).") var model: String?
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into --model's weights at load.") var lora: String?
-    @Option(name: .customLong("hidden-size"), parsing: .unconditional) var hiddenSize = 512
-    @Option(name: .customLong("num-hidden-layers"), parsing: .unconditional) var numHiddenLayers = 8
-    @Option(name: .customLong("num-attention-heads"), parsing: .unconditional) var numAttentionHeads = 8
-    @Option(name: .customLong("num-key-value-heads"), parsing: .unconditional) var numKeyValueHeads = 2
-    @Option(name: .customLong("vocab-size"), parsing: .unconditional) var vocabSize = 6400
+    @OptionGroup var shape: ModelShapeArguments
     @Option(name: .customLong("prompt-tokens"), parsing: .unconditional) var promptTokens = 128
     @Option(name: .customLong("new-tokens"), parsing: .unconditional) var newTokens = 256
     @Option(parsing: .unconditional) var repeats = 3
@@ -33,11 +29,7 @@ struct BenchDecode: ParsableCommand {
     @Flag var json = false
 
     func validate() throws {
-        if model == nil {
-            let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
-                                  numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
-            do { try cfg.validate(source: "bench-decode options") } catch { throw ValidationError("\(error)") }
-        }
+        if model == nil { _ = try shape.config(source: "bench-decode options") }
         try NumericOption.check(promptTokens, "--prompt-tokens", in: 1...NumericOption.maxTokens)
         try NumericOption.check(newTokens, "--new-tokens", in: 1...NumericOption.maxTokens)
         try NumericOption.check(repeats, "--repeats", in: 0...1_000_000)
@@ -54,10 +46,7 @@ struct BenchDecode: ParsableCommand {
             m = try MiniMindModel.load(huggingFaceDirectory: model)
             if let lora { try m.mergeLoRA(path: lora, modelDirectory: model) }
         } else {
-            let cfg = ModelConfig(hiddenSize: hiddenSize, numHiddenLayers: numHiddenLayers, numAttentionHeads: numAttentionHeads,
-                                  numKeyValueHeads: numKeyValueHeads, vocabSize: vocabSize)
-            try cfg.validate(source: "bench-decode options")
-            m = MiniMindModel(config: cfg, seed: seed)
+            m = MiniMindModel(config: try shape.config(source: "bench-decode options"), seed: seed)
         }
         var rng = SplitMix64(seed: seed &+ 7)
         let V = m.config.vocabSize
