@@ -129,7 +129,7 @@ extension TrainingLoop {
 
     /// The step boundary (`stepsDone` optimizer steps done, the next not started): tells the stall inspector, then the
     /// ranks agree whether any received a preemption signal. If one did, rank 0 writes `checkpoint-<stepsDone>` with
-    /// `save` (unless it is the newest checkpoint already), every rank waits for it, and `Preempted` is thrown on every
+    /// `save` (which also prunes; skipped when it is the newest checkpoint already), every rank waits for it, and `Preempted` is thrown on every
     /// rank. Collective.
     func stepBoundary(_ stepsDone: Int, save: () throws -> String) throws {
         comm.stallInspector?.setStepsDone(stepsDone)
@@ -143,7 +143,6 @@ extension TrainingLoop {
                     checkpoint = last.path
                 } else {
                     checkpoint = try save()
-                    Checkpoints.prune(outDir: options.outDir, keep: options.keepCheckpoints)
                     logger.info("checkpoint \(checkpoint!)")
                 }
             }

@@ -55,6 +55,12 @@ struct RunCheckpointer {
     /// - Returns: the checkpoint written, nil when none was due.
     func saveIfDue(at: RunPosition, lastLoss: Double?) throws -> String? {
         guard at.step % options.saveInterval == 0 || at.step == plan.totalSteps else { return nil }
+        return try saveCheckpoint(at: at, lastLoss: lastLoss)
+    }
+
+    /// OUT/checkpoint-<step> (full, for --resume), then the oldest pruned past --keep-checkpoints.
+    /// - Returns: the checkpoint written.
+    func saveCheckpoint(at: RunPosition, lastLoss: Double?) throws -> String {
         let p = try save("\(Checkpoints.prefix)\(at.step)", full: true, at: at, lastLoss: lastLoss)
         Checkpoints.prune(outDir: options.outDir, keep: options.keepCheckpoints)
         return p

@@ -210,7 +210,7 @@ final class TrainingLoop {
         var commWait = 0.0, stepTime = 0.0, tokensDone = 0.0
         while at.step < plan.totalSteps {
             try stepBoundary(at.step) {   // Preemption.swift: the ranks agree on a signal; rank 0 saves checkpoint-<step>
-                try checkpointer.save("\(Checkpoints.prefix)\(at.step)", full: true, at: at, lastLoss: losses.last)
+                try checkpointer.saveCheckpoint(at: at, lastLoss: losses.last)
             }
             guard let indices = walk.next(&at) else { break }
             let t0 = Date()
