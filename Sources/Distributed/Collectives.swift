@@ -33,6 +33,17 @@ extension Communicator {
         return out
     }
 
+    /// Every rank's `bytes` (lengths may differ), on rank `root` in rank order; nil on the other ranks. Under MPI one
+    /// gather of the lengths and one `MPI_Gatherv`; other communicators broadcast each rank's bytes in turn. Collective.
+    /// - Throws: the communicator's errors; under MPI `DistributedError.unavailable` when the total exceeds 2^31 − 1 bytes.
+    public func gather(_ bytes: [UInt8], root: Int = 0) throws -> [[UInt8]]? {
+        if let m = self as? MPICommunicator { return try m.gatherv(bytes, root: root) }
+        if size == 1 { return [bytes] }
+        var all: [[UInt8]] = []
+        for r in 0 ..< size { all.append(try broadcast(bytes, root: r)) }
+        return rank == root ? all : nil
+    }
+
     /// Rank `root`'s string, on every rank.
     public func broadcast(_ string: String, root: Int = 0) throws -> String {
         String(decoding: try broadcast(Array(string.utf8), root: root), as: UTF8.self)

@@ -58,6 +58,18 @@ public final class GradientReducer {
     public private(set) var lastBucketsCompletedBeforeFinish: Int = 0
     private var workerCompletedAtStart = 0
 
+    /// When true, every round stamps each bucket's launch and completion (`bucketTimes`), for the training timeline;
+    /// false costs one branch per bucket. Set it before a round, not during one.
+    public var recordsBucketTimes: Bool {
+        get { stamps.enabled.pointee }
+        set { stamps.enabled.pointee = newValue }
+    }
+    /// Bucket `i`'s all-reduce in the last round: when the reducer launched it (handed it to the communication thread
+    /// or started it) and when its completion was observed, in `DispatchTime` uptime nanoseconds (CLOCK_MONOTONIC);
+    /// 0 when not recorded. Valid after `finish()` when `recordsBucketTimes` is on.
+    public func bucketTimes(_ i: Int) -> (launchNs: UInt64, doneNs: UInt64) { (stamps.launch[i], stamps.done[i]) }
+    private let stamps: BucketStamps
+
     private var remaining: [Int]
     private var nextToLaunch = 0
     private var armed = false
@@ -86,6 +98,7 @@ public final class GradientReducer {
         while hi > 0 { let lo = max(0, hi - cap); b.append(lo..<hi); hi = lo }
         buckets = b
         remaining = b.map(\.count)
+        stamps = BucketStamps(count: b.count)
         mpi = communicator as? MPICommunicator
         var mode = progress ?? ReducerProgress.default
         if mode != .testPolling, let m = mpi, m.providedThreadLevel < cmpi_thread_serialized() { mode = .testPolling }
@@ -108,6 +121,8 @@ public final class GradientReducer {
             case .testPolling:
                 break
             }
+            let st = stamps
+            worker?.onComplete = { i in if st.enabled.pointee { st.done[i] = DispatchTime.now().uptimeNanoseconds } }
         }
     }
 
@@ -150,19 +165,26 @@ public final class GradientReducer {
             // One MPI_Test drives all outstanding operations; advance past those that completed, in order.
             while firstIncomplete < inflight.count {
                 if inflight[firstIncomplete] != nil, !(try m.test(&inflight[firstIncomplete])) { break }
+                stampDone(firstIncomplete)
                 firstIncomplete += 1
             }
         } catch { if pendingError == nil { pendingError = error } }
     }
 
+    /// Bucket `i` (= its index in `inflight`, which starts at bucket 0 every round) was seen complete.
+    @inline(__always) private func stampDone(_ i: Int) {
+        if stamps.enabled.pointee && i < buckets.count && stamps.done[i] == 0 { stamps.done[i] = DispatchTime.now().uptimeNanoseconds }
+    }
+
     private func launch(_ i: Int) {
         guard communicator.size > 1 else { return }
+        if stamps.enabled.pointee { stamps.launch[i] = DispatchTime.now().uptimeNanoseconds; stamps.done[i] = 0 }
         if let w = worker { w.enqueue(i); return }
         let slice = UnsafeMutableBufferPointer(rebasing: gradients[buckets[i]])
         do {
             if let m = mpi {
                 if inflight.count - firstIncomplete >= GradientReducer.maxInflight {
-                    try m.wait(&inflight[firstIncomplete]); firstIncomplete += 1
+                    try m.wait(&inflight[firstIncomplete]); stampDone(firstIncomplete); firstIncomplete += 1
                 }
                 inflight.append(try m.startAllReduceSum(slice))
             } else {
@@ -199,8 +221,11 @@ public final class GradientReducer {
         if let w = worker {
             if let e = w.waitAll() , pendingError == nil { pendingError = e }
         } else if let m = mpi {
-            for i in firstIncomplete..<inflight.count where inflight[i] != nil {
-                do { try m.wait(&inflight[i]) } catch { if pendingError == nil { pendingError = error } }
+            for i in firstIncomplete..<inflight.count {
+                if inflight[i] != nil {
+                    do { try m.wait(&inflight[i]) } catch { if pendingError == nil { pendingError = error } }
+                }
+                stampDone(i)
             }
             inflight.removeAll(keepingCapacity: true)
             firstIncomplete = 0
@@ -226,6 +251,9 @@ final class CommunicationWorker {
     private var error: Error?
     private var stopping = false
     private let exited = DispatchSemaphore(value: 0)
+    /// Called on the worker thread with each bucket index as its reduction completes (before `waitAll` can return
+    /// it); set before the first `enqueue`.
+    var onComplete: ((Int) -> Void)?
     /// Seconds between MPI_Test polls in non-blocking mode.
     static let pollInterval: Double = {
         let us = ProcessInfo.processInfo.environment["SWIFTMIND_REDUCER_POLL_US"].flatMap(Double.init) ?? 50
@@ -235,6 +263,7 @@ final class CommunicationWorker {
     init(ops: Ops) {
         let thread = Thread { [cond = self.cond, unowned(unsafe) me = self] in
             var inflight: [MPI_Request?] = []   // oldest first
+            var ids: [Int] = []                 // their bucket indices
             var first = 0
             cond.lock()
             while true {
@@ -250,6 +279,7 @@ final class CommunicationWorker {
                 case .blocking(let reduce):
                     for i in take {
                         if !skip && err == nil { do { try reduce(i) } catch let e { err = e } }
+                        me.onComplete?(i)
                         done += 1
                     }
                 case .nonBlocking(let start, let test):
@@ -258,10 +288,11 @@ final class CommunicationWorker {
                         // outstanding operation, so with all buckets outstanding a step would cost O(buckets²).
                         while !skip && err == nil && inflight.count - first >= GradientReducer.maxInflight {
                             do {
-                                if try inflight[first] == nil || test(&inflight[first]) { first += 1; done += 1 }
+                                if try inflight[first] == nil || test(&inflight[first]) { me.onComplete?(ids[first]); first += 1; done += 1 }
                                 else { Thread.sleep(forTimeInterval: CommunicationWorker.pollInterval) }
                             } catch let e { err = e }
                         }
+                        ids.append(i)
                         if skip || err != nil { inflight.append(nil); continue }
                         do { inflight.append(try start(i)) } catch let e { err = e; inflight.append(nil) }
                     }
@@ -270,9 +301,10 @@ final class CommunicationWorker {
                         if inflight[first] != nil && err == nil {
                             do { if !(try test(&inflight[first])) { break } } catch let e { err = e }
                         }
+                        me.onComplete?(ids[first])
                         first += 1; done += 1
                     }
-                    if first == inflight.count { inflight.removeAll(keepingCapacity: true); first = 0 }
+                    if first == inflight.count { inflight.removeAll(keepingCapacity: true); ids.removeAll(keepingCapacity: true); first = 0 }
                 }
                 cond.lock()
                 if let e = err, me.error == nil { me.error = e }
@@ -311,4 +343,18 @@ final class CommunicationWorker {
         cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
         exited.wait()
     }
+}
+
+/// Per-bucket launch / completion stamps of one round (plain memory shared with the communication thread, which
+/// writes `done`; `finish()` reads it after the worker's lock handed it over).
+final class BucketStamps {
+    let enabled: UnsafeMutablePointer<Bool>
+    let launch: UnsafeMutableBufferPointer<UInt64>
+    let done: UnsafeMutableBufferPointer<UInt64>
+    init(count: Int) {
+        enabled = .allocate(capacity: 1); enabled.initialize(to: false)
+        launch = .allocate(capacity: max(count, 1)); launch.initialize(repeating: 0)
+        done = .allocate(capacity: max(count, 1)); done.initialize(repeating: 0)
+    }
+    deinit { enabled.deallocate(); launch.deallocate(); done.deallocate() }
 }

@@ -180,6 +180,35 @@ public final class MPICommunicator: Communicator {
         if finalized == 0 { MPI_Finalize() }
     }
 
+    /// Every rank's `bytes` (lengths may differ), on rank `root` in rank order; nil on the other ranks. An
+    /// `MPI_Allgather` of the lengths, then one `MPI_Gatherv`. Collective.
+    /// - Throws: `DistributedError.mpi`; `DistributedError.unavailable` (on every rank) when the total exceeds
+    ///   2^31 − 1 bytes, MPI's count limit.
+    func gatherv(_ bytes: [UInt8], root: Int) throws -> [[UInt8]]? {
+        try ensureLive()
+        precondition(root >= 0 && root < size, "gather root \(root) out of range 0..<\(size)")
+        var mine = Int64(bytes.count)
+        var counts = [Int64](repeating: 0, count: size)
+        try waiting("the gather of \(bytes.count) bytes to rank \(root) (lengths)") {
+            try check(MPI_Allgather(&mine, 1, cmpi_int64(), &counts, 1, cmpi_int64(), comm), "MPI_Allgather(int64)")
+        }
+        let total = counts.reduce(0, +)
+        guard total <= Int64(Int32.max) else {
+            throw DistributedError.unavailable("a gather of \(total) bytes exceeds MPI's 2^31 − 1 count limit")
+        }
+        var recvCounts = counts.map { Int32($0) }
+        var displs = [Int32](repeating: 0, count: size)
+        for r in 1 ..< max(size, 1) { displs[r] = displs[r - 1] + recvCounts[r - 1] }
+        var recv = [UInt8](repeating: 0, count: rank == root ? max(Int(total), 1) : 1)
+        var send = bytes.isEmpty ? [0] : bytes
+        try waiting("the gather of \(bytes.count) bytes to rank \(root)") {
+            try check(MPI_Gatherv(&send, Int32(bytes.count), cmpi_byte(), &recv, &recvCounts, &displs, cmpi_byte(),
+                                  Int32(root), comm), "MPI_Gatherv(\(bytes.count) bytes)")
+        }
+        guard rank == root else { return nil }
+        return (0 ..< size).map { r in Array(recv[Int(displs[r]) ..< Int(displs[r]) + Int(recvCounts[r])]) }
+    }
+
     // MARK: non-blocking all-reduce, used by GradientReducer
 
     /// Starts `MPI_Iallreduce(MPI_IN_PLACE, buffer, SUM)`; `buffer.count` must fit in Int32.

@@ -157,6 +157,13 @@ public final class StallInspector {
     }
     private var nextName: String?
 
+    /// Runs on the watchdog thread just before the stall timeout aborts the job, with the stall message (the training
+    /// timeline writes what this rank recorded). Must not call collectives.
+    public func setBeforeAbort(_ body: ((String) -> Void)?) {
+        lock.lock(); beforeAbort = body; lock.unlock()
+    }
+    private var beforeAbort: ((String) -> Void)?
+
     /// This rank left the collective it waited in.
     public func leave() {
         lock.lock(); mine.waiting = false; lock.unlock()
@@ -244,6 +251,8 @@ public final class StallInspector {
         let timeout = settings.timeout
         if timeout > 0 && waited >= timeout + (rank == 0 ? 0 : settings.grace) {
             let msg = report(me, waited: waited)
+            lock.lock(); let last = beforeAbort; lock.unlock()
+            last?("stall: \(msg)")
             communicator.abort(message: "stall: \(msg); aborting after --stall-timeout \(Self.seconds(timeout)) (exit code \(Self.exitCode))",
                                code: Self.exitCode)
         }

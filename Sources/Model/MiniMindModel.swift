@@ -74,6 +74,20 @@ public struct ModelProfile: Sendable {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// A span of forward/backward reported to `MiniMindModel.traceHook`.
+public enum ModelTraceSpan: Equatable, Sendable {
+    /// One whole `forward` call.
+    case forward
+    /// One whole `backward` call (the spans below nest inside it).
+    case backward
+    /// Backward of lm_head (tied embedding) and the final norm.
+    case backwardHead
+    /// Backward of decoder layer `l` (layers run from N-1 down to 0).
+    case backwardLayer(Int)
+    /// Backward of the embedding lookup (last).
+    case backwardEmbedding
+}
+
 /// The MiniMind dense decoder (MiniMind2 = Llama with tied embeddings). Parameters and gradients are each one
 /// contiguous fp32 buffer with the layout `parameters` (layout order: embed_tokens, layers.0 …, layers.N-1, norm;
 /// inside a layer: input_layernorm, q/k/v/o_proj, post_attention_layernorm, gate/up/down_proj).
@@ -90,6 +104,10 @@ public final class MiniMindModel {
     /// When true, forward/backward accumulate wall-clock time per part into `profile`.
     public var profiling = false
     public var profile = ModelProfile()
+    /// When set, forward and backward report their spans to it (the training timeline, `--timeline`): nil costs one
+    /// branch per call and per layer. Times are `DispatchTime.now().uptimeNanoseconds` (CLOCK_MONOTONIC, ns). With
+    /// several batch parts only part 0's layers are reported (the parts run concurrently).
+    public var traceHook: ((ModelTraceSpan, _ startNs: UInt64, _ endNs: UInt64) -> Void)?
     /// LoRA adapters (see `LoRA.swift`): when set, forward adds `B(Ax)` to every adapted Linear and backward fills
     /// the adapters' gradients.
     public var lora: LoRAAdapters?
@@ -296,6 +314,8 @@ public final class MiniMindModel {
     /// returns the logits `[B, T, V]`, valid until the next forward.
     public func forward(inputIds: UnsafeBufferPointer<Int32>, batchSize B: Int, seqLen T: Int) -> UnsafeMutableBufferPointer<Float> {
         precondition(B > 0 && T > 0 && inputIds.count == B * T, "forward: inputIds has \(inputIds.count) ids, expected B·T = \(B)·\(T)")
+        let traceStart = traceHook == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { if let h = traceHook { h(.forward, traceStart, DispatchTime.now().uptimeNanoseconds) } }
         let cfg = config
         for (i, id) in inputIds.enumerated() {
             precondition(id >= 0 && Int(id) < cfg.vocabSize, "forward: input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
@@ -361,6 +381,8 @@ public final class MiniMindModel {
         precondition(dLogits.count == B * T * V, "backward: dLogits has \(dLogits.count) elements, expected \(B * T * V)")
         let parts = lastParts
         precondition(hasGradients, "backward on a model loaded without gradient buffers")
+        let traceStart = traceHook == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { if let h = traceHook { h(.backward, traceStart, DispatchTime.now().uptimeNanoseconds) } }
         lora?.ensureParts(parts.count)
         if parts.count == 1 {
             lastIds.withUnsafeBufferPointer { ids in
@@ -404,6 +426,15 @@ public final class MiniMindModel {
         let QKV = QD + 2 * KVD
         let P = paramPtr
         let dl = UnsafePointer(dLogitsPtr)
+        // The timeline's spans (part 0 only, see `traceHook`).
+        let trace = part == 0 ? traceHook : nil
+        var spanStart = trace == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        @inline(__always) func span(_ s: ModelTraceSpan) {
+            guard let h = trace else { return }
+            let now = DispatchTime.now().uptimeNanoseconds
+            h(s, spanStart, now)
+            spanStart = now
+        }
         // lm_head (tied): dxf = dlogits·E, dE += dlogitsᵀ·xf.
         let fz = frozenBase
         timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V, weights: !fz) }
@@ -412,6 +443,7 @@ public final class MiniMindModel {
             rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
         }
         onGradientsReady?(normOffset..<paramCount)
+        span(.backwardHead)
         do { let cosT = rope.cos, sinT = rope.sin
             for l in stride(from: L - 1, through: 0, by: -1) {
                 let lo = layerOffsets[l]
@@ -450,10 +482,12 @@ public final class MiniMindModel {
                 lora?.backward(layer: l, site: .qkv, part: part, x: ln1, dout: a.dqkv, dx: a.dln, n: N)
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)
+                span(.backwardLayer(l))
             }
         }
         if !fz { timed(prof, \.elementwise) { embedding_backward(G + embedOffset, a.dres, ids, N, C) } }
         onGradientsReady?(embedOffset..<(embedOffset + V * C))
+        span(.backwardEmbedding)
     }
 }
 

@@ -74,13 +74,28 @@ public final class MetricsWriter {
     }
 }
 
-/// A one-line progress bar redrawn in place on stderr (only when stderr is a terminal).
+/// A one-line progress bar redrawn in place on stderr, when stderr reaches a terminal (`ProgressBar.stderrIsTerminal`).
+/// Log lines clear it first (`clear()`), so they stay whole. `SWIFTMIND_NO_PROGRESS` (any value) turns it off.
 public struct ProgressBar {
     public let enabled: Bool
     public let total: Int
-    public init(total: Int) {
+    public init(total: Int, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.total = total
-        enabled = isatty(2) != 0 && ProcessInfo.processInfo.environment["SWIFTMIND_NO_PROGRESS"] == nil
+        enabled = environment["SWIFTMIND_NO_PROGRESS"] == nil && ProgressBar.stderrIsTerminal(environment)
+    }
+
+    /// True when this process's stderr ends on a terminal. Alone: `isatty(2)`. Under OpenMPI's mpirun (4.1) a rank's
+    /// stdout and stderr are pipes to the launcher, which copies what arrives (partial lines included, so `\r`
+    /// redraws pass through) to its own stdout and stderr; `isatty` is then false in the rank whatever the user sees.
+    /// So under mpirun the launcher's stderr is asked instead: the parent process's fd 2, opened through
+    /// `/proc/<ppid>/fd/2` (a rank started on another host by `orted` has a parent whose stderr is not a terminal).
+    public static func stderrIsTerminal(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        if isatty(2) != 0 { return true }
+        guard environment["OMPI_COMM_WORLD_SIZE"] != nil else { return false }
+        let fd = open("/proc/\(getppid())/fd/2", O_WRONLY | O_NOCTTY | O_NONBLOCK)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return isatty(fd) != 0
     }
     public func draw(step: Int, suffix: String) {
         guard enabled, total > 0 else { return }

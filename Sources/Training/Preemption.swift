@@ -118,10 +118,10 @@ extension TrainingLoop {
         Preemption.install(announce: comm.rank == 0)
         defer { Preemption.uninstall() }
         guard let mpi = comm as? MPICommunicator, mpi.size > 1 else { return try body() }
-        let logger = self.logger
+        let logger = self.logger, timeline = self.timeline
         let inspector = try StallInspector(communicator: mpi,
                                            settings: .init(warning: options.stallWarning, timeout: options.stallTimeout),
-                                           warn: { logger.warning("\($0)") })
+                                           warn: { logger.warning("\($0)"); timeline?.stall($0) })
         mpi.stallInspector = inspector
         defer { mpi.stallInspector = nil; inspector.stop() }
         return try body()

@@ -36,9 +36,16 @@ final class StepLog {
         experts = [[Int]](repeating: [Int](repeating: 0, count: config.nRoutedExperts), count: config.numHiddenLayers)
     }
 
+    /// True when the line and metrics row of step `step` (1-based) are due: every `logInterval` steps and at the last.
+    /// Every rank evaluates it (the loop gathers the ranks' step times for the row).
+    static func isDue(step: Int, logInterval: Int, totalSteps: Int) -> Bool {
+        step % logInterval == 0 || step == totalSteps
+    }
+
     /// After step `at.step` (`r`, which took `dt` seconds): adds it to the window, writes the line and the row when
-    /// they are due, and redraws the bar.
-    func stepDone(_ r: StepResult, at: RunPosition, seconds dt: Double) throws {
+    /// they are due, and redraws the bar. `rankStepTimes`: every rank's mean step seconds over the window, given
+    /// when the row is due.
+    func stepDone(_ r: StepResult, at: RunPosition, seconds dt: Double, rankStepTimes: [Double]? = nil) throws {
         let step = at.step, totalSteps = plan.totalSteps
         for (l, row) in r.expertCounts.enumerated() { for (e, c) in row.enumerated() { experts[l][e] += c } }
         aux += r.aux; extra += r.extra
@@ -46,14 +53,14 @@ final class StepLog {
 
         let elapsed = Date().timeIntervalSince(runStart)
         let eta = elapsed / Double(step - startStep) * Double(totalSteps - step)
-        if step % logInterval == 0 || step == totalSteps {
-            try writeWindow(r, at: at, elapsed: elapsed, eta: eta)
+        if StepLog.isDue(step: step, logInterval: logInterval, totalSteps: totalSteps) {
+            try writeWindow(r, at: at, elapsed: elapsed, eta: eta, rankStepTimes: rankStepTimes)
         }
         bar.draw(step: step, suffix: String(format: "loss %.4f  ETA %@", r.loss, formatDuration(eta)))
     }
 
     /// The text line and the metrics row of the window ending at `at.step`; then a new window.
-    private func writeWindow(_ r: StepResult, at: RunPosition, elapsed: Double, eta: Double) throws {
+    private func writeWindow(_ r: StepResult, at: RunPosition, elapsed: Double, eta: Double, rankStepTimes: [Double]?) throws {
         let step = at.step, totalSteps = plan.totalSteps, epoch = at.epoch
         let loss = r.loss, aux = r.aux, lr = r.lr, gradNorm = r.gradNorm
         let useMoe = objective.model.config.useMoe, extraMetric = objective.extraMetric
@@ -63,7 +70,11 @@ final class StepLog {
         var rec: [String: Any] = ["step": step, "epoch": epoch, "loss": loss, "loss_window_mean": self.loss / n,
                                   "lr": lr, "grad_norm": Double(gradNorm), "tokens_per_s": tps,
                                   "elapsed_s": elapsed, "eta_s": eta, "step_time_s": time / n,
-                                  "world_size": plan.world, "global_samples": at.seen]
+                                  "world_size": plan.world, "global_samples": at.seen,
+                                  // Rank 0's seconds in GradientReducer.finish() (after its last backward) over its
+                                  // step seconds, summed over the window; 0 with one rank (nothing to reduce).
+                                  "comm_unhidden_share": plan.world > 1 ? min(1, max(0, wait / max(time, 1e-9))) : 0.0]
+        if let v = rankStepTimes { rec["rank_step_time_s"] = v }
         switch objective.report {
         case .pretrain:
             logger.info("\(String(format: "step %d/%d epoch %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f comm_wait %.1f%% ETA %@", step, totalSteps, epoch + 1, loss, lr, gradNorm, tps, 100 * wait / max(time, 1e-9), formatDuration(eta)))")

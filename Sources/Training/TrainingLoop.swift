@@ -48,6 +48,9 @@ public struct TrainingOptions: Codable, Sendable {
     /// see `StallInspector`.
     public var stallWarning = 60.0
     public var stallTimeout = 600.0
+    /// `--timeline FILE`: rank 0 writes a Chrome trace of every rank's steps there at the end (`TimelineRecorder`);
+    /// nil = no timeline.
+    public var timeline: String? = nil
     public init() {}
 
     func validate() throws {
@@ -75,6 +78,13 @@ public struct TrainingOptions: Codable, Sendable {
         try check(stallWarning.isFinite && stallWarning >= 1, "--stall-warning must be a number of seconds ≥ 1 (got \(stallWarning))")
         try check(stallTimeout.isFinite && (stallTimeout == 0 || stallTimeout >= 1),
                   "--stall-timeout must be 0 (off) or a number of seconds ≥ 1 (got \(stallTimeout))")
+        if let t = timeline {
+            try check(!t.isEmpty && !t.hasSuffix("/"), "--timeline needs a file name (got '\(t)')")
+            let dir = (t as NSString).deletingLastPathComponent
+            var isDir: ObjCBool = false
+            try check(dir.isEmpty || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue),
+                      "--timeline \(t): directory \(dir) does not exist")
+        }
     }
 
     /// Accepted `--bucket-cap-mb` (MB): below 0.01 MB a model of a few million parameters already needs thousands of
@@ -156,15 +166,33 @@ final class TrainingLoop {
     /// OUT/metrics.jsonl.
     var metricsPath: String { (options.outDir as NSString).appendingPathComponent("metrics.jsonl") }
 
+    /// `--timeline`'s recorder (every rank records; rank 0 writes the file).
+    let timeline: TimelineRecorder?
+
     init(options: TrainingOptions, communicator: Communicator, logger: Logger) {
         self.options = options
         self.comm = communicator
         self.logger = logger
+        timeline = options.timeline.map { TimelineRecorder(path: $0, rank: communicator.rank, world: communicator.size) }
     }
 
     /// Prepares the output directory (rank 0), builds the objective with `make` and trains it.
     func run(_ make: () throws -> TrainingObjective) throws -> TrainingSummary {
-        try withFaultHandling { try runWatched(make) }
+        try timeline?.synchronize(comm)
+        do {
+            return try withFaultHandling { try runWatched(make) }
+        } catch let p as Preempted {
+            // Every rank stopped at the same step boundary: the ranks can still gather.
+            if let t = timeline {
+                do { try t.writeMerged(comm, complete: false); if rank == 0 { logger.info("timeline (to step \(p.step)) → \(t.path)") } }
+                catch { if rank == 0 { logger.warning("timeline not written: \(error)") } }
+            }
+            throw p
+        } catch {
+            // Possibly on this rank only: no collective; rank 0 writes its own events.
+            if let t = timeline, t.writeLocal() { logger.warning("timeline of rank 0 only (the run failed) → \(t.path)") }
+            throw error
+        }
     }
 
     private func runWatched(_ make: () throws -> TrainingObjective) throws -> TrainingSummary {
@@ -177,7 +205,9 @@ final class TrainingLoop {
             }
         }
         defer { withExtendedLifetime(lock) {} }
+        let t0 = TimelineRecorder.now()
         let objective = try make()
+        timeline?.record(.prepare, t0, TimelineRecorder.now())
         return try train(objective)
     }
 
@@ -199,6 +229,12 @@ final class TrainingLoop {
 
         let reducer = world > 1 ? GradientReducer(communicator: comm, gradients: obj.gradients,
                                                   bucketCapBytes: Int(o.bucketCapMB * 1_048_576)) : nil
+        if let t = timeline {
+            t.attach(to: model)
+            reducer?.recordsBucketTimes = true
+            comm.stallInspector?.setBeforeAbort { t.stall($0); t.writeLocal() }
+        }
+        defer { model.traceHook = nil; comm.stallInspector?.setBeforeAbort(nil) }
         let log = rank == 0 ? try StepLog(objective: obj, plan: plan, options: o, metricsPath: metricsPath,
                                           startStep: start.position.step, logger: logger) : nil
         let checkpointer = RunCheckpointer(options: o, objective: obj, adam: adam, plan: plan, dataHash: dataHash)
@@ -208,32 +244,57 @@ final class TrainingLoop {
         var at = start.position
         var losses: [Double] = []
         var commWait = 0.0, stepTime = 0.0, tokensDone = 0.0
+        // This rank's step seconds since the last log line (for metrics.jsonl's rank_step_time_s).
+        var windowTime = 0.0, windowSteps = 0
         while at.step < plan.totalSteps {
             try stepBoundary(at.step) {   // Preemption.swift: the ranks agree on a signal; rank 0 saves checkpoint-<step>
-                try checkpointer.saveCheckpoint(at: at, lastLoss: losses.last)
+                let t0 = TimelineRecorder.now()
+                let p = try checkpointer.saveCheckpoint(at: at, lastLoss: losses.last)
+                timeline?.record(.checkpoint, t0, TimelineRecorder.now(), a: at.step)
+                return p
             }
             guard let indices = walk.next(&at) else { break }
-            let t0 = Date()
+            let t0 = Date(), s0 = TimelineRecorder.now()
             let r = try runStep(obj, indices: indices, plan: plan, step: at.step, adam: adam, reducer: reducer,
                                 lastLoss: losses.last ?? start.lastLoss)
             at.step += 1
+            timeline?.record(.step, s0, TimelineRecorder.now(), a: at.step)
             at.position += plan.globalPerStep
             at.seen += plan.globalPerStep
             losses.append(r.loss)
             let dt = Date().timeIntervalSince(t0)
             stepTime += dt; commWait += r.commWait; tokensDone += plan.tokensPerStep
+            windowTime += dt; windowSteps += 1
+            // Every rank's mean step time over the log window: one all-reduce of `world` doubles per log line.
+            var rankStepTimes: [Double]?
+            if StepLog.isDue(step: at.step, logInterval: o.logInterval, totalSteps: plan.totalSteps) {
+                var v = [Double](repeating: 0, count: world)
+                v[rank] = windowTime / Double(max(windowSteps, 1))
+                rankStepTimes = try world > 1 ? comm.allReduceSum(v) : v
+                windowTime = 0; windowSteps = 0
+            }
             if let log {
-                try log.stepDone(r, at: at, seconds: dt)
-                if let p = try checkpointer.saveIfDue(at: at, lastLoss: losses.last) { log.checkpointWritten(p) }
+                try log.stepDone(r, at: at, seconds: dt, rankStepTimes: rankStepTimes)
+                let c0 = TimelineRecorder.now()
+                if let p = try checkpointer.saveIfDue(at: at, lastLoss: losses.last) {
+                    timeline?.record(.checkpoint, c0, TimelineRecorder.now(), a: at.step)
+                    log.checkpointWritten(p)
+                }
             }
         }
         var finalDir: String?
         if let log {
             log.finishBar()
+            let c0 = TimelineRecorder.now()
             let p = try checkpointer.saveFinal(at: at, lastLoss: losses.last)
+            timeline?.record(.checkpoint, c0, TimelineRecorder.now(), a: at.step, b: 1)
             finalDir = p
             log.done(steps: at.step, lastLoss: losses.last ?? start.lastLoss, tokens: tokensDone, stepSeconds: stepTime,
                      commWaitSeconds: commWait, finalDirectory: p)
+        }
+        if let t = timeline {
+            try t.writeMerged(comm)
+            if rank == 0 { logger.info("timeline → \(t.path) (open it in https://ui.perfetto.dev or chrome://tracing)") }
         }
         try comm.barrier()
         return TrainingSummary(steps: at.step, losses: losses, finalDirectory: finalDir,
@@ -265,12 +326,14 @@ final class TrainingLoop {
         // All micro-batches of this step, and the global normalisers: Σ mask (CE / KL terms) and samples (DPO pairs).
         var batches: [Batch] = []
         var localMask = 0
+        let d0 = timeline == nil ? 0 : TimelineRecorder.now()
         for m in 0 ..< acc {
             let s = indices.startIndex + m * B
             let b = try obj.dataset.batch(indices: indices[s ..< s + B])
             localMask += b.maskCount
             batches.append(b)
         }
+        timeline?.record(.data, d0, TimelineRecorder.now())
         var counts = [Double(localMask), Double(plan.perRankPerStep)]
         try counts.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
         let norms = LossNormalisers(maskSum: max(counts[0], 1), samples: max(counts[1], 1))
@@ -292,15 +355,21 @@ final class TrainingLoop {
             }
             if let r {
                 if !obj.overlapsBackward { r.gradientsReady(0 ..< trainG.count) }
-                let w0 = Date()
+                let w0 = Date(), n0 = TimelineRecorder.now()
                 try r.finish()
                 waited = Date().timeIntervalSince(w0)
+                if let t = timeline {
+                    t.record(.allReduceWait, n0, TimelineRecorder.now())
+                    t.recordBuckets(r)
+                }
             }
         }
         var lossBuf = [lossPart, extraPart, auxPart]
         try lossBuf.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
         let aux = lossBuf[2] / Double(world)
         let loss = lossBuf[0] + aux, extra = lossBuf[1]
+        let o0 = timeline == nil ? 0 : TimelineRecorder.now()
+        defer { if let t = timeline { t.record(.optimizer, o0, TimelineRecorder.now()) } }
         let gradNorm = o.gradClip > 0 ? clipGradNorm(trainG, maxNorm: Float(o.gradClip))
                                        : Model.gradNorm(UnsafeBufferPointer(trainG))
         // Every rank holds the same reduced loss and gradient norm, so all stop together; the optimizer has not

@@ -120,6 +120,9 @@ enum StageOptionDocs {
     static func show(_ v: Double) -> String { TrainingOptionDocs.number(v) }
     static let cacheDir = OptionDoc(name: "cache-dir", meaning: "token cache root",
         defaults: "`$SWIFTMIND_CACHE`, else `$XDG_CACHE_HOME/swiftmind/tokens`, else `~/.cache/swiftmind/tokens`")
+    static let timeline = OptionDoc(name: "timeline",
+        meaning: "write a Chrome trace of every rank's steps to FILE at the end (data loading, forward, backward per layer, each gradient bucket's all-reduce, clip + optimizer, checkpoints, stalls); open it in Perfetto UI or `chrome://tracing`",
+        defaults: "none")
     static let initDir = OptionDoc(name: "init", meaning: "model directory to start from (policy / student / LoRA base)",
         defaults: "a random init of `--hidden-size` × `--num-hidden-layers`")
     static let loraRank = OptionDoc(name: "lora-rank", meaning: "adapter rank r",
@@ -140,7 +143,7 @@ enum StageOptionDocs {
 
     /// (commands, option), in the order of the README table.
     static let all: [(String, OptionDoc)] = [
-        ("every training command", cacheDir), ("sft, lora, dpo, reason, distill", initDir), ("lora", loraRank), ("lora", loraName),
+        ("every training command", cacheDir), ("every training command", timeline), ("sft, lora, dpo, reason, distill", initDir), ("lora", loraRank), ("lora", loraName),
         ("dpo", reference), ("dpo", beta), ("reason", tagWeight), ("distill", teacher), ("distill", alpha),
         ("distill", temperature)]
 }

@@ -34,6 +34,7 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.stallWarning.names, parsing: .unconditional, help: D.stallWarning.help) var stallWarning: Double?
     @Option(name: D.stallTimeout.names, parsing: .unconditional, help: D.stallTimeout.help) var stallTimeout: Double?
     @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
+    @Option(name: StageOptionDocs.timeline.names, help: StageOptionDocs.timeline.help) var timeline: String?
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
     @Option(name: .customLong("dtype"), help: ArgumentHelp(
@@ -93,6 +94,7 @@ struct TrainingArguments: ParsableArguments {
         set(\.stallWarning, stallWarning); set(\.stallTimeout, stallTimeout)
         o.resume = resume
         if let cacheDir { o.cacheDir = cacheDir }
+        if let timeline { o.timeline = timeline }
         o.moe = moe.settings
         // The data is tokenized on every core of the host, whatever the BLAS threads per rank.
         o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)
