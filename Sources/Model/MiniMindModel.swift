@@ -76,8 +76,10 @@ public struct ModelProfile: Sendable {
 
 /// A span of forward/backward reported to `MiniMindModel.traceHook`.
 public enum ModelTraceSpan: Equatable, Sendable {
-    /// One whole `forward` call.
+    /// One whole `forward` call (the layer spans nest inside it).
     case forward
+    /// Forward of decoder layer `l`.
+    case forwardLayer(Int)
     /// One whole `backward` call (the spans below nest inside it).
     case backward
     /// Backward of lm_head (tied embedding) and the final norm.
@@ -352,7 +354,10 @@ public final class MiniMindModel {
         timed(prof, \.elementwise) { embedding_forward(a.res, ids, P + embedOffset, N, C) }
         a.moe?.aux = 0
         let attentionWorkers = min(workerCount(), a.maxWorkers)
+        let trace = prof ? traceHook : nil   // part 0's layers (see `traceHook`)
         for l in 0..<cfg.numHiddenLayers {
+            let layerStart = trace == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            defer { if let h = trace { h(.forwardLayer(l), layerStart, DispatchTime.now().uptimeNanoseconds) } }
             // This layer's slices of the arena (kept for backward); o_proj and MLP outputs go through `dres` (scratch).
             let acts = LayerActivations(
                 input: a.res + l * N * C, afterAttention: a.x2 + l * N * C, output: a.res + (l + 1) * N * C,

@@ -18,6 +18,8 @@ enum TimelineKind: UInt8 {
     /// The step's micro-batches read from the token cache.
     case data
     case forward
+    /// a = layer.
+    case forwardLayer
     case backward
     case backwardHead
     /// a = layer.
@@ -60,7 +62,9 @@ final class TimelineRecorder {
     private(set) var originNs: UInt64 = DispatchTime.now().uptimeNanoseconds
     private let stallLock = NSLock()
     private var stalls: [(ns: UInt64, message: String)] = []
-    /// The trace tracks (Chrome trace thread ids) of every rank's process.
+    /// The trace tracks (Chrome trace thread ids) of every rank's process. Complete events on one track must nest, but
+    /// bucket all-reduces in flight together overlap without nesting, so the communication track has lanes: lane 0 is
+    /// `communicationTrack`, lane k ≥ 1 is `communicationTrack + 100 + k` ("communication #k+1").
     static let computeTrack = 1, communicationTrack = 2, stallTrack = 3
     /// Default capacity: 1 Mi events (40 MiB of address space, touched only as it fills; about 100 events per step
     /// for a small model).
@@ -114,6 +118,7 @@ final class TimelineRecorder {
         model.traceHook = { [unowned self] s, t0, t1 in
             switch s {
             case .forward: self.record(.forward, t0, t1)
+            case .forwardLayer(let l): self.record(.forwardLayer, t0, t1, a: l)
             case .backward: self.record(.backward, t0, t1)
             case .backwardHead: self.record(.backwardHead, t0, t1)
             case .backwardLayer(let l): self.record(.backwardLayer, t0, t1, a: l)
@@ -136,6 +141,7 @@ final class TimelineRecorder {
         case .step: return "step \(e.a)"
         case .data: return "data loading"
         case .forward: return "forward"
+        case .forwardLayer: return "forward layer \(e.a)"
         case .backward: return "backward"
         case .backwardHead: return "backward lm_head + norm"
         case .backwardLayer: return "backward layer \(e.a)"
@@ -151,7 +157,7 @@ final class TimelineRecorder {
         switch k {
         case .prepare, .data: return "data"
         case .step: return "step"
-        case .forward: return "forward"
+        case .forward, .forwardLayer: return "forward"
         case .backward, .backwardHead, .backwardLayer, .backwardEmbedding: return "backward"
         case .allReduceWait, .bucketAllReduce: return "communication"
         case .optimizer: return "optimizer"
@@ -174,18 +180,29 @@ final class TimelineRecorder {
             #"{"name":"process_name","ph":"M","pid":\#(pid),"tid":0,"args":{"name":"rank \#(rank)"}}"#,
             #"{"name":"process_sort_index","ph":"M","pid":\#(pid),"tid":0,"args":{"sort_index":\#(rank)}}"#,
         ]
-        for (tid, name) in [(Self.computeTrack, "compute"), (Self.communicationTrack, "communication"), (Self.stallTrack, "stalls")] {
+        // Communication lanes: each bucket on the first lane whose last all-reduce ended before it started.
+        var laneEnds: [UInt64] = []
+        var lanes = [Int](repeating: 0, count: count)
+        for i in 0 ..< count where events[i].kind == .bucketAllReduce {
+            let e = events[i]
+            if let k = laneEnds.firstIndex(where: { $0 <= e.startNs }) { lanes[i] = k; laneEnds[k] = e.endNs }
+            else { lanes[i] = laneEnds.count; laneEnds.append(e.endNs) }
+        }
+        func laneTrack(_ k: Int) -> Int { k == 0 ? Self.communicationTrack : Self.communicationTrack + 100 + k }
+        var tracks = [(Self.computeTrack, "compute", 1), (Self.communicationTrack, "communication", 2), (Self.stallTrack, "stalls", 1000)]
+        for k in laneEnds.indices.dropFirst() { tracks.append((laneTrack(k), "communication #\(k + 1)", 2 + k)) }
+        for (tid, name, order) in tracks {
             parts.append(#"{"name":"thread_name","ph":"M","pid":\#(pid),"tid":\#(tid),"args":{"name":"\#(name)"}}"#)
-            parts.append(#"{"name":"thread_sort_index","ph":"M","pid":\#(pid),"tid":\#(tid),"args":{"sort_index":\#(tid)}}"#)
+            parts.append(#"{"name":"thread_sort_index","ph":"M","pid":\#(pid),"tid":\#(tid),"args":{"sort_index":\#(order)}}"#)
         }
         parts.reserveCapacity(parts.count + count + stalls.count)
         for i in 0 ..< count {
             let e = events[i]
-            let tid = e.kind == .bucketAllReduce ? Self.communicationTrack : Self.computeTrack
+            let tid = e.kind == .bucketAllReduce ? laneTrack(lanes[i]) : Self.computeTrack
             var args = ""
             switch e.kind {
             case .bucketAllReduce: args = #","args":{"bucket":\#(e.a),"bytes":\#(e.b)}"#
-            case .backwardLayer: args = #","args":{"layer":\#(e.a)}"#
+            case .backwardLayer, .forwardLayer: args = #","args":{"layer":\#(e.a)}"#
             case .step: args = #","args":{"step":\#(e.a)}"#
             case .checkpoint: args = #","args":{"step":\#(e.a)}"#
             default: break

@@ -105,6 +105,21 @@ final class TimelineTests: XCTestCase {
         for e in events where e.ph != "M" && !threads.contains("\(e.pid)/\(e.tid)") {
             problems.append("\(e.name) on pid \(e.pid) tid \(e.tid), a track without a thread_name"); break
         }
+        // Complete events of one track nest or are disjoint (the viewers draw a track as a stack of slices). Times are
+        // whole nanoseconds written as µs with 3 decimals, so ts + dur is compared to half a nanosecond (the sum of two
+        // decimals in binary floating point is not exact).
+        let halfNs = 0.0005
+        for (track, spans) in Dictionary(grouping: events.filter { $0.ph == "X" }, by: { "\($0.pid)/\($0.tid)" }) {
+            var open: [Event] = []
+            for e in spans.sorted(by: { ($0.ts!, -$0.dur!) < ($1.ts!, -$1.dur!) }) {
+                while let top = open.last, top.end <= e.ts! + halfNs { open.removeLast() }
+                if let top = open.last, e.end > top.end + halfNs {
+                    problems.append("track \(track): \(e.name) [\(e.ts!), \(e.end)] overlaps \(top.name) [\(top.ts!), \(top.end)] without nesting")
+                    break
+                }
+                open.append(e)
+            }
+        }
         XCTAssertEqual(problems, [], file: file, line: line)
         return events
     }
@@ -135,20 +150,24 @@ final class TimelineTests: XCTestCase {
             let mine = events.filter { $0.pid == pid && $0.ph == "X" }
             let trackNames = Dictionary(uniqueKeysWithValues: events.filter { $0.pid == pid && $0.name == "thread_name" }
                 .map { ($0.args["name"] as! String, $0.tid) })
-            let compute = try XCTUnwrap(trackNames["compute"]), comm = try XCTUnwrap(trackNames["communication"])
-            XCTAssertNotNil(trackNames["stalls"])
+            let compute = try XCTUnwrap(trackNames["compute"])
+            XCTAssertNotNil(trackNames["communication"]); XCTAssertNotNil(trackNames["stalls"])
+            // The communication track and its lanes (all-reduces in flight together).
+            let comm = Set(trackNames.filter { $0.key.hasPrefix("communication") }.values)
             let steps = mine.filter { $0.tid == compute && $0.name.hasPrefix("step ") }.sorted { $0.ts! < $1.ts! }
             XCTAssertEqual(steps.map(\.name), (1...5).map { "step \($0)" }, "rank \(pid)")
             for name in ["data loading", "forward", "backward", "clip + optimizer", "wait for all-reduce"] {
                 XCTAssertEqual(mine.filter { $0.tid == compute && $0.name == name }.count, 5, "rank \(pid) \(name)")
             }
-            let buckets = mine.filter { $0.tid == comm && $0.name.hasPrefix("all-reduce bucket ") }
+            let buckets = mine.filter { comm.contains($0.tid) && $0.name.hasPrefix("all-reduce bucket ") }
             let bucketCount = Set(buckets.map { ($0.args["bucket"] as! NSNumber).intValue }).count
             XCTAssertGreaterThan(bucketCount, 5, "rank \(pid): 0.01 MB buckets of a \(paramBytes)-byte gradient")
             for s in steps {
                 let inStep = { (e: Event) in e.ts! >= s.ts! && e.ts! <= s.end }
                 let layers = mine.filter { $0.tid == compute && $0.name.hasPrefix("backward layer ") && inStep($0) }
                 XCTAssertEqual(layers.map(\.name).sorted(), ["backward layer 0", "backward layer 1"], "rank \(pid) \(s.name)")
+                XCTAssertEqual(mine.filter { $0.tid == compute && $0.name.hasPrefix("forward layer ") && inStep($0) }.map(\.name).sorted(),
+                               ["forward layer 0", "forward layer 1"], "rank \(pid) \(s.name)")
                 let launched = buckets.filter(inStep)
                 XCTAssertEqual(launched.map { ($0.args["bucket"] as! NSNumber).intValue }.sorted(), Array(0 ..< bucketCount),
                                "rank \(pid) \(s.name): one all-reduce per bucket")
