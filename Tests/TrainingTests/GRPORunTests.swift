@@ -98,6 +98,26 @@ final class GRPORunTests: XCTestCase {
         XCTAssertEqual(try TrainerRunner.parameters(cut + "/final"), try TrainerRunner.parameters(whole + "/final"), "final weights")
     }
 
+    /// `--reward-model DIR`: the reward model's score is added to the rule rewards and logged as `reward_model`
+    /// (a reward model made from the reference golden with a seeded score head, saved as `trainer reward` saves one).
+    func testRewardModelScoreIsAdded() throws {
+        let rmDir = work + "/rm"
+        let rm = try MiniMindModel.load(directory: golden("grpo_reference"), withGradients: false).withScoreHead(seed: 7)
+        try FileManager.default.createDirectory(atPath: rmDir, withIntermediateDirectories: true)
+        try rm.save(directory: rmDir)
+        let out = work + "/with-rm"
+        let r = try TrainerRunner.run(args(out: out, data: try prompts(4), batch: 2, steps: 1) + ["--reward-model", rmDir], np: 1)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let m = try XCTUnwrap(try metrics(out).first)
+        let parts = ["reward_length", "reward_think", "reward_repetition", "reward_answer", "reward_model"].map { m[$0] as! Double }
+        XCTAssertNotEqual(parts[4], 0, "no reward-model score")
+        XCTAssertEqual(m["reward"] as! Double, parts.reduce(0, +), accuracy: 1e-9)
+        // Not a reward model: refused with the directory named.
+        let bad = try TrainerRunner.run(args(out: work + "/bad", data: try prompts(4), batch: 2, steps: 1) + ["--reward-model", golden("grpo_reference")], np: 1)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("not a reward model"), bad.stderr)
+    }
+
     func metrics(_ out: String) throws -> [[String: Any]] {
         try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]

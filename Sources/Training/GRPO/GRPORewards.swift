@@ -10,16 +10,13 @@ public protocol SequenceScorer: AnyObject {
     func scores(sequences: [[Int32]]) throws -> [Float]
 }
 
-/// Loads the reward model of `--reward-model DIR`.
-/// TODO(integrator): the reward model (`RewardModel(directory:)`, `scores(sequences:)`) is being written on branch
-/// h-reward, which had no commit when GRPO was written. After merging it, make `RewardModel` conform to
-/// `SequenceScorer` (`extension RewardModel: SequenceScorer {}`) and return `try RewardModel(directory: directory)`
-/// here; until then `--reward-model` is refused with this message.
+/// Loads the reward model of `--reward-model DIR` (`RewardModel`, the model `trainer reward` writes).
 public enum RewardModelLoader {
-    nonisolated(unsafe) public static var load: (String) throws -> SequenceScorer = { dir in
-        throw TrainingError.invalidOption("--reward-model \(dir): this build has no reward model yet (it comes with `trainer reward`, branch h-reward); train with the rule rewards only")
-    }
+    /// - Throws: `RewardModel(directory:)`'s errors (not a reward model, bad files).
+    public static func load(_ directory: String) throws -> SequenceScorer { try RewardModel(directory: directory) }
 }
+
+extension RewardModel: SequenceScorer {}
 
 /// Which rule rewards a run adds up (`--reward-rule`).
 public enum RewardRule: String, Codable, Sendable, CaseIterable {

@@ -267,6 +267,8 @@ final class GRPOObjective: TrainingObjective {
         let ref = try MiniMindModel.load(directory: refDir, withGradients: false)
         if ref.config != config { throw TrainingError.mismatch("\(refDir): reference config differs from the policy's (\(o.initDir!))") }
         let scorer = try o.rewardModel.map { try RewardModelLoader.load($0) }
+        if let d = o.rewardModel, let rm = scorer as? RewardModel, rm.model.config.vocabSize != tok.vocabSize {
+            throw TrainingError.mismatch("\(d): the reward model's vocab_size \(rm.model.config.vocabSize) differs from the tokenizer's \(tok.vocabSize) (it scores the prompt + reply rendered with the policy's tokenizer)") }
         rollouts = GRPORollouts(prompts: prompts, tokenizer: tok, policy: net, options: o, scorer: scorer)
         try checkForwardSize(rows: rollouts.rows(forSamples: o.batchSize), seqLen: rollouts.seqLen, config: config)
         model = net
