@@ -9,6 +9,10 @@ public struct Batch: Sendable {
     public var lossMask: [Float]
     /// Σ lossMask.
     public var maskCount: Int = 0
+    /// GRPO only (empty otherwise): the rollout policy's log-prob of `labels[b, t]` at every position, `[B, T]`
+    /// (read where `lossMask` ≠ 0; empty = on-policy, see `GRPOLoss`), and each row's group-normalised advantage `[B]`.
+    public var oldLogProbs: [Float] = []
+    public var advantages: [Float] = []
 
     public init(batchSize: Int, seqLen: Int) {
         self.batchSize = batchSize

@@ -19,6 +19,8 @@ final class StepLog {
 
     /// Sums over the steps since the last line.
     private var loss = 0.0, aux = 0.0, extra = 0.0, steps = 0, time = 0.0, tokens = 0.0, wait = 0.0
+    /// The objective's own figures, summed over the window.
+    private var figures: [Double] = []
     /// Rank 0's tokens per expert since the last line, [layers][E].
     private var experts: [[Int]]
 
@@ -49,6 +51,7 @@ final class StepLog {
         let step = at.step, totalSteps = plan.totalSteps
         for (l, row) in r.expertCounts.enumerated() { for (e, c) in row.enumerated() { experts[l][e] += c } }
         aux += r.aux; extra += r.extra
+        if figures.count != r.figures.count { figures = r.figures } else { for k in figures.indices { figures[k] += r.figures[k] } }
         loss += r.loss; steps += 1; time += dt; tokens += plan.tokensPerStep; wait += r.commWait
 
         let elapsed = Date().timeIntervalSince(runStart)
@@ -85,16 +88,20 @@ final class StepLog {
                 rec["tokens_per_expert"] = experts   // rank 0's routing over the window, [layers][E]
                 logger.info("\(String(format: "  ce %.4f aux_loss %.4f; rank-0 tokens per expert ", loss - aux, aux))\(formatExpertCounts(experts))")
             }
-        case .stage(let stage):
+        case .stage, .named:
+            let stage = objective.report.name
             let extraText = extraMetric.map { String(format: " %@ %.4f", $0, extra / n) } ?? ""
-            logger.info("\(String(format: "%@ step %d/%d epoch %d loss %.4f%@ lr %.3e grad_norm %.3f tokens/s %.0f ETA %@", stage.rawValue, step, totalSteps, epoch + 1, loss, extraText, lr, gradNorm, tps, formatDuration(eta)))")
-            rec["stage"] = stage.rawValue
+            let own = objective.reportFigures(figures)
+            let ownText = own.map { String(format: " %@ %.4g", $0.0, $0.1) }.joined()
+            logger.info("\(String(format: "%@ step %d/%d epoch %d loss %.4f%@ lr %.3e grad_norm %.3f tokens/s %.0f ETA %@", stage, step, totalSteps, epoch + 1, loss, extraText, lr, gradNorm, tps, formatDuration(eta)))\(ownText)")
+            rec["stage"] = stage
             if let x = extraMetric { rec[x] = extra / n }
+            for (k, v) in own { rec[k] = v }
             if useMoe { rec["aux_loss"] = aux; logger.info("\(String(format: "  aux_loss %.4f", aux))") }
         }
         try metrics.append(rec)
         experts = experts.map { $0.map { _ in 0 } }
-        self.aux = 0; extra = 0
+        self.aux = 0; extra = 0; figures = []
         self.loss = 0; steps = 0; time = 0; tokens = 0; wait = 0
     }
 

@@ -5,7 +5,7 @@
 
 /// The commands that train: `trainer pretrain` and the post-training stages, each the counterpart of one MiniMind script.
 public enum TrainingCommand: String, Codable, Sendable, CaseIterable {
-    case pretrain, sft, lora, dpo, reason, distill
+    case pretrain, sft, lora, dpo, reason, distill, grpo
 
     public init(_ stage: Stage) {
         switch stage {
@@ -29,6 +29,7 @@ public enum TrainingCommand: String, Codable, Sendable, CaseIterable {
         case .dpo: return "train_dpo.py"
         case .reason: return "train_distill_reason.py"
         case .distill: return "train_distillation.py"
+        case .grpo: return "train_grpo.py"
         }
     }
 }
@@ -51,6 +52,8 @@ extension TrainingOptions {
         case .dpo: o.learningRate = 1e-8; o.epochs = 2; o.batchSize = 4; o.maxSeqLen = 1024
         case .reason: o.learningRate = 1e-6; o.epochs = 1; o.batchSize = 8; o.maxSeqLen = 1024
         case .distill: o.learningRate = 5e-6; o.epochs = 6; o.batchSize = 32; o.maxSeqLen = 512
+        // --max-seq-len is the prompt's limit here (MiniMind's train_grpo.py), --max-gen-len the reply's.
+        case .grpo: o.learningRate = 3e-7; o.epochs = 1; o.batchSize = 2; o.maxSeqLen = 768; o.logInterval = 1; o.saveInterval = 10
         }
         return o
     }

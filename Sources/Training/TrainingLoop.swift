@@ -98,6 +98,8 @@ struct LossNormalisers {
     var maskSum: Double
     /// Samples of the step (DPO: pairs): DPO's per-pair loss is divided by it.
     var samples: Double
+    /// Rows of the step (GRPO: completions): GRPO's per-completion loss is divided by it.
+    var rows: Double
 }
 
 /// How the loop reports a run: `pretrain`'s lines and metrics fields, or a post-training stage's (kept as they were
@@ -107,10 +109,14 @@ enum RunReport {
     case pretrain
     /// Prefixes the lines with the stage name, writes `"stage"` and the objective's extra metric.
     case stage(Stage)
+    /// A stage outside `Stage` (`grpo`), reported like one.
+    case named(String)
 
     var isPretrain: Bool { if case .pretrain = self { return true } else { return false } }
     /// `pretrain` or the stage's name.
-    var name: String { if case .stage(let s) = self { return s.rawValue } else { return "pretrain" } }
+    var name: String {
+        switch self { case .stage(let s): return s.rawValue; case .named(let n): return n; case .pretrain: return "pretrain" }
+    }
 }
 
 /// A training objective: the model being trained, its data, the loss head and the parameters that are optimised.
@@ -145,6 +151,17 @@ protocol TrainingObjective: AnyObject {
     func didWrite(directory: String) throws
     /// After the final directory was written: the objective's top-level outputs (OUT/lora.safetensors).
     func didFinish(outDir: String) throws
+    /// Called at the start of optimizer step `step` (0-based), before its batches are read (GRPO keys its rollouts by it).
+    func willRunStep(_ step: Int)
+    /// Called after each micro-step with what it computed.
+    func microStepDone(_ part: ObjectiveLoss)
+    /// Number of the objective's own per-step figures (`takeStepFigures`).
+    var stepFigureCount: Int { get }
+    /// This rank's sums of the objective's own figures over the step just run (then cleared); the loop sums them over
+    /// the ranks.
+    func takeStepFigures() -> [Double]
+    /// The named figures of a log line from those sums (summed over ranks and the window's steps).
+    func reportFigures(_ sums: [Double]) -> [(String, Double)]
 }
 
 extension TrainingObjective {
@@ -153,6 +170,11 @@ extension TrainingObjective {
     var extraMetric: String? { step.head.extraMetric }
     func didWrite(directory: String) throws {}
     func didFinish(outDir: String) throws {}
+    func willRunStep(_ step: Int) {}
+    func microStepDone(_ part: ObjectiveLoss) {}
+    var stepFigureCount: Int { 0 }
+    func takeStepFigures() -> [Double] { [] }
+    func reportFigures(_ sums: [Double]) -> [(String, Double)] { [] }
 }
 
 /// Runs a `TrainingObjective` data-parallel over `comm`: every rank a full replica, gradients averaged by the bucketed
@@ -324,6 +346,7 @@ final class TrainingLoop {
         let B = plan.batchSize, acc = plan.accumulation, T = plan.seqLen
         let trainP = obj.parameters, trainG = obj.gradients
         // All micro-batches of this step, and the global normalisers: Σ mask (CE / KL terms) and samples (DPO pairs).
+        obj.willRunStep(step)
         var batches: [Batch] = []
         var localMask = 0
         let d0 = timeline == nil ? 0 : TimelineRecorder.now()
@@ -334,9 +357,9 @@ final class TrainingLoop {
             batches.append(b)
         }
         timeline?.record(.data, d0, TimelineRecorder.now())
-        var counts = [Double(localMask), Double(plan.perRankPerStep)]
+        var counts = [Double(localMask), Double(plan.perRankPerStep), Double(plan.rowsPerBatch * acc)]
         try counts.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
-        let norms = LossNormalisers(maskSum: max(counts[0], 1), samples: max(counts[1], 1))
+        let norms = LossNormalisers(maskSum: max(counts[0], 1), samples: max(counts[1], 1), rows: max(counts[2], 1))
 
         model.zeroGrad()
         var lossPart = 0.0, extraPart = 0.0, auxPart = 0.0
@@ -346,9 +369,12 @@ final class TrainingLoop {
             // The last micro-batch's backward feeds the all-reduce (overlapped when the gradients are model.grads).
             let r = m == acc - 1 ? reducer : nil
             r?.prepareForBackward()
-            let part = obj.step.run(b, rows: plan.rowsPerBatch, seqLen: T, norms: norms,
+            // A batch's own length (GRPO's rollouts are as long as their longest row); the datasets of fixed length
+            // give plan.seqLen.
+            let part = obj.step.run(b, rows: plan.rowsPerBatch, seqLen: b.seqLen, norms: norms,
                                     onGradientsReady: obj.overlapsBackward ? r.map { r in { r.gradientsReady($0) } } : nil)
             lossPart += part.loss; extraPart += part.extra
+            obj.microStepDone(part)
             auxPart += part.auxLoss / Double(acc)   // 0 for a dense model
             if config.useMoe {
                 for (l, row) in model.lastExpertCounts.enumerated() { for (e, c) in row.enumerated() { experts[l][e] += c } }
@@ -364,7 +390,7 @@ final class TrainingLoop {
                 }
             }
         }
-        var lossBuf = [lossPart, extraPart, auxPart]
+        var lossBuf = [lossPart, extraPart, auxPart] + obj.takeStepFigures()
         try lossBuf.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
         let aux = lossBuf[2] / Double(world)
         let loss = lossBuf[0] + aux, extra = lossBuf[1]
@@ -380,7 +406,8 @@ final class TrainingLoop {
         }
         let lr = cosineLR(step: step, totalSteps: plan.totalSteps, baseLR: o.learningRate)
         adam.step(params: trainP, grads: UnsafeBufferPointer(trainG), lr: Float(lr))
-        return StepResult(loss: loss, aux: aux, extra: extra, gradNorm: gradNorm, lr: lr, commWait: waited, expertCounts: experts)
+        return StepResult(loss: loss, aux: aux, extra: extra, gradNorm: gradNorm, lr: lr, commWait: waited, expertCounts: experts,
+                          figures: Array(lossBuf[3...]))
     }
 }
 
@@ -397,4 +424,6 @@ struct StepResult {
     var commWait: Double
     /// This rank's tokens routed to each expert, [layers][E] (empty for a dense model).
     var expertCounts: [[Int]]
+    /// The objective's own figures of the step, summed over ranks (`TrainingObjective.takeStepFigures`).
+    var figures: [Double] = []
 }

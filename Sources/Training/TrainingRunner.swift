@@ -31,6 +31,11 @@ public final class TrainingRunner {
         self.init(objectiveOptions: options, communicator: communicator, logger: logger)
     }
 
+    /// `trainer grpo`.
+    public convenience init(options: GRPOOptions, communicator: Communicator, logger: Logger = Logger(label: "swiftmind.grpo")) {
+        self.init(objectiveOptions: options, communicator: communicator, logger: logger)
+    }
+
     init(objectiveOptions: ObjectiveOptions, communicator: Communicator, logger: Logger) {
         options = objectiveOptions
         comm = communicator

@@ -24,6 +24,10 @@ struct DebugStep: ParsableCommand {
         --model's merges.json lists as merged is refused either way.
         --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL over the masked
         positions) beside loss.
+        --objective grpo: --reference DIR (frozen), --beta, --epsilon, --num-generations; the batch holds input_ids
+        [B, T] (prompt, R completion slots, right padding), prompt_lens [B], completion_mask [B, R], old_logps [B, R],
+        rewards [B]; writes loss (MiniMind train_grpo.py's clipped-ratio loss), advantages, policy_logps, ref_logps,
+        kl and the policy's grad.<name>.
         On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
         MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
@@ -38,14 +42,16 @@ struct DebugStep: ParsableCommand {
     @Option(name: .customLong("weight-decay"), parsing: .unconditional) var weightDecay: Float = 0.01
     @Option(name: .customLong("grad-clip"), parsing: .unconditional, help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
-    @Option(help: "Loss head: lm | dpo | lora | distill.") var objective: String = "lm"
-    @Option(help: "dpo: reference model directory.") var reference: String?
-    @Option(parsing: .unconditional, help: "dpo: β.") var beta: Double = 0.1
+    @Option(help: "Loss head: lm | dpo | lora | distill | grpo.") var objective: String = "lm"
+    @Option(help: "dpo, grpo: reference model directory.") var reference: String?
+    @Option(parsing: .unconditional, help: "dpo: β; grpo: KL weight β.") var beta: Double = 0.1
     @Option(help: "lora: adapter safetensors to start from; other objectives: an adapter merged into --model.") var lora: String?
     @Option(name: .customLong("lora-rank"), parsing: .unconditional, help: "lora: adapter rank.") var loraRank: Int = 8
     @Option(help: "distill: teacher model directory.") var teacher: String?
     @Option(parsing: .unconditional, help: "distill: weight of the CE term.") var alpha: Double = 0.5
     @Option(parsing: .unconditional, help: "distill: softmax temperature.") var temperature: Double = 2.0
+    @Option(parsing: .unconditional, help: "grpo: clip range ε of the ratio.") var epsilon: Double = 0.2
+    @Option(name: .customLong("num-generations"), parsing: .unconditional, help: "grpo: rows per prompt group.") var numGenerations: Int = 1
 
     func validate() throws {
         func finite(_ v: Double, _ name: String, _ ok: (Double) -> Bool, _ range: String) throws {
@@ -67,7 +73,12 @@ struct DebugStep: ParsableCommand {
         case "lm", "lora": break
         case "dpo": if reference == nil { throw ValidationError("--objective dpo needs --reference DIR") }
         case "distill": if teacher == nil { throw ValidationError("--objective distill needs --teacher DIR") }
-        default: throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+        case "grpo":
+            if reference == nil { throw ValidationError("--objective grpo needs --reference DIR") }
+            if lr != nil { throw ValidationError("--lr is not supported with --objective grpo (the golden holds raw gradients)") }
+            try finite(epsilon, "epsilon", { $0 > 0 && $0 < 1 }, "in (0, 1)")
+            if numGenerations < 1 { throw ValidationError("--num-generations must be ≥ 1 (got \(numGenerations))") }
+        default: throw ValidationError("--objective must be lm, dpo, lora, distill or grpo (got \(objective))")
         }
     }
 
@@ -75,6 +86,7 @@ struct DebugStep: ParsableCommand {
         OpenBLASRuntime.setThreads(threads)
         let m = try MiniMindModel.load(directory: model)
         if let f = lora, objective != "lora" { try m.mergeLoRA(path: f, modelDirectory: model) }
+        if objective == "grpo" { return try runGRPO(model: m) }
         let f = try SafeTensorsFile(path: batch)
         let idsE = try f.entry("input_ids"), labE = try f.entry("labels")
         guard idsE.shape.count == 2 else { throw InputError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }

@@ -58,6 +58,34 @@ final class PostTrainingGoldenTests: XCTestCase {
                               "--alpha", "0.5", "--temperature", "2"])
     }
 
+    /// GRPO (MiniMind train_grpo.py's clipped-ratio loss, β 0.02, ε 0.2, 2 prompts × 3 generations): loss,
+    /// advantages and every raw policy gradient at the tolerances above; the policy's and the reference's log-probs
+    /// on the counted completion slots (debug-step writes 0 where completion_mask is 0: those slots carry no weight
+    /// and the loss head does not compute them).
+    func testGRPOStep() throws {
+        let inputs: Set<String> = ["prompt_lens", "completion_ids", "completion_mask", "old_logps", "rewards", "policy_logps", "ref_logps"]
+        try check("grpo", ["--model", golden("grpo_policy"), "--objective", "grpo", "--reference", golden("grpo_reference"),
+                           "--beta", "0.02", "--epsilon", "0.2", "--num-generations", "3"], skip: { inputs.contains($0) })
+        // The log-probs, on the counted slots.
+        let work = TrainerRunner.tempDir("golden-grpo-logps")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let out = work + "/out.safetensors"
+        let r = try TrainerRunner.run(["debug-step", "--batch", golden("grpo_step.safetensors"), "--out", out, "--grad-clip", "0",
+                                       "--model", golden("grpo_policy"), "--objective", "grpo", "--reference", golden("grpo_reference"),
+                                       "--beta", "0.02", "--epsilon", "0.2", "--num-generations", "3"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let g = try SafeTensorsFile(path: golden("grpo_step.safetensors")), o = try SafeTensorsFile(path: out)
+        let mask = try g.floats("completion_mask")
+        XCTAssertEqual(mask.reduce(0, +), 36)
+        for key in ["policy_logps", "ref_logps"] {
+            let want = try g.floats(key), got = try o.floats(key)
+            XCTAssertEqual(got.count, want.count, key)
+            var d: Float = 0
+            for i in 0..<min(got.count, want.count) where mask[i] != 0 { d = max(d, abs(got[i] - want[i])) }
+            XCTAssertLessThanOrEqual(d, 1e-4, "grpo: \(key) max |Δ| on counted slots = \(d)")
+        }
+    }
+
     /// Merging an adapter into the base gives the same logits as base + adapter.
     func testLoRAMergeMatchesAdapterForward() throws {
         let base = try MiniMindModel.load(directory: golden("lora_base"))

@@ -16,10 +16,16 @@ public enum LossHead {
     /// α·CE + (1−α)·T²·KL(teacher_T ‖ student_T) (`DistillLoss`, MiniMind train_distillation.py), both terms over the
     /// step's masked positions.
     case distill(teacher: MiniMindModel, alpha: Double, temperature: Double)
+    /// GRPO's clipped-ratio loss with a k3 KL penalty to a frozen reference (`GRPOLoss`, MiniMind train_grpo.py),
+    /// over the completion tokens (`loss_mask`), each row's masked mean averaged over the step's rows; reads the
+    /// batch's `oldLogProbs` and `advantages`.
+    case grpo(reference: MiniMindModel, beta: Double, epsilon: Double)
 
     /// Name of the per-step figure a stage reports beside the loss (DPO `preference_acc`, distill `ce`).
     public var extraMetric: String? {
-        switch self { case .crossEntropy: return nil; case .dpo: return "preference_acc"; case .distill: return "ce" }
+        switch self {
+        case .crossEntropy: return nil; case .dpo: return "preference_acc"; case .distill: return "ce"; case .grpo: return "kl"
+        }
     }
 }
 
@@ -37,13 +43,27 @@ public struct ObjectiveLoss: Sendable {
     /// The MoE load-balancing loss of this forward (`MiniMindModel.lastAuxLoss`, summed over layers, unscaled; 0 for a
     /// dense model). Its gradient, scaled by `model.auxLossScale`, is in the backward.
     public var auxLoss: Double
+    /// `.grpo`: the terms of this micro-batch.
+    public var grpo: GRPOTerms? = nil
 
     /// The value of `LossHead.extraMetric` (0 when the head has none).
     var extra: Double {
         if let a = preferenceAcc { return a }
+        if let g = grpo { return g.kl }
         if kl != nil, let ce { return ce }
         return 0
     }
+}
+
+/// What a GRPO micro-step computed beside its loss share.
+public struct GRPOTerms: Sendable {
+    /// Σ over rows of the row's masked mean k3 KL (exp(ref − logp) − (ref − logp) − 1) and of ref − logp, divided by
+    /// the step's rows (this micro-batch's share of the step's mean).
+    public var kl: Double, klRef: Double
+    /// Counted tokens, and those of them whose ratio was clipped (A ≠ 0, `min` took the clamped term).
+    public var tokens: Int, clippedTokens: Int
+    /// Per-position log-probs `[rows, T]` of the policy and the reference (0 where `loss_mask` is 0).
+    public var policyLogProbs: [Float], refLogProbs: [Float]
 }
 
 /// Forward, loss and backward of one micro-batch through a model and a `LossHead`: the code every training stage runs
@@ -73,7 +93,12 @@ public final class ObjectiveStep {
         let V = model.config.vocabSize
         var refLP: [Double] = []
         var teacherLogits: UnsafeMutableBufferPointer<Float>?
+        var refTokenLP: [Float] = []
         switch head {
+        case .grpo(let r, _, _):
+            let rl = b.inputIds.withUnsafeBufferPointer { r.forward(inputIds: $0, batchSize: rows, seqLen: T) }
+            refTokenLP = b.labels.withUnsafeBufferPointer { l in b.lossMask.withUnsafeBufferPointer { mk in
+                GRPOLoss.tokenLogProbs(logits: UnsafeBufferPointer(rl), labels: l, mask: mk, rows: rows, seqLen: T, vocabSize: V) } }
         case .dpo(let r, _):
             let rl = b.inputIds.withUnsafeBufferPointer { r.forward(inputIds: $0, batchSize: rows, seqLen: T) }
             refLP = b.labels.withUnsafeBufferPointer { l in b.lossMask.withUnsafeBufferPointer { mk in
@@ -85,10 +110,21 @@ public final class ObjectiveStep {
         let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: rows, seqLen: T) }
         let aux = model.lastAuxLoss
         inspectLogits?(UnsafeBufferPointer(logits))
-        let maskNorm = norms.maskSum, pairNorm = norms.samples
+        let maskNorm = norms.maskSum, pairNorm = norms.samples, rowNorm = norms.rows
         let result: ObjectiveLoss = b.labels.withUnsafeBufferPointer { y in
             b.lossMask.withUnsafeBufferPointer { mk in
                 switch head {
+                case .grpo(_, let beta, let epsilon):
+                    precondition((b.oldLogProbs.isEmpty || b.oldLogProbs.count == rows * T) && b.advantages.count == rows,
+                                 "grpo: the batch needs advantages [rows] and oldLogProbs [rows, T] or none (on-policy)")
+                    let r = b.oldLogProbs.withUnsafeBufferPointer { old in refTokenLP.withUnsafeBufferPointer { ref in
+                        b.advantages.withUnsafeBufferPointer { adv in
+                            GRPOLoss.forwardBackward(logits: logits, labels: y, mask: mk, oldLogProbs: old, refLogProbs: ref,
+                                                     advantages: adv, rows: rows, seqLen: T, vocabSize: V, beta: beta,
+                                                     epsilon: epsilon, normalizer: rowNorm) } } }
+                    let terms = GRPOTerms(kl: r.klSum / rowNorm, klRef: r.klRefSum / rowNorm, tokens: r.tokens,
+                                          clippedTokens: r.clippedTokens, policyLogProbs: r.policyLogProbs, refLogProbs: refTokenLP)
+                    return ObjectiveLoss(loss: r.lossSum / rowNorm, auxLoss: aux, grpo: terms)
                 case .dpo(_, let beta):
                     let r = DPOLoss.forwardBackward(logits: logits, labels: y, mask: mk, referenceLogProbs: refLP, rows: rows, seqLen: T,
                                                     vocabSize: V, beta: beta, normalizer: pairNorm)
@@ -115,7 +151,8 @@ public final class ObjectiveStep {
 
     /// A whole optimizer step's forward, loss and backward on one batch, as a one-rank run with one micro-batch of it
     /// would compute them (`trainer debug-step`): gradients zeroed first, then `run` with this batch's normalisers —
-    /// `loss_mask` positions ≠ 0 (`Batch.maskCount`) for CE / KL, the batch's samples (DPO: `rows / 2` pairs) for DPO.
+    /// `loss_mask` positions ≠ 0 (`Batch.maskCount`) for CE / KL, the batch's samples (DPO: `rows / 2` pairs) for DPO
+    /// and its rows for GRPO.
     /// The model's `auxLossScale` is left as it is (1 for a freshly loaded model, as one micro-batch on one rank).
     /// - Parameters:
     ///   - b: `input_ids`, `labels`, `loss_mask`, each `[rows, seqLen]`, `b.maskCount` = positions with mask ≠ 0.
@@ -126,7 +163,7 @@ public final class ObjectiveStep {
                          afterLoss: (() -> Void)? = nil) -> ObjectiveLoss {
         var samples = Double(b.batchSize)
         if case .dpo = head { samples = Double(b.batchSize / 2) }
-        let norms = LossNormalisers(maskSum: max(Double(b.maskCount), 1), samples: max(samples, 1))
+        let norms = LossNormalisers(maskSum: max(Double(b.maskCount), 1), samples: max(samples, 1), rows: Double(max(b.batchSize, 1)))
         model.zeroGrad()
         return run(b, rows: b.batchSize, seqLen: b.seqLen, norms: norms, inspectLogits: inspectLogits, afterLoss: afterLoss)
     }
