@@ -116,8 +116,6 @@ struct PostEvalArguments: ParsableArguments {
         print(String(decoding: d, as: UTF8.self))
     }
 
-    /// An interval as a JSON pair [low, high], rounded to 4 decimals.
-    static func interval(_ i: (low: Double, high: Double)) -> [Double] {
-        [(i.low * 1e4).rounded() / 1e4, (i.high * 1e4).rounded() / 1e4]
-    }
+    /// An interval as a JSON pair [low, high].
+    static func interval(_ i: (low: Double, high: Double)) -> [Double] { [i.low, i.high] }
 }
