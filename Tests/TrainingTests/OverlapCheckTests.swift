@@ -112,6 +112,29 @@ final class OverlapCheckTests: ScratchDirTestCase {
         XCTAssertTrue(test.contains { $0.hasPrefix("Who") || $0.hasPrefix("What") })
     }
 
+    /// Split by poem: no title 《…》 named by a held-out SFT, DPO or reasoning row is named anywhere in a training file,
+    /// so SFT's test questions are about poems none of whose conversations (pairs, traces) was trained on.
+    func testHeldOutPoemsHaveNoTrainingRow() throws {
+        func titles(_ line: String) -> [String] {
+            line.split(separator: "《").dropFirst().compactMap { part in part.firstIndex(of: "》").map { String(part[..<$0]) } }
+        }
+        var train: [String: String] = [:]
+        for s in Self.stages {
+            for (n, l) in try Self.lines(Self.splits, "\(s)_train.jsonl") { for t in titles(l) where train[t] == nil { train[t] = "\(s)_train.jsonl:\(n)" } }
+        }
+        var bad: [String] = [], heldOut = Set<String>()
+        for side in ["val", "test"] { for s in ["sft", "dpo", "reason"] {
+            for (n, l) in try Self.lines(Self.splits, "\(s)_\(side).jsonl") {
+                for t in titles(l) {
+                    heldOut.insert(t)
+                    if let at = train[t] { bad.append("\(s)_\(side).jsonl:\(n): 《\(t)》 is also in \(at)") }
+                }
+            }
+        } }
+        XCTAssertEqual(bad, [], bad.prefix(20).joined(separator: "\n"))
+        XCTAssertGreaterThan(heldOut.count, 100)
+    }
+
     /// The check finds each kind of overlap and names the held-out file and line, the training file and line, and the text.
     func testPlantedOverlapsAreNamed() throws {
         for f in try FileManager.default.contentsOfDirectory(atPath: Self.splits) where f.hasSuffix(".jsonl") {
