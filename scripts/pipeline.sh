@@ -94,10 +94,11 @@ if [ -z "${BASE:-}" ]; then
 fi
 SFT=$OUT/sft/final
 AUTH=(--filter "的作者是谁" --match author --max-new-tokens "$MAXNEW" "${LIM[@]}")
+RECITE=(--filter "请背诵" --match first-line --max-new-tokens "$MAXNEW" "${LIM[@]}")   # right poem: the first line
 
 # 1. SFT on sft_train in two runs: the first run's lr from SFT_LR_GRID (SFT_EPOCHS epochs), chosen by the lowest
 #    validation SFT loss; then SFT2_EPOCHS more at SFT2_LR from it (makes the answers sturdy enough for LoRA).
-#    Test: author accuracy on the held-out poems of sft_test, and held-out SFT loss.
+#    Test: author accuracy on the held-out poems of sft_test, the first-line rate of its recite prompts, held-out SFT loss.
 if has sft; then
   for lr in $SFT_LR_GRID; do
     L sft --init "$BASE" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft1_lr$lr" --epochs "${SFT_EPOCHS:-10}" \
@@ -108,12 +109,14 @@ if has sft; then
   L sft --init "$OUT/sft1_lr$lr/final" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-6}" \
     --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT2_LR:-5e-4}" --log-interval 50 --save-interval 1000
   T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/sft_author_answers.jsonl"
+  T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/sft_recite_answers.jsonl"
   T sft --task sft-loss --model "$SFT" --data "$SP/sft_test.jsonl" --max-seq-len "${SFT_SEQ:-96}"
 fi
 
 # 2. DPO from the SFT model on dpo_train; lr from DPO_LR_GRID by validation preference accuracy (π_c > π_r).
 #    Test: preference accuracy before (SFT) and after (DPO) with the paired difference; accuracy and mean implicit
-#    reward margin against the SFT reference; author accuracy of greedy answers on sft_test.
+#    reward margin against the SFT reference; greedy answers on sft_test judged by the pairs' rules: right author
+#    (author questions) and right poem (recite prompts: the first line is the poem's), beside the SFT model's.
 if has dpo; then
   for lr in $DPO_LR_GRID; do
     L dpo --init "$SFT" --data-path "$SP/dpo_train.jsonl" --out-dir "$OUT/dpo_lr$lr" --epochs "${DPO_EPOCHS:-2}" \
@@ -125,6 +128,7 @@ if has dpo; then
   T dpo --task preference --model "$DPO" --baseline "$SFT" --data "$SP/dpo_test.jsonl" --max-seq-len 128
   T dpo --task preference --model "$DPO" --reference "$SFT" --data "$SP/dpo_test.jsonl" --max-seq-len 128
   T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/dpo_author_answers.jsonl"
+  T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/dpo_recite_answers.jsonl"
 fi
 
 # 3. LoRA identity (rank LORA_RANK) on top of the SFT model, on lora_identity_train; lr:epochs from LORA_GRID by
@@ -213,7 +217,7 @@ for j in rows:
         print(f"| {st} | chosen on validation ({j['by']}) | {j['setting']} | | |"); continue
     t = j["task"]
     if t == "exact-match":
-        k = "name_rate" if "name_rate" in j else "author_accuracy"
+        k = next(x for x in ("name_rate", "first_line_rate", "author_accuracy") if x in j)
         print(f"| {st} | {k} | {pct(j[k])} | {j['hits']}/{j['n']} | {ci(j['ci95'])} |")
         if st == "sft" and k == "author_accuracy":
             print(f"| sft | always the most frequent training author ({base['author']}) | {pct(base['hits'] / base['n'])} | {base['hits']}/{base['n']} | |")

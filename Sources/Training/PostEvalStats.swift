@@ -53,6 +53,17 @@ extension PostEval {
         return a == r
     }
 
+    /// The recitation rule ("right poem"): the first non-blank line of `answer` equals the reference's (whitespace
+    /// normalised); false when either has none.
+    public static func firstLineMatches(_ answer: String, reference: String) -> Bool {
+        func first(_ s: String) -> String? {
+            s.split(whereSeparator: \.isNewline).lazy
+                .map { $0.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ") }.first { !$0.isEmpty }
+        }
+        guard let r = first(reference), let a = first(answer) else { return false }
+        return a == r
+    }
+
     /// Whether `answer` contains `name` as a whole word: exactly, case-sensitive, with no ASCII letter or digit
     /// touching it on either side ("我是 SwiftMind，" yes; "iftMind", "SwiftMinds", "swiftmind" no).
     public static func namesExactly(_ answer: String, _ name: String) -> Bool {

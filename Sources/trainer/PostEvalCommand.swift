@@ -13,7 +13,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
-    @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference), author (the answer names the author of a reference \"…的作者是X。\") or name (the answer contains --name as a whole word).")
+    @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference), author (the answer names the author of a reference \"…的作者是X。\"), first-line (its first line is the reference's: the right poem) or name (the answer contains --name as a whole word).")
     var match: String = "exact"
     @Option(help: "exact-match --match name: the name the answer must contain exactly.") var name: String = "SwiftMind"
     @Option(help: "preference: a second model scored on the same pairs (e.g. the model before DPO); adds its accuracy and the paired difference with a 95% interval.") var baseline: String?
@@ -23,8 +23,8 @@ struct PostEvalArguments: ParsableArguments {
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
-        if !["exact", "contains", "author", "name"].contains(match) {
-            throw ValidationError("--match must be exact, contains, author or name (got \(match))") }
+        if !["exact", "contains", "author", "first-line", "name"].contains(match) {
+            throw ValidationError("--match must be exact, contains, author, first-line or name (got \(match))") }
         try NumericOption.check(limit, "--limit", in: 1...Int.max)
         try NumericOption.check(maxNewTokens, "--max-new-tokens", in: 1...NumericOption.maxTokens)
     }
@@ -52,12 +52,13 @@ struct PostEvalArguments: ParsableArguments {
                 if match == "author", let a = PostEval.author(inReference: ref) { return PostEval.author(inReference: ans) == a }
                 if match == "contains" { return ans.contains(ref) }
                 if match == "name" { return PostEval.namesExactly(ans, name) }
+                if match == "first-line" { return PostEval.firstLineMatches(ans, reference: ref) }
                 return ans == ref
             }
             line["n"] = res.count
             let hits = res.filter(\.ok).count
             line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate"
-                                        : match == "name" ? "name_rate" : "exact_match")] = Double(hits) / Double(max(res.count, 1))
+                                        : match == "name" ? "name_rate" : match == "first-line" ? "first_line_rate" : "exact_match")] = Double(hits) / Double(max(res.count, 1))
             line["hits"] = hits
             line["ci95"] = Self.interval(PostEval.wilson(hits, res.count))
             if match == "name" { line["name"] = name }

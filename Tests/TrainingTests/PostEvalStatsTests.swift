@@ -46,6 +46,14 @@ final class PostEvalStatsTests: ScratchDirTestCase {
         XCTAssertFalse(PostEval.answerNumberMatches("2", reference: "<answer>没有数字</answer>"))
     }
 
+    func testRecitationFirstLine() {
+        let ref = "静夜四无邻，荒居旧业贫。\n雨中黄叶树，灯下白头人。"
+        XCTAssertTrue(PostEval.firstLineMatches("\n 静夜四无邻，荒居旧业贫。\n别的", reference: ref))
+        XCTAssertFalse(PostEval.firstLineMatches("静夜四无邻，荒居旧业", reference: ref))
+        XCTAssertFalse(PostEval.firstLineMatches("雨中黄叶树，灯下白头人。", reference: ref))
+        XCTAssertFalse(PostEval.firstLineMatches("  \n", reference: ref))
+    }
+
     func testExactName() {
         XCTAssertTrue(PostEval.namesExactly("我是 SwiftMind，一个小模型。", "SwiftMind"))
         XCTAssertTrue(PostEval.namesExactly("I am SwiftMind.", "SwiftMind"))
@@ -99,6 +107,11 @@ final class PostEvalStatsTests: ScratchDirTestCase {
         XCTAssertEqual(w["name"] as? String, "SwiftMind")
         XCTAssertEqual(w["n"] as? Int, 4)
         try assertCounts(w, rate: "name_rate")
+
+        let sft = try write(try lines("sft_test.jsonl", 40), "sft.jsonl")
+        let f = try eval(["--model", model, "--task", "exact-match", "--match", "first-line", "--filter", "请背诵", "--data", sft, "--max-new-tokens", "6"])
+        XCTAssertGreaterThan(try XCTUnwrap(f["n"] as? Int), 0)
+        try assertCounts(f, rate: "first_line_rate")
     }
 
     /// preference: counts and interval of the accuracy, the mean margin's interval, the implicit reward margin
@@ -137,6 +150,6 @@ final class PostEvalStatsTests: ScratchDirTestCase {
     func testUnknownMatchIsAUsageError() throws {
         let r = try TrainerRunner.run(["eval", "--task", "exact-match", "--match", "x", "--model", Fixtures.golden("model"), "--data", work + "/d.jsonl"], timeout: 60)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("--match must be exact, contains, author or name (got x)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("--match must be exact, contains, author, first-line or name (got x)"), r.stderr)
     }
 }
