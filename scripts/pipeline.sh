@@ -1,102 +1,244 @@
 #!/usr/bin/env bash
-# The post-training acceptance run (issue 5): SFT → author accuracy; DPO on 90% of dpo.jsonl → held-out preference
-# accuracy vs the SFT model; LoRA identity → "你是谁？" and author accuracy with the adapter; reasoning SFT on 90% of
-# reason.jsonl → think/answer format rate on the held-out 10%; distillation of a smaller student from the SFT model vs
-# the same student trained by plain SFT for the same steps (held-out SFT loss). Every training stage runs with
-# ./launch.sh -np $NP. Figures are appended to $OUT/results.jsonl.
+# The post-training acceptance run (issues 5 and 17) on the clean splits of data/splits/ (data/splits/README.md):
+# every stage trains on its _train file only; each stage's settings are chosen from a small grid on its _val file
+# only; then each test figure is computed once, with the chosen model, on the _test files. Every training stage runs
+# with ./launch.sh -np $NP.
+#   $OUT/validation.jsonl  one line per grid candidate and validation figure ("split": "validation", "stage", "setting")
+#   $OUT/results.jsonl     the choices ("split": "choice") and the test figures ("split": "test"), each with its count
+#                          and 95% interval (Wilson for rates; mean ± 1.96·s/√n for margins and paired differences)
+#   $OUT/summary.md        the test figures as a table (the closing note)
+# With ACCEPT=docs/acceptance/post_run4 the three files are also copied to ${ACCEPT}_{validation.jsonl,results.jsonl,summary.md}.
 #
 #   BASE=/path/to/pretrained/final scripts/pipeline.sh
+#   PIPELINE_SMOKE=1 CONFIG=debug OUT=/tmp/smoke scripts/pipeline.sh   # proves it runs end to end in minutes: tiny
+#       base (hidden 64, 2 layers, 20 steps), 2 optimizer steps per training run, the first 2 candidates of each grid,
+#       at most 3 prompts per generation figure; its figures mean nothing.
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
-# CORPUS (Tests/Fixtures/corpus), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
-# NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), SFT2_EPOCHS (6), SFT2_LR (5e-4), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS (25), LORA_LR (1.5e-3), LORA_RANK (16), REASON_EPOCHS,
-# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, DISTILL_T (1.0), STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
+# SPLITS (data/splits), CORPUS (Tests/Fixtures/corpus: pretrain.jsonl only), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
+# NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), PIPELINE_SMOKE (0),
+# SFT_LR_GRID ("1e-3 2e-3": lr of the first SFT run, 10 epochs; chosen by validation SFT loss), SFT_EPOCHS (10), SFT_SEQ (96),
+# SFT2_EPOCHS (6), SFT2_LR (5e-4) (the second SFT run, from the chosen first one; fixed),
+# DPO_LR_GRID ("5e-6 1e-5 3e-5"; chosen by validation preference accuracy), DPO_EPOCHS (2),
+# LORA_GRID ("1.5e-3:25 2e-3:20 1e-3:40", lr:epochs; chosen by validation exact-name rate among settings whose validation
+# author accuracy drops ≤ 10 points, else the smallest drop), LORA_RANK (16),
+# REASON_LR_GRID ("1e-3 5e-4"; chosen by validation answer correctness, then format rate), REASON_LR (sets a one-value grid),
+# REASON_EPOCHS (6), REASON_SEQ (512), REASON_MAX_NEW (2048),
+# DISTILL_T_GRID ("1 2"; chosen by validation SFT loss), DISTILL_STEPS (200),
+# STAGES (space-separated subset of: pretrain sft dpo lora reason distill; later stages need the SFT model in $OUT/sft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
 NP=${NP:-2}
 CONFIG=${CONFIG:-release}
-C=${CORPUS:-Tests/Fixtures/corpus}                      # the jsonl corpus (Tests/Fixtures/README.md)
+SP=${SPLITS:-data/splits}                               # train / val / test files (scripts/make_splits.py)
+C=${CORPUS:-Tests/Fixtures/corpus}                      # pretrain.jsonl
 TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}    # MiniMind's tokenizer
 STAGES=${STAGES:-"pretrain sft dpo lora reason distill"}
-mkdir -p "$OUT/data"
+SMOKE=${PIPELINE_SMOKE:-0}
+mkdir -p "$OUT"
 RES=$OUT/results.jsonl
+VAL=$OUT/validation.jsonl
+
+SFT_LR_GRID=${SFT_LR_GRID:-"1e-3 2e-3"}
+DPO_LR_GRID=${DPO_LR_GRID:-"5e-6 1e-5 3e-5"}
+LORA_GRID=${LORA_GRID:-"1.5e-3:25 2e-3:20 1e-3:40"}
+REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
+DISTILL_T_GRID=${DISTILL_T_GRID:-"1 2"}
+HID=${HIDDEN:-256}; LAYERS=4; PRE=(--epochs "${PRETRAIN_EPOCHS:-3}")
+MS=(); LIM=(); MAXNEW=40; RMAXNEW=${REASON_MAX_NEW:-2048}
+first2() { echo "$1"; }
+if [ "$SMOKE" = 1 ]; then
+  HID=${HIDDEN:-64}; LAYERS=2; PRE=(--max-steps 20); MS=(--max-steps 2); LIM=(--limit 3); MAXNEW=8; RMAXNEW=16
+  first2() { echo "$1" | awk '{print $1, $2}'; }
+  SFT_LR_GRID=$(first2 "$SFT_LR_GRID"); DPO_LR_GRID=$(first2 "$DPO_LR_GRID"); LORA_GRID=$(first2 "$LORA_GRID")
+  REASON_LR_GRID=$(first2 "$REASON_LR_GRID"); DISTILL_T_GRID=$(first2 "$DISTILL_T_GRID")
+fi
+for f in sft dpo reason lora_identity; do for s in train val test; do
+  [ -f "$SP/${f}_$s.jsonl" ] || { echo "missing $SP/${f}_$s.jsonl (run python3 scripts/make_splits.py)" >&2; exit 1; }
+done; done
 
 . scripts/env.sh
 swift build -c "$CONFIG" --product trainer >&2
 BIN="$(swift build -c "$CONFIG" --show-bin-path)/trainer"
 LF=(--no-build); [ "$CONFIG" = debug ] && LF+=(--debug)
-L() { ./launch.sh "${LF[@]}" -np "$NP" "$@"; }
-E() { "$BIN" "$@" 2>/dev/null | tee -a "$RES"; }
+L() { ./launch.sh "${LF[@]}" -np "$NP" "$@" "${MS[@]}"; }
 has() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-
-# 90 / 10 splits (the last 10% held out).
-split() { local n; n=$(wc -l < "$1"); local k=$(( n * 9 / 10 )); head -n "$k" "$1" > "$2"; tail -n +"$((k + 1))" "$1" > "$3"; }
-split "$C/dpo.jsonl" "$OUT/data/dpo_train.jsonl" "$OUT/data/dpo_test.jsonl"
-split "$C/reason.jsonl" "$OUT/data/reason_train.jsonl" "$OUT/data/reason_test.jsonl"
-split "$C/sft.jsonl" "$OUT/data/sft_train.jsonl" "$OUT/data/sft_test.jsonl"
+# tag SPLIT STAGE SETTING: adds the three fields to each JSON line of stdin.
+tag() { python3 -c 'import json, sys
+for l in sys.stdin:
+    j = json.loads(l); j.update(split=sys.argv[1], stage=sys.argv[2], setting=sys.argv[3])
+    print(json.dumps(j, ensure_ascii=False, sort_keys=True), flush=True)' "$@"; }
+# V STAGE SETTING eval-args…: a validation figure; T STAGE eval-args…: a test figure (each computed once).
+V() { local st=$1 se=$2; shift 2; "$BIN" eval "$@" 2>>"$OUT/eval.log" | tag validation "$st" "$se" | tee -a "$VAL"; }
+T() { local st=$1; shift; "$BIN" eval "$@" 2>>"$OUT/eval.log" | tag test "$st" "" | tee -a "$RES"; }
+# pick STAGE KEY max|min: the setting of the validation line of STAGE with the best KEY (the first on ties); records
+# the choice in results.jsonl. LoRA: see pick_lora.
+pick() { python3 - "$VAL" "$1" "$2" "$3" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
+import json, sys
+path, stage, key, mode = sys.argv[1:]
+rows = [j for j in map(json.loads, open(path)) if j.get("split") == "validation" and j["stage"] == stage]
+best = (max if mode == "max" else min)(rows, key=lambda j: j[key])
+print(json.dumps({"split": "choice", "stage": stage, "setting": best["setting"], "by": f"validation {key} ({mode})",
+                  "value": best[key], "candidates": {j["setting"]: j[key] for j in rows}}, ensure_ascii=False, sort_keys=True))
+PY
+}
 
 # 0. Pretrained base (hidden 256, 4 layers, 4.46 M parameters; 3 epochs = 1878 steps) unless BASE is given.
 if [ -z "${BASE:-}" ]; then
   BASE=$OUT/pretrain/final
   if has pretrain && [ ! -f "$BASE/model.safetensors" ]; then
-    L pretrain --data-path "$C/pretrain.jsonl" --tokenizer "$TOK" --out-dir "$OUT/pretrain" \
-      --hidden-size "${HIDDEN:-256}" --num-hidden-layers 4 --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
-      --learning-rate 1e-3 --epochs "${PRETRAIN_EPOCHS:-3}" --log-interval 100 --save-interval 600
+    ./launch.sh "${LF[@]}" -np "$NP" pretrain --data-path "$C/pretrain.jsonl" --tokenizer "$TOK" --out-dir "$OUT/pretrain" \
+      --hidden-size "$HID" --num-hidden-layers "$LAYERS" --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
+      --learning-rate 1e-3 "${PRE[@]}" --log-interval 100 --save-interval 600
   fi
 fi
 SFT=$OUT/sft/final
+AUTH=(--filter "的作者是谁" --match author --max-new-tokens "$MAXNEW" "${LIM[@]}")
+RECITE=(--filter "请背诵" --match first-line --max-new-tokens "$MAXNEW" "${LIM[@]}")   # right poem: the first line
 
-# 1. SFT on sft.jsonl in two runs (10 epochs at lr 1e-3, then 6 more at 5e-4 from the first run's model: the second
-#    run makes the memorised answers robust enough that a LoRA adapter does not wipe them out); author accuracy on the
-#    408 "《标题》的作者是谁？" prompts, for both runs.
+# 1. SFT on sft_train in two runs: the first run's lr from SFT_LR_GRID (SFT_EPOCHS epochs), chosen by the lowest
+#    validation SFT loss; then SFT2_EPOCHS more at SFT2_LR from it (makes the answers sturdy enough for LoRA).
+#    Test: author accuracy on the held-out poems of sft_test, the first-line rate of its recite prompts, held-out SFT loss.
 if has sft; then
-  L sft --init "$BASE" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft1" --epochs "${SFT_EPOCHS:-10}" \
-    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT_LR:-1e-3}" --log-interval 20 --save-interval 200
-  E eval --task exact-match --model "$OUT/sft1/final" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40
-  L sft --init "$OUT/sft1/final" --data-path "$C/sft.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-6}" \
+  for lr in $SFT_LR_GRID; do
+    L sft --init "$BASE" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft1_lr$lr" --epochs "${SFT_EPOCHS:-10}" \
+      --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "$lr" --log-interval 20 --save-interval 1000
+    V sft "lr=$lr" --task sft-loss --model "$OUT/sft1_lr$lr/final" --data "$SP/sft_val.jsonl" --max-seq-len "${SFT_SEQ:-96}"
+  done
+  lr=$(pick sft loss min); lr=${lr#lr=}
+  L sft --init "$OUT/sft1_lr$lr/final" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-6}" \
     --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT2_LR:-5e-4}" --log-interval 50 --save-interval 1000
-fi
-if has sft || has sft-eval; then
-  E eval --task exact-match --model "$SFT" --data "$C/sft.jsonl" --filter "的作者是谁" --match author --max-new-tokens 40 \
-    --answers "$OUT/sft_author_answers.jsonl"
+  T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/sft_author_answers.jsonl"
+  T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/sft_recite_answers.jsonl"
+  T sft --task sft-loss --model "$SFT" --data "$SP/sft_test.jsonl" --max-seq-len "${SFT_SEQ:-96}"
 fi
 
-# 2. DPO on 90% of dpo.jsonl; preference accuracy (chosen preferred by mean log-prob) on the held-out 10%.
+# 2. DPO from the SFT model on dpo_train; lr from DPO_LR_GRID by validation preference accuracy (π_c > π_r).
+#    Test: preference accuracy before (SFT) and after (DPO) with the paired difference; accuracy and mean implicit
+#    reward margin against the SFT reference; greedy answers on sft_test judged by the pairs' rules: right author
+#    (author questions) and right poem (recite prompts: the first line is the poem's), beside the SFT model's.
 if has dpo; then
-  L dpo --init "$SFT" --data-path "$OUT/data/dpo_train.jsonl" --out-dir "$OUT/dpo" --epochs "${DPO_EPOCHS:-2}" \
-    --batch-size 4 --max-seq-len 128 --learning-rate "${DPO_LR:-1e-5}" --log-interval 20 --save-interval 200
-  E eval --task preference --model "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
-  E eval --task preference --model "$OUT/dpo/final" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
-  E eval --task preference --model "$OUT/dpo/final" --reference "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
+  for lr in $DPO_LR_GRID; do
+    L dpo --init "$SFT" --data-path "$SP/dpo_train.jsonl" --out-dir "$OUT/dpo_lr$lr" --epochs "${DPO_EPOCHS:-2}" \
+      --batch-size 4 --max-seq-len 128 --learning-rate "$lr" --log-interval 20 --save-interval 1000
+    V dpo "lr=$lr" --task preference --model "$OUT/dpo_lr$lr/final" --data "$SP/dpo_val.jsonl" --max-seq-len 128
+  done
+  lr=$(pick dpo preference_accuracy max); lr=${lr#lr=}
+  DPO=$OUT/dpo_lr$lr/final
+  T dpo --task preference --model "$DPO" --baseline "$SFT" --data "$SP/dpo_test.jsonl" --max-seq-len 128
+  T dpo --task preference --model "$DPO" --reference "$SFT" --data "$SP/dpo_test.jsonl" --max-seq-len 128
+  T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/dpo_author_answers.jsonl"
+  T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/dpo_recite_answers.jsonl"
 fi
 
-# 3. LoRA identity on top of the SFT model; "你是谁？" and author accuracy with the adapter merged in.
+# 3. LoRA identity (rank LORA_RANK) on top of the SFT model, on lora_identity_train; lr:epochs from LORA_GRID by
+#    validation: the highest exact-name rate on lora_identity_val among settings whose author accuracy on sft_val
+#    (adapter merged) is at most 10 points below the SFT model's; if none, the smallest drop.
+#    Test: exact-name rate on lora_identity_test; author accuracy on sft_test with the adapter.
 if has lora; then
-  L lora --init "$SFT" --data-path "$C/lora_identity.jsonl" --out-dir "$OUT/lora" --epochs "${LORA_EPOCHS:-25}" \
-    --batch-size 8 --max-seq-len 64 --learning-rate "${LORA_LR:-1.5e-3}" --lora-rank "${LORA_RANK:-16}" --log-interval 10 --save-interval 1000
-  printf '{"conversations": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "SwiftMind"}]}\n' > "$OUT/data/who.jsonl"
-  E eval --task exact-match --match contains --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$OUT/data/who.jsonl" --max-new-tokens 40
-  E eval --task exact-match --model "$SFT" --lora "$OUT/lora/lora.safetensors" --data "$C/sft.jsonl" --filter "的作者是谁" --match author \
-    --max-new-tokens 40 --answers "$OUT/lora_author_answers.jsonl"
-  "$BIN" lora merge --model "$SFT" --lora "$OUT/lora/lora.safetensors" --out "$OUT/lora_merged" 2>/dev/null
+  V lora-base "sft" --task exact-match --model "$SFT" --data "$SP/sft_val.jsonl" "${AUTH[@]}"
+  for g in $LORA_GRID; do
+    lr=${g%%:*}; ep=${g##*:}; d=$OUT/lora_lr${lr}_e$ep
+    L lora --init "$SFT" --data-path "$SP/lora_identity_train.jsonl" --out-dir "$d" --epochs "$ep" \
+      --batch-size 8 --max-seq-len 64 --learning-rate "$lr" --lora-rank "${LORA_RANK:-16}" --log-interval 10 --save-interval 1000
+    V lora-name "$g" --task exact-match --match name --model "$SFT" --lora "$d/lora.safetensors" --data "$SP/lora_identity_val.jsonl" \
+      --max-new-tokens "$MAXNEW" "${LIM[@]}"
+    V lora-author "$g" --task exact-match --model "$SFT" --lora "$d/lora.safetensors" --data "$SP/sft_val.jsonl" "${AUTH[@]}"
+  done
+  g=$(python3 - "$VAL" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "validation"]
+base = [j for j in rows if j["stage"] == "lora-base"][-1]["author_accuracy"]
+name = {j["setting"]: j["name_rate"] for j in rows if j["stage"] == "lora-name"}
+drop = {j["setting"]: base - j["author_accuracy"] for j in rows if j["stage"] == "lora-author"}
+ok = [s for s in name if drop[s] <= 0.10 + 1e-9]
+best = max(ok, key=lambda s: (name[s], -drop[s])) if ok else min(name, key=lambda s: drop[s])
+print(json.dumps({"split": "choice", "stage": "lora", "setting": best, "by": "validation name_rate with author drop <= 0.10",
+                  "candidates": {s: {"name_rate": name[s], "author_drop": drop[s]} for s in name}}, ensure_ascii=False, sort_keys=True))
+PY
+)
+  lr=${g%%:*}; ep=${g##*:}; d=$OUT/lora_lr${lr}_e$ep
+  T lora --task exact-match --match name --model "$SFT" --lora "$d/lora.safetensors" --data "$SP/lora_identity_test.jsonl" \
+    --max-new-tokens "$MAXNEW" "${LIM[@]}" --answers "$OUT/lora_name_answers.jsonl"
+  T lora --task exact-match --model "$SFT" --lora "$d/lora.safetensors" --data "$SP/sft_test.jsonl" "${AUTH[@]}" \
+    --answers "$OUT/lora_author_answers.jsonl"
+  "$BIN" lora merge --model "$SFT" --lora "$d/lora.safetensors" --out "$OUT/lora_merged" 2>/dev/null
 fi
 
-# 4. Reasoning SFT on 90% of reason.jsonl; think/answer format rate on the held-out prompts.
+# 4. Reasoning SFT from the SFT model on reason_train; lr from REASON_LR_GRID by validation answer correctness (the
+#    number in <answer> equals the reference's), then format rate. Test: both on reason_test.
 if has reason; then
-  L reason --init "$SFT" --data-path "$OUT/data/reason_train.jsonl" --out-dir "$OUT/reason" --epochs "${REASON_EPOCHS:-6}" \
-    --batch-size 8 --max-seq-len "${REASON_SEQ:-512}" --learning-rate "${REASON_LR:-1e-3}" --log-interval 20 --save-interval 200
-  E eval --task format --model "$OUT/reason/final" --data "$OUT/data/reason_test.jsonl" --max-new-tokens "${REASON_MAX_NEW:-2048}" \
+  for lr in $REASON_LR_GRID; do
+    L reason --init "$SFT" --data-path "$SP/reason_train.jsonl" --out-dir "$OUT/reason_lr$lr" --epochs "${REASON_EPOCHS:-6}" \
+      --batch-size 8 --max-seq-len "${REASON_SEQ:-512}" --learning-rate "$lr" --log-interval 20 --save-interval 1000
+    V reason "lr=$lr" --task format --model "$OUT/reason_lr$lr/final" --data "$SP/reason_val.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}"
+  done
+  lr=$(python3 - "$VAL" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "validation" and j["stage"] == "reason"]
+best = max(rows, key=lambda j: (j["answer_accuracy"], j["format_rate"]))
+print(json.dumps({"split": "choice", "stage": "reason", "setting": best["setting"], "by": "validation answer_accuracy, then format_rate",
+                  "candidates": {j["setting"]: [j["answer_accuracy"], j["format_rate"]] for j in rows}}, ensure_ascii=False, sort_keys=True))
+PY
+)
+  lr=${lr#lr=}
+  T reason --task format --model "$OUT/reason_lr$lr/final" --data "$SP/reason_test.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}" \
     --answers "$OUT/reason_answers.jsonl"
 fi
 
-# 5. Distillation of a smaller student (hidden 64, 2 layers, random init) from the SFT model vs plain SFT, same steps.
+# 5. Distillation of a smaller student (hidden 64, 2 layers, random init) from the SFT model — its teacher trained on
+#    sft_train only — on sft_train; T from DISTILL_T_GRID by validation SFT loss. Test: held-out SFT loss on sft_test
+#    of the student, of the same student trained by plain SFT (same seed, data, steps), and of the teacher.
 if has distill; then
-  S=(--tokenizer "$SFT" --hidden-size 64 --num-hidden-layers 2 --data-path "$OUT/data/sft_train.jsonl" --batch-size 16
+  S=(--tokenizer "$SFT" --hidden-size 64 --num-hidden-layers 2 --data-path "$SP/sft_train.jsonl" --batch-size 16
      --max-seq-len 96 --learning-rate 2e-3 --max-steps "${DISTILL_STEPS:-200}" --epochs 20 --seed 7 --log-interval 20 --save-interval 1000)
-  L distill --teacher "$SFT" --out-dir "$OUT/distill" --temperature "${DISTILL_T:-1.0}" "${S[@]}"
+  for t in $DISTILL_T_GRID; do
+    L distill --teacher "$SFT" --out-dir "$OUT/distill_T$t" --temperature "$t" "${S[@]}"
+    V distill "T=$t" --task sft-loss --model "$OUT/distill_T$t/final" --data "$SP/sft_val.jsonl" --max-seq-len 96
+  done
+  t=$(pick distill loss min); t=${t#T=}
   L sft --out-dir "$OUT/student_sft" "${S[@]}"
-  E eval --task sft-loss --model "$OUT/distill/final" --data "$OUT/data/sft_test.jsonl" --max-seq-len 96
-  E eval --task sft-loss --model "$OUT/student_sft/final" --data "$OUT/data/sft_test.jsonl" --max-seq-len 96
-  E eval --task sft-loss --model "$SFT" --data "$OUT/data/sft_test.jsonl" --max-seq-len 96
+  T distill --task sft-loss --model "$OUT/distill_T$t/final" --data "$SP/sft_test.jsonl" --max-seq-len 96
+  T distill-baseline --task sft-loss --model "$OUT/student_sft/final" --data "$SP/sft_test.jsonl" --max-seq-len 96
+  T distill-teacher --task sft-loss --model "$SFT" --data "$SP/sft_test.jsonl" --max-seq-len 96
 fi
-echo "results: $RES"
+
+# The closing note: every test figure with its count and interval.
+python3 - "$RES" "$SP/manifest.json" > "$OUT/summary.md" <<'PY'
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") in ("test", "choice")]
+base = json.load(open(sys.argv[2]))["test_author_majority_baseline"]
+pct = lambda x: f"{100 * x:.1f}%"
+ci = lambda c: f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
+print("| stage | figure | value | count | 95% interval |\n| --- | --- | --- | --- | --- |")
+for j in rows:
+    st = j["stage"]
+    if j["split"] == "choice":
+        print(f"| {st} | chosen on validation ({j['by']}) | {j['setting']} | | |"); continue
+    t = j["task"]
+    if t == "exact-match":
+        k = next(x for x in ("name_rate", "first_line_rate", "author_accuracy") if x in j)
+        print(f"| {st} | {k} | {pct(j[k])} | {j['hits']}/{j['n']} | {ci(j['ci95'])} |")
+        if st == "sft" and k == "author_accuracy":
+            print(f"| sft | always the most frequent training author ({base['author']}) | {pct(base['hits'] / base['n'])} | {base['hits']}/{base['n']} | |")
+    elif t == "format":
+        print(f"| {st} | format_rate | {pct(j['format_rate'])} | {j['hits']}/{j['n']} | {ci(j['ci95'])} |")
+        print(f"| {st} | answer_accuracy | {pct(j['answer_accuracy'])} | {j['answer_hits']}/{j['n']} | {ci(j['answer_ci95'])} |")
+    elif t == "preference":
+        if "baseline" in j:
+            print(f"| {st} | preference accuracy before (SFT) | {pct(j['baseline_preference_accuracy'])} | {j['baseline_hits']}/{j['pairs']} | {ci(j['baseline_ci95'])} |")
+            print(f"| {st} | preference accuracy after (DPO) | {pct(j['preference_accuracy'])} | {j['hits']}/{j['pairs']} | {ci(j['ci95'])} |")
+            ex = "excludes" if j["difference_excludes_no_change"] else "does not exclude"
+            print(f"| {st} | paired difference after − before ({ex} no change) | {100 * j['difference']:+.1f} pts | {j['pairs']} pairs | {ci(j['difference_ci95'])} |")
+        else:
+            print(f"| {st} | preference accuracy vs the SFT reference | {pct(j['preference_accuracy'])} | {j['hits']}/{j['pairs']} | {ci(j['ci95'])} |")
+            c = j["mean_implicit_reward_margin_ci95"]
+            print(f"| {st} | mean implicit reward margin (β {j['beta']}) | {j['mean_implicit_reward_margin']:.4g} | {j['pairs']} pairs | [{c[0]:.4g}, {c[1]:.4g}] |")
+    elif t == "sft-loss":
+        print(f"| {st} | held-out SFT loss | {j['loss']:.4f} | {j['tokens']} tokens | |")
+PY
+cat "$OUT/summary.md"
+if [ -n "${ACCEPT:-}" ]; then
+  cp "$VAL" "${ACCEPT}_validation.jsonl"; cp "$RES" "${ACCEPT}_results.jsonl"; cp "$OUT/summary.md" "${ACCEPT}_summary.md"
+fi
+echo "results: $RES (validation: $VAL)"

@@ -52,6 +52,8 @@ public enum PostEval {
         public var accuracy: Double
         public var pairs: Int
         public var meanMargin: Double
+        /// Each pair's margin, in file order (log-prob units; the implicit reward margin is β times it).
+        public var margins: [Double] = []
     }
 
     /// Share of DPO pairs that `model` prefers: margin = (π_c − π_r) − (ref_c − ref_r) with MiniMind's mean-over-mask
@@ -60,7 +62,7 @@ public enum PostEval {
                                   maxSeqLen: Int, batchPairs: Int = 4) throws -> PreferenceResult {
         let ds = try DPODataset(path: dataPath, tokenizer: tok, maxLength: maxSeqLen)
         let T = ds.seqLen, V = model.config.vocabSize
-        var hits = 0, total = 0, sumMargin = 0.0
+        var hits = 0, total = 0, sumMargin = 0.0, margins: [Double] = []
         var start = 0
         while start < ds.count {
             let end = min(ds.count, start + batchPairs), n = end - start
@@ -75,11 +77,12 @@ public enum PostEval {
             for k in 0..<n {
                 let margin = (p[k] - p[k + n]) - (r[k] - r[k + n])
                 if margin > 0 { hits += 1 }
-                sumMargin += margin; total += 1
+                sumMargin += margin; total += 1; margins.append(margin)
             }
             start = end
         }
-        return PreferenceResult(accuracy: Double(hits) / Double(max(total, 1)), pairs: total, meanMargin: sumMargin / Double(max(total, 1)))
+        return PreferenceResult(accuracy: Double(hits) / Double(max(total, 1)), pairs: total, meanMargin: sumMargin / Double(max(total, 1)),
+                                margins: margins)
     }
 }
 

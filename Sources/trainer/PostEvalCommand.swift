@@ -13,13 +13,18 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
-    @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference) or author (the answer names the author of a reference \"…的作者是X。\").")
+    @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference), author (the answer names the author of a reference \"…的作者是X。\"), first-line (its first line is the reference's: the right poem) or name (the answer contains --name as a whole word).")
     var match: String = "exact"
+    @Option(help: "exact-match --match name: the name the answer must contain exactly.") var name: String = "SwiftMind"
+    @Option(help: "preference: a second model scored on the same pairs (e.g. the model before DPO); adds its accuracy and the paired difference with a 95% interval.") var baseline: String?
+    @Option(help: "preference: DPO β; the mean implicit-reward margin is β × the mean margin.") var beta: Double = 0.1
     @OptionGroup var template: ChatTemplateArgument
 
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
+        if !["exact", "contains", "author", "first-line", "name"].contains(match) {
+            throw ValidationError("--match must be exact, contains, author, first-line or name (got \(match))") }
         try NumericOption.check(limit, "--limit", in: 1...Int.max)
         try NumericOption.check(maxNewTokens, "--max-new-tokens", in: 1...NumericOption.maxTokens)
     }
@@ -46,10 +51,24 @@ struct PostEvalArguments: ParsableArguments {
                 if fmt { return PostEval.hasThinkAnswerFormat(ans) }
                 if match == "author", let a = PostEval.author(inReference: ref) { return PostEval.author(inReference: ans) == a }
                 if match == "contains" { return ans.contains(ref) }
+                if match == "name" { return PostEval.namesExactly(ans, name) }
+                if match == "first-line" { return PostEval.firstLineMatches(ans, reference: ref) }
                 return ans == ref
             }
             line["n"] = res.count
-            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate" : "exact_match")] = Double(res.filter(\.ok).count) / Double(max(res.count, 1))
+            let hits = res.filter(\.ok).count
+            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate"
+                                        : match == "name" ? "name_rate" : match == "first-line" ? "first_line_rate" : "exact_match")] = Double(hits) / Double(max(res.count, 1))
+            line["hits"] = hits
+            line["ci95"] = Self.interval(PostEval.wilson(hits, res.count))
+            if match == "name" { line["name"] = name }
+            if fmt {
+                // Reasoning answer correctness: the number in <answer> equals the reference's.
+                let right = res.filter { PostEval.answerNumberMatches($0.answer, reference: $0.reference) }.count
+                line["answer_accuracy"] = Double(right) / Double(max(res.count, 1))
+                line["answer_hits"] = right
+                line["answer_ci95"] = Self.interval(PostEval.wilson(right, res.count))
+            }
             line["examples"] = res.prefix(3).map { ["prompt": $0.prompt, "answer": $0.answer, "ok": $0.ok] as [String: Any] }
             if let p = answers {
                 let enc = JSONEncoder()
@@ -63,11 +82,41 @@ struct PostEvalArguments: ParsableArguments {
             let ref = try reference.map { try MiniMindModel.load(directory: $0, withGradients: false) }
             let r = try PostEval.preference(model: m, reference: ref, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
             line["preference_accuracy"] = r.accuracy; line["pairs"] = r.pairs; line["mean_margin"] = r.meanMargin
-            if let rp = reference { line["reference"] = rp }
+            let hits = r.margins.filter { $0 > 0 }.count
+            line["hits"] = hits
+            line["ci95"] = Self.interval(PostEval.wilson(hits, r.pairs))
+            let mm = PostEval.meanInterval(r.margins)
+            line["mean_margin_ci95"] = Self.interval((mm.low, mm.high))
+            if let rp = reference {
+                line["reference"] = rp
+                line["beta"] = beta
+                line["mean_implicit_reward_margin"] = beta * r.meanMargin
+                line["mean_implicit_reward_margin_ci95"] = Self.interval((beta * mm.low, beta * mm.high))
+            }
+            if let bp = baseline {
+                // The same pairs scored by the baseline (same reference): per-pair correct after − before.
+                let b = try PostEval.preference(model: try loadModel(bp), reference: ref, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
+                let bh = b.margins.filter { $0 > 0 }.count
+                line["baseline"] = bp
+                line["baseline_preference_accuracy"] = b.accuracy
+                line["baseline_hits"] = bh
+                line["baseline_ci95"] = Self.interval(PostEval.wilson(bh, b.pairs))
+                let d = zip(r.margins, b.margins).map { Double($0.0 > 0 ? 1 : 0) - Double($0.1 > 0 ? 1 : 0) }
+                let di = PostEval.meanInterval(d)
+                line["difference"] = di.mean
+                line["difference_ci95"] = Self.interval((di.low, di.high))
+                line["difference_excludes_no_change"] = di.low > 0 || di.high < 0
+                let dm = PostEval.meanInterval(zip(r.margins, b.margins).map { $0.0 - $0.1 })
+                line["margin_difference"] = dm.mean
+                line["margin_difference_ci95"] = Self.interval((dm.low, dm.high))
+            }
         default:
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))")
         }
         let d = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys, .withoutEscapingSlashes])
         print(String(decoding: d, as: UTF8.self))
     }
+
+    /// An interval as a JSON pair [low, high].
+    static func interval(_ i: (low: Double, high: Double)) -> [Double] { [i.low, i.high] }
 }
