@@ -249,7 +249,8 @@ final class ChatPageTests: XCTestCase {
     }
 
     /// With `--api-key`, the page itself loads without the key; a wrong key typed into #api_key shows the server's
-    /// 401 in the page; the right key gets a reply. A user turn holding HTML is shown as text.
+    /// 401 in the page; the right key gets a reply. A user turn holding HTML is shown as text. The next turn sends
+    /// the whole conversation.
     func testWrongAPIKeyShowsTheErrorInThePage() throws {
         let b = try launchBrowser()
         defer { b.quit() }
@@ -279,5 +280,32 @@ final class ChatPageTests: XCTestCase {
         XCTAssertEqual(try b.count("#messages img, #messages b"), 0, "the user's HTML is shown as text")
         XCTAssertNil(try b.execute("return window.injected === undefined ? null : window.injected"))
         try shot(b, "right-key")
+
+        // A second turn, with a system prompt: the request carries the system prompt, the earlier turn and its
+        // reply (not the refused one), the sliders' values and the key.
+        try b.execute("""
+            window.sent = [];
+            const f = window.fetch;
+            window.fetch = (url, opts) => { if (opts && opts.body) window.sent.push({ url, auth: opts.headers.Authorization, body: JSON.parse(opts.body) }); return f(url, opts); };
+            """)
+        try b.type("#system", "Be brief.")
+        try b.type("#prompt", "again")
+        try b.click("#send")
+        try b.wait(timeout: 30, "the second reply") { try b.count("#messages .assistant") == 2 && replyState(b).state == "done" }
+        let sent = try b.execute("return window.sent") as? [[String: Any]] ?? []
+        XCTAssertEqual(sent.count, 1)
+        let req = sent.first ?? [:]
+        XCTAssertEqual(req["url"] as? String, "/v1/chat/completions")
+        XCTAssertEqual(req["auth"] as? String, "Bearer sk-right")
+        let body = req["body"] as? [String: Any] ?? [:]
+        let msgs = (body["messages"] as? [[String: Any]] ?? []).map { "\($0["role"] ?? ""): \($0["content"] ?? "")" }
+        let firstReply = try b.execute("return document.querySelectorAll('#messages .assistant')[0].textContent") as? String ?? "?"
+        XCTAssertEqual(msgs, ["system: Be brief.", "user: \(html)", "assistant: \(firstReply)", "user: again"])
+        XCTAssertEqual(body["stream"] as? Bool, true)
+        XCTAssertEqual(body["max_tokens"] as? Int, 8)
+        XCTAssertEqual(body["temperature"] as? Double, 0.85)
+        XCTAssertEqual(body["top_p"] as? Double, 0.85)
+        XCTAssertEqual(try server.health()["completed"] as? Int, 2)
+        try shot(b, "second-turn")
     }
 }
