@@ -1,5 +1,5 @@
 // OpenAI-compatible HTTP API on Hummingbird 2: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models,
-// GET /health. Request/response shapes follow OpenAI's chat completion API (https://platform.openai.com/docs/api-reference/chat).
+// GET /health, and the browser chat page at GET / (ChatPage.swift). Request/response shapes follow OpenAI's chat completion API (https://platform.openai.com/docs/api-reference/chat).
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -45,7 +45,7 @@ func jsonResponse(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
 }
 
 /// Server settings. `host` defaults to loopback; `apiKey` (when set) is required as `Authorization: Bearer KEY`
-/// on every request except `GET /health` (liveness probes).
+/// on every request except `GET /health` (liveness probes) and `GET /` (the static chat page).
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 = any free port (reported through `onRunning`).
@@ -222,12 +222,12 @@ public struct ChatCompletionRequest {
 }
 
 /// Rejects every request without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape) except exactly
-/// `GET /health` (liveness probes). Deny by default: the router also matches path variants such as `//v1/models`,
+/// `GET /health` (liveness probes) and `GET /` (the static chat page, whose API calls carry the key). Deny by default: the router also matches path variants such as `//v1/models`,
 /// so the check must not depend on a path prefix.
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if !(request.method == .get && request.uri.path == "/health") {
+        if !(request.method == .get && (request.uri.path == "/health" || request.uri.path == "/")) {
             let given = request.headers[.authorization] ?? ""
             let expected = "Bearer " + key
             // Length-independent comparison of the whole header.
@@ -285,7 +285,13 @@ public final class OpenAIServer: @unchecked Sendable {
         router.get("/health") { [self] _, _ -> Response in
             let s = engine.stats, c = connections.stats
             return jsonResponse(["status": "ok", "model": engine.modelName, "queued": s.queued, "active": s.active,
-                                 "completed": s.completed, "cancelled": s.cancelled, "connections": c.open])
+                                 "completed": s.completed, "cancelled": s.cancelled, "connections": c.open,
+                                 "context_length": engine.contextLength])
+        }
+        router.get("/") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache",
+                                            .contentSecurityPolicy: ChatPage.contentSecurityPolicy],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: ChatPage.html)))
         }
         router.get("/v1/models") { [self] _, _ -> Response in
             jsonResponse(["object": "list", "data": [["id": engine.modelName, "object": "model", "created": created, "owned_by": "swiftmind"]]])

@@ -10,9 +10,11 @@ struct Serve: ParsableCommand {
         abstract: "Serve a model over an OpenAI-compatible HTTP API (chat completions with SSE streaming).",
         discussion: """
         Routes: POST /v1/chat/completions (messages, temperature, top_p, max_tokens | max_completion_tokens, stream,
-        stream_options.include_usage, seed), GET /v1/models, GET /health. Requests are queued for one generation
+        stream_options.include_usage, seed), GET /v1/models, GET /health (status, model, context_length, and the
+        request counts queued, active, completed, cancelled, connections), and a chat page for a browser at GET /
+        (streaming replies, system prompt, sampling sliders, tokens/s, <think> blocks, a stop button). Requests are queued for one generation
         worker that decodes up to --max-batch of them together (first come, first served); /health answers while a generation runs. With --api-key every request
-        but GET /health needs 'Authorization: Bearer KEY' (401 otherwise; a blank key is refused at startup). A client
+        but GET /health and GET / (the page; it sends the key typed into its field) needs 'Authorization: Bearer KEY' (401 otherwise; a blank key is refused at startup). A client
         that disconnects (closes, or shuts down its sending side) stops its generation, streaming or not; keep-alive
         and pipelining are unaffected. Connections: a request head must be complete --header-timeout seconds after
         its first byte (else 408 and close), a body --body-timeout seconds after its head; idle keep-alive
@@ -30,7 +32,7 @@ struct Serve: ParsableCommand {
     var tokenizer: String?
     @Option var host = "127.0.0.1"
     @Option(parsing: .unconditional) var port = 8998
-    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every request but GET /health.") var apiKey: String?
+    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every request but GET /health and GET / (the chat page).") var apiKey: String?
     @Option(name: .customLong("max-body-bytes"), parsing: .unconditional) var maxBodyBytes = 1 << 20
     @Option(name: .customLong("max-queued"), parsing: .unconditional, help: "Queued requests beyond this get 503.") var maxQueued = 64
     @Option(name: .customLong("context-length"), parsing: .unconditional, help: "Largest prompt + completion in tokens (default: max_position_embeddings).")
@@ -102,7 +104,7 @@ struct Serve: ParsableCommand {
         Task {
             do {
                 try await server.run { port in
-                    FileHandle.standardError.write("[serve] model \(name) on http://\(h):\(port) (POST /v1/chat/completions, GET /v1/models, GET /health)\n".data(using: .utf8)!)
+                    FileHandle.standardError.write("[serve] model \(name) on http://\(h):\(port) (POST /v1/chat/completions, GET /v1/models, GET /health; chat page at /)\n".data(using: .utf8)!)
                 }
             } catch { box.error = error }
             done.signal()

@@ -322,7 +322,7 @@ final class ServerTests: XCTestCase {
     }
 
     /// Auth is deny-by-default: path variants the router still matches (`//v1/models`, `/v1//models`, unknown
-    /// routes) need the key too; only exactly `GET /health` is open.
+    /// routes) need the key too; only exactly `GET /health` and `GET /` (the static chat page, ChatPageTests) are open.
     func testAPIKeyAppliesToEveryPathVariant() async throws {
         let engine = try makeEngine()
         let ts = try await TestServer(engine: engine) { $0.apiKey = "sk-swiftmind-test" }
