@@ -76,6 +76,38 @@ final class DashboardBrowserTests: ScratchDirTestCase {
         }
     }
 
+    /// A free loopback port (bound, then released).
+    func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET); a.sin_addr.s_addr = inet_addr("127.0.0.1"); a.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw XCTSkip("no free port") }
+        return Int(UInt16(bigEndian: a.sin_port))
+    }
+
+    /// `GET path` on 127.0.0.1:`port` with `Connection: close`: the status code, or nil when nothing listens.
+    static func status(port: Int, _ path: String) -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET); a.sin_addr.s_addr = inet_addr("127.0.0.1"); a.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return nil }
+        let req = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        _ = req.withCString { send(fd, $0, strlen($0), 0) }
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = recv(fd, &buf, buf.count, 0)
+        guard n > 12 else { return nil }
+        return Int(String(decoding: buf[9..<12], as: UTF8.self))
+    }
+
     func testDashboardAndReportOfATwoRankRun() throws {
         let browser: Browser
         do { browser = try Browser.launch(windowWidth: 1200, height: 1500) } catch let e as BrowserUnavailable {
@@ -83,11 +115,23 @@ final class DashboardBrowserTests: ScratchDirTestCase {
         }
         defer { browser.quit() }
 
-        // A finished 2-rank run, with the dashboard served by rank 0 during it.
+        // A finished 2-rank run, with the dashboard served by rank 0 during it (polled while the run goes) and
+        // stopped at its end.
         let a = work + "/runA", b = work + "/runB"
-        let r = try TrainerRunner.run(pretrain(out: a, seed: 3, steps: 5, extra: ["--dashboard-port", "0"]), np: 2, timeout: 300)
+        let port = try freePort()
+        final class Seen: @unchecked Sendable { var ok = false }
+        let seen = Seen()
+        let r = try TrainerRunner.run(pretrain(out: a, seed: 3, steps: 5, extra: ["--dashboard-port", "\(port)"]), np: 2,
+                                      timeout: 300) { pid in
+            while kill(pid, 0) == 0 && !seen.ok {
+                if Self.status(port: port, "/api/runs") == 200 { seen.ok = true }
+                usleep(20_000)
+            }
+        }
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("dashboard on http://127.0.0.1:"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("dashboard on http://127.0.0.1:\(port)/"), r.stderr)
+        XCTAssertTrue(seen.ok, "GET /api/runs answered 200 during the run")
+        XCTAssertNil(Self.status(port: port, "/api/runs"), "the dashboard stops with the run")
         XCTAssertTrue(r.stderr.contains("report \(a)/report.html"), r.stderr)
         let rowsA = try rows(a)
         let steps = rowsA.map { ($0["step"] as? NSNumber)?.doubleValue ?? -1 }

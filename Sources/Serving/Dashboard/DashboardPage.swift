@@ -104,16 +104,16 @@ public enum DashboardPage {
       "use strict";
       // Each chart: the metrics.jsonl field it plots against "step"; drawn only once some row of some run has it.
       const CHARTS = [
-        { id: "loss", title: "Loss", field: "loss" },
-        { id: "eval_loss", title: "Eval loss", field: "eval_loss" },
-        { id: "lr", title: "Learning rate", field: "lr" },
-        { id: "grad_norm", title: "Gradient norm (before clipping)", field: "grad_norm" },
-        { id: "tokens_per_s", title: "Throughput (tokens/s, all ranks)", field: "tokens_per_s" },
+        { id: "loss", title: "Loss", field: "loss", y: "loss" },
+        { id: "eval_loss", title: "Eval loss", field: "eval_loss", y: "loss" },
+        { id: "lr", title: "Learning rate", field: "lr", y: "lr" },
+        { id: "grad_norm", title: "Gradient norm (before clipping)", field: "grad_norm", y: "L2 norm" },
+        { id: "tokens_per_s", title: "Throughput (tokens/s, all ranks)", field: "tokens_per_s", y: "tokens/s" },
         // The share of step time spent waiting for gradient communication that backward did not hide (0..1);
         // rows written before the field had its name carry it as unhidden_comm_fraction.
         { id: "comm_unhidden_share", title: "Unhidden communication (share of step time)", field: "comm_unhidden_share",
-          fallback: "unhidden_comm_fraction", min: 0, max: 1 },
-        { id: "rank_step_time_s", title: "Step time per rank (s)", field: "rank_step_time_s", perRank: true },
+          fallback: "unhidden_comm_fraction", y: "share", min: 0, max: 1 },
+        { id: "rank_step_time_s", title: "Step time per rank (s)", field: "rank_step_time_s", y: "seconds", perRank: true },
       ];
       const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
       const DASHES = [[], [6, 3], [2, 2], [10, 3, 2, 3], [4, 4], [1, 3]];
@@ -166,7 +166,7 @@ public enum DashboardPage {
         const container = document.getElementById("charts");
         const after = CHARTS.slice(CHARTS.indexOf(spec) + 1).map((s) => document.getElementById("chart-" + s.id)).find((e) => e);
         container.insertBefore(section, after || null);
-        const y = { title: { display: true, text: spec.title } };
+        const y = { title: { display: true, text: spec.y } };
         if (spec.min !== undefined) y.min = spec.min;
         if (spec.max !== undefined) y.max = spec.max;
         return new Chart(canvas, {
@@ -178,7 +178,7 @@ public enum DashboardPage {
             normalized: true,
             interaction: { mode: "nearest", intersect: false },
             elements: { line: { borderWidth: 1.5, tension: 0 }, point: { radius: 2 } },
-            scales: { x: { type: "linear", title: { display: true, text: "step" } }, y },
+            scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } }, y },
             plugins: { legend: { position: "bottom" } },
           },
         });
