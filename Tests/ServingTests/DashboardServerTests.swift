@@ -122,4 +122,44 @@ final class DashboardServerTests: ScratchDirTestCase {
         XCTAssertEqual(rows[0]["stage"] as? String, "</script><b>")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: work).sorted(), ["metrics.jsonl", "report.html"])
     }
+
+    /// Fields not every run writes: per-rank step time (one dataset per rank), eval loss only on the rows that hold
+    /// it, `comm_unhidden_share` before its older name, null values skipped, a chart only for a field present — drawn
+    /// by report.html in a browser (skipped without one).
+    func testReportDrawsOptionalFieldsInABrowser() throws {
+        let browser: Browser
+        do { browser = try Browser.launch(windowWidth: 1200, height: 1500) } catch let e as BrowserUnavailable {
+            throw XCTSkip("no browser: \(e.reason)")
+        }
+        defer { browser.quit() }
+        let out = work + "/run"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try append("""
+            {"step":1,"loss":3.0,"lr":0.001,"comm_unhidden_share":0.25,"unhidden_comm_fraction":0.9,"rank_step_time_s":[0.10,0.12]}
+            {"step":2,"loss":2.8,"lr":0.001,"comm_unhidden_share":0.5,"rank_step_time_s":[0.11,0.13],"eval_loss":2.9}
+            {"step":3,"loss":null,"lr":0.001,"comm_unhidden_share":0.75,"rank_step_time_s":[0.09,null]}
+            {"step":4,"loss":2.6,"lr":0.001,"rank_step_time_s":[0.10,0.14],"eval_loss":2.7}
+
+            """, to: out + "/metrics.jsonl")
+        let path = try DashboardReport.write(outDir: out)
+        try browser.open(URL(fileURLWithPath: path).absoluteString)
+        try browser.wait(timeout: 30, "the report's charts") { (try browser.execute("return !!window.swiftmindCharts && !!swiftmindCharts.loss") as? Bool) == true }
+        let got = try XCTUnwrap(try browser.execute("""
+            const out = {};
+            for (const [id, c] of Object.entries(swiftmindCharts))
+              out[id] = c.data.datasets.map(d => ({ label: d.label, points: d.data.map(p => [p.x, p.y]) }));
+            return out;
+            """) as? [String: [[String: Any]]])
+        func points(_ id: String) -> [[String]] {
+            (got[id] ?? []).map { (($0["points"] as? [[NSNumber]]) ?? []).map { $0.map { "\($0)" }.joined(separator: ":") } }
+        }
+        func labels(_ id: String) -> [String] { (got[id] ?? []).map { $0["label"] as? String ?? "?" } }
+        XCTAssertEqual(Set(got.keys), ["loss", "lr", "eval_loss", "comm_unhidden_share", "rank_step_time_s"], "no chart for absent fields")
+        XCTAssertEqual(points("loss"), [["1:3", "2:2.8", "4:2.6"]], "a null value is no point")
+        XCTAssertEqual(points("eval_loss"), [["2:2.9", "4:2.7"]])
+        XCTAssertEqual(points("comm_unhidden_share"), [["1:0.25", "2:0.5", "3:0.75"]])
+        XCTAssertEqual(labels("rank_step_time_s"), ["run rank 0", "run rank 1"])
+        XCTAssertEqual(points("rank_step_time_s"), [["1:0.1", "2:0.11", "3:0.09", "4:0.1"], ["1:0.12", "2:0.13", "4:0.14"]])
+        try browser.screenshot(to: TestArtifacts.path("report-optional-fields.png"))
+    }
 }
