@@ -54,7 +54,7 @@ struct DashboardCommand: ParsableCommand {
             done.signal()
         }
         done.wait()
-        if let e = box.error { throw e }
+        if let e = box.error { throw ServingError("dashboard on \(host):\(port): \(e)") }
         FileHandle.standardError.write(Data("[dashboard] stopped\n".utf8))
     }
 }
