@@ -40,6 +40,7 @@ public enum TestArtifacts {
 /// `launch` starts chromedriver on a free loopback port and opens a session (headless=new, no sandbox — tests run
 /// as root —, no GPU, a fresh profile in a temporary directory, no network of its own). Every command is a
 /// blocking HTTP call to chromedriver; elements are found by CSS selector each time (no stale references).
+/// Each command waits at most 60 s for chromedriver (a page whose script never yields blocks it).
 /// `quit()` (also run on deinit) ends the session, stops chromedriver and removes the profile.
 ///
 /// Programs: `$SWIFTMIND_CHROMIUM` / `$SWIFTMIND_CHROMEDRIVER` when set, else `chromium` (or `chromium-browser`,
@@ -96,6 +97,7 @@ public final class Browser {
         }
         func fail(_ msg: String) -> BrowserError {
             if p.isRunning { p.terminate(); p.waitUntilExit() }
+            killProcesses(using: profile)
             try? FileManager.default.removeItem(atPath: profile)
             return BrowserError(msg + "\n--- chromedriver log (end) ---\n" + logTail())
         }
@@ -205,8 +207,8 @@ public final class Browser {
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
-    /// Ends the session (the browser exits), stops chromedriver and removes the temporary profile. Safe to call
-    /// twice; deinit calls it.
+    /// Ends the session (the browser exits), stops chromedriver, kills any process of this session's browser still
+    /// running, and removes the temporary profile. Safe to call twice; deinit calls it.
     public func quit() {
         if closed { return }
         closed = true
@@ -218,10 +220,23 @@ public final class Browser {
             if driver.isRunning { kill(driver.processIdentifier, SIGKILL) }
             driver.waitUntilExit()
         }
+        Browser.killProcesses(using: profileDir)
         try? FileManager.default.removeItem(atPath: profileDir)
     }
 
     // MARK: plumbing
+
+    /// SIGKILLs the processes whose command line names `profileDir` — this session's own Chromium, left running
+    /// when chromedriver could not end the session (a hung page). Reads /proc (Linux); elsewhere does nothing.
+    private static func killProcesses(using profileDir: String) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        let needle = Data(("--user-data-dir=" + profileDir + "/profile").utf8)
+        for e in entries {
+            guard let pid = Int32(e), pid != getpid(),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(e)/cmdline"), cmd.range(of: needle) != nil else { continue }
+            kill(pid, SIGKILL)
+        }
+    }
 
     /// The WebDriver id of the first element matching `css`.
     private func element(_ css: String) throws -> String {
@@ -239,7 +254,7 @@ public final class Browser {
     /// error and message when the status is not 200.
     private func command(_ method: String, _ path: String, _ body: Any?) throws -> Any {
         if closed { throw BrowserError("the browser was closed (quit)") }
-        let (status, obj) = try Browser.request(method, base + "/session/\(sessionId)" + path, body, timeout: 120)
+        let (status, obj) = try Browser.request(method, base + "/session/\(sessionId)" + path, body, timeout: 60)
         guard status == 200 else { throw BrowserError("\(method) \(path): HTTP \(status): \(Browser.errorMessage(obj))") }
         return obj["value"] ?? NSNull()
     }
