@@ -108,13 +108,9 @@ final class DashboardBrowserTests: ScratchDirTestCase {
         return Int(String(decoding: buf[9..<12], as: UTF8.self))
     }
 
+    /// Without a browser the run's own checks (--dashboard-port serves during the run and stops after it, report.html
+    /// written) still run, then the test skips.
     func testDashboardAndReportOfATwoRankRun() throws {
-        let browser: Browser
-        do { browser = try Browser.launch(windowWidth: 1200, height: 1500) } catch let e as BrowserUnavailable {
-            throw XCTSkip("no browser: \(e.reason)")
-        }
-        defer { browser.quit() }
-
         // A finished 2-rank run, with the dashboard served by rank 0 during it (polled while the run goes) and
         // stopped at its end.
         let a = work + "/runA", b = work + "/runB"
@@ -138,6 +134,15 @@ final class DashboardBrowserTests: ScratchDirTestCase {
         XCTAssertEqual(steps, [1, 2, 3, 4, 5], "--log-interval 1: one row per step")
         let wanted = expectedCharts(rowsA)
         XCTAssertTrue(wanted.contains("loss") && wanted.contains("lr"), "\(wanted)")
+
+        XCTAssertTrue(FileManager.default.fileExists(atPath: a + "/report.html"))
+
+        // The pages in a browser (the checks above run without one).
+        let browser: Browser
+        do { browser = try Browser.launch(windowWidth: 1200, height: 1500) } catch let e as BrowserUnavailable {
+            throw XCTSkip("no browser: \(e.reason)")
+        }
+        defer { browser.quit() }
 
         // Live page over both out-dirs, runB not started yet: only runA is drawn.
         let dash = try DashboardProcess(["--out-dir", a, "--out-dir", b])
