@@ -65,7 +65,7 @@ while IFS= read -r f; do
   rel=${f#$W/old/}
   n=$W/new/$rel
   case "$rel" in
-    *.log|cache/*) continue ;;
+    *.log|cache/*|*report.html) continue ;;   # report.html holds the timings and the time it was written
     *metrics.jsonl)
       a=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):

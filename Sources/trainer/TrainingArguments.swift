@@ -63,12 +63,18 @@ struct TrainingArguments: ParsableArguments {
         MiniMindFlags(dtype: dtype, device: device, ddp: ddp, numWorkers: numWorkers, useWandb: useWandb,
                       wandbProject: wandbProject, localRank: localRank, warmupIters: warmupIters)
     }
+    @Option(name: .customLong("dashboard-port"), parsing: .unconditional,
+            help: "Rank 0 serves the live dashboard of OUT (as `trainer dashboard`) on 127.0.0.1:PORT during the run (0 = any free port, logged).")
+    var dashboardPort: Int?
     @Flag(name: .customLong("print-options"), help: "Print the resolved options as JSON and exit (nothing is read or trained).")
     var printOptions = false
 
     func validate() throws {
         guard !CommandLineDiagnosis.optionChecksDeferred else { return }
         try miniMind.validate()
+        if let dashboardPort, !(0...65535).contains(dashboardPort) {
+            throw ValidationError("--dashboard-port must be in 0…65535 (got \(dashboardPort))")
+        }
         if let threads, !(1...OpenBLASRuntime.maxThreads).contains(threads) {
             throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))")
         }
@@ -123,7 +129,9 @@ struct TrainingArguments: ParsableArguments {
         var logger = Logger(label: label)
         logger[metadataKey: "rank"] = "\(comm.rank)"
         do {
-            try train(comm, logger)
+            try RunDashboard.around(rank: comm.rank, outDir: self.options(for: command).outDir, port: dashboardPort, logger: logger) {
+                try train(comm, logger)
+            }
         } catch let p as Preempted {
             // Every rank stopped at the same step boundary, after rank 0's checkpoint: a clean exit with the code.
             if comm.rank == 0 { FileHandle.standardError.write(Data("\(p)\n".utf8)) }
