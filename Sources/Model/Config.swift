@@ -52,6 +52,11 @@ public struct ModelConfig: Equatable, Sendable {
     public var seqAux: Bool = true
     /// `norm_topk_prob`: top-k weights divided by their sum when k > 1.
     public var normTopkProb: Bool = true
+    /// Sequence classification (transformers' `LlamaForSequenceClassification`, read from `architectures`): the
+    /// number of labels of the head `score.weight` [num_labels, hidden_size] applied to the final-norm hidden state of
+    /// each sequence's last non-pad token. nil = a causal LM (`LlamaForCausalLM`); only 1 (a scalar reward model,
+    /// `RewardModel`) is supported.
+    public var numLabels: Int? = nil
 
     /// `intermediateSize` nil → 64·⌈(8·hidden/3)/64⌉ as MiniMind; `headDim` nil → hidden / heads.
     public init(hiddenSize: Int = 512, numHiddenLayers: Int = 8, numAttentionHeads: Int = 8, numKeyValueHeads: Int = 2,
@@ -108,6 +113,8 @@ public struct ModelConfig: Equatable, Sendable {
         if maxPositionEmbeddings > ModelConfig.maxPositionsLimit {
             throw bad("max_position_embeddings", "is \(maxPositionEmbeddings), at most \(ModelConfig.maxPositionsLimit) supported") }
         if useMoe { try validateMoE(source: source) }
+        if let n = numLabels, n != 1 {
+            throw bad("num_labels", "= \(n) unsupported for LlamaForSequenceClassification (only a scalar reward head, num_labels 1)") }
         guard let n = checkedParameterCount else {
             throw bad("hidden_size", "× intermediate_size × layers × vocab_size overflows Int (hidden \(hiddenSize), intermediate \(intermediateSize), layers \(numHiddenLayers), vocab \(vocabSize))") }
         if n > ModelConfig.maxParameters {
@@ -138,7 +145,7 @@ public struct ModelConfig: Equatable, Sendable {
         let experts = useMoe ? add(nRoutedExperts, nSharedExperts) : 1
         guard let e = experts, let mlp = add(mul(e, 3, C, I), useMoe ? mul(nRoutedExperts, C) : 0),
               let layer = add(attn, mlp), let layers = mul(numHiddenLayers, layer) else { return nil }
-        return add(mul(vocabSize, C), layers, C)
+        return add(mul(vocabSize, C), layers, C, mul(numLabels ?? 0, C))
     }
 
     /// Throws unless every id of a tokenizer with `tokenizerVocabSize` ids has a row in the embedding
@@ -160,6 +167,8 @@ public struct ModelConfig: Equatable, Sendable {
 
     /// The Hugging Face `config.json` dictionary (LlamaForCausalLM, tied embeddings, silu, fp32): every field that
     /// changes the math, `rope_scaling` (transformers 4.x spelling, which 5.x still reads) when RoPE is scaled.
+    /// With `numLabels` set: `LlamaForSequenceClassification` with `num_labels` and `pad_token_id` (0 when unset; the
+    /// head reads the last token that is not `pad_token_id`).
     public var huggingFaceDictionary: [String: Any] {
         var d: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -173,10 +182,15 @@ public struct ModelConfig: Equatable, Sendable {
         if eosTokenIds.count == 1 { d["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { d["eos_token_id"] = eosTokenIds }
         if let p = padTokenId { d["pad_token_id"] = p }
         if let rs = ropeScaling.huggingFaceDictionary { d["rope_scaling"] = rs }
+        if let n = numLabels {
+            d["architectures"] = ["LlamaForSequenceClassification"]
+            d["num_labels"] = n
+            d["pad_token_id"] = padTokenId ?? 0
+        }
         return d
     }
 
-    /// Writes `DIR/config.json` (LlamaForCausalLM) atomically.
+    /// Writes `DIR/config.json` (LlamaForCausalLM, or LlamaForSequenceClassification with `numLabels`) atomically.
     public func write(directory: String) throws {
         let path = (directory as NSString).appendingPathComponent("config.json")
         var dict = huggingFaceDictionary

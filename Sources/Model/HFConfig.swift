@@ -197,6 +197,12 @@ extension ModelConfig {
         c.auxLossAlpha = Float(try r.double("aux_loss_alpha") ?? Double(d.auxLossAlpha))
         c.seqAux = try r.bool("seq_aux") ?? d.seqAux
         c.normTopkProb = try r.bool("norm_topk_prob") ?? d.normTopkProb
+        // Sequence classification (a reward model): `architectures` decides, as for AutoModel; `num_labels` (else the
+        // size of `id2label`, else PretrainedConfig's default 2) sizes the head, and `validate` accepts only 1. For a
+        // causal LM both are metadata.
+        if let archs = raw["architectures"] as? [Any], archs.contains(where: { ($0 as? String)?.hasSuffix("ForSequenceClassification") == true }) {
+            c.numLabels = try r.int("num_labels") ?? (raw["id2label"] as? [String: Any])?.count ?? 2
+        }
         return c
     }
 
@@ -275,7 +281,7 @@ struct ConfigReader {
         "attention_bias", "mlp_bias", "attention_dropout", "dropout", "sliding_window", "quantization_config",
         "use_moe", "num_experts_per_tok", "n_routed_experts", "n_shared_experts", "scoring_func", "aux_loss_alpha",
         "seq_aux", "norm_topk_prob", "num_experts", "num_local_experts", "inference_rope_scaling", "rope_interleaved",
-        "bos_token_id", "eos_token_id", "pad_token_id", "model_type",
+        "bos_token_id", "eos_token_id", "pad_token_id", "model_type", "num_labels",
         // metadata
         "architectures", "_name_or_path", "_model_name_or_path", "transformers_version", "torch_dtype", "dtype",
         "initializer_range", "use_cache", "pretraining_tp", "flash_attn", "unk_token_id", "sep_token_id",

@@ -75,7 +75,8 @@ public struct ModelProfile: Sendable {
 }
 
 /// The MiniMind dense decoder (MiniMind2 = Llama with tied embeddings). Parameters and gradients are each one
-/// contiguous fp32 buffer with the layout `parameters` (layout order: embed_tokens, layers.0 …, layers.N-1, norm;
+/// contiguous fp32 buffer with the layout `parameters` (layout order: embed_tokens, layers.0 …, layers.N-1, norm, and
+/// for a sequence-classification config (`ModelConfig.numLabels`) score.weight [num_labels, hidden_size] last;
 /// inside a layer: input_layernorm, q/k/v/o_proj, post_attention_layernorm, gate/up/down_proj).
 public final class MiniMindModel {
     public let config: ModelConfig
@@ -105,6 +106,8 @@ public final class MiniMindModel {
     let embedOffset = 0
     var layerOffsets: [LayerOffsets] = []
     var normOffset = 0
+    /// Offset of `score.weight` (sequence-classification configs only).
+    var scoreOffset: Int?
     /// Activation arenas (saved activations and per-worker scratch, not copies of the model), one per batch part (see
     /// `forward`): part w holds the rows of batch items `lastParts[w]`.
     var partActivations: [Activations] = []
@@ -119,6 +122,11 @@ public final class MiniMindModel {
     var ropeLen: Int { rope.maxT }
     // Shape of the last forward (for backward).
     var lastB = 0, lastT = 0
+    /// True when the last forward was `forwardHidden` (its backward takes dHidden [B, T, C], not dLogits).
+    var lastForwardHidden = false
+    /// Final-norm hidden states / their gradients `[B, T, C]` of `forwardHidden`.
+    var hiddenPtr: FPtr?
+    var hiddenCap = 0
     var lastIds: [Int32] = []
     /// MoE: aux (load-balancing) loss of the last `forward`, summed over layers (0 for a dense model).
     public internal(set) var lastAuxLoss: Double = 0
@@ -166,6 +174,7 @@ public final class MiniMindModel {
             los.append(lo)
         }
         normOffset = add("model.norm.weight", [C])
+        if let n = cfg.numLabels { scoreOffset = add("score.weight", [n, C]) }
         layerOffsets = los
         parameters = infos
         paramCount = off
@@ -178,24 +187,65 @@ public final class MiniMindModel {
     deinit {
         paramPtr.deallocate(); gradPtr.deallocate()
         logitsPtr?.deallocate()
+        hiddenPtr?.deallocate()
         for g in extraGrads { g.deallocate() }
     }
 
     /// Random initialisation, deterministic in `seed`. PyTorch defaults as MiniMind trains from them: every Linear
     /// weight (q/k/v/o, gate/up/down, and lm_head, which embed_tokens is tied to) ~ U(−1/√fan_in, 1/√fan_in)
-    /// (kaiming_uniform with a = √5); RMSNorm weights = 1.
+    /// (kaiming_uniform with a = √5); RMSNorm weights = 1. A sequence-classification head is initialised as
+    /// `initialiseScoreHead(seed:)` does.
     public convenience init(config: ModelConfig, seed: UInt64) {
         self.init(layoutFor: config)
         var rng = SplitMix64(seed: seed)
         for p in parameters {
             let dst = paramPtr + p.offset
-            if p.shape.count == 1 {
+            if p.offset == scoreOffset {
+                initialiseScoreHead(seed: seed)
+            } else if p.shape.count == 1 {
                 dst.update(repeating: 1, count: p.count)
             } else {
                 let bound = 1 / Float(p.shape[1]).squareRoot()
                 for i in 0..<p.count { dst[i] = (rng.nextUniform() * 2 - 1) * bound }
             }
         }
+    }
+
+    /// `score.weight` [num_labels, hidden_size] of a sequence-classification config (`ModelConfig.numLabels`), else nil.
+    public var scoreHead: ParameterInfo? { scoreOffset.map { o in parameters.first { $0.offset == o }! } }
+
+    /// Fills `score.weight` with N(0, std²) draws, as transformers' `_init_weights` initialises the head of a
+    /// `LlamaForSequenceClassification` (normal, std = `initializer_range`, 0.02 by default); deterministic in `seed`
+    /// (SplitMix64 uniforms through Box–Muller). Does nothing without a head.
+    public func initialiseScoreHead(seed: UInt64, std: Float = 0.02) {
+        guard let s = scoreHead else { return }
+        var rng = SplitMix64(seed: seed ^ 0x5C0E_11EA_D000_0001)
+        var i = 0
+        while i < s.count {
+            // Box–Muller: two standard normals from two uniforms in (0, 1].
+            let u1 = Double(rng.next() >> 11 + 1) * 0x1p-53, u2 = Double(rng.next() >> 11) * 0x1p-53
+            let r = (-2 * log(u1)).squareRoot()
+            paramPtr[s.offset + i] = Float(r * cos(2 * .pi * u2)) * std
+            if i + 1 < s.count { paramPtr[s.offset + i + 1] = Float(r * sin(2 * .pi * u2)) * std }
+            i += 2
+        }
+    }
+
+    /// This model with a scalar reward head (`LlamaForSequenceClassification`, num_labels 1; `pad_token_id` =
+    /// `padTokenId` unless the config sets one): the same backbone weights and a new `score.weight` [1, hidden_size]
+    /// from `initialiseScoreHead(seed:)`. A model that has a head already is returned as it is.
+    /// - Throws: `ModelError` when the config with a head is invalid.
+    public func withScoreHead(seed: UInt64, padTokenId: Int = 0) throws -> MiniMindModel {
+        if scoreHead != nil { return self }
+        var cfg = config
+        cfg.numLabels = 1
+        if cfg.padTokenId == nil { cfg.padTokenId = padTokenId }
+        try cfg.validate(source: "reward head")
+        let m = MiniMindModel(layoutFor: cfg, withGradients: hasGradients)
+        // The layout of `cfg` is this one with score.weight appended.
+        m.paramPtr.update(from: paramPtr, count: paramCount)
+        m.initialiseScoreHead(seed: seed)
+        return m
     }
 
     /// Index of a parameter by name.
@@ -257,7 +307,7 @@ public final class MiniMindModel {
 
     /// Bytes held by the activation arenas, logits and extra gradient buffers (0 before the first forward).
     public var activationBytes: Int {
-        (partActivations.map(\.totalFloats).reduce(0, +) + logitsCap + extraGrads.count * paramCount) * 4
+        (partActivations.map(\.totalFloats).reduce(0, +) + logitsCap + hiddenCap + extraGrads.count * paramCount) * 4
     }
 
     /// Frees the activation arenas, logits and private gradient buffers (they are re-allocated by the next forward),
@@ -267,6 +317,7 @@ public final class MiniMindModel {
         logitsPtr?.deallocate(); logitsPtr = nil; logitsCap = 0
         for g in extraGrads { g.deallocate() }
         extraGrads = []
+        hiddenPtr?.deallocate(); hiddenPtr = nil; hiddenCap = 0
         lastB = 0; lastT = 0; lastParts = []
     }
 
@@ -312,6 +363,7 @@ public final class MiniMindModel {
         lastB = B; lastT = T
         lastIds = Array(inputIds)
         lastParts = parts
+        lastForwardHidden = false
         for a in arenas { ensureMoE(a) }
         let logits = logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
@@ -322,8 +374,43 @@ public final class MiniMindModel {
         return UnsafeMutableBufferPointer(start: logits, count: N * V)
     }
 
-    /// Forward of B items (ids [B, T]) through arena `a`, writing logits [B, T, V]. Buffer shapes: see `Activations`.
-    private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr, prof: Bool) {
+    /// Forward over `inputIds` `[B, T]` up to the final RMSNorm (no LM head): returns the final-norm hidden states
+    /// `[B, T, C]` (transformers' `last_hidden_state`, what `LlamaForSequenceClassification`'s `score` reads), valid
+    /// until the next forward. Ids out of range are a precondition failure, as in `forward`. Its backward is
+    /// `backward(dHidden:)`.
+    public func forwardHidden(inputIds: UnsafeBufferPointer<Int32>, batchSize B: Int, seqLen T: Int) -> UnsafeMutableBufferPointer<Float> {
+        precondition(B > 0 && T > 0 && inputIds.count == B * T, "forwardHidden: inputIds has \(inputIds.count) ids, expected B·T = \(B)·\(T)")
+        let cfg = config
+        for (i, id) in inputIds.enumerated() {
+            precondition(id >= 0 && Int(id) < cfg.vocabSize, "forwardHidden: input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
+        }
+        let C = cfg.hiddenSize, N = B * T
+        ensureRope(T)
+        let parts = batchParts(B)
+        let arenas = parts.enumerated().map { ensureActivations(part: $0.offset, n: $0.element.count * T, t: T) }
+        if hiddenCap < N * C {
+            hiddenPtr?.deallocate()
+            hiddenPtr = .allocate(capacity: N * C)
+            hiddenCap = N * C
+        }
+        lastB = B; lastT = T
+        lastIds = Array(inputIds)
+        lastParts = parts
+        lastForwardHidden = true
+        for a in arenas { ensureMoE(a) }
+        let hidden = hiddenPtr!, ids = inputIds.baseAddress!
+        runParts(parts.count) { w in
+            let r = parts[w]
+            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, nil, prof: w == 0)
+            (hidden + r.lowerBound * T * C).update(from: arenas[w].xf, count: r.count * T * C)
+        }
+        lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
+        return UnsafeMutableBufferPointer(start: hidden, count: N * C)
+    }
+
+    /// Forward of B items (ids [B, T]) through arena `a`, writing logits [B, T, V] (nil: stop at the final norm,
+    /// `a.xf`). Buffer shapes: see `Activations`.
+    private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr?, prof: Bool) {
         let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, eps = cfg.rmsNormEps
@@ -346,7 +433,7 @@ public final class MiniMindModel {
             a.moe?.aux += aux
         }
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
-        timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V) }
+        if let logits { timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V) } }
     }
 
     /// Backward of the last forward from `dLogits` `[B, T, V]` (may be the buffer `forward` returned, overwritten by a
@@ -358,13 +445,33 @@ public final class MiniMindModel {
     public func backward(dLogits: UnsafeMutableBufferPointer<Float>, onGradientsReady: ((Range<Int>) -> Void)? = nil) {
         let B = lastB, T = lastT, V = config.vocabSize
         precondition(B > 0, "backward called before forward")
+        precondition(!lastForwardHidden, "backward(dLogits:) after forwardHidden; use backward(dHidden:)")
         precondition(dLogits.count == B * T * V, "backward: dLogits has \(dLogits.count) elements, expected \(B * T * V)")
+        backwardParts(dLogits.baseAddress!, rowWidth: V, onGradientsReady: onGradientsReady)
+    }
+
+    /// Backward of the last `forwardHidden` from dHidden `[B, T, C]`, the gradient of the objective with respect to
+    /// the final-norm hidden states (may be the buffer `forwardHidden` returned, overwritten by a loss head; zero rows
+    /// where the objective does not read them). The LM head is not involved (a tied embedding gets only its input
+    /// gradient). Otherwise as `backward(dLogits:)`: ADDS into `grads`, same `onGradientsReady` order; `score.weight`'s
+    /// gradient is the loss head's to add (it is in the range reported first, with the norm).
+    public func backward(dHidden: UnsafeMutableBufferPointer<Float>, onGradientsReady: ((Range<Int>) -> Void)? = nil) {
+        let B = lastB, T = lastT, C = config.hiddenSize
+        precondition(B > 0, "backward called before forward")
+        precondition(lastForwardHidden, "backward(dHidden:) after forward; use backward(dLogits:)")
+        precondition(dHidden.count == B * T * C, "backward: dHidden has \(dHidden.count) elements, expected \(B * T * C)")
+        backwardParts(dHidden.baseAddress!, rowWidth: C, onGradientsReady: onGradientsReady)
+    }
+
+    /// The backward of every batch part from `dOut` `[B, T, rowWidth]` (dLogits, or dHidden after `forwardHidden`).
+    private func backwardParts(_ dOut: FPtr, rowWidth W: Int, onGradientsReady: ((Range<Int>) -> Void)?) {
+        let B = lastB, T = lastT
         let parts = lastParts
         precondition(hasGradients, "backward on a model loaded without gradient buffers")
         lora?.ensureParts(parts.count)
         if parts.count == 1 {
             lastIds.withUnsafeBufferPointer { ids in
-                backwardPart(partActivations[0], ids.baseAddress!, B, T, dLogits.baseAddress!, gradPtr, part: 0, prof: true, onGradientsReady)
+                backwardPart(partActivations[0], ids.baseAddress!, B, T, dOut, gradPtr, part: 0, prof: true, onGradientsReady)
             }
             return
         }
@@ -377,7 +484,7 @@ public final class MiniMindModel {
         lastIds.withUnsafeBufferPointer { ids in
             runParts(parts.count) { w in
                 let r = parts[w]
-                backwardPart(partActivations[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dLogits.baseAddress! + r.lowerBound * T * V,
+                backwardPart(partActivations[w], ids.baseAddress! + r.lowerBound * T, r.count, T, dOut + r.lowerBound * T * W,
                              bufs[w], part: w, prof: w == 0, nil)
             }
         }
@@ -395,7 +502,8 @@ public final class MiniMindModel {
         if let cb = onGradientsReady { for r in gradientReadyOrder { cb(r) } }
     }
 
-    /// Backward of B items through arena `a` from dLogits [B, T, V], adding into the gradient buffer `G`.
+    /// Backward of B items through arena `a` from dLogits [B, T, V] (after `forwardHidden`: dHidden [B, T, C]),
+    /// adding into the gradient buffer `G`.
     private func backwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ dLogitsPtr: FPtr, _ G: FPtr,
                               part: Int, prof: Bool, _ onGradientsReady: ((Range<Int>) -> Void)?) {
         let cfg = config
@@ -404,9 +512,13 @@ public final class MiniMindModel {
         let QKV = QD + 2 * KVD
         let P = paramPtr
         let dl = UnsafePointer(dLogitsPtr)
-        // lm_head (tied): dxf = dlogits·E, dE += dlogitsᵀ·xf.
+        // lm_head (tied): dxf = dlogits·E, dE += dlogitsᵀ·xf; after forwardHidden, dxf is given.
         let fz = frozenBase
-        timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V, weights: !fz) }
+        if lastForwardHidden {
+            a.dln.update(from: dl, count: N * C)
+        } else {
+            timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V, weights: !fz) }
+        }
         a.dres.update(repeating: 0, count: N * C)
         timed(prof, \.elementwise) {
             rmsnorm_backward(a.dres, G + normOffset, a.dln, a.res + L * N * C, P + normOffset, a.rstdf, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers)
