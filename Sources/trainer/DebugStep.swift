@@ -24,6 +24,9 @@ struct DebugStep: ParsableCommand {
         --model's merges.json lists as merged is refused either way.
         --objective distill: --teacher DIR, --alpha, --temperature; writes ce and kl (= T²·KL over the masked
         positions) beside loss.
+        --objective reward: --model is a reward model (score.weight); --batch holds input_ids [2P, T] (rows [0, P)
+        chosen, [P, 2P) rejected) and last_index [2P] (the position the head reads); writes rewards [2P], loss
+        (−mean log σ(r_chosen − r_rejected)), grad.<name> (score.weight included) and grad_norm; no logits.
         On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
         MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
@@ -38,7 +41,7 @@ struct DebugStep: ParsableCommand {
     @Option(name: .customLong("weight-decay"), parsing: .unconditional) var weightDecay: Float = 0.01
     @Option(name: .customLong("grad-clip"), parsing: .unconditional, help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
-    @Option(help: "Loss head: lm | dpo | lora | distill.") var objective: String = "lm"
+    @Option(help: "Loss head: lm | dpo | lora | distill | reward.") var objective: String = "lm"
     @Option(help: "dpo: reference model directory.") var reference: String?
     @Option(parsing: .unconditional, help: "dpo: β.") var beta: Double = 0.1
     @Option(help: "lora: adapter safetensors to start from; other objectives: an adapter merged into --model.") var lora: String?
@@ -64,10 +67,10 @@ struct DebugStep: ParsableCommand {
             throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))") }
         if loraRank < 1 { throw ValidationError("--lora-rank must be ≥ 1 (got \(loraRank))") }
         switch objective {
-        case "lm", "lora": break
+        case "lm", "lora", "reward": break
         case "dpo": if reference == nil { throw ValidationError("--objective dpo needs --reference DIR") }
         case "distill": if teacher == nil { throw ValidationError("--objective distill needs --teacher DIR") }
-        default: throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+        default: throw ValidationError("--objective must be lm, dpo, lora, distill or reward (got \(objective))")
         }
     }
 
@@ -75,6 +78,7 @@ struct DebugStep: ParsableCommand {
         OpenBLASRuntime.setThreads(threads)
         let m = try MiniMindModel.load(directory: model)
         if let f = lora, objective != "lora" { try m.mergeLoRA(path: f, modelDirectory: model) }
+        if objective == "reward" { return try runReward(m) }   // DebugStepReward.swift
         let f = try SafeTensorsFile(path: batch)
         let idsE = try f.entry("input_ids"), labE = try f.entry("labels")
         guard idsE.shape.count == 2 else { throw InputError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }
@@ -136,7 +140,7 @@ struct DebugStep: ParsableCommand {
             guard t.config.vocabSize == V else { throw InputError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
             head = .distill(teacher: t, alpha: alpha, temperature: temperature)
         default:
-            throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+            throw ValidationError("--objective must be lm, dpo, lora, distill or reward (got \(objective))")
         }
         var w = SafeTensorsWriter()
         let r = ObjectiveStep(model: m, head: head).runAlone(batchIn) { w.add("logits", shape: [B, T, V], floats: $0) }

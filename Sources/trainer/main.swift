@@ -8,7 +8,7 @@ struct Trainer: ParsableCommand {
         commandName: "trainer",
         abstract: "SwiftMind: train MiniMind-style LLMs on CPUs, data-parallel over MPI.",
         subcommands: [TokenizerCommand.self, DebugStep.self, Generate.self, Bench.self, Pretrain.self, Eval.self,
-                      SFT.self, LoRA.self, DPO.self, Reason.self, Distill.self, DataCommand.self,
+                      SFT.self, LoRA.self, DPO.self, Reason.self, Distill.self, Reward.self, DataCommand.self,
                       Chat.self, Serve.self, Export.self, BenchDecode.self, OptionsTable.self])
 }
 
