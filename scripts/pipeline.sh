@@ -9,7 +9,7 @@
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # CORPUS (Tests/Fixtures/corpus), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
 # NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (3), SFT2_EPOCHS (6), SFT2_LR (5e-4), SFT_EPOCHS, SFT_LR, SFT_SEQ, DPO_LR, DPO_EPOCHS, LORA_EPOCHS (25), LORA_LR (1.5e-3), LORA_RANK (16), REASON_EPOCHS,
-# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, DISTILL_T (1.0), STAGES (space-separated subset of: pretrain sft sft-eval dpo lora reason distill; sft-eval = only the SFT evaluation).
+# REASON_SEQ (512), REASON_MAX_NEW (2048), DISTILL_STEPS, DISTILL_T (1.0), RM_LR (1e-4), RM_EPOCHS (2), STAGES (space-separated subset of: pretrain sft sft-eval dpo reward lora reason distill; sft-eval = only the SFT evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -17,7 +17,7 @@ NP=${NP:-2}
 CONFIG=${CONFIG:-release}
 C=${CORPUS:-Tests/Fixtures/corpus}                      # the jsonl corpus (Tests/Fixtures/README.md)
 TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}    # MiniMind's tokenizer
-STAGES=${STAGES:-"pretrain sft dpo lora reason distill"}
+STAGES=${STAGES:-"pretrain sft dpo reward lora reason distill"}
 mkdir -p "$OUT/data"
 RES=$OUT/results.jsonl
 
@@ -68,6 +68,14 @@ if has dpo; then
   E eval --task preference --model "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
   E eval --task preference --model "$OUT/dpo/final" --reference "$SFT" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
+fi
+
+# 2b. Reward model (Bradley–Terry, backbone from the SFT model) on the same 90% of dpo.jsonl; held-out pair accuracy
+#     (r_chosen > r_rejected) with its 95% Wilson interval.
+if has reward; then
+  L reward --init "$SFT" --data-path "$OUT/data/dpo_train.jsonl" --out-dir "$OUT/reward" --epochs "${RM_EPOCHS:-2}" \
+    --batch-size 4 --max-seq-len 128 --learning-rate "${RM_LR:-1e-4}" --log-interval 20 --save-interval 1000
+  E eval --task preference --reward-model "$OUT/reward/final" --data "$OUT/data/dpo_test.jsonl" --max-seq-len 128
 fi
 
 # 3. LoRA identity on top of the SFT model; "你是谁？" and author accuracy with the adapter merged in.
