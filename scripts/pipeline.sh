@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The post-training acceptance run (issue 5): SFT → author accuracy; DPO on 90% of dpo.jsonl → held-out preference
-# accuracy vs the SFT model; LoRA identity → "你是谁？" and author accuracy with the adapter; reasoning SFT on 90% of
+# accuracy vs the SFT model; a reward model on the same split → held-out pair accuracy; LoRA identity → "你是谁？" and author accuracy with the adapter; reasoning SFT on 90% of
 # reason.jsonl → think/answer format rate on the held-out 10%; distillation of a smaller student from the SFT model vs
 # the same student trained by plain SFT for the same steps (held-out SFT loss). Every training stage runs with
 # ./launch.sh -np $NP. Figures are appended to $OUT/results.jsonl.
