@@ -24,7 +24,8 @@
 # REASON_LR_GRID ("1e-3 5e-4"; chosen by validation answer correctness, then format rate), REASON_LR (sets a one-value grid),
 # REASON_EPOCHS (6), REASON_SEQ (512), REASON_MAX_NEW (2048),
 # DISTILL_T_GRID ("1 2"; chosen by validation SFT loss), DISTILL_STEPS (200),
-# STAGES (space-separated subset of: pretrain sft dpo lora reason distill; later stages need the SFT model in $OUT/sft).
+# RM_LR_GRID ("1e-4 3e-5"; the reward model's lr, chosen by validation pair accuracy), RM_EPOCHS (2),
+# STAGES (space-separated subset of: pretrain sft dpo reward lora reason distill; later stages need the SFT model in $OUT/sft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -33,7 +34,7 @@ CONFIG=${CONFIG:-release}
 SP=${SPLITS:-data/splits}                               # train / val / test files (scripts/make_splits.py)
 C=${CORPUS:-Tests/Fixtures/corpus}                      # pretrain.jsonl
 TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}    # MiniMind's tokenizer
-STAGES=${STAGES:-"pretrain sft dpo lora reason distill"}
+STAGES=${STAGES:-"pretrain sft dpo reward lora reason distill"}
 SMOKE=${PIPELINE_SMOKE:-0}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
@@ -44,6 +45,7 @@ DPO_LR_GRID=${DPO_LR_GRID:-"5e-6 1e-5 3e-5"}
 LORA_GRID=${LORA_GRID:-"1.5e-3:25 2e-3:20 1e-3:40"}
 REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
 DISTILL_T_GRID=${DISTILL_T_GRID:-"1 2"}
+RM_LR_GRID=${RM_LR_GRID:-"1e-4 3e-5"}
 HID=${HIDDEN:-256}; LAYERS=4; PRE=(--epochs "${PRETRAIN_EPOCHS:-3}")
 MS=(); LIM=(); MAXNEW=40; RMAXNEW=${REASON_MAX_NEW:-2048}
 first2() { echo "$1"; }
@@ -51,7 +53,7 @@ if [ "$SMOKE" = 1 ]; then
   HID=${HIDDEN:-64}; LAYERS=2; PRE=(--max-steps 20); MS=(--max-steps 2); LIM=(--limit 3); MAXNEW=8; RMAXNEW=16
   first2() { echo "$1" | awk '{print $1, $2}'; }
   SFT_LR_GRID=$(first2 "$SFT_LR_GRID"); DPO_LR_GRID=$(first2 "$DPO_LR_GRID"); LORA_GRID=$(first2 "$LORA_GRID")
-  REASON_LR_GRID=$(first2 "$REASON_LR_GRID"); DISTILL_T_GRID=$(first2 "$DISTILL_T_GRID")
+  REASON_LR_GRID=$(first2 "$REASON_LR_GRID"); DISTILL_T_GRID=$(first2 "$DISTILL_T_GRID"); RM_LR_GRID=$(first2 "$RM_LR_GRID")
 fi
 for f in sft dpo reason lora_identity; do for s in train val test; do
   [ -f "$SP/${f}_$s.jsonl" ] || { echo "missing $SP/${f}_$s.jsonl (run python3 scripts/make_splits.py)" >&2; exit 1; }
@@ -129,6 +131,18 @@ if has dpo; then
   T dpo --task preference --model "$DPO" --reference "$SFT" --data "$SP/dpo_test.jsonl" --max-seq-len 128
   T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/dpo_author_answers.jsonl"
   T dpo --task exact-match --model "$DPO" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/dpo_recite_answers.jsonl"
+fi
+
+# 2b. Reward model (Bradley–Terry, backbone from the SFT model) on dpo_train; lr from RM_LR_GRID by validation pair
+#     accuracy (r_chosen > r_rejected). Test: held-out pair accuracy on dpo_test with its 95% Wilson interval.
+if has reward; then
+  for lr in $RM_LR_GRID; do
+    L reward --init "$SFT" --data-path "$SP/dpo_train.jsonl" --out-dir "$OUT/reward_lr$lr" --epochs "${RM_EPOCHS:-2}" \
+      --batch-size 4 --max-seq-len 128 --learning-rate "$lr" --log-interval 20 --save-interval 1000
+    V reward "lr=$lr" --task preference --reward-model "$OUT/reward_lr$lr/final" --data "$SP/dpo_val.jsonl" --max-seq-len 128
+  done
+  lr=$(pick reward pair_accuracy max); lr=${lr#lr=}
+  T reward --task preference --reward-model "$OUT/reward_lr$lr/final" --data "$SP/dpo_test.jsonl" --max-seq-len 128
 fi
 
 # 3. LoRA identity (rank LORA_RANK) on top of the SFT model, on lora_identity_train; lr:epochs from LORA_GRID by

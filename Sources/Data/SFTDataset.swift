@@ -44,7 +44,7 @@ public struct ChatSample: Sendable, Equatable {
 
 /// Parses a conversation array `[{"role", "content"}, …]` of `field` on `line`.
 /// - Throws: `JSONLError` naming the field (`conversations`, `chosen[1].content`, …) and the type it must have.
-func parseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
+public func parseConversation(_ value: Any?, path: String, line: Int, field: String, rolesByParity: Bool) throws -> [ChatMessage] {
     let conversation = "an array of {role, content} objects"
     guard let turns = value as? [Any], !turns.isEmpty else {
         throw JSONLError.field(field, expected: conversation, got: value, path: path, line: line)

@@ -1,5 +1,6 @@
-// `trainer sft | lora | dpo | reason | distill`: the post-training stages' options and objective (MiniMind
-// train_full_sft / train_lora / train_dpo / train_distill_reason / train_distillation semantics), trained by the shared
+// `trainer sft | lora | dpo | reason | distill | reward`: the post-training stages' options and objective (MiniMind
+// train_full_sft / train_lora / train_dpo / train_distill_reason / train_distillation semantics; `reward` a
+// Bradley–Terry reward model on the DPO data, `RewardLoss`), trained by the shared
 // `TrainingLoop` exactly like `pretrain`: a stage = dataset + loss head (with its frozen reference / teacher) + which
 // parameters train.
 import Foundation
@@ -11,10 +12,11 @@ import SwiftMindDistributed
 
 /// The post-training stages.
 public enum Stage: String, Codable, Sendable, CaseIterable {
-    case sft, lora, dpo, reason, distill
+    case sft, lora, dpo, reason, distill, reward
 
-    /// The token cache (jsonl format) the stage reads: `{"chosen","rejected"}` pairs for DPO, `{"conversations"}` else.
-    public var cacheKind: TokenCacheKind { self == .dpo ? .dpo : .sft }
+    /// The token cache (jsonl format) the stage reads: `{"chosen","rejected"}` pairs for DPO and the reward model,
+    /// `{"conversations"}` else.
+    public var cacheKind: TokenCacheKind { self == .dpo || self == .reward ? .dpo : .sft }
 }
 
 /// Options of `trainer sft|lora|dpo|reason|distill`: the shared `TrainingOptions` (read and written through as
@@ -82,7 +84,8 @@ public struct StageOptions: Codable, Sendable, ObjectiveOptions {
 }
 
 /// A post-training stage as a `TrainingObjective`: SFT / reason (masked CE, reason with tag weights in the mask), LoRA
-/// (masked CE, only the adapters train), DPO (against a frozen reference), distill (CE + KL to a frozen teacher).
+/// (masked CE, only the adapters train), DPO (against a frozen reference), distill (CE + KL to a frozen teacher),
+/// reward (Bradley–Terry on the model with a scalar head, `score.weight` added to --init's model when it has none).
 final class StageObjective: TrainingObjective {
     /// Name of the adapter file in a checkpoint directory and in OUT/final/ (OUT/ itself gets `--lora-name`'s).
     static let adapterFile = "lora.safetensors"
@@ -124,6 +127,7 @@ final class StageObjective: TrainingObjective {
         let data: BatchDataset
         switch o.stage {
         case .dpo: data = DPODataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen)
+        case .reward: data = RewardPairDataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen)
         case .reason:
             data = SFTDataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen,
                               reasonWeighting: ReasonTagWeighting(tokenizer: tok, weight: Float(o.reasonWeight)))
@@ -131,7 +135,7 @@ final class StageObjective: TrainingObjective {
         }
 
         // Models.
-        let net: MiniMindModel
+        var net: MiniMindModel
         if let d = o.initDir { net = try MiniMindModel.load(directory: d) } else {
             var c = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
                                 maxPositionEmbeddings: 32768)
@@ -139,6 +143,8 @@ final class StageObjective: TrainingObjective {
             try c.validate(source: "\(o.stage) options")
             net = MiniMindModel(config: c, seed: o.seed)
         }
+        // reward: the scalar head of LlamaForSequenceClassification, N(0, 0.02²) from --seed unless --init has one.
+        if o.stage == .reward { net = try net.withScoreHead(seed: o.seed, padTokenId: Int(tok.padTokenId)) }
         let config = net.config
         try checkForwardSize(rows: data.rows(forSamples: o.batchSize), seqLen: data.seqLen, config: config)
         if o.moe.useMoe && !config.useMoe { throw TrainingError.mismatch("--use-moe: \(o.initDir!)/config.json is a dense model") }
@@ -159,6 +165,8 @@ final class StageObjective: TrainingObjective {
             let t = try MiniMindModel.load(directory: o.teacher!, withGradients: false)
             if t.config.vocabSize != V { throw TrainingError.mismatch("\(o.teacher!): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
             lossHead = .distill(teacher: t, alpha: o.alpha, temperature: o.temperature)
+        case .reward:
+            lossHead = .reward
         default:
             lossHead = .crossEntropy
         }

@@ -5,7 +5,7 @@
 
 /// The commands that train: `trainer pretrain` and the post-training stages, each the counterpart of one MiniMind script.
 public enum TrainingCommand: String, Codable, Sendable, CaseIterable {
-    case pretrain, sft, lora, dpo, reason, distill, grpo
+    case pretrain, sft, lora, dpo, reason, distill, grpo, reward
 
     public init(_ stage: Stage) {
         switch stage {
@@ -14,13 +14,15 @@ public enum TrainingCommand: String, Codable, Sendable, CaseIterable {
         case .dpo: self = .dpo
         case .reason: self = .reason
         case .distill: self = .distill
+        case .reward: self = .reward
         }
     }
 
     /// The post-training stage; nil for `pretrain`.
     public var stage: Stage? { Stage(rawValue: rawValue) }
 
-    /// The MiniMind script whose command line (and defaults) this command takes.
+    /// The MiniMind script whose command line (and defaults) this command takes. `reward` has no MiniMind
+    /// counterpart: it takes `train_dpo.py`'s command line, on the same data, with its own learning rate.
     public var miniMindScript: String {
         switch self {
         case .pretrain: return "train_pretrain.py"
@@ -30,6 +32,7 @@ public enum TrainingCommand: String, Codable, Sendable, CaseIterable {
         case .reason: return "train_distill_reason.py"
         case .distill: return "train_distillation.py"
         case .grpo: return "train_grpo.py"
+        case .reward: return "train_dpo.py"
         }
     }
 }
@@ -54,6 +57,9 @@ extension TrainingOptions {
         case .distill: o.learningRate = 5e-6; o.epochs = 6; o.batchSize = 32; o.maxSeqLen = 512
         // --max-seq-len is the prompt's limit here (MiniMind's train_grpo.py), --max-gen-len the reply's.
         case .grpo: o.learningRate = 3e-7; o.epochs = 1; o.batchSize = 2; o.maxSeqLen = 768; o.logInterval = 1; o.saveInterval = 10
+        // dpo's batch and length; one epoch (reward models overfit their pairs quickly), and a learning rate that
+        // moves a freshly drawn head (DPO's 1e-8 would leave it where it is).
+        case .reward: o.learningRate = 5e-5; o.epochs = 1; o.batchSize = 4; o.maxSeqLen = 1024
         }
         return o
     }

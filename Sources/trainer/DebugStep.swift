@@ -28,6 +28,9 @@ struct DebugStep: ParsableCommand {
         [B, T] (prompt, R completion slots, right padding), prompt_lens [B], completion_mask [B, R], old_logps [B, R],
         rewards [B]; writes loss (MiniMind train_grpo.py's clipped-ratio loss), advantages, policy_logps, ref_logps,
         kl and the policy's grad.<name>.
+        --objective reward: --model is a reward model (score.weight); --batch holds input_ids [2P, T] (rows [0, P)
+        chosen, [P, 2P) rejected) and last_index [2P] (the position the head reads); writes rewards [2P], loss
+        (−mean log σ(r_chosen − r_rejected)), grad.<name> (score.weight included) and grad_norm; no logits.
         On a MoE model (use_moe in config.json) the load-balancing loss (summed over layers) is added to the loss as
         MiniMind does, its gradient included; aux_loss is written, and ce (= the objective without aux) for lm/lora.
         """)
@@ -42,7 +45,7 @@ struct DebugStep: ParsableCommand {
     @Option(name: .customLong("weight-decay"), parsing: .unconditional) var weightDecay: Float = 0.01
     @Option(name: .customLong("grad-clip"), parsing: .unconditional, help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
-    @Option(help: "Loss head: lm | dpo | lora | distill | grpo.") var objective: String = "lm"
+    @Option(help: "Loss head: lm | dpo | lora | distill | grpo | reward.") var objective: String = "lm"
     @Option(help: "dpo, grpo: reference model directory.") var reference: String?
     @Option(parsing: .unconditional, help: "dpo: β; grpo: KL weight β.") var beta: Double = 0.1
     @Option(help: "lora: adapter safetensors to start from; other objectives: an adapter merged into --model.") var lora: String?
@@ -70,7 +73,7 @@ struct DebugStep: ParsableCommand {
             throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))") }
         if loraRank < 1 { throw ValidationError("--lora-rank must be ≥ 1 (got \(loraRank))") }
         switch objective {
-        case "lm", "lora": break
+        case "lm", "lora", "reward": break
         case "dpo": if reference == nil { throw ValidationError("--objective dpo needs --reference DIR") }
         case "distill": if teacher == nil { throw ValidationError("--objective distill needs --teacher DIR") }
         case "grpo":
@@ -78,7 +81,7 @@ struct DebugStep: ParsableCommand {
             if lr != nil { throw ValidationError("--lr is not supported with --objective grpo (the golden holds raw gradients)") }
             try finite(epsilon, "epsilon", { $0 > 0 && $0 < 1 }, "in (0, 1)")
             if numGenerations < 1 { throw ValidationError("--num-generations must be ≥ 1 (got \(numGenerations))") }
-        default: throw ValidationError("--objective must be lm, dpo, lora, distill or grpo (got \(objective))")
+        default: throw ValidationError("--objective must be lm, dpo, lora, distill, grpo or reward (got \(objective))")
         }
     }
 
@@ -87,6 +90,7 @@ struct DebugStep: ParsableCommand {
         let m = try MiniMindModel.load(directory: model)
         if let f = lora, objective != "lora" { try m.mergeLoRA(path: f, modelDirectory: model) }
         if objective == "grpo" { return try runGRPO(model: m) }
+        if objective == "reward" { return try runReward(m) }   // DebugStepReward.swift
         let f = try SafeTensorsFile(path: batch)
         let idsE = try f.entry("input_ids"), labE = try f.entry("labels")
         guard idsE.shape.count == 2 else { throw InputError("\(batch): input_ids has shape \(idsE.shape), expected [B, T]") }
@@ -148,7 +152,7 @@ struct DebugStep: ParsableCommand {
             guard t.config.vocabSize == V else { throw InputError("\(tDir): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
             head = .distill(teacher: t, alpha: alpha, temperature: temperature)
         default:
-            throw ValidationError("--objective must be lm, dpo, lora or distill (got \(objective))")
+            throw ValidationError("--objective must be lm, dpo, lora, distill or reward (got \(objective))")
         }
         var w = SafeTensorsWriter()
         let r = ObjectiveStep(model: m, head: head).runAlone(batchIn) { w.add("logits", shape: [B, T, V], floats: $0) }

@@ -10,8 +10,8 @@ struct Eval: ParsableCommand {
         commandName: "eval",
         abstract: "Evaluate a model, one JSON line: held-out loss/perplexity on a pretrain jsonl (default), or --task sft-loss | exact-match | preference | format.")
 
-    @Option(name: .customLong("model"), help: "Model directory (config.json, model.safetensors, tokenizer files).")
-    var model: String
+    @Option(name: .customLong("model"), help: "Model directory (config.json, model.safetensors, tokenizer files); not with --reward-model.")
+    var model: String?
     @Option(name: [.customLong("data"), .customLong("data-path"), .customLong("data_path")],
             help: "jsonl: {\"text\"} lines (loss), {\"conversations\"} (sft-loss, exact-match, format) or {\"chosen\", \"rejected\"} (preference).")
     var data: String
@@ -31,9 +31,20 @@ struct Eval: ParsableCommand {
         guard maxSeqLen <= 1 << 20 else { throw ValidationError("--max-seq-len \(maxSeqLen) is too large (at most \(1 << 20))") }
         guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1 (got \(threads))") }
         try NumericOption.threads(threads)
+        if post.rewardModel != nil {
+            guard post.task == "preference" else { throw ValidationError("--reward-model is for --task preference (got --task \(post.task))") }
+            guard model == nil else { throw ValidationError("--task preference takes --model (DPO policy) or --reward-model, not both") }
+            guard post.reference == nil, post.lora == nil else { throw ValidationError("--reference and --lora are not used with --reward-model") }
+        } else if model == nil {
+            throw ValidationError("Missing expected argument '--model <model>'")
+        }
     }
 
     func run() throws {
+        if let rm = post.rewardModel {   // PostEvalRewardCommand.swift
+            return try post.runRewardPreference(rewardModel: rm, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen)
+        }
+        let model = model!   // validate() requires it without --reward-model
         if post.task != "loss" { return try post.run(model: model, data: data, tokenizer: tokenizer, maxSeqLen: maxSeqLen) }
         let m = try post.loadModel(model)
         let tok = try Tokenizer.load(tokenizer ?? model)

@@ -65,7 +65,7 @@ enum TrainingOptionDocs {
     static let outDir = OptionDoc(name: "out-dir", meaning: "checkpoints, `final/`, `metrics.jsonl`",
         defaults: perCommand(\.outDir) { "`\($0)`" })
     static let epochs = OptionDoc(name: "epochs", meaning: "passes over the data", defaults: perCommand(\.epochs, number))
-    static let batchSize = OptionDoc(name: "batch-size", meaning: "samples (DPO: pairs) per micro-batch **per rank**",
+    static let batchSize = OptionDoc(name: "batch-size", meaning: "samples (DPO, reward: pairs) per micro-batch **per rank**",
         defaults: perCommand(\.batchSize, number))
     static let accumulationSteps = OptionDoc(name: "accumulation-steps", meaning: "micro-batches per optimizer step",
         defaults: perCommand(\.accumulationSteps, number))
@@ -123,7 +123,7 @@ enum StageOptionDocs {
     static let timeline = OptionDoc(name: "timeline",
         meaning: "write a Chrome trace of every rank's steps to FILE at the end (data loading, forward, backward per layer, each gradient bucket's all-reduce, clip + optimizer, checkpoints, stalls); open it in Perfetto UI or `chrome://tracing`",
         defaults: "none")
-    static let initDir = OptionDoc(name: "init", meaning: "model directory to start from (policy / student / LoRA base)",
+    static let initDir = OptionDoc(name: "init", meaning: "model directory to start from (policy / student / LoRA base / reward backbone; reward adds `score.weight` ~ N(0, 0.02²) from `--seed` when it has none)",
         defaults: "a random init of `--hidden-size` × `--num-hidden-layers`")
     static let loraRank = OptionDoc(name: "lora-rank", meaning: "adapter rank r",
         defaults: "\(stageDefault(.lora, \.loraRank))")
@@ -143,7 +143,7 @@ enum StageOptionDocs {
 
     /// (commands, option), in the order of the README table.
     static let all: [(String, OptionDoc)] = [
-        ("every training command", cacheDir), ("every training command", timeline), ("sft, lora, dpo, reason, distill", initDir), ("lora", loraRank), ("lora", loraName),
+        ("every training command", cacheDir), ("every training command", timeline), ("sft, lora, dpo, reason, distill, grpo, reward", initDir), ("lora", loraRank), ("lora", loraName),
         ("dpo", reference), ("dpo", beta), ("reason", tagWeight), ("distill", teacher), ("distill", alpha),
         ("distill", temperature)]
 }

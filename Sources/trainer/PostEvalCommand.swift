@@ -11,6 +11,8 @@ struct PostEvalArguments: ParsableArguments {
     @Option(parsing: .unconditional, help: "exact-match/format: at most N conversations.") var limit: Int?
     @Option(name: [.customLong("max-new-tokens"), .customLong("max_new_tokens")], parsing: .unconditional) var maxNewTokens: Int = 128
     @Option(help: "preference: reference model directory (margin vs reference); without it, π_c − π_r.") var reference: String?
+    @Option(name: .customLong("reward-model"), help: "preference: score the pairs with this reward model (r_chosen − r_rejected) instead of a DPO policy's log-probs (then no --model).")
+    var rewardModel: String?
     @Option(help: "LoRA adapter safetensors applied (merged) onto --model before evaluating.") var lora: String?
     @Option(help: "Write every answer as JSON lines to this file.") var answers: String?
     @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference), author (the answer names the author of a reference \"…的作者是X。\"), first-line (its first line is the reference's: the right poem) or name (the answer contains --name as a whole word).")

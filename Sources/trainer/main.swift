@@ -8,8 +8,9 @@ struct Trainer: ParsableCommand {
         commandName: "trainer",
         abstract: "SwiftMind: train MiniMind-style LLMs on CPUs, data-parallel over MPI.",
         subcommands: [TokenizerCommand.self, DebugStep.self, Generate.self, Bench.self, Pretrain.self, Eval.self,
-                      SFT.self, LoRA.self, DPO.self, Reason.self, Distill.self, GRPOCommand.self, DataCommand.self,
-                      Chat.self, Serve.self, Export.self, BenchDecode.self, OptionsTable.self, DashboardCommand.self])
+                      SFT.self, LoRA.self, DPO.self, Reason.self, Distill.self, GRPOCommand.self, Reward.self,
+                      DataCommand.self, Chat.self, Serve.self, Export.self, BenchDecode.self, OptionsTable.self,
+                      DashboardCommand.self])
 }
 
 /// The commands that do work: the leaves of the subcommand tree.

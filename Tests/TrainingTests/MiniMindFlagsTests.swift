@@ -238,7 +238,7 @@ final class MiniMindFlagsTests: XCTestCase {
         XCTAssertEqual(String(body[..<end.lowerBound]), OptionsTable.markdown + "\n",
                        "README's options table is stale: replace it with the output of `trainer options-table`")
         // And the table holds the numbers of the one source of defaults.
-        XCTAssertTrue(OptionsTable.markdown.contains("| `--learning-rate` / `--learning_rate` | 5e-4; sft 5e-7, lora 1e-4, dpo 1e-8, reason 1e-6, distill 5e-6, grpo 3e-7 |"))
+        XCTAssertTrue(OptionsTable.markdown.contains("| `--learning-rate` / `--learning_rate` | 5e-4; sft 5e-7, lora 1e-4, dpo 1e-8, reason 1e-6, distill 5e-6, grpo 3e-7, reward 5e-5 |"))
         XCTAssertTrue(OptionsTable.markdown.contains("| `--accumulation-steps` / `--accumulation_steps` | 1; pretrain 8 |"))
     }
 

@@ -2,7 +2,7 @@ import XCTest
 import Foundation
 import Model
 
-/// `trainer debug-step --objective lm|dpo|lora|distill` against the PyTorch goldens (tolerances of
+/// `trainer debug-step --objective lm|dpo|lora|distill|reward` against the PyTorch goldens (tolerances of
 /// Tests/Fixtures/README.md: losses/logits 1e-4 absolute, gradients 1e-4 + 1e-3·max|g| per tensor). debug-step runs
 /// the training objectives' micro-step (`ObjectiveStep`), so these goldens test the code that trains.
 final class PostTrainingGoldenTests: XCTestCase {
@@ -84,6 +84,12 @@ final class PostTrainingGoldenTests: XCTestCase {
             for i in 0..<min(got.count, want.count) where mask[i] != 0 { d = max(d, abs(got[i] - want[i])) }
             XCTAssertLessThanOrEqual(d, 1e-4, "grpo: \(key) max |Δ| on counted slots = \(d)")
         }
+    }
+
+    /// The Bradley–Terry reward model (`reward_step`: `LlamaForSequenceClassification` head on the last non-pad token):
+    /// rewards, loss and every raw gradient, `grad.score.weight` included.
+    func testRewardStep() throws {
+        try check("reward", ["--model", golden("reward_model"), "--objective", "reward"], skip: { $0 == "last_index" })
     }
 
     /// Merging an adapter into the base gives the same logits as base + adapter.

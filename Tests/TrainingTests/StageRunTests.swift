@@ -3,7 +3,7 @@ import Foundation
 import Model
 import TestSupport
 
-/// End-to-end runs of `trainer sft|lora|dpo|reason|distill` under `mpirun -np 2` with the tiny golden models, then a
+/// End-to-end runs of `trainer sft|lora|dpo|reason|distill|reward` under `mpirun -np 2` with the tiny golden models, then a
 /// single-rank `--resume` from checkpoint-2 that must continue with the same losses (same global batch).
 final class StageRunTests: XCTestCase {
     var work = ""
@@ -62,6 +62,24 @@ final class StageRunTests: XCTestCase {
     func testDPO() throws {
         _ = try runAndResume(["dpo"], data: try head("dpo.jsonl", 24), extra: ["--init", golden("dpo_policy"), "--reference", golden("dpo_reference")],
                              lr: "1e-4")
+    }
+
+    /// The reward model from a causal LM: the head is added, trained with the backbone (pair accuracy logged), and
+    /// final/ is a LlamaForSequenceClassification directory with score.weight.
+    func testReward() throws {
+        let out = try runAndResume(["reward"], data: try head("dpo.jsonl", 24), extra: ["--init", golden("dpo_policy")])
+        let rows = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(rows.map { $0["stage"] as? String }, [String?](repeating: "reward", count: 4))
+        for r in rows { let a = try XCTUnwrap(r["pair_acc"] as? Double); XCTAssertTrue((0...1).contains(a), "\(a)") }
+        let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/final/config.json"))) as! [String: Any]
+        XCTAssertEqual(cfg["architectures"] as? [String], ["LlamaForSequenceClassification"])
+        XCTAssertEqual(cfg["num_labels"] as? Int, 1)
+        XCTAssertEqual(cfg["pad_token_id"] as? Int, 0)
+        let m = try MiniMindModel.load(directory: out + "/final")
+        let start = try MiniMindModel.load(directory: golden("dpo_policy"))
+        XCTAssertEqual(m.scoreHead?.shape, [1, m.config.hiddenSize])
+        XCTAssertNotEqual(Array(m.params.prefix(start.numParameters)), Array(start.params), "the backbone trains too")
     }
 
     func testDistill() throws {

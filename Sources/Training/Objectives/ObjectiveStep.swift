@@ -20,12 +20,24 @@ public enum LossHead {
     /// over the completion tokens (`loss_mask`), each row's masked mean averaged over the step's rows; reads the
     /// batch's `oldLogProbs` and `advantages`.
     case grpo(reference: MiniMindModel, beta: Double, epsilon: Double)
+    /// Bradley–Terry reward-model loss (`RewardLoss`) on the model's scalar head `score.weight` (the model must have
+    /// one, `MiniMindModel.scoreHead`), read at each row's last non-pad token, marked by the row's last `loss_mask` ≠ 0
+    /// (`RewardPairDataset`); rows `[0, B/2)` chosen, `[B/2, B)` rejected. No LM head: the forward stops at the final
+    /// norm (`forwardHidden`), and `inspectLogits` sees the final hidden states `[rows, seqLen, C]`.
+    case reward
 
-    /// Name of the per-step figure a stage reports beside the loss (DPO `preference_acc`, distill `ce`).
+    /// Name of the per-step figure a stage reports beside the loss (DPO `preference_acc`, distill `ce`, reward
+    /// `pair_acc`).
     public var extraMetric: String? {
         switch self {
         case .crossEntropy: return nil; case .dpo: return "preference_acc"; case .distill: return "ce"; case .grpo: return "kl"
+        case .reward: return "pair_acc"
         }
+    }
+
+    /// True for the heads whose samples are chosen/rejected pairs (two rows per sample).
+    var isPairwise: Bool {
+        switch self { case .dpo, .reward: return true; default: return false }
     }
 }
 
@@ -38,8 +50,11 @@ public struct ObjectiveLoss: Sendable {
     public var ce: Double?
     /// `.distill`: the T²·KL term.
     public var kl: Double?
-    /// `.dpo`: preferred pairs (policy-vs-reference margin > 0) over the step's pairs.
+    /// `.dpo`: preferred pairs (policy-vs-reference margin > 0) over the step's pairs; `.reward`: pairs with
+    /// r_chosen > r_rejected over the step's pairs.
     public var preferenceAcc: Double?
+    /// `.reward`: this micro-batch's rewards `[rows]` (chosen rows, then rejected rows).
+    public var rewards: [Float]?
     /// The MoE load-balancing loss of this forward (`MiniMindModel.lastAuxLoss`, summed over layers, unscaled; 0 for a
     /// dense model). Its gradient, scaled by `model.auxLossScale`, is in the backward.
     public var auxLoss: Double
@@ -106,6 +121,9 @@ public final class ObjectiveStep {
         case .distill(let t, _, _):
             teacherLogits = b.inputIds.withUnsafeBufferPointer { t.forward(inputIds: $0, batchSize: rows, seqLen: T) }
         case .crossEntropy: break
+        case .reward:
+            return runReward(b, rows: rows, seqLen: T, pairs: norms.samples, inspectHidden: inspectLogits, afterLoss: afterLoss,
+                             onGradientsReady: onGradientsReady)
         }
         let logits = b.inputIds.withUnsafeBufferPointer { model.forward(inputIds: $0, batchSize: rows, seqLen: T) }
         let aux = model.lastAuxLoss
@@ -137,6 +155,8 @@ public final class ObjectiveStep {
                                                         ceNormalizer: maskNorm, klNormalizer: maskNorm)
                     let loss = alpha * r.ceSum / maskNorm + (1 - alpha) * temperature * temperature * r.klSum / maskNorm
                     return ObjectiveLoss(loss: loss, ce: r.ceSum / maskNorm, kl: temperature * temperature * r.klSum / maskNorm, auxLoss: aux)
+                case .reward:
+                    preconditionFailure("reward runs in runReward")
                 case .crossEntropy:
                     let ce = CrossEntropy.forwardBackward(logits: logits, labels: y, lossMask: mk, vocabSize: V,
                                                           normalizer: Float(maskNorm)) / maskNorm
@@ -149,10 +169,29 @@ public final class ObjectiveStep {
         return result
     }
 
+    /// `.reward`'s micro-step: `forwardHidden`, `RewardLoss` (dLoss/dhidden at each row's last token, dLoss/dscore
+    /// added to the score head's gradient), `backward(dHidden:)`.
+    private func runReward(_ b: Batch, rows: Int, seqLen T: Int, pairs: Double,
+                           inspectHidden: ((UnsafeBufferPointer<Float>) -> Void)?, afterLoss: (() -> Void)?,
+                           onGradientsReady: ((Range<Int>) -> Void)?) -> ObjectiveLoss {
+        guard let head = model.scoreHead else { preconditionFailure("reward objective on a model without score.weight") }
+        let C = model.config.hiddenSize
+        let hidden = b.inputIds.withUnsafeBufferPointer { model.forwardHidden(inputIds: $0, batchSize: rows, seqLen: T) }
+        let aux = model.lastAuxLoss
+        inspectHidden?(UnsafeBufferPointer(hidden))
+        let last = RewardLoss.lastIndices(lossMask: b.lossMask, rows: rows, seqLen: T)
+        let r = RewardLoss.forwardBackward(hidden: hidden, lastIndex: last, score: UnsafeBufferPointer(rebasing: model.params[head.range]),
+                                           scoreGrad: UnsafeMutableBufferPointer(rebasing: model.grads[head.range]),
+                                           rows: rows, seqLen: T, hiddenSize: C, normalizer: pairs)
+        afterLoss?()
+        model.backward(dHidden: hidden, onGradientsReady: onGradientsReady)
+        return ObjectiveLoss(loss: r.lossSum / pairs, preferenceAcc: Double(r.correct) / pairs, rewards: r.rewards, auxLoss: aux)
+    }
+
     /// A whole optimizer step's forward, loss and backward on one batch, as a one-rank run with one micro-batch of it
     /// would compute them (`trainer debug-step`): gradients zeroed first, then `run` with this batch's normalisers —
-    /// `loss_mask` positions ≠ 0 (`Batch.maskCount`) for CE / KL, the batch's samples (DPO: `rows / 2` pairs) for DPO
-    /// and its rows for GRPO.
+    /// `loss_mask` positions ≠ 0 (`Batch.maskCount`) for CE / KL, the batch's samples (`rows / 2` pairs) for DPO and
+    /// the reward model, and its rows for GRPO.
     /// The model's `auxLossScale` is left as it is (1 for a freshly loaded model, as one micro-batch on one rank).
     /// - Parameters:
     ///   - b: `input_ids`, `labels`, `loss_mask`, each `[rows, seqLen]`, `b.maskCount` = positions with mask ≠ 0.
@@ -162,7 +201,7 @@ public final class ObjectiveStep {
     public func runAlone(_ b: Batch, inspectLogits: ((UnsafeBufferPointer<Float>) -> Void)? = nil,
                          afterLoss: (() -> Void)? = nil) -> ObjectiveLoss {
         var samples = Double(b.batchSize)
-        if case .dpo = head { samples = Double(b.batchSize / 2) }
+        if head.isPairwise { samples = Double(b.batchSize / 2) }
         let norms = LossNormalisers(maskSum: max(Double(b.maskCount), 1), samples: max(samples, 1), rows: Double(max(b.batchSize, 1)))
         model.zeroGrad()
         return run(b, rows: b.batchSize, seqLen: b.seqLen, norms: norms, inspectLogits: inspectLogits, afterLoss: afterLoss)
