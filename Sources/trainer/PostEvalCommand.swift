@@ -16,6 +16,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference) or author (the answer names the author of a reference \"…的作者是X。\").")
     var match: String = "exact"
     @OptionGroup var template: ChatTemplateArgument
+    @OptionGroup var weights: WeightDTypeArgument
 
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
@@ -28,6 +29,7 @@ struct PostEvalArguments: ParsableArguments {
     func loadModel(_ dir: String) throws -> MiniMindModel {
         let m = try MiniMindModel.load(directory: dir)
         if let f = lora { try m.mergeLoRA(path: f, modelDirectory: dir) }
+        weights.apply(to: m)
         return m
     }
 
