@@ -75,7 +75,24 @@ void sm_quantize_q8_0(const float *src, size_t count, uint8_t *dst) {
         for (int j = 0; j < SM_Q8_0_BLOCK; j++) q[j] = (int8_t)roundf(x[j] * id);
     }
 }
+#if SM_X86
+static SM_AVX2 void dequantize_q8_0_avx2(const uint8_t *src, size_t count, float *dst) {
+    for (size_t b = 0; b < count / SM_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = src + b * SM_Q8_0_BYTES;
+        uint16_t dh; memcpy(&dh, blk, 2);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+        for (int g = 0; g < 4; g++) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * g))));
+            _mm256_storeu_ps(dst + b * SM_Q8_0_BLOCK + 8 * g, _mm256_mul_ps(d, q));
+        }
+    }
+}
+#endif
+
 void sm_dequantize_q8_0(const uint8_t *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { dequantize_q8_0_avx2(src, count, dst); return; }
+#endif
     for (size_t b = 0; b < count / SM_Q8_0_BLOCK; b++) {
         const uint8_t *blk = src + b * SM_Q8_0_BYTES;
         uint16_t dh; memcpy(&dh, blk, 2);
