@@ -58,7 +58,21 @@ static inline float bf16_bits_to_f32(uint16_t b) {
 void sm_f32_to_bf16(const float *src, size_t count, uint16_t *dst) {
     for (size_t i = 0; i < count; i++) dst[i] = f32_to_bf16_bits(src[i]);
 }
+#if SM_X86
+static SM_AVX2 void bf16_to_f32_avx2(const uint16_t *src, size_t count, float *dst) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; i < count; i++) dst[i] = bf16_bits_to_f32(src[i]);
+}
+#endif
+
 void sm_bf16_to_f32(const uint16_t *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { bf16_to_f32_avx2(src, count, dst); return; }
+#endif
     for (size_t i = 0; i < count; i++) dst[i] = bf16_bits_to_f32(src[i]);
 }
 

@@ -94,7 +94,7 @@ public final class InferenceWeights: @unchecked Sendable {
 
     /// out[N, OC] (rows `ldo` apart; = or += when `accumulate`) = inp[N, IC] · Wᵀ for the low-precision W = `m`.
     /// N ≤ `directRows`: the CQuant matrix-vector kernels, output rows split over `workers`. Larger N: tiles of W
-    /// dequantized to fp32 (≤ 64 Ki floats per worker) and one single-threaded sgemm per tile, tiles spread over workers.
+    /// dequantized to fp32 (≤ 256 Ki floats = 1 MB per worker) and one single-threaded sgemm per tile, tiles spread over workers.
     func forward(_ m: Matrix, _ out: FPtr, _ inp: CFPtr, _ n: Int, _ ic: Int, _ oc: Int, ldo: Int, accumulate: Bool, workers: Int) {
         let acc: Int32 = accumulate ? 1 : 0
         if n <= InferenceWeights.directRows {
@@ -130,7 +130,7 @@ public final class InferenceWeights: @unchecked Sendable {
             }
             return
         }
-        let tile = Swift.min(oc, Swift.max(16, 65_536 / ic / 16 * 16))
+        let tile = Swift.min(oc, Swift.max(16, 262_144 / ic / 16 * 16))
         let pieces = (oc + tile - 1) / tile, w = Swift.max(1, Swift.min(workers, pieces))
         let scratch = FPtr.allocate(capacity: w * tile * ic)
         defer { scratch.deallocate() }
