@@ -35,8 +35,10 @@ let package = Package(
 
         // Byte-level BPE: tokenizer.json, encode/decode/train, chat templates.
         .target(name: "Tokenizers", path: "Sources/Tokenizers", swiftSettings: fast),
+        // bf16 / GGUF Q8_0 weight formats and their decode kernels (AVX2 chosen at run time, scalar elsewhere).
+        .target(name: "CQuant", path: "Sources/CQuant", cSettings: [.unsafeFlags(["-O3"])]),
         // Config, parameter layout, forward/backward kernels, AdamW, safetensors, KV cache.
-        .target(name: "Model", dependencies: ["CBLAS", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
+        .target(name: "Model", dependencies: ["CBLAS", "CQuant", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
         // The token cache of every stage (read through Tokenizers' JSONLReader), masks, sampler, batching.
         .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
         // Communicator (MPI | single process), bucketed gradient reducer.

@@ -210,7 +210,7 @@ extension MiniMindModel {
         let rows = CachedRows(caches: caches, rowStart: rowStart, scores: scores, scoreFloatsPerWorker: scorePerWorker,
                               workers: attentionWorkers)
         let moeArena = cfg.useMoe ? MoEArena(config: cfg, capN: n, layers: 1) : nil
-        let schedule = LinearSchedule.inference(workers: workers)
+        let schedule = inferenceSchedule(workers: workers)
         embedding_forward(x, tokens, paramPtr + embedOffset, n, C)
         for l in 0..<cfg.numHiddenLayers {
             decoderLayer(l, rows: n, acts, attention: .kvCache(rows),

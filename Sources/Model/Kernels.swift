@@ -40,11 +40,14 @@ enum LinearSchedule {
     /// Inference over few or many rows, on `workers` threads; the kernel is chosen from the row count (see
     /// `linear_forward`).
     case inference(workers: Int)
+    /// As `inference`, reading the bf16/q8_0 copy of W from `weights` when it holds one (InferenceWeights.swift),
+    /// else the fp32 W as `inference`.
+    case lowPrecision(workers: Int, weights: InferenceWeights)
 }
 
 /// out[N, OC] (rows `ldo` floats apart, default OC) = inp[N, IC] · W[OC, IC]ᵀ, plus the previous out when
 /// `accumulate`: nn.Linear without bias. The one place where a weight matrix multiplies activations, in training and
-/// in inference (a bf16 or quantized weight format would be read here).
+/// in inference (the bf16/q8_0 weights of `--weight-dtype` are read here, schedule `.lowPrecision`).
 /// Inference schedule: N = 1 is one matrix-vector product (cblas_sgemv, threaded by OpenBLAS). For 2 ≤ N ≤ 16 a
 /// plain sgemm spends most of its time packing (copying) the weights, and OpenBLAS's own threads slow it down
 /// further: the output columns are cut into pieces of ≤ 64 with N·n·IC ≤ 10⁶, sizes OpenBLAS (0.3.21, SkylakeX)
@@ -57,6 +60,12 @@ func linear_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, 
     switch schedule {
     case .blas:
         sgemm(false, true, n, oc, ic, 1, inp, ic, w, ic, beta, out, ld)
+    case let .lowPrecision(workers, weights):
+        if let m = weights.matrix(for: w, rows: oc, ic: ic) {
+            weights.forward(m, out, inp, n, ic, oc, ldo: ld, accumulate: accumulate, workers: workers)
+        } else {
+            linear_forward(out, inp, w, n, ic, oc, ldo: ldo, accumulate: accumulate, schedule: .inference(workers: workers))
+        }
     case .inference(let workers):
         if n == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(oc), Int32(ic), 1, w, Int32(ic), inp, 1, beta, out, 1)

@@ -442,6 +442,8 @@ public final class MiniMindModel {
         a.moe?.aux = 0
         let attentionWorkers = min(workerCount(), a.maxWorkers)
         let trace = prof ? traceHook : nil   // part 0's layers (see `traceHook`)
+        // fp32 weights: OpenBLAS as configured; bf16/q8_0 inference weights (evaluation only): their products.
+        let schedule: LinearSchedule = inferenceWeights.map { LinearSchedule.lowPrecision(workers: workerCount(), weights: $0) } ?? .blas
         for l in 0..<cfg.numHiddenLayers {
             let layerStart = trace == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             defer { if let h = trace { h(.forwardLayer(l), layerStart, DispatchTime.now().uptimeNanoseconds) } }
@@ -454,11 +456,11 @@ public final class MiniMindModel {
             let attention = LayerAttention.ownRows(batch: B, seqLen: T, lse: a.lse + l * N * H, scratch: a.attScratch,
                                                    workers: attentionWorkers)
             let routing = a.moe.map { MoERouting(arena: $0, slot: l, seqLen: T, auxBatch: lastB) }
-            let aux = decoderLayer(l, rows: N, acts, attention: attention, moe: routing, schedule: .blas, prof: prof)
+            let aux = decoderLayer(l, rows: N, acts, attention: attention, moe: routing, schedule: schedule, prof: prof)
             a.moe?.aux += aux
         }
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
-        if let logits { timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V) } }
+        if let logits { timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V, schedule: schedule) } }
     }
 
     /// Backward of the last forward from `dLogits` `[B, T, V]` (may be the buffer `forward` returned, overwritten by a

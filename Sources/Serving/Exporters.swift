@@ -4,11 +4,13 @@ import Model
 import Tokenizers
 
 /// Element type of exported weights. GGUF keeps 1-D norm weights in f32 whatever the choice (llama.cpp's converter
-/// does the same); Hugging Face exports store every tensor in the chosen type.
+/// does the same); Hugging Face exports store every tensor in the chosen type. `q8_0` (GGUF's Q8_0 blocks, the
+/// layout of `--weight-dtype q8_0`) is GGUF only; matrices whose rows are not a multiple of 32 stay f32 there.
 public enum ExportDType: String, CaseIterable, Sendable {
-    case f32, f16, bf16
+    case f32, f16, bf16, q8_0
     var safetensorsName: String { ["f32": "F32", "f16": "F16", "bf16": "BF16"][rawValue]! }
     var torchName: String { ["f32": "float32", "f16": "float16", "bf16": "bfloat16"][rawValue]! }
+    /// Bytes per element (q8_0: not per element, see `appendConverted`).
     var size: Int { self == .f32 ? 4 : 2 }
 }
 
@@ -19,8 +21,9 @@ public enum ExportDType: String, CaseIterable, Sendable {
     return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
 }
 
-/// Appends `values` to `out` as little-endian `dtype`.
+/// Appends `values` to `out` as little-endian `dtype` (q8_0: `values.count` / 32 blocks of 34 bytes, count % 32 == 0).
 func appendConverted(_ values: UnsafeBufferPointer<Float>, as dtype: ExportDType, to out: inout Data) {
+    if dtype == .q8_0 { out.append(contentsOf: quantizeQ8_0(values)); return }
     let n = values.count
     var bytes = [UInt8](repeating: 0, count: n * dtype.size)
     bytes.withUnsafeMutableBytes { raw in
@@ -28,6 +31,7 @@ func appendConverted(_ values: UnsafeBufferPointer<Float>, as dtype: ExportDType
         case .f32: for i in 0..<n { raw.storeBytes(of: values[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
         case .f16: for i in 0..<n { raw.storeBytes(of: Float16(values[i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
         case .bf16: for i in 0..<n { raw.storeBytes(of: bf16Bits(values[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+        case .q8_0: break
         }
     }
     out.append(contentsOf: bytes)
@@ -74,6 +78,7 @@ public enum HuggingFaceExporter {
     /// is written atomically.
     /// - Throws: `ServingError`/`ModelError` naming the file.
     public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to out: String, dtype: ExportDType) throws {
+        if dtype == .q8_0 { throw ServingError("Hugging Face export: q8_0 is a GGUF type (use --format gguf, or f32/f16/bf16)") }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         func path(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
 
@@ -144,13 +149,13 @@ struct GGUFWriter {
 
     mutating func add(_ key: String, _ v: Value) { kv.append((key, v)) }
 
-    static let typeF32: UInt32 = 0, typeF16: UInt32 = 1, typeBF16: UInt32 = 30
+    static let typeF32: UInt32 = 0, typeF16: UInt32 = 1, typeQ8_0: UInt32 = 8, typeBF16: UInt32 = 30
 
     /// `shape` in PyTorch order ([rows, cols]); stored reversed as GGUF dims.
     mutating func addTensor(_ name: String, shape: [Int], values: UnsafeBufferPointer<Float>, dtype: ExportDType) {
         var d = Data()
         appendConverted(values, as: dtype, to: &d)
-        let t: UInt32 = dtype == .f32 ? GGUFWriter.typeF32 : (dtype == .f16 ? GGUFWriter.typeF16 : GGUFWriter.typeBF16)
+        let t: UInt32 = [ExportDType.f32: GGUFWriter.typeF32, .f16: GGUFWriter.typeF16, .bf16: GGUFWriter.typeBF16, .q8_0: GGUFWriter.typeQ8_0][dtype]!
         tensors.append((name, shape.reversed(), t, d))
     }
 
@@ -257,7 +262,8 @@ public enum GGUFExporter {
         guard head.isEmpty || head == [tokenizer.bosTokenId], tail.isEmpty || tail == [tokenizer.eosTokenId] else {
             throw ServingError("GGUF export: \(tokenizerFile): its post-processor adds \(head) before and \(tail) after a sequence; GGUF can only say add bos / add eos") }
         var w = GGUFWriter()
-        let ftype: UInt32 = dtype == .f32 ? 0 : (dtype == .f16 ? 1 : 32)
+        // general.file_type: llama_ftype ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
+        let ftype: UInt32 = [ExportDType.f32: 0, .f16: 1, .q8_0: 7, .bf16: 32][dtype]!
         w.add("general.architecture", .string("llama"))
         w.add("general.name", .string(name))
         w.add("general.file_type", .u32(ftype))
@@ -299,7 +305,7 @@ public enum GGUFExporter {
 
         for t in exportTensors(m) {
             guard let gname = ggufName(t.name) else { throw ServingError("GGUF export: no llama.cpp name for tensor \(t.name)") }
-            let dt: ExportDType = t.shape.count == 1 ? .f32 : dtype
+            let dt: ExportDType = t.shape.count == 1 || (dtype == .q8_0 && t.shape[1] % 32 != 0) ? .f32 : dtype
             if t.name.hasSuffix("self_attn.q_proj.weight") || t.name.hasSuffix("self_attn.k_proj.weight") {
                 let heads = t.name.hasSuffix("q_proj.weight") ? c.numAttentionHeads : c.numKeyValueHeads
                 let p = permuteRoPE(t.values, heads: heads, cols: t.shape[1])

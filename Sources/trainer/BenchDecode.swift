@@ -18,6 +18,7 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Model directory (default: random weights with the options below).") var model: String?
     @Option(help: "LoRA adapter file (from `trainer lora`), merged into --model's weights at load.") var lora: String?
     @OptionGroup var shape: ModelShapeArguments
+    @OptionGroup var weights: WeightDTypeArgument
     @Option(name: .customLong("prompt-tokens"), parsing: .unconditional) var promptTokens = 128
     @Option(name: .customLong("new-tokens"), parsing: .unconditional) var newTokens = 256
     @Option(parsing: .unconditional) var repeats = 3
@@ -48,6 +49,7 @@ struct BenchDecode: ParsableCommand {
         } else {
             m = MiniMindModel(config: try shape.config(source: "bench-decode options"), seed: seed)
         }
+        weights.apply(to: m)
         var rng = SplitMix64(seed: seed &+ 7)
         let V = m.config.vocabSize
         let prompt = (0..<promptTokens).map { _ in Int32(3 + rng.next() % UInt64(V - 3)) }
@@ -89,6 +91,12 @@ struct BenchDecode: ParsableCommand {
             }
             floorMs = (nowSeconds() - t0) * 1e3 / Double(runs)
         }
+        // Bytes of weights a decode step reads: every 2-D parameter (plus an untied head) in --weight-dtype; the floor
+        // of a low-precision step is those bytes at the bandwidth the bare sgemv pass reached.
+        let fp32Bytes = Double(m.parameters.filter { $0.shape.count == 2 }.reduce(0) { $0 + $1.count } * 4)
+        let weightBytes = m.inferenceWeights.map { Double($0.byteCount) } ?? fp32Bytes
+        let gbPerS = fp32Bytes / floorMs / 1e6
+        let dtypeFloorMs = weightBytes / gbPerS / 1e6
         var batchTps = 0.0, batchCpu = 0.0
         if batch > 1 {
             let caches = (0..<batch).map { _ in KVCache(config: m.config, maxLength: promptTokens + newTokens + 1) }
@@ -111,7 +119,9 @@ struct BenchDecode: ParsableCommand {
         if json {
             let d: [String: Any] = ["prefill_ms": bestPrefill * 1e3, "decode_tokens_per_s": tps, "prompt_tokens": promptTokens,
                                     "new_tokens": produced, "prefill_cpu_ms": cpuPrefill * 1e3, "decode_cpu_ms_per_token": cpuDecode * 1e3, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
-                                    "core": OpenBLASRuntime.coreName, "batch": batch, "sgemv_floor_ms": floorMs, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu]
+                                    "core": OpenBLASRuntime.coreName, "batch": batch, "sgemv_floor_ms": floorMs, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu,
+                                    "weight_dtype": weights.weightDType, "weight_bytes": weightBytes, "floor_ms": dtypeFloorMs,
+                                    "decode_over_floor": bestDecode * 1e3 / dtypeFloorMs]
             print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
         } else {
             print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
@@ -122,7 +132,12 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "process CPU time: prefill %.2f ms, decode %.3f ms/token (all threads; wall ≫ CPU/threads means other processes share the cores)",
                          cpuPrefill * 1e3, cpuDecode * 1e3))
             print(String(format: "bare sgemv over all weights (floor of a decode step): %.3f ms (%.1f GB/s); decode step / floor = %.2f",
-                         floorMs, Double(m.numParameters * 4) / floorMs / 1e6, bestDecode * 1e3 / floorMs))
+                         floorMs, gbPerS, bestDecode * 1e3 / floorMs))
+            if m.inferenceWeights != nil {
+                print(String(format: "%@ weights: %.1f MB; their floor at that bandwidth: %.3f ms; decode step / floor = %.2f%@",
+                             weights.weightDType, weightBytes / 1e6, dtypeFloorMs, bestDecode * 1e3 / dtypeFloorMs,
+                             InferenceWeights.simdKernels ? "" : " (scalar kernels: no AVX2+FMA+F16C)"))
+            }
             if batch > 1 {
                 print(String(format: "batched decode (%d sequences): %.1f tokens/s aggregate, %.2f ms/step wall, %.2f ms/step CPU",
                              batch, batchTps, Double(batch) / batchTps * 1e3, batchCpu))

@@ -26,6 +26,7 @@ struct Chat: ParsableCommand {
     @Option(name: .customLong("history-turns"), parsing: .unconditional, help: "Previous (user, assistant) pairs kept in the prompt.") var historyTurns = 3
     @Option(help: "System prompt (default: the chat template's).") var system: String?
     @OptionGroup var sampling: SamplingArguments
+    @OptionGroup var weights: WeightDTypeArgument
     @Option(name: .customLong("context-length"), parsing: .unconditional, help: "Largest prompt + reply in tokens (default: max_position_embeddings).")
     var contextLength: Int?
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
@@ -41,6 +42,7 @@ struct Chat: ParsableCommand {
         OpenBLASRuntime.setThreads(threads)
         let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength,
                                                prepareTokenizer: template.apply)
+        weights.apply(to: engine.model)
         let session = ChatSession(engine: engine, historyTurns: historyTurns, systemPrompt: system)
         var opts = sampling.options(eosTokenId: engine.tokenizer.eosTokenId)
         opts.stopTokenIds = engine.model.config.extraStopTokenIds(besides: opts.eosTokenId)

@@ -12,13 +12,14 @@ struct Export: ParsableCommand {
         hf: OUT/ gets model.safetensors, config.json (LlamaForCausalLM), generation_config.json, tokenizer.json and
         tokenizer_config.json with the chat template. gguf: OUT is the .gguf file (or a directory, which receives
         model-<dtype>.gguf): llama architecture, llama.cpp tensor names, q/k rows permuted for llama.cpp's
-        interleaved RoPE, GPT-2 BPE tokenizer metadata; norm weights stay f32. --dtype f32|f16|bf16 (default f32).
+        interleaved RoPE, GPT-2 BPE tokenizer metadata; norm weights stay f32. --dtype f32|f16|bf16 (default f32), or
+        q8_0 for gguf (GGUF Q8_0: per 32 weights an fp16 scale and 32 int8, the layout of --weight-dtype q8_0).
         """)
 
     @Option(help: "Model directory (MiniMind checkpoint or Hugging Face Llama directory).") var model: String
     @Option(help: "Output directory (hf) or file (gguf).") var out: String
     @Option(help: "hf or gguf.") var format: String
-    @Option(help: "f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "f32, f16, bf16, or q8_0 (gguf only).") var dtype: String = "f32"
     @Option(help: "LoRA adapter file (from `trainer lora`) merged into the exported weights.") var lora: String?
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
@@ -26,7 +27,8 @@ struct Export: ParsableCommand {
 
     func validate() throws {
         if !["hf", "gguf"].contains(format) { throw ValidationError("--format must be hf or gguf (got \(format))") }
-        if ExportDType(rawValue: dtype) == nil { throw ValidationError("--dtype must be f32, f16 or bf16 (got \(dtype))") }
+        if ExportDType(rawValue: dtype) == nil { throw ValidationError("--dtype must be f32, f16, bf16 or q8_0 (got \(dtype))") }
+        if dtype == "q8_0" && format != "gguf" { throw ValidationError("--dtype q8_0 is for --format gguf (hf: f32, f16 or bf16)") }
     }
 
     func run() throws {

@@ -32,6 +32,7 @@ struct Generate: ParsableCommand {
     @Option(help: "tokenizer.json or its directory (default: the model directory, else Tests/Fixtures/tokenizers/minimind).")
     var tokenizer: String?
     @OptionGroup var sampling: SamplingArguments
+    @OptionGroup var weights: WeightDTypeArgument
     @Option(name: .customLong("eos-id"), parsing: .unconditional) var eosId: Int?
     @Flag(help: "Print the generated ids as a JSON array instead of text.") var ids = false
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
@@ -64,6 +65,7 @@ struct Generate: ParsableCommand {
         if chat, let t = early { try template.apply(to: t) }
         let m = try MiniMindModel.load(huggingFaceDirectory: model)
         if let lora { try m.mergeLoRA(path: lora, modelDirectory: model) }
+        weights.apply(to: m)
         var tok: Tokenizer? = nil
         var prompt: [Int32]
         if let promptIds {

@@ -21,6 +21,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "preference: a second model scored on the same pairs (e.g. the model before DPO); adds its accuracy and the paired difference with a 95% interval.") var baseline: String?
     @Option(help: "preference: DPO β; the mean implicit-reward margin is β × the mean margin.") var beta: Double = 0.1
     @OptionGroup var template: ChatTemplateArgument
+    @OptionGroup var weights: WeightDTypeArgument
 
     func validate() throws {
         if !["loss", "sft-loss", "exact-match", "preference", "format"].contains(task) {
@@ -35,6 +36,7 @@ struct PostEvalArguments: ParsableArguments {
     func loadModel(_ dir: String) throws -> MiniMindModel {
         let m = try MiniMindModel.load(directory: dir)
         if let f = lora { try m.mergeLoRA(path: f, modelDirectory: dir) }
+        weights.apply(to: m)
         return m
     }
 

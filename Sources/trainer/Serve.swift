@@ -50,6 +50,7 @@ struct Serve: ParsableCommand {
     var maxConnections = 512
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
     @OptionGroup var template: ChatTemplateArgument
+    @OptionGroup var weights: WeightDTypeArgument
 
     var serverConfiguration: ServerConfiguration {
         var cfg = ServerConfiguration()
@@ -96,6 +97,7 @@ struct Serve: ParsableCommand {
         OpenBLASRuntime.setThreads(threads)
         let engine = try GenerationEngine.load(model: model, tokenizer: tokenizer, lora: lora, contextLength: contextLength, maxBatch: maxBatch,
                                                prepareTokenizer: template.apply)
+        weights.apply(to: engine.model)
         ensureFileDescriptors()
         let server = OpenAIServer(engine: engine, configuration: serverConfiguration)
         let name = engine.modelName, h = host

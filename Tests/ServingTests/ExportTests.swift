@@ -144,7 +144,7 @@ final class ExportTests: XCTestCase {
         guard pythonHas(["gguf", "numpy", "safetensors"]) else { throw XCTSkip("python3 gguf package not installed (pip install gguf): GGUF check skipped") }
         let (tok, tokFile) = try tokenizer()
         let m = try MiniMindModel.load(directory: golden("generate_model"))
-        for dt in [ExportDType.f32, .f16] {
+        for dt in [ExportDType.f32, .f16, .bf16, .q8_0] {
             let path = tmp + "/m-\(dt.rawValue).gguf"
             try GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: path, dtype: dt, name: "generate_model")
             let r = try runPython([scriptPath("check_gguf.py"), path, golden("generate_model"), tokFile, dt.rawValue])!

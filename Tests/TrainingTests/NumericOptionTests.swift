@@ -100,6 +100,12 @@ final class NumericOptionTests: XCTestCase {
         try assertRefused(["bench-decode", "--new-tokens", "-1"], "--new-tokens must be in 1…16777216 (got -1)")
         try assertRefused(["bench-decode", "--temperature", "nan"], "--temperature must be a finite number ≥ 0 (got nan)")
         try assertRefused(["bench-decode", "--num-attention-heads", "0"], "bench-decode options: field num_attention_heads must divide hidden_size 512 (got 0)")
+        for cmd in [["bench-decode"], ["generate", "--model", model, "--prompt-ids", "1"], ["chat", "--model", model, "x"], serve,
+                    ["eval", "--model", model, "--data", TrainerRunner.corpus]] {
+            try assertRefused(cmd + ["--weight-dtype", "q4_0"], "--weight-dtype must be f32, bf16 or q8_0 (got q4_0)")
+        }
+        try assertRefused(["export", "--model", model, "--out", work + "/hf", "--format", "hf", "--dtype", "q8_0"],
+                          "--dtype q8_0 is for --format gguf (hf: f32, f16 or bf16)")
         try assertRefused(["eval", "--model", model, "--data", TrainerRunner.corpus, "--task", "exact-match", "--limit", "0"], "--limit must be ≥ 1 (got 0)")
         try assertRefused(["eval", "--model", model, "--data", TrainerRunner.corpus, "--max-new-tokens", "-1"], "--max-new-tokens must be in 1…16777216 (got -1)")
         try assertRefused(["data", "inspect", "--tokenizer", tok, "--data", TrainerRunner.corpus, "--limit", "-1"], "--limit must be ≥ 0 (got -1)")

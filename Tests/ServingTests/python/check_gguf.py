@@ -1,14 +1,16 @@
 """Validates a GGUF file written by `trainer export --format gguf` with the `gguf` package's reader.
 
-usage: check_gguf.py FILE.gguf SOURCE_DIR TOKENIZER.json DTYPE(f32|f16)
+usage: check_gguf.py FILE.gguf SOURCE_DIR TOKENIZER.json DTYPE(f32|f16|bf16|q8_0)
 Checks llama metadata against SOURCE_DIR/config.json, the tokenizer metadata against tokenizer.json (every token
 string by id, token types, merges, bos/eos/pad, chat template), and every tensor: llama.cpp name, dims, type, and
-data equal to the source weight (cast to DTYPE) after llama.cpp's q/k RoPE row permutation.
+data equal to the source weight (cast to DTYPE) after llama.cpp's q/k RoPE row permutation. bf16 and q8_0 tensors
+must be byte for byte what the gguf package's own quantizer (gguf.quants.quantize) makes of the source weight, and
+q8_0 dequantized (gguf.quants.dequantize) within half a block scale (d/2 = max|w|/254, plus d's fp16 rounding).
 Prints a JSON summary; exits 1 on the first mismatch.
 """
 import json, sys
 import numpy as np
-from gguf import GGUFReader
+from gguf import GGUFReader, GGMLQuantizationType, quants
 from safetensors.numpy import load_file
 
 path, src, tokfile, dtype = sys.argv[1:5]
@@ -78,9 +80,21 @@ for hf, x in w.items():
     want_type = "F32" if ref.ndim == 1 or dtype == "f32" else dtype.upper()
     if g.tensor_type.name != want_type: errors.append(f"{g.name}: type {g.tensor_type.name}, expected {want_type}")
     if list(g.shape) != list(reversed(ref.shape)): errors.append(f"{g.name}: dims {list(g.shape)}, expected {list(reversed(ref.shape))}")
-    data = np.asarray(g.data).reshape(ref.shape)
-    cast = ref.astype(np.float16) if want_type == "F16" else ref
-    if not np.array_equal(data, cast): errors.append(f"{g.name}: data differs (max {np.abs(data.astype(np.float32) - cast.astype(np.float32)).max()})")
+    if want_type in ("BF16", "Q8_0"):
+        qt = GGMLQuantizationType[want_type]
+        raw = np.asarray(g.data).view(np.uint8).reshape(-1)
+        want = quants.quantize(ref, qt).reshape(-1)
+        if not np.array_equal(raw, want): errors.append(f"{g.name}: {want_type} bytes differ from gguf.quants.quantize ({int((raw != want).sum())} of {raw.size})")
+        back = quants.dequantize(raw.reshape(ref.shape[0], -1), qt).reshape(ref.shape)
+        blocks = np.abs(ref).reshape(-1, 32).max(axis=1) if want_type == "Q8_0" else None
+        # q8_0: |w − d16·q| ≤ d/2 (rounding q) + 127·|d16 − d| with d16 = fp16(d): ≤ 127·d·2⁻¹¹ (normal) or 127·2⁻²⁵
+        # (subnormal fp16). bf16: round to nearest even keeps 8 significant bits, |error| ≤ |w|·2⁻⁸.
+        bound = (np.repeat(blocks / 127, 32).reshape(ref.shape) * (0.5 + 127 * 2.0 ** -11) + 127 * 2.0 ** -25) if want_type == "Q8_0" else np.abs(ref) * 2.0 ** -8
+        if not (np.abs(back - ref) <= bound).all(): errors.append(f"{g.name}: dequantized {want_type} off by {np.abs(back - ref).max()}")
+    else:
+        data = np.asarray(g.data).reshape(ref.shape)
+        cast = ref.astype(np.float16) if want_type == "F16" else ref
+        if not np.array_equal(data, cast): errors.append(f"{g.name}: data differs (max {np.abs(data.astype(np.float32) - cast.astype(np.float32)).max()})")
     checked += 1
 if len(tensors) != checked: errors.append(f"{len(tensors)} tensors in the file, {checked} expected")
 print(json.dumps({"file": path, "tensors_checked": checked, "tokens": len(want_tokens), "merges": len(merges), "errors": errors[:10]}))

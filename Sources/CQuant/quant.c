@@ -1,0 +1,347 @@
+// bf16 / Q8_0 conversion and decode kernels (see include/CQuant.h). The AVX2 functions carry their own target
+// attribute, so the target compiles for any x86-64 and picks them at run time; other CPUs run the scalar loops.
+#include "CQuant.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SM_X86 1
+#define SM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SM_INLINE static inline __attribute__((always_inline))
+#else
+#define SM_X86 0
+#endif
+
+static int sm_level = -1;
+
+int sm_quant_simd_level(void) {
+    int l = sm_level;
+    if (l >= 0) return l;
+    l = 0;
+#if SM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+#endif
+    const char *s = getenv("SWIFTMIND_QUANT_SCALAR");
+    if (s && s[0] && strcmp(s, "0") != 0) l = 0;
+    sm_level = l;
+    return l;
+}
+
+int sm_quant_set_simd_level(int level) {
+    sm_level = -1;
+    const int best = sm_quant_simd_level();
+    sm_level = level < best ? (level < 0 ? 0 : level) : best;
+    return sm_level;
+}
+
+// MARK: - scalar conversions
+
+static inline uint16_t f32_to_f16_bits(float x) {
+    _Float16 h = (_Float16)x;            // IEEE round to nearest even
+    uint16_t b; memcpy(&b, &h, 2); return b;
+}
+static inline float f16_bits_to_f32(uint16_t b) {
+    _Float16 h; memcpy(&h, &b, 2); return (float)h;
+}
+static inline uint16_t f32_to_bf16_bits(float x) {
+    uint32_t u; memcpy(&u, &x, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);   // NaN → quiet NaN
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+static inline float bf16_bits_to_f32(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f;
+}
+
+void sm_f32_to_bf16(const float *src, size_t count, uint16_t *dst) {
+    for (size_t i = 0; i < count; i++) dst[i] = f32_to_bf16_bits(src[i]);
+}
+#if SM_X86
+static SM_AVX2 void bf16_to_f32_avx2(const uint16_t *src, size_t count, float *dst) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+    }
+    for (; i < count; i++) dst[i] = bf16_bits_to_f32(src[i]);
+}
+#endif
+
+void sm_bf16_to_f32(const uint16_t *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { bf16_to_f32_avx2(src, count, dst); return; }
+#endif
+    for (size_t i = 0; i < count; i++) dst[i] = bf16_bits_to_f32(src[i]);
+}
+
+void sm_quantize_q8_0(const float *src, size_t count, uint8_t *dst) {
+    for (size_t b = 0; b < count / SM_Q8_0_BLOCK; b++) {
+        const float *x = src + b * SM_Q8_0_BLOCK;
+        uint8_t *blk = dst + b * SM_Q8_0_BYTES;
+        float amax = 0;
+        for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
+        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        uint16_t dh = f32_to_f16_bits(d);
+        memcpy(blk, &dh, 2);                                  // little-endian hosts only (x86-64, arm64)
+        int8_t *q = (int8_t *)(blk + 2);
+        for (int j = 0; j < SM_Q8_0_BLOCK; j++) q[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+#if SM_X86
+static SM_AVX2 void dequantize_q8_0_avx2(const uint8_t *src, size_t count, float *dst) {
+    for (size_t b = 0; b < count / SM_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = src + b * SM_Q8_0_BYTES;
+        uint16_t dh; memcpy(&dh, blk, 2);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+        for (int g = 0; g < 4; g++) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * g))));
+            _mm256_storeu_ps(dst + b * SM_Q8_0_BLOCK + 8 * g, _mm256_mul_ps(d, q));
+        }
+    }
+}
+#endif
+
+void sm_dequantize_q8_0(const uint8_t *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { dequantize_q8_0_avx2(src, count, dst); return; }
+#endif
+    for (size_t b = 0; b < count / SM_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = src + b * SM_Q8_0_BYTES;
+        uint16_t dh; memcpy(&dh, blk, 2);
+        const float d = f16_bits_to_f32(dh);
+        const int8_t *q = (const int8_t *)(blk + 2);
+        for (int j = 0; j < SM_Q8_0_BLOCK; j++) dst[b * SM_Q8_0_BLOCK + j] = d * (float)q[j];
+    }
+}
+
+void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t r = 0; r < n; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
+            float amax = 0;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
+            const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            xd[r * nb + b] = d;
+            int8_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) q[j] = (int8_t)roundf(v[j] * id);
+        }
+    }
+}
+
+void sm_bf16_prepare_act(const float *x, size_t n, size_t ic, float *xp) {
+    for (size_t r = 0; r < n; r++)
+        for (size_t g = 0; g < ic; g += 16)
+            for (int j = 0; j < 8; j++) {
+                xp[r * ic + g + j] = x[r * ic + g + 2 * j];
+                xp[r * ic + g + 8 + j] = x[r * ic + g + 2 * j + 1];
+            }
+}
+
+static inline void store_out(float *out, size_t ldo, size_t r, size_t o, float v, int accumulate) {
+    if (accumulate) out[r * ldo + o] += v; else out[r * ldo + o] = v;
+}
+
+// MARK: - scalar kernels
+
+static void gemv_bf16_scalar(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
+                             float *out, size_t ldo, int accumulate) {
+    for (size_t o = o0; o < o1; o++) {
+        const uint16_t *wr = w + o * ic;
+        for (size_t r = 0; r < n; r++) {
+            const float *x = xp + r * ic;
+            float s = 0;
+            for (size_t g = 0; g < ic; g += 16)
+                for (int j = 0; j < 8; j++)
+                    s += bf16_bits_to_f32(wr[g + 2 * j]) * x[g + j] + bf16_bits_to_f32(wr[g + 2 * j + 1]) * x[g + 8 + j];
+            store_out(out, ldo, r, o, s, accumulate);
+        }
+    }
+}
+
+static void gemv_q8_0_f32_scalar(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
+                                 float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t o = o0; o < o1; o++) {
+        const uint8_t *wr = w + o * nb * SM_Q8_0_BYTES;
+        for (size_t r = 0; r < n; r++) {
+            float s = 0;
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
+                uint16_t dh; memcpy(&dh, blk, 2);
+                const int8_t *q = (const int8_t *)(blk + 2);
+                const float *xv = x + r * ic + b * SM_Q8_0_BLOCK;
+                float bs = 0;
+                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (float)q[j] * xv[j];
+                s += f16_bits_to_f32(dh) * bs;
+            }
+            store_out(out, ldo, r, o, s, accumulate);
+        }
+    }
+}
+
+static void gemv_q8_0_q8_scalar(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic, size_t o0,
+                                size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t o = o0; o < o1; o++) {
+        const uint8_t *wr = w + o * nb * SM_Q8_0_BYTES;
+        for (size_t r = 0; r < n; r++) {
+            float s = 0;
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
+                uint16_t dh; memcpy(&dh, blk, 2);
+                const int8_t *q = (const int8_t *)(blk + 2), *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
+                int32_t bs = 0;
+                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
+                s += f16_bits_to_f32(dh) * xd[r * nb + b] * (float)bs;
+            }
+            store_out(out, ldo, r, o, s, accumulate);
+        }
+    }
+}
+
+// MARK: - AVX2 kernels
+// Each computes a tile of OT output rows × R activation rows with OT·R independent 8-lane accumulators (the weights
+// of the tile are read once from memory, then from L1 for the other activation rows).
+#if SM_X86
+
+SM_INLINE SM_AVX2 float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+SM_INLINE SM_AVX2 void bf16_tile(const uint16_t *w, const float *xp, size_t ic, size_t o, int OT, int R,
+                                  float *out, size_t ldo, int accumulate) {
+    __m256 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+    const __m256i hiMask = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (size_t k = 0; k < ic; k += 16) {
+        for (int t = 0; t < OT; t++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w + (o + t) * ic + k));
+            const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(v, hiMask));
+            for (int r = 0; r < R; r++) {
+                acc[t][r] = _mm256_fmadd_ps(even, _mm256_loadu_ps(xp + r * ic + k), acc[t][r]);
+                acc[t][r] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xp + r * ic + k + 8), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, hsum8(acc[t][r]), accumulate);
+}
+
+SM_INLINE SM_AVX2 void q8_f32_tile(const uint8_t *w, const float *x, size_t ic, size_t o, int OT, int R,
+                                    float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    __m256 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+            __m256 wq[4];
+            for (int g = 0; g < 4; g++)
+                wq[g] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * g))));
+            for (int r = 0; r < R; r++) {
+                const float *xv = x + r * ic + b * SM_Q8_0_BLOCK;
+                __m256 s0 = _mm256_mul_ps(wq[0], _mm256_loadu_ps(xv));
+                __m256 s1 = _mm256_mul_ps(wq[1], _mm256_loadu_ps(xv + 8));
+                s0 = _mm256_fmadd_ps(wq[2], _mm256_loadu_ps(xv + 16), s0);
+                s1 = _mm256_fmadd_ps(wq[3], _mm256_loadu_ps(xv + 24), s1);
+                acc[t][r] = _mm256_fmadd_ps(d, _mm256_add_ps(s0, s1), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, hsum8(acc[t][r]), accumulate);
+}
+
+SM_INLINE SM_AVX2 void q8_q8_tile(const uint8_t *w, const int8_t *xq, const float *xd, size_t ic, size_t o, int OT,
+                                   int R, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const float dw = _cvtsh_ss(dh);
+            const __m256i qw = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            const __m256i aw = _mm256_sign_epi8(qw, qw);                  // |q_w| (q ∈ [−127, 127])
+            for (int r = 0; r < R; r++) {
+                const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + r * ic + b * SM_Q8_0_BLOCK));
+                const __m256i sx = _mm256_sign_epi8(qx, qw);              // q_x·sign(q_w)
+                const __m256i p16 = _mm256_maddubs_epi16(aw, sx);         // pairs: ≤ 2·127² < 2¹⁵, no saturation
+                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r * nb + b]), p, acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, hsum8(acc[t][r]), accumulate);
+}
+
+// Output rows in tiles of 4 (one activation row) or 2 (2–4 rows); activation rows in chunks of ≤ 4.
+#define SM_DRIVE(TILE, ...)                                                                                          \
+    for (size_t r0 = 0; r0 < n; r0 += 4) {                                                                          \
+        const size_t R = n - r0 < 4 ? n - r0 : 4;                                                                   \
+        size_t o = o0;                                                                                              \
+        switch (R) {                                                                                                \
+        case 1: for (; o + 4 <= o1; o += 4) TILE(o, 4, 1); break;                                                   \
+        case 2: for (; o + 2 <= o1; o += 2) TILE(o, 2, 2); break;                                                   \
+        case 3: for (; o + 2 <= o1; o += 2) TILE(o, 2, 3); break;                                                   \
+        default: for (; o + 2 <= o1; o += 2) TILE(o, 2, 4); break;                                                  \
+        }                                                                                                           \
+        for (; o < o1; o++) switch (R) {                                                                            \
+            case 1: TILE(o, 1, 1); break; case 2: TILE(o, 1, 2); break;                                             \
+            case 3: TILE(o, 1, 3); break; default: TILE(o, 1, 4); break;                                            \
+        }                                                                                                           \
+    }
+
+static SM_AVX2 void gemv_bf16_avx2(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
+                                   float *out, size_t ldo, int accumulate) {
+#define T_BF16(o, OT, RR) bf16_tile(w, xp + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_BF16)
+#undef T_BF16
+}
+static SM_AVX2 void gemv_q8_0_f32_avx2(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
+                                       float *out, size_t ldo, int accumulate) {
+#define T_Q8F(o, OT, RR) q8_f32_tile(w, x + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_Q8F)
+#undef T_Q8F
+}
+static SM_AVX2 void gemv_q8_0_q8_avx2(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic,
+                                      size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+#define T_Q8Q(o, OT, RR) q8_q8_tile(w, xq + r0 * ic, xd + r0 * nb, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_Q8Q)
+#undef T_Q8Q
+}
+#endif
+
+// MARK: - dispatch
+
+void sm_gemv_bf16(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
+                  float *out, size_t ldo, int accumulate) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { gemv_bf16_avx2(w, xp, n, ic, o0, o1, out, ldo, accumulate); return; }
+#endif
+    gemv_bf16_scalar(w, xp, n, ic, o0, o1, out, ldo, accumulate);
+}
+void sm_gemv_q8_0_f32(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
+                      float *out, size_t ldo, int accumulate) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { gemv_q8_0_f32_avx2(w, x, n, ic, o0, o1, out, ldo, accumulate); return; }
+#endif
+    gemv_q8_0_f32_scalar(w, x, n, ic, o0, o1, out, ldo, accumulate);
+}
+void sm_gemv_q8_0_q8(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic, size_t o0, size_t o1,
+                     float *out, size_t ldo, int accumulate) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { gemv_q8_0_q8_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
+#endif
+    gemv_q8_0_q8_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
+}

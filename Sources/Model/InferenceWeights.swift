@@ -1,0 +1,232 @@
+// Low-precision copies of the weight matrices for inference (`--weight-dtype bf16|q8_0`), made on load from the fp32
+// parameters, and the products `linear_forward` runs over them (schedule `.lowPrecision`).
+// Formats (C target CQuant): bf16 = the upper half of fp32, rounded to nearest even; q8_0 = GGUF/GGML's Q8_0 (blocks
+// of 32 weights: fp16 scale d = max|w|/127, then 32 int8 q = round(w/d); ggml/src/ggml-quants.c, quantize_row_q8_0_ref).
+import Foundation
+import CBLAS
+import CQuant
+
+/// Element type of the weight matrices inference multiplies with. Activations, norms, attention and the KV cache stay
+/// fp32 whatever the choice; training always uses the fp32 parameters.
+public enum WeightDType: String, CaseIterable, Sendable {
+    /// The fp32 parameters themselves (no copy).
+    case f32
+    /// bfloat16: fp32 with the low 16 mantissa bits rounded away (relative error ≤ 2⁻⁹).
+    case bf16
+    /// GGUF Q8_0: per 32 weights one fp16 scale and 32 int8 (error ≤ d/2 = max|w|/254 per weight, plus d's fp16 rounding).
+    case q8_0
+
+    /// Bytes of one weight row of `ic` columns (`ic` % 32 == 0 for q8_0).
+    public func rowBytes(_ ic: Int) -> Int {
+        switch self {
+        case .f32: return 4 * ic
+        case .bf16: return 2 * ic
+        case .q8_0: return ic / Int(SM_Q8_0_BLOCK) * Int(SM_Q8_0_BYTES)
+        }
+    }
+}
+
+/// The bf16 or Q8_0 copy of a model's weight matrices: every 2-D parameter whose row length is a multiple of 32
+/// (q/k/v/o, gate/up/down, MoE experts and router, embed_tokens = the tied lm_head) and an untied lm_head, stored in
+/// parameter order so matrices adjacent in the fp32 layout (q|k|v, gate|up) stay adjacent here and `linear_forward`'s
+/// fused products find them as one matrix. Read-only after `init`; `linear_forward` looks a weight up by its fp32
+/// address (`matrix(for:rows:ic:)`) and falls back to fp32 for any other matrix.
+public final class InferenceWeights: @unchecked Sendable {
+    public let dtype: WeightDType
+    /// Bytes held (the low-precision copy; the fp32 parameters are kept too).
+    public let byteCount: Int
+    /// q8_0 only: quantize each activation row to int8 per 32-block and use int8 dot products (GGML's scheme), else
+    /// multiply dequantized weights with the fp32 activations. Default: env `SWIFTMIND_Q8_ACTIVATIONS` = `f32`|`int8`,
+    /// else int8 (measured faster on AVX2; see README "Low-precision inference").
+    public var int8Activations: Bool
+
+    struct Matrix {
+        let bytes: UnsafeRawPointer
+        let ic: Int
+        /// Rows from this one to the end of its run of adjacent matrices with the same row length.
+        let rows: Int
+    }
+    private let storage: UnsafeMutableRawPointer
+    private var index: [UnsafeRawPointer: Matrix] = [:]
+
+    /// Copies `matrices` (fp32 `[rows, ic]`, row-major; `ic` % 32 == 0) into `dtype` (bf16 or q8_0).
+    init(dtype: WeightDType, matrices: [(pointer: UnsafePointer<Float>, rows: Int, ic: Int)]) {
+        precondition(dtype != .f32, "InferenceWeights holds bf16 or q8_0 copies only")
+        self.dtype = dtype
+        let env = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"]
+        int8Activations = env != "f32"
+        let sorted = matrices.filter { $0.ic % 32 == 0 && $0.rows > 0 }.sorted { $0.pointer < $1.pointer }
+        byteCount = sorted.reduce(0) { $0 + $1.rows * dtype.rowBytes($1.ic) }
+        storage = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+        var at = 0
+        var entries: [(UnsafeRawPointer, UnsafeRawPointer, Int, Int)] = []   // fp32 start, bytes, ic, rows
+        for m in sorted {
+            let dst = storage + at, count = m.rows * m.ic
+            switch dtype {
+            case .bf16: sm_f32_to_bf16(m.pointer, count, dst.assumingMemoryBound(to: UInt16.self))
+            case .q8_0: sm_quantize_q8_0(m.pointer, count, dst.assumingMemoryBound(to: UInt8.self))
+            case .f32: break
+            }
+            entries.append((UnsafeRawPointer(m.pointer), UnsafeRawPointer(dst), m.ic, m.rows))
+            at += m.rows * dtype.rowBytes(m.ic)
+        }
+        // Rows available from each matrix: its own plus those of the following matrices that continue it exactly
+        // (next fp32 start = this end, same ic), walking backwards.
+        var following = 0
+        for i in entries.indices.reversed() {
+            let (p, b, ic, rows) = entries[i]
+            if i + 1 < entries.count, entries[i + 1].0 == p + rows * ic * 4, entries[i + 1].2 == ic { following += rows }
+            else { following = rows }
+            index[p] = Matrix(bytes: b, ic: ic, rows: following)
+        }
+    }
+    deinit { storage.deallocate() }
+
+    /// The low-precision matrix whose fp32 copy starts at `w`, when it has `ic` columns and at least `rows` rows.
+    func matrix(for w: UnsafePointer<Float>, rows: Int, ic: Int) -> Matrix? {
+        guard let m = index[UnsafeRawPointer(w)], m.ic == ic, m.rows >= rows else { return nil }
+        return m
+    }
+
+    /// Rows up to which a product reads the low-precision weights directly (matrix-vector kernels); more rows
+    /// dequantize tiles of weights to fp32 and run sgemm.
+    static let directRows = 16
+
+    /// out[N, OC] (rows `ldo` apart; = or += when `accumulate`) = inp[N, IC] · Wᵀ for the low-precision W = `m`.
+    /// N ≤ `directRows`: the CQuant matrix-vector kernels, output rows split over `workers`. Larger N: tiles of W
+    /// dequantized to fp32 (≤ 256 Ki floats = 1 MB per worker) and one single-threaded sgemm per tile, tiles spread over workers.
+    func forward(_ m: Matrix, _ out: FPtr, _ inp: CFPtr, _ n: Int, _ ic: Int, _ oc: Int, ldo: Int, accumulate: Bool, workers: Int) {
+        let acc: Int32 = accumulate ? 1 : 0
+        if n <= InferenceWeights.directRows {
+            let minRows = 64
+            switch dtype {
+            case .bf16:
+                let w = m.bytes.assumingMemoryBound(to: UInt16.self)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic) { xp in
+                    sm_bf16_prepare_act(inp, n, ic, xp.baseAddress!)
+                    let x = UnsafePointer(xp.baseAddress!)
+                    parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                        sm_gemv_bf16(w, x, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
+                    }
+                }
+            case .q8_0:
+                let w = m.bytes.assumingMemoryBound(to: UInt8.self)
+                if int8Activations {
+                    withUnsafeTemporaryAllocation(of: Int8.self, capacity: n * ic) { xq in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
+                            sm_quantize_act_q8(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
+                            let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
+                            parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                                sm_gemv_q8_0_q8(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
+                            }
+                        }
+                    }
+                } else {
+                    parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                        sm_gemv_q8_0_f32(w, inp, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
+                    }
+                }
+            case .f32: preconditionFailure()
+            }
+            return
+        }
+        let tile = Swift.min(oc, Swift.max(16, 262_144 / ic / 16 * 16))
+        let pieces = (oc + tile - 1) / tile, w = Swift.max(1, Swift.min(workers, pieces))
+        let scratch = FPtr.allocate(capacity: w * tile * ic)
+        defer { scratch.deallocate() }
+        let rowBytes = dtype.rowBytes(ic), beta: Float = accumulate ? 1 : 0
+        parallelTasks(pieces, workers: w) { p, worker in
+            let n0 = p * tile, rows = Swift.min(tile, oc - n0), t = scratch + worker * tile * ic
+            dequantize(m.bytes + n0 * rowBytes, count: rows * ic, into: t)
+            sgemm(false, true, n, rows, ic, 1, inp, ic, t, ic, beta, out + n0, ldo)
+        }
+    }
+
+    /// fp32 values of `count` weights (whole rows) starting at `bytes`.
+    func dequantize(_ bytes: UnsafeRawPointer, count: Int, into dst: FPtr) {
+        switch dtype {
+        case .bf16: sm_bf16_to_f32(bytes.assumingMemoryBound(to: UInt16.self), count, dst)
+        case .q8_0: sm_dequantize_q8_0(bytes.assumingMemoryBound(to: UInt8.self), count, dst)
+        case .f32: preconditionFailure()
+        }
+    }
+
+    /// The stored bytes of the matrix whose fp32 copy starts at `w` (`rows` × `rowBytes(ic)`), e.g. for export.
+    public func bytes(of w: UnsafePointer<Float>, rows: Int, ic: Int) -> UnsafeRawBufferPointer? {
+        guard let m = matrix(for: w, rows: rows, ic: ic) else { return nil }
+        return UnsafeRawBufferPointer(start: m.bytes, count: rows * dtype.rowBytes(ic))
+    }
+
+    /// Whether the AVX2+FMA+F16C kernels run on this CPU (else the portable scalar ones; env
+    /// `SWIFTMIND_QUANT_SCALAR=1` forces scalar).
+    public static var simdKernels: Bool { sm_quant_simd_level() >= 1 }
+
+    /// Chooses the scalar kernels (false) or the AVX2 ones when the CPU has them (true); returns `simdKernels`. For
+    /// tests that run both paths on one machine.
+    @discardableResult
+    public static func useSIMDKernels(_ on: Bool) -> Bool { sm_quant_set_simd_level(on ? 1 : 0) >= 1 }
+}
+
+/// Low-precision weights of loaded models, keyed by model identity (owner held weakly, as `UntiedHeadRegistry`).
+final class InferenceWeightsRegistry: @unchecked Sendable {
+    static let shared = InferenceWeightsRegistry()
+    private final class Entry {
+        weak var owner: MiniMindModel?
+        let weights: InferenceWeights
+        init(owner: MiniMindModel, weights: InferenceWeights) { self.owner = owner; self.weights = weights }
+    }
+    private var entries: [ObjectIdentifier: Entry] = [:]
+    private let lock = NSLock()
+
+    func set(_ m: MiniMindModel, _ w: InferenceWeights?) {
+        lock.lock(); defer { lock.unlock() }
+        entries = entries.filter { $0.value.owner != nil }
+        entries[ObjectIdentifier(m)] = w.map { Entry(owner: m, weights: $0) }
+    }
+    func get(_ m: MiniMindModel) -> InferenceWeights? {
+        lock.lock(); defer { lock.unlock() }
+        guard let e = entries[ObjectIdentifier(m)], e.owner === m else { return nil }
+        return e.weights
+    }
+}
+
+extension MiniMindModel {
+    /// The bf16/q8_0 weights inference runs on (`setWeightDType`); nil = fp32.
+    public var inferenceWeights: InferenceWeights? { InferenceWeightsRegistry.shared.get(self) }
+
+    /// The weight type of inference (`forwardIncremental`, `forwardDecodeBatch`, `forwardNewTokens`, and `forward`
+    /// when used for evaluation): `.f32` drops any copy; `.bf16`/`.q8_0` convert the current fp32 matrices now (call it
+    /// after loading and after merging LoRA — later changes to `params` are not seen). Never set it on a model being
+    /// trained: its backward uses the fp32 weights.
+    public func setWeightDType(_ dtype: WeightDType) {
+        if dtype == .f32 { InferenceWeightsRegistry.shared.set(self, nil); return }
+        var mats: [(pointer: UnsafePointer<Float>, rows: Int, ic: Int)] = parameters.filter { $0.shape.count == 2 }.map {
+            (UnsafePointer(paramPtr + $0.offset), $0.shape[0], $0.shape[1])
+        }
+        if let head = untiedLMHead { mats.append((UnsafePointer(head.baseAddress!), config.vocabSize, config.hiddenSize)) }
+        InferenceWeightsRegistry.shared.set(self, InferenceWeights(dtype: dtype, matrices: mats))
+    }
+
+    /// The schedule of inference products: `.lowPrecision` when `inferenceWeights` is set, else `.inference`.
+    func inferenceSchedule(workers: Int) -> LinearSchedule {
+        inferenceWeights.map { LinearSchedule.lowPrecision(workers: workers, weights: $0) } ?? .inference(workers: workers)
+    }
+}
+
+/// GGUF Q8_0 blocks of `values` (count % 32 == 0): per 32 weights a little-endian fp16 d = max|w|/127 then 32 int8
+/// round(w/d) — the bytes `--weight-dtype q8_0` multiplies with and `export --dtype q8_0` writes.
+public func quantizeQ8_0(_ values: UnsafeBufferPointer<Float>) -> [UInt8] {
+    precondition(values.count % 32 == 0, "Q8_0 needs a multiple of 32 values (got \(values.count))")
+    var out = [UInt8](repeating: 0, count: WeightDType.q8_0.rowBytes(values.count))
+    if let b = values.baseAddress { out.withUnsafeMutableBufferPointer { sm_quantize_q8_0(b, values.count, $0.baseAddress!) } }
+    return out
+}
+
+/// fp32 values of GGUF Q8_0 blocks (`bytes.count` % 34 == 0).
+public func dequantizeQ8_0(_ bytes: [UInt8]) -> [Float] {
+    precondition(bytes.count % 34 == 0, "Q8_0 data is whole 34-byte blocks (got \(bytes.count) bytes)")
+    let count = bytes.count / 34 * 32
+    var out = [Float](repeating: 0, count: count)
+    bytes.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { sm_dequantize_q8_0(b.baseAddress!, count, $0.baseAddress!) } }
+    return out
+}

@@ -1,0 +1,20 @@
+// `--weight-dtype f32|bf16|q8_0`: the weight type inference runs on (generate, chat, serve, bench-decode, eval).
+import ArgumentParser
+import Model
+
+struct WeightDTypeArgument: ParsableArguments {
+    @Option(name: .customLong("weight-dtype"),
+            help: "Inference weights: f32 (the checkpoint's), bf16 (rounded to nearest even) or q8_0 (GGUF Q8_0: int8 per 32 weights with an fp16 scale), converted on load. Activations stay f32.")
+    var weightDType: String = "f32"
+
+    var dtype: WeightDType { WeightDType(rawValue: weightDType)! }
+
+    func validate() throws {
+        if WeightDType(rawValue: weightDType) == nil {
+            throw ValidationError("--weight-dtype must be f32, bf16 or q8_0 (got \(weightDType))")
+        }
+    }
+
+    /// Converts `m`'s weight matrices (after any LoRA merge).
+    func apply(to m: MiniMindModel) { m.setWeightDType(dtype) }
+}

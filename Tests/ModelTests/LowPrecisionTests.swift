@@ -1,0 +1,124 @@
+import Foundation
+import XCTest
+@testable import Model
+
+/// `--weight-dtype bf16|q8_0` (InferenceWeights.swift, CQuant): the Q8_0 bytes, the kernels against an fp32 forward of
+/// the same rounded weights, and the deviation from the fp32 model on the golden model.
+final class LowPrecisionTests: XCTestCase {
+    struct GenerateJSON: Decodable { let prompt_ids: [Int32]; let greedy_ids: [Int32]; let max_new_tokens: Int }
+
+    override func tearDown() { InferenceWeights.useSIMDKernels(true) }
+
+    /// GGML's Q8_0 block: little-endian fp16 d = max|w|/127, then round-half-away-from-zero(w/d) as int8.
+    func testQ8_0BlockBytes() {
+        var w = [Float](repeating: 0, count: 96)
+        for j in 0..<32 { w[j] = Float(j) * 4 - 127 }                 // block 0: max 127 → d = 1 (fp16 0x3C00), q = w
+        // block 1: all zero → d = 0, q = 0
+        w[64] = 63.5; w[65] = 0.25; w[66] = -0.25; w[67] = -63.5; w[68] = 0.75   // block 2: d = 0.5 (0x3800), ties away
+        let b = w.withUnsafeBufferPointer { quantizeQ8_0($0) }
+        XCTAssertEqual(b.count, 3 * 34)
+        XCTAssertEqual(Array(b[0..<2]), [0x00, 0x3C])
+        XCTAssertEqual((0..<32).map { Int8(bitPattern: b[2 + $0]) }, (0..<32).map { Int8($0 * 4 - 127) })
+        XCTAssertEqual(Array(b[34..<68]), [UInt8](repeating: 0, count: 34))
+        XCTAssertEqual(Array(b[68..<70]), [0x00, 0x38])
+        XCTAssertEqual((0..<5).map { Int8(bitPattern: b[70 + $0]) }, [127, 1, -1, -127, 2])
+        XCTAssertEqual(dequantizeQ8_0(b)[64..<69], [63.5, 0.5, -0.5, -63.5, 1.0])
+    }
+
+    /// The fp32 model whose 2-D weights are replaced by what `dtype` stores (bf16 / dequantized Q8_0, both exact in
+    /// fp32): the reference the low-precision kernels must reproduce.
+    func roundedModel(_ dtype: WeightDType) throws -> MiniMindModel {
+        let r = try MiniMindModel.load(directory: golden("generate_model"))
+        r.setWeightDType(dtype)
+        let w = r.inferenceWeights!
+        for p in r.parameters where p.shape.count == 2 {
+            let m = try XCTUnwrap(w.matrix(for: r.paramPtr + p.offset, rows: p.shape[0], ic: p.shape[1]))
+            w.dequantize(m.bytes, count: p.count, into: r.paramPtr + p.offset)
+        }
+        r.setWeightDType(.f32)
+        return r
+    }
+
+    /// Logits of prefill (34 rows: dequantized tiles + sgemm), 6 single-token steps (matrix-vector kernels) and one
+    /// batched step of 3 sequences (3 rows), concatenated.
+    func inferenceLogits(_ m: MiniMindModel, _ prompt: [Int32]) -> [Float] {
+        let V = m.config.vocabSize
+        let cache = KVCache(config: m.config, maxLength: 64)
+        var out = m.forwardIncremental(tokens: prompt, cache: cache)
+        for t: Int32 in [5, 900, 17, 4000, 6, 321] { out += m.forwardIncremental(tokens: [t], cache: cache) }
+        let caches = (0..<3).map { _ in KVCache(config: m.config, maxLength: 64) }
+        for (i, c) in caches.enumerated() { _ = m.forwardIncremental(tokens: Array(prompt.prefix(4 + 3 * i)), cache: c) }
+        var batch = [Float](repeating: 0, count: 3 * V)
+        batch.withUnsafeMutableBufferPointer { m.forwardDecodeBatch(tokens: [7, 70, 700], caches: caches, logits: $0) }
+        return out + batch
+    }
+
+    /// With fp32 activations the bf16 / q8_0 paths compute exactly the fp32 products of their weights, up to
+    /// fp32 summation order: logits agree to 1e-4 (the bound the cached-vs-uncached test uses), with the AVX2 and the
+    /// scalar kernels, at 1 and 2 threads.
+    func testKernelsEqualFP32ForwardOfRoundedWeights() throws {
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        setenv("SWIFTMIND_Q8_ACTIVATIONS", "f32", 1)
+        defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.set(saved) }
+        for dtype in [WeightDType.bf16, .q8_0] {
+            let ref = inferenceLogits(try roundedModel(dtype), g.prompt_ids)
+            // The embedding lookup reads the fp32 table, the tied head its low-precision copy: start from the rounded
+            // weights (which bf16 / Q8_0 store unchanged) so both models look up the same embeddings.
+            let m = try roundedModel(dtype)
+            m.setWeightDType(dtype)
+            XCTAssertFalse(m.inferenceWeights!.int8Activations)
+            for simd in [true, false] {
+                InferenceWeights.useSIMDKernels(simd)
+                for threads in [1, 2] {
+                    ComputeThreads.set(threads)
+                    let got = inferenceLogits(m, g.prompt_ids)
+                    let d = got.withUnsafeBufferPointer { maxAbsDiff($0, ref) }
+                    print("\(dtype) simd \(simd) threads \(threads): max |logit − fp32 of rounded weights| = \(d)")
+                    XCTAssertLessThan(d, 1e-4, "\(dtype) simd \(simd) threads \(threads)")
+                }
+            }
+        }
+    }
+
+    /// Deviation from the fp32 model on the golden model (hidden 64, 2 layers, random weights): relative RMS of the
+    /// logits (prefill, decode steps, batched step) within the bounds below; greedy agreement (first token asserted;
+    /// the random model's top logits are close, so later tokens may diverge) and teacher-forced top-1 agreement printed.
+    func testLogitsCloseToFP32AndGreedyAgreement() throws {
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        let f32 = try MiniMindModel.load(directory: golden("generate_model"))
+        let ref = inferenceLogits(f32, g.prompt_ids)
+        let refNorm = ref.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
+        // Bounds: a product's relative RMS error equals its weights' relative RMS rounding error (independent errors),
+        // and the 15 products on the path (7 per layer + the head) add at most linearly. bf16: 2⁻⁸/√3 per weight →
+        // 15 · 0.23 % = 3.4 %. q8_0: uniform rounding d/√12 with d = block max/127 ≈ 2.07σ/127 for N(0, σ) weights →
+        // 0.47 % → 7.1 %; int8 activations round the inputs the same way → twice that, 14 %.
+        let bf16Bound: Double = 15 * 0.00390625 / 3.0.squareRoot()
+        let q8Bound: Double = 15 * 2.07 / (127 * 12.0.squareRoot())
+        let bound: [String: Double] = ["bf16": bf16Bound, "q8_0": q8Bound, "int8": 2 * q8Bound]
+        for (dtype, act) in [(WeightDType.bf16, "f32"), (.q8_0, "f32"), (.q8_0, "int8")] {
+            setenv("SWIFTMIND_Q8_ACTIVATIONS", act, 1)
+            defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
+            let m = try MiniMindModel.load(directory: golden("generate_model"))
+            m.setWeightDType(dtype)
+            let got = inferenceLogits(m, g.prompt_ids)
+            var d2 = 0.0
+            for i in ref.indices { let d = Double(got[i] - ref[i]); d2 += d * d }
+            let rel = d2.squareRoot() / refNorm
+            let ids = Array(TokenGenerator(model: m, promptIds: g.prompt_ids,
+                                           options: SamplingOptions(maxNewTokens: g.max_new_tokens, temperature: 0, eosTokenId: nil)))
+            // Agreement up to the first divergence (after it the contexts differ).
+            let same = zip(ids, g.greedy_ids).prefix { $0 == $1 }.count
+            // Teacher-forced top-1 agreement over prompt + golden continuation (the training forward, as `eval` runs it).
+            let seq = g.prompt_ids + g.greedy_ids, V = f32.config.vocabSize
+            let a = seq.withUnsafeBufferPointer { Array(f32.forward(inputIds: $0, batchSize: 1, seqLen: seq.count)) }
+            let b = seq.withUnsafeBufferPointer { Array(m.forward(inputIds: $0, batchSize: 1, seqLen: seq.count)) }
+            func argmax(_ x: [Float], _ t: Int) -> Int { (0..<V).max { x[t * V + $0] < x[t * V + $1] }! }
+            let agree = (0..<seq.count).filter { argmax(a, $0) == argmax(b, $0) }.count
+            print("\(dtype) (\(act) activations): relative RMS logit deviation \(rel) (bound \(bound[act == "int8" ? "int8" : dtype.rawValue]!)); greedy ids equal for \(same)/\(g.greedy_ids.count); teacher-forced top-1 agreement \(agree)/\(seq.count)")
+            XCTAssertLessThan(rel, bound[act == "int8" ? "int8" : dtype.rawValue]!, "\(dtype) \(act)")
+            XCTAssertEqual(ids.first, g.greedy_ids.first, "\(dtype) \(act): first greedy token")
+        }
+    }
+}
