@@ -14,10 +14,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Optional: headless Chromium and chromedriver for the browser tests (the chat page). Not fatal: without them those
-# tests report themselves skipped, with the reason.
+# Optional: headless Chromium and chromedriver for the browser tests (chat page, dashboard, report.html), and a CJK
+# font so their screenshots show Chinese text instead of empty boxes. Not fatal: without them those tests report
+# themselves skipped, with the reason.
 browser=()
-for p in chromium chromium-driver; do
+for p in chromium chromium-driver fonts-wqy-zenhei; do
   dpkg -s "$p" >/dev/null 2>&1 || browser+=("$p")
 done
 if [ ${#browser[@]} -gt 0 ]; then
