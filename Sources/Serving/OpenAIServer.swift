@@ -222,17 +222,18 @@ public struct ChatCompletionRequest {
 }
 
 /// Rejects every request without `Authorization: Bearer KEY` (401, OpenAI's invalid_api_key shape) except exactly
-/// `GET /health` (liveness probes) and `GET /` (the static chat page, whose API calls carry the key). Deny by default: the router also matches path variants such as `//v1/models`,
+/// `GET`/`HEAD /health` (liveness probes) and `GET`/`HEAD /` (the static chat page, whose API calls carry the key). Deny by default: the router also matches path variants such as `//v1/models`,
 /// so the check must not depend on a path prefix.
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if !(request.method == .get && (request.uri.path == "/health" || request.uri.path == "/")) {
+        if !((request.method == .get || request.method == .head) && (request.uri.path == "/health" || request.uri.path == "/")) {
             let given = request.headers[.authorization] ?? ""
-            let expected = "Bearer " + key
-            // Length-independent comparison of the whole header.
-            var diff = given.utf8.count ^ expected.utf8.count
-            for (a, b) in zip(given.utf8, expected.utf8) { diff |= Int(a ^ b) }
+            // The scheme is case-insensitive (RFC 9110 §11.1); the key is compared whole, in a length-independent way.
+            let token = given.prefix(7).lowercased() == "bearer " ? Substring(given.dropFirst(7)) : ""
+            var diff = token.utf8.count ^ key.utf8.count
+            for (a, b) in zip(token.utf8, key.utf8) { diff |= Int(a ^ b) }
+            if given.isEmpty || token.isEmpty { diff |= 1 }
             if diff != 0 {
                 throw OpenAIError(.unauthorized, given.isEmpty ? "You didn't provide an API key. Provide it as 'Authorization: Bearer KEY'."
                                                                : "Incorrect API key provided.", code: "invalid_api_key")

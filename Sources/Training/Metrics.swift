@@ -30,6 +30,23 @@ public final class MetricsWriter {
 
     deinit { try? handle.close() }
 
+    /// Renames a non-empty metrics file at `path` to `path.replaced-<UTC yyyyMMdd'T'HHmmss>` (a fresh run must not
+    /// append to an earlier run's rows); returns the new name, or nil when there was nothing to set aside.
+    /// - Throws: `TrainingError.io` naming the file when it cannot be renamed.
+    public static func setAside(path: String) throws -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_size > 0 else { return nil }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC"); f.dateFormat = "yyyyMMdd'T'HHmmss"
+        var name = path + ".replaced-" + f.string(from: Date())
+        var n = 1
+        while FileManager.default.fileExists(atPath: name) { n += 1; name = path + ".replaced-" + f.string(from: Date()) + "-\(n)" }
+        guard rename(path, name) == 0 else {
+            throw TrainingError.io(path: path, reason: "cannot rename to \(name) (\(String(cString: strerror(errno))))")
+        }
+        return name
+    }
+
     /// Keeps only the rows of the metrics file at `path` whose `"step"` is ≤ `step` — on `--resume` from checkpoint-N the
     /// steps after N are run again, and their rows from the interrupted run would otherwise appear twice. Lines that are
     /// not a JSON object with an integer `"step"` (a line torn by a kill) are dropped too. The file is rewritten under a

@@ -46,6 +46,10 @@ extension TrainingLoop {
         if o.resume && rank == 0 {
             // The steps after the checkpoint are run again: drop their rows of the interrupted run.
             try MetricsWriter.truncate(path: metricsPath, keepingStepsThrough: Int(stateFields[1]))
+        } else if rank == 0, let kept = try MetricsWriter.setAside(path: metricsPath) {
+            // A fresh run: rows left by an earlier run of this out-dir (one stopped before its first checkpoint, or
+            // there would have been a refusal) are not this run's; keep them under another name.
+            logger.warning("\(metricsPath) held rows of an earlier run; kept as \(kept), this run starts a new file")
         }
         try stateFields.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
         try comm.broadcast(UnsafeMutableRawBufferPointer(obj.parameters), root: 0)

@@ -68,8 +68,32 @@ final class TimelineRecorder {
     static let computeTrack = 1, communicationTrack = 2, stallTrack = 3
     /// Default capacity: 1 Mi events (40 MiB of address space, touched only as it fills; about 100 events per step
     /// for a small model).
-    static var defaultCapacity: Int {
-        ProcessInfo.processInfo.environment["SWIFTMIND_TIMELINE_EVENTS"].flatMap { Int($0) }.map { max($0, 1024) } ?? 1 << 20
+    static var defaultCapacity: Int { (try? capacityFromEnvironment()) ?? 1 << 20 }
+
+    /// Accepted `SWIFTMIND_TIMELINE_EVENTS` (events per rank; 40 bytes each).
+    static let capacityRange = 1024...(1 << 26)
+
+    /// `SWIFTMIND_TIMELINE_EVENTS` when set, else 1 Mi.
+    /// - Throws: `TrainingError.invalidOption` when it is set to anything but an integer in `capacityRange`.
+    static func capacityFromEnvironment() throws -> Int {
+        guard let s = ProcessInfo.processInfo.environment["SWIFTMIND_TIMELINE_EVENTS"] else { return 1 << 20 }
+        guard let n = Int(s), capacityRange.contains(n) else {
+            throw TrainingError.invalidOption("SWIFTMIND_TIMELINE_EVENTS must be an integer number of events in \(capacityRange.lowerBound)…\(capacityRange.upperBound) (got '\(s)')")
+        }
+        return n
+    }
+
+    /// Rank 0 at the start of a run (after the out-dir exists): fails now, not after training, when FILE cannot be
+    /// created or written (a directory, a read-only place). A file the probe created is removed again.
+    /// - Throws: `TrainingError.io` naming the file.
+    func probeWritable() throws {
+        let existed = FileManager.default.fileExists(atPath: path)
+        let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+        guard fd >= 0 else {
+            throw TrainingError.io(path: path, reason: "cannot write the timeline (\(String(cString: strerror(errno))))")
+        }
+        close(fd)
+        if !existed { unlink(path) }
     }
 
     init(path: String, rank: Int, world: Int, capacity: Int = TimelineRecorder.defaultCapacity) {
@@ -244,6 +268,13 @@ final class TimelineRecorder {
     /// - Throws: the communicator's errors, `TrainingError.io` (rank 0) when the file cannot be written.
     func writeMerged(_ comm: Communicator, complete: Bool = true) throws {
         let mine = Array(renderEvents().utf8)
+        var drops = [Double](repeating: 0, count: world)
+        drops[rank] = Double(dropped)
+        try drops.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
+        if rank == 0, drops.contains(where: { $0 > 0 }) {
+            let per = drops.enumerated().filter { $0.element > 0 }.map { "rank \($0.offset): \(Int($0.element))" }.joined(separator: ", ")
+            FileHandle.standardError.write(Data("warning: the timeline's buffer of \(capacity) events per rank filled up; events dropped (\(per)): the trace ends early; raise SWIFTMIND_TIMELINE_EVENTS\n".utf8))
+        }
         guard let all = try comm.gather(mine, root: 0) else { return }
         try write(document(ranks: all.map { String(decoding: $0, as: UTF8.self) }, complete: complete))
     }

@@ -82,8 +82,11 @@ public struct TrainingOptions: Codable, Sendable {
             try check(!t.isEmpty && !t.hasSuffix("/"), "--timeline needs a file name (got '\(t)')")
             let dir = (t as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
-            try check(dir.isEmpty || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue),
+            // The out-dir itself is made by the run; any other directory must exist.
+            let isOutDir = !dir.isEmpty && (dir as NSString).standardizingPath == (outDir as NSString).standardizingPath
+            try check(dir.isEmpty || isOutDir || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue),
                       "--timeline \(t): directory \(dir) does not exist")
+            _ = try TimelineRecorder.capacityFromEnvironment()
         }
     }
 
@@ -222,6 +225,7 @@ final class TrainingLoop {
         var lock: OutDirLock?
         if rank == 0 {
             lock = try Checkpoints.prepareOutDir(o.outDir, resume: o.resume)
+            try timeline?.probeWritable()
             if let was = lock?.previousHolder {
                 logger.warning("\(o.outDir): taking over the run lock left by \(was), whose process is gone")
             }

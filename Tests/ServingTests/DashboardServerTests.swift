@@ -43,6 +43,34 @@ final class DashboardServerTests: ScratchDirTestCase {
         XCTAssertEqual(try steps(tail.rows(since: 0).rows), [1])
     }
 
+    /// A file removed and written again (a recreated out-dir can get the same inode back), or rewritten in place with
+    /// more bytes than were read, starts over with a new generation; rows served are always whole JSON objects.
+    func testTailStartsOverWhenTheFileIsRemovedOrRewrittenInPlace() throws {
+        let path = work + "/metrics.jsonl"
+        let tail = MetricsTail(path: path)
+        try append((0..<30).map { "{\"step\":\($0),\"loss\":\(1.0 + Double($0))}\n" }.joined(), to: path)
+        try tail.refresh()
+        XCTAssertEqual(tail.count, 30)
+        // Removed: the rows go, a new generation.
+        try FileManager.default.removeItem(atPath: path)
+        try tail.refresh()
+        XCTAssertEqual(tail.count, 0)
+        XCTAssertEqual(tail.generation, 1)
+        // Written again, larger, with other line lengths.
+        try append((0..<40).map { "{\"step\":\($0),\"loss\":\(100.0 + 3 * Double($0)),\"extra\":\"abc\"}\n" }.joined(), to: path)
+        try tail.refresh()
+        XCTAssertEqual(try steps(tail.rows(since: 0).rows), Array(0..<40))
+        // Rewritten in place (same inode: truncate, then more bytes than before).
+        let h = try XCTUnwrap(FileHandle(forWritingAtPath: path))
+        try h.truncate(atOffset: 0)
+        try h.write(contentsOf: Data((0..<200).map { "{\"step\":\(1000 + $0)}\n" }.joined().utf8))
+        try h.close()
+        try tail.refresh()
+        XCTAssertEqual(tail.generation, 2)
+        let rows = try tail.rows(since: 0).rows
+        XCTAssertEqual(try steps(rows), Array(1000..<1200))
+    }
+
     func testLegendNamesTellRunsApart() {
         XCTAssertEqual(DashboardRun.names(for: ["/x/runs/a", "/x/runs/b/"]), ["a", "b"])
         XCTAssertEqual(DashboardRun.names(for: ["/x/a/out", "/x/b/out", "/y/c"]), ["a/out", "b/out", "c"])

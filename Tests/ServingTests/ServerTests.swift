@@ -168,16 +168,20 @@ final class ServerTests: XCTestCase {
         defer { Task { try? await ts.stopGracefully() } }
         let port = ts.port
         let body = chatBody(["max_tokens": 2])
-        for headers in [[:], ["Authorization": "Bearer wrong"], ["Authorization": "sk-swiftmind-test"]] {
+        for headers in [[:], ["Authorization": "Bearer wrong"], ["Authorization": "sk-swiftmind-test"], ["Authorization": "Bearer "],
+                        ["Authorization": "Bearer sk-swiftmind-tes"], ["Authorization": "Bearer sk-swiftmind-test2"]] {
             let (s, _, b) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", headers: headers, body: body) }
             XCTAssertEqual(s, 401, "\(headers)")
             XCTAssertEqual((try json(b)["error"] as? [String: Any])?["code"] as? String, "invalid_api_key")
             let (ms, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/v1/models", headers: headers) }
             XCTAssertEqual(ms, 401)
         }
-        let auth = ["Authorization": "Bearer sk-swiftmind-test"]
-        let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", headers: auth, body: body) }
-        XCTAssertEqual(s, 200)
+        // The scheme is case-insensitive (RFC 9110): "bearer" and "BEARER" work as "Bearer" does.
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let auth = ["Authorization": "\(scheme) sk-swiftmind-test"]
+            let (s, _, _) = try await onThread { try RawHTTP.request(port: port, "POST", "/v1/chat/completions", headers: auth, body: body) }
+            XCTAssertEqual(s, 200, scheme)
+        }
         let (hs, _, _) = try await onThread { try RawHTTP.request(port: port, "GET", "/health") }
         XCTAssertEqual(hs, 200, "/health stays open for probes")
     }

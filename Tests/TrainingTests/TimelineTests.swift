@@ -215,6 +215,42 @@ final class TimelineTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--timeline") && r.stderr.contains("does not exist"), r.stderr)
     }
 
+    /// A timeline path that cannot be written (a directory) fails before the first step, not after training; a
+    /// timeline inside the out-dir the run creates is accepted; a bad SWIFTMIND_TIMELINE_EVENTS is a named error.
+    func testUnwritableTimelineFailsAtTheStartAndOutDirTimelineWorks() throws {
+        let dirAsFile = work + "/isdir.json"
+        try FileManager.default.createDirectory(atPath: dirAsFile, withIntermediateDirectories: true)
+        let bad = try TrainerRunner.run(args(out: work + "/unwritable", extra: ["--timeline", dirAsFile]))
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("cannot write the timeline"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/unwritable/metrics.jsonl"), "no step may run first")
+
+        let out = work + "/fresh"
+        let ok = try TrainerRunner.run(args(out: out, steps: 2, extra: ["--timeline", out + "/timeline.json"]), np: 1)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        _ = try checkTrace(out + "/timeline.json")
+
+        let env = try TrainerRunner.run(args(out: work + "/env", steps: 1, extra: ["--timeline", work + "/env.json"]),
+                                        environment: ["SWIFTMIND_TIMELINE_EVENTS": "12"])
+        XCTAssertNotEqual(env.status, 0)
+        XCTAssertTrue(env.stderr.contains("SWIFTMIND_TIMELINE_EVENTS must be an integer"), env.stderr)
+    }
+
+    /// A fresh run into an out-dir that holds an earlier run's metrics.jsonl (stopped before its first checkpoint)
+    /// keeps those rows under another name instead of appending to them.
+    func testFreshRunSetsAsideAnEarlierRunsMetrics() throws {
+        let out = work + "/again"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try "{\"step\":7,\"loss\":9.0}\n".write(toFile: out + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        let r = try TrainerRunner.run(args(out: out, steps: 2), np: 1)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try metricsRows(out).compactMap { ($0["step"] as? NSNumber)?.intValue }, [2])
+        let kept = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("metrics.jsonl.replaced-") }
+        XCTAssertEqual(kept.count, 1, "\(kept)")
+        XCTAssertEqual(try String(contentsOfFile: out + "/" + kept[0], encoding: .utf8), "{\"step\":7,\"loss\":9.0}\n")
+        XCTAssertTrue(r.stderr.contains("held rows of an earlier run"), r.stderr)
+    }
+
     // MARK: progress bar under mpirun
 
     /// `trainer` under mpirun -np 2 with stderr on a pseudo-terminal (`script`) or a pipe; SWIFTMIND_NO_PROGRESS unset.

@@ -97,7 +97,8 @@ public final class DashboardServer: @unchecked Sendable {
             let since = try int("since") ?? 0
             let limit = min(try int("limit") ?? Self.maxRowsPerRequest, Self.maxRowsPerRequest)
             let got: (generation: Int, rows: [Data])
-            do { got = try runs[i].tail.rows(since: since, limit: limit) } catch {
+            // Read what was appended first, so a client polling only this endpoint also sees new rows.
+            do { try runs[i].tail.refresh(); got = try runs[i].tail.rows(since: since, limit: limit) } catch {
                 throw DashboardError(.internalServerError, "\(error)")
             }
             // The rows go out as the file holds them (each already checked to be one JSON object).

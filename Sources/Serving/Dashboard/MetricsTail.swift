@@ -9,9 +9,11 @@ import Glibc
 ///
 /// Only the position of each row is kept in memory (16 bytes a row), not the row: `rows(since:)` reads them back
 /// from the file. A line that is not a JSON object (a line torn by a kill, dropped on `--resume`) is skipped. When
-/// the file is replaced (another inode, as `--resume` does when it drops the steps after its checkpoint) or becomes
-/// shorter than what was read, the tail starts over from byte 0 and `generation` goes up, so clients drop what they
-/// hold and read again from row 0.
+/// the file is replaced (another inode, as `--resume` does when it drops the steps after its checkpoint), removed,
+/// becomes shorter than what was read, or is rewritten in place (its first bytes, or the newline ending what was read,
+/// are no longer what was read — a recreated out-dir can reuse the inode), the tail starts over from byte 0 and
+/// `generation` goes up, so clients drop what they hold and read again from row 0. A row read back that no longer
+/// parses as a JSON object (the file changed between two polls) is never served: the tail starts over instead.
 public final class MetricsTail: @unchecked Sendable {
     /// The followed file.
     public let path: String
@@ -22,6 +24,8 @@ public final class MetricsTail: @unchecked Sendable {
     private var spans: [(offset: UInt64, length: Int)] = []
     private var inode: UInt64?
     private var _generation = 0
+    /// The file's first bytes as read (up to 256), to notice a rewrite in place.
+    private var head = Data()
 
     public init(path: String) { self.path = path }
 
@@ -39,22 +43,35 @@ public final class MetricsTail: @unchecked Sendable {
     private func refreshLocked() throws {
         var st = stat()
         guard stat(path, &st) == 0 else {
-            if errno == ENOENT {   // not started yet, or between a --resume's rewrite and rename
+            if errno == ENOENT {   // not started yet, between a --resume's rewrite and rename, or removed
+                if consumed > 0 || !spans.isEmpty { restartLocked() }
+                inode = nil
                 return
             }
             throw ServingError("\(path): cannot stat (\(String(cString: strerror(errno))))")
         }
         let ino = UInt64(st.st_ino), size = UInt64(st.st_size)
-        if (inode != nil && inode != ino) || size < consumed {
-            consumed = 0; spans.removeAll(keepingCapacity: true); _generation += 1
-        }
+        if (inode != nil && inode != ino) || size < consumed { restartLocked() }
         inode = ino
-        guard size > consumed else { return }
         guard let h = FileHandle(forReadingAtPath: path) else {
             throw ServingError("\(path): cannot open for reading")
         }
         defer { try? h.close() }
         do {
+            if consumed > 0 {
+                // Same inode, not shorter: still the file read so far only if its first bytes and the newline that
+                // ended the last line read are unchanged.
+                try h.seek(toOffset: 0)
+                let first = try h.read(upToCount: head.count) ?? Data()
+                try h.seek(toOffset: consumed - 1)
+                let newline = try h.read(upToCount: 1) ?? Data()
+                if first != head || newline != Data([0x0A]) { restartLocked() }
+            }
+            guard size > consumed else { return }
+            if consumed == 0 {
+                try h.seek(toOffset: 0)
+                head = try h.read(upToCount: Int(min(size, 256))) ?? Data()
+            }
             try h.seek(toOffset: consumed)
             // Read in slices, so a large file already written is not held whole in memory.
             var start = consumed
@@ -78,6 +95,11 @@ public final class MetricsTail: @unchecked Sendable {
         } catch {
             throw ServingError("\(path): cannot read (\(error.localizedDescription))")
         }
+    }
+
+    /// Forgets every row: the next read starts at byte 0, and clients see a new generation.
+    private func restartLocked() {
+        consumed = 0; spans.removeAll(keepingCapacity: true); head = Data(); _generation += 1
     }
 
     /// Whether `line` parses as one JSON object.
@@ -109,7 +131,16 @@ public final class MetricsTail: @unchecked Sendable {
         for s in picked {
             let a = Int(s.offset - first.offset)
             guard a + s.length <= data.count else { break }   // replaced meanwhile: the next refresh starts over
-            out.append(data.subdata(in: (data.startIndex + a) ..< (data.startIndex + a + s.length)))
+            let row = data.subdata(in: (data.startIndex + a) ..< (data.startIndex + a + s.length))
+            guard Self.isJSONObject(row) else {
+                // Rewritten between two polls: serve nothing of it, start over (clients see the new generation).
+                let newGen: Int = lock.withLock {
+                    if _generation == gen { restartLocked() }
+                    return _generation
+                }
+                return (newGen, [])
+            }
+            out.append(row)
         }
         return (gen, out)
     }

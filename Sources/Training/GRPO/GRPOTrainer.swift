@@ -270,6 +270,10 @@ final class GRPOObjective: TrainingObjective {
         if let d = o.rewardModel, let rm = scorer as? RewardModel, rm.model.config.vocabSize != tok.vocabSize {
             throw TrainingError.mismatch("\(d): the reward model's vocab_size \(rm.model.config.vocabSize) differs from the tokenizer's \(tok.vocabSize) (it scores the prompt + reply rendered with the policy's tokenizer)") }
         rollouts = GRPORollouts(prompts: prompts, tokenizer: tok, policy: net, options: o, scorer: scorer)
+        let longestPrompt = rollouts.seqLen - o.maxGenLen
+        if rollouts.seqLen > config.maxPositionEmbeddings {
+            throw TrainingError.invalidOption("--max-gen-len \(o.maxGenLen) after the longest prompt (\(longestPrompt) tokens, cut by --max-seq-len) gives \(rollouts.seqLen) positions, more than the model's max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
         try checkForwardSize(rows: rollouts.rows(forSamples: o.batchSize), seqLen: rollouts.seqLen, config: config)
         model = net
         step = ObjectiveStep(model: net, head: .grpo(reference: ref, beta: o.beta, epsilon: o.epsilon))
