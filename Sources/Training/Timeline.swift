@@ -83,10 +83,17 @@ final class TimelineRecorder {
         return n
     }
 
-    /// Rank 0 at the start of a run (after the out-dir exists): fails now, not after training, when FILE cannot be
-    /// created or written (a directory, a read-only place). A file the probe created is removed again.
+    /// Rank 0 at the start of a run (after the out-dir exists): creates FILE's directory when missing (as --out-dir's
+    /// is), then fails now, not after training, when FILE cannot be created or written (a directory, a read-only
+    /// place). A file the probe created is removed again.
     /// - Throws: `TrainingError.io` naming the file.
     func probeWritable() throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw TrainingError.io(path: path, reason: "cannot create the timeline's directory \(dir) (\(describeFileError(error, path: dir)))")
+            }
+        }
         let existed = FileManager.default.fileExists(atPath: path)
         let fd = open(path, O_WRONLY | O_CREAT, 0o644)
         guard fd >= 0 else {

@@ -80,12 +80,7 @@ public struct TrainingOptions: Codable, Sendable {
                   "--stall-timeout must be 0 (off) or a number of seconds ≥ 1 (got \(stallTimeout))")
         if let t = timeline {
             try check(!t.isEmpty && !t.hasSuffix("/"), "--timeline needs a file name (got '\(t)')")
-            let dir = (t as NSString).deletingLastPathComponent
-            var isDir: ObjCBool = false
-            // The out-dir itself is made by the run; any other directory must exist.
-            let isOutDir = !dir.isEmpty && (dir as NSString).standardizingPath == (outDir as NSString).standardizingPath
-            try check(dir.isEmpty || isOutDir || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue),
-                      "--timeline \(t): directory \(dir) does not exist")
+            // Its directory is created by rank 0 at the start (as --out-dir is), and the file probed for writing then.
             _ = try TimelineRecorder.capacityFromEnvironment()
         }
     }

@@ -209,10 +209,17 @@ final class TimelineTests: XCTestCase {
         }
     }
 
-    func testTimelineInAMissingDirectoryIsRefused() throws {
-        let r = try TrainerRunner.run(args(out: work + "/bad", extra: ["--timeline", work + "/no/such/dir/t.json"]))
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("--timeline") && r.stderr.contains("does not exist"), r.stderr)
+    /// A missing directory of the timeline is created at the start, as --out-dir's is; a file where a directory must
+    /// go is a named error before the first step.
+    func testTimelineDirectoryIsCreatedAndABlockedOneIsANamedError() throws {
+        let r = try TrainerRunner.run(args(out: work + "/made", steps: 1, extra: ["--timeline", work + "/no/such/dir/t.json"]))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        _ = try checkTrace(work + "/no/such/dir/t.json")
+        XCTAssertTrue(FileManager.default.createFile(atPath: work + "/plain", contents: Data("x".utf8)))
+        let b = try TrainerRunner.run(args(out: work + "/blocked", steps: 1, extra: ["--timeline", work + "/plain/t.json"]))
+        XCTAssertNotEqual(b.status, 0)
+        XCTAssertTrue(b.stderr.contains("cannot create the timeline's directory"), b.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/blocked/metrics.jsonl"), "no step may run first")
     }
 
     /// A timeline path that cannot be written (a directory) fails before the first step, not after training; a
