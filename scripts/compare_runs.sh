@@ -69,10 +69,10 @@ while IFS= read -r f; do
     *metrics.jsonl)
       a=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
-    d=json.loads(l); [d.pop(k,None) for k in list(d) if k in ("tokens_per_s","elapsed_s","eta_s","step_time_s","comm_wait_s","unhidden_comm_fraction","rollout_tokens_per_s")]; print(json.dumps(d,sort_keys=True))' "$f")
+    d=json.loads(l); [d.pop(k,None) for k in list(d) if k in ("tokens_per_s","elapsed_s","eta_s","step_time_s","comm_wait_s","unhidden_comm_fraction","comm_unhidden_share","rank_step_time_s","rollout_tokens_per_s")]; print(json.dumps(d,sort_keys=True))' "$f")
       b=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
-    d=json.loads(l); [d.pop(k,None) for k in list(d) if k in ("tokens_per_s","elapsed_s","eta_s","step_time_s","comm_wait_s","unhidden_comm_fraction","rollout_tokens_per_s")]; print(json.dumps(d,sort_keys=True))' "$n" 2>/dev/null || echo missing)
+    d=json.loads(l); [d.pop(k,None) for k in list(d) if k in ("tokens_per_s","elapsed_s","eta_s","step_time_s","comm_wait_s","unhidden_comm_fraction","comm_unhidden_share","rank_step_time_s","rollout_tokens_per_s")]; print(json.dumps(d,sort_keys=True))' "$n" 2>/dev/null || echo missing)
       [ "$a" = "$b" ] && r=same || r=DIFFERENT ;;
     *) cmp -s "$f" "$n" && r=same || r=DIFFERENT ;;
   esac
