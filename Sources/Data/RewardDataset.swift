@@ -9,28 +9,7 @@ import Tokenizers
 /// A batch of n pairs has 2n rows `[2n, maxLength]`: rows [0, n) chosen, [n, 2n) rejected. `input_ids` holds the
 /// sequence; `loss_mask` is 1 at one position per row, its last non-pad token (the position the reward head reads,
 /// `min(length, maxLength) − 1`) and 0 elsewhere; `labels` are unused (0); `maskCount` = rows.
-public final class RewardPairDataset: ChatCacheDataset, BatchDataset, @unchecked Sendable {
-    /// The pairs' turns for a dataset loaded with `init(path:…)`; empty on a built cache.
-    public let chosenConversations: [[ChatMessage]], rejectedConversations: [[ChatMessage]]
-
-    /// Pairs of a `.dpo` cache built with `tokenizer`.
-    public convenience init(cache: TokenCache, tokenizer: Tokenizer, maxLength: Int) {
-        self.init(cache: cache, conversations: [], tokenizer: tokenizer, maxLength: maxLength)
-    }
-
-    /// Reads, renders and encodes the whole file into memory (evaluation files; training uses a built cache).
-    /// - Throws: `JSONLError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
-    public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        let (cache, convs) = try ChatCacheDataset.loadInMemory(path: path, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength, threads: threads)
-        self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength)
-    }
-
-    private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
-        chosenConversations = stride(from: 0, to: conversations.count, by: 2).map { conversations[$0] }
-        rejectedConversations = stride(from: 1, to: conversations.count, by: 2).map { conversations[$0] }
-        super.init(cache: cache, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength)
-    }
-
+public final class RewardPairDataset: ChatPairDataset, BatchDataset, @unchecked Sendable {
     /// Positions per row: `maxLength` (the whole sequence; DPO's X is one shorter).
     public override var seqLen: Int { maxLength }
 

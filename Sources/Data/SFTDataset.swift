@@ -208,11 +208,9 @@ public final class SFTDataset: ChatCacheDataset, BatchDataset, @unchecked Sendab
     }
 }
 
-/// DPO pairs (MiniMind `DPODataset`): `{"chosen": [turns], "rejected": [turns]}` per line (roles as given), each side
-/// rendered, truncated/padded to `maxLength` and masked like SFT. A batch of n pairs has 2n rows: rows [0, n) chosen,
-/// [n, 2n) rejected (the order `train_dpo.py` concatenates them in). The ids come from a `.dpo` `TokenCache`
-/// (sequence 2i chosen, 2i + 1 rejected).
-public final class DPODataset: ChatCacheDataset, BatchDataset, @unchecked Sendable {
+/// Chosen/rejected pairs of a `.dpo` `TokenCache` (sequence 2i chosen, 2i + 1 rejected): what `DPODataset` and
+/// `RewardPairDataset` share — loading, and the pairs' turns of a file read whole. The subclasses lay out the batches.
+public class ChatPairDataset: ChatCacheDataset, @unchecked Sendable {
     /// The pairs' turns for a dataset loaded with `init(path:…)`; empty on a built cache.
     public let chosenConversations: [[ChatMessage]], rejectedConversations: [[ChatMessage]]
 
@@ -221,17 +219,25 @@ public final class DPODataset: ChatCacheDataset, BatchDataset, @unchecked Sendab
         self.init(cache: cache, conversations: [], tokenizer: tokenizer, maxLength: maxLength)
     }
 
-    /// Reads, renders and encodes the whole file into memory (small evaluation files; training uses a built cache).
+    /// Reads, renders and encodes the whole file into memory (evaluation files; training uses a built cache).
+    /// - Throws: `JSONLError` naming the file and line of a malformed row; `TokenizerError` for an unsupported template.
     public convenience init(path: String, tokenizer: Tokenizer, maxLength: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         let (cache, convs) = try ChatCacheDataset.loadInMemory(path: path, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength, threads: threads)
         self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength)
     }
 
-    private init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
+    init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
         chosenConversations = stride(from: 0, to: conversations.count, by: 2).map { conversations[$0] }
         rejectedConversations = stride(from: 1, to: conversations.count, by: 2).map { conversations[$0] }
         super.init(cache: cache, kind: .dpo, tokenizer: tokenizer, maxLength: maxLength)
     }
+}
+
+/// DPO pairs (MiniMind `DPODataset`): `{"chosen": [turns], "rejected": [turns]}` per line (roles as given), each side
+/// rendered, truncated/padded to `maxLength` and masked like SFT. A batch of n pairs has 2n rows: rows [0, n) chosen,
+/// [n, 2n) rejected (the order `train_dpo.py` concatenates them in). The ids come from a `.dpo` `TokenCache`
+/// (sequence 2i chosen, 2i + 1 rejected).
+public final class DPODataset: ChatPairDataset, BatchDataset, @unchecked Sendable {
 
     public func rows(forSamples n: Int) -> Int { 2 * n }
 

@@ -366,34 +366,7 @@ public final class MiniMindModel {
     /// Forward over `inputIds` `[B, T]` (each id in [0, vocab_size), else a precondition failure naming it);
     /// returns the logits `[B, T, V]`, valid until the next forward.
     public func forward(inputIds: UnsafeBufferPointer<Int32>, batchSize B: Int, seqLen T: Int) -> UnsafeMutableBufferPointer<Float> {
-        precondition(B > 0 && T > 0 && inputIds.count == B * T, "forward: inputIds has \(inputIds.count) ids, expected B·T = \(B)·\(T)")
-        let traceStart = traceHook == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        defer { if let h = traceHook { h(.forward, traceStart, DispatchTime.now().uptimeNanoseconds) } }
-        let cfg = config
-        for (i, id) in inputIds.enumerated() {
-            precondition(id >= 0 && Int(id) < cfg.vocabSize, "forward: input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
-        }
-        let V = cfg.vocabSize, N = B * T
-        ensureRope(T)
-        let parts = batchParts(B)
-        let arenas = parts.enumerated().map { ensureActivations(part: $0.offset, n: $0.element.count * T, t: T) }
-        if logitsCap < N * V {
-            logitsPtr?.deallocate()
-            logitsPtr = .allocate(capacity: N * V)
-            logitsCap = N * V
-        }
-        lastB = B; lastT = T
-        lastIds = Array(inputIds)
-        lastParts = parts
-        lastForwardHidden = false
-        for a in arenas { ensureMoE(a) }
-        let logits = logitsPtr!, ids = inputIds.baseAddress!
-        runParts(parts.count) { w in
-            let r = parts[w]
-            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, logits + r.lowerBound * T * V, prof: w == 0)
-        }
-        lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
-        return UnsafeMutableBufferPointer(start: logits, count: N * V)
+        runForward(inputIds: inputIds, batchSize: B, seqLen: T, hiddenOnly: false, caller: "forward")
     }
 
     /// Forward over `inputIds` `[B, T]` up to the final RMSNorm (no LM head): returns the final-norm hidden states
@@ -401,33 +374,43 @@ public final class MiniMindModel {
     /// until the next forward. Ids out of range are a precondition failure, as in `forward`. Its backward is
     /// `backward(dHidden:)`.
     public func forwardHidden(inputIds: UnsafeBufferPointer<Int32>, batchSize B: Int, seqLen T: Int) -> UnsafeMutableBufferPointer<Float> {
-        precondition(B > 0 && T > 0 && inputIds.count == B * T, "forwardHidden: inputIds has \(inputIds.count) ids, expected B·T = \(B)·\(T)")
+        runForward(inputIds: inputIds, batchSize: B, seqLen: T, hiddenOnly: true, caller: "forwardHidden")
+    }
+
+    /// The one forward of `forward` (logits `[B, T, V]`) and `forwardHidden` (final-norm hidden states `[B, T, C]`):
+    /// checks the ids, sizes the arenas, runs the batch parts and records what backward needs.
+    private func runForward(inputIds: UnsafeBufferPointer<Int32>, batchSize B: Int, seqLen T: Int, hiddenOnly: Bool,
+                            caller: String) -> UnsafeMutableBufferPointer<Float> {
+        precondition(B > 0 && T > 0 && inputIds.count == B * T, "\(caller): inputIds has \(inputIds.count) ids, expected B·T = \(B)·\(T)")
+        let traceStart = traceHook == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { if let h = traceHook { h(.forward, traceStart, DispatchTime.now().uptimeNanoseconds) } }
         let cfg = config
         for (i, id) in inputIds.enumerated() {
-            precondition(id >= 0 && Int(id) < cfg.vocabSize, "forwardHidden: input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
+            precondition(id >= 0 && Int(id) < cfg.vocabSize, "\(caller): input_ids[\(i / T)][\(i % T)] = \(id) outside [0, \(cfg.vocabSize))")
         }
-        let C = cfg.hiddenSize, N = B * T
+        // Output row width: the vocabulary (logits) or the hidden size (hidden states).
+        let W = hiddenOnly ? cfg.hiddenSize : cfg.vocabSize, N = B * T
         ensureRope(T)
         let parts = batchParts(B)
         let arenas = parts.enumerated().map { ensureActivations(part: $0.offset, n: $0.element.count * T, t: T) }
-        if hiddenCap < N * C {
-            hiddenPtr?.deallocate()
-            hiddenPtr = .allocate(capacity: N * C)
-            hiddenCap = N * C
+        if hiddenOnly {
+            if hiddenCap < N * W { hiddenPtr?.deallocate(); hiddenPtr = .allocate(capacity: N * W); hiddenCap = N * W }
+        } else {
+            if logitsCap < N * W { logitsPtr?.deallocate(); logitsPtr = .allocate(capacity: N * W); logitsCap = N * W }
         }
         lastB = B; lastT = T
         lastIds = Array(inputIds)
         lastParts = parts
-        lastForwardHidden = true
+        lastForwardHidden = hiddenOnly
         for a in arenas { ensureMoE(a) }
-        let hidden = hiddenPtr!, ids = inputIds.baseAddress!
+        let out = hiddenOnly ? hiddenPtr! : logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
-            let r = parts[w]
-            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, nil, prof: w == 0)
-            (hidden + r.lowerBound * T * C).update(from: arenas[w].xf, count: r.count * T * C)
+            let r = parts[w], rowOut = out + r.lowerBound * T * W
+            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, hiddenOnly ? nil : rowOut, prof: w == 0)
+            if hiddenOnly { rowOut.update(from: arenas[w].xf, count: r.count * T * W) }
         }
         lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
-        return UnsafeMutableBufferPointer(start: hidden, count: N * C)
+        return UnsafeMutableBufferPointer(start: out, count: N * W)
     }
 
     /// Forward of B items (ids [B, T]) through arena `a`, writing logits [B, T, V] (nil: stop at the final norm,
