@@ -113,12 +113,7 @@ final class StageObjective: TrainingObjective {
     /// each other.
     init(options o: StageOptions, communicator comm: Communicator, logger: Logger) throws {
         let tokPath = o.tokenizer ?? o.initDir!
-        let tok = try Tokenizer.load(tokPath)
-        if let t = o.chatTemplate {
-            guard t == "minimind" else { throw TrainingError.invalidOption("--chat-template \(t): only \"minimind\" can be chosen") }
-            tok.useMiniMindChatTemplate()
-        }
-        try tok.checkChatTemplate()
+        let tok = try Tokenizer.loadForChat(tokPath, chatTemplate: o.chatTemplate)
 
         // Data.
         let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: o.stage.cacheKind, tokenizer: tok,
@@ -204,5 +199,20 @@ final class StageObjective: TrainingObjective {
     /// LoRA: OUT/<lora-name>.safetensors (default OUT/lora.safetensors), the file `lora merge` and `--lora` take.
     func didFinish(outDir: String) throws {
         if let a = adapters { try a.save(path: (outDir as NSString).appendingPathComponent(adapterOutputFile)) }
+    }
+}
+
+extension Tokenizer {
+    /// The tokenizer of a chat stage: `path`'s, with MiniMind's ChatML template instead of its own when `chatTemplate`
+    /// is "minimind" (the only name accepted), checked to be a template this project renders.
+    /// - Throws: `TrainingError.invalidOption` for another template name; the tokenizer's load and template errors.
+    static func loadForChat(_ path: String, chatTemplate: String?) throws -> Tokenizer {
+        let tok = try Tokenizer.load(path)
+        if let t = chatTemplate {
+            guard t == "minimind" else { throw TrainingError.invalidOption("--chat-template \(t): only \"minimind\" can be chosen") }
+            tok.useMiniMindChatTemplate()
+        }
+        try tok.checkChatTemplate()
+        return tok
     }
 }

@@ -4,6 +4,7 @@
 // the merged file under a temporary name, then renames it.
 import Foundation
 import Model
+import Tokenizers
 import SwiftMindDistributed
 #if canImport(Glibc)
 import Glibc
@@ -243,26 +244,9 @@ final class TimelineRecorder {
         }
         stallLock.lock(); let st = stalls; stallLock.unlock()
         for s in st {
-            parts.append(#"{"name":"stall warning","cat":"stall","ph":"i","s":"t","ts":\#(micros(s.ns)),"pid":\#(pid),"tid":\#(Self.stallTrack),"args":{"message":\#(Self.jsonString(s.message))}}"#)
+            parts.append(#"{"name":"stall warning","cat":"stall","ph":"i","s":"t","ts":\#(micros(s.ns)),"pid":\#(pid),"tid":\#(Self.stallTrack),"args":{"message":\#(jsonQuote(s.message))}}"#)
         }
         return parts.joined(separator: ",\n")
-    }
-
-    /// `s` as a JSON string literal.
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
     }
 
     /// The whole trace from the ranks' rendered events (`ranks[r]` = rank r's `renderEvents()`).

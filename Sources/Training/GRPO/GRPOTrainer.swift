@@ -253,12 +253,7 @@ final class GRPOObjective: TrainingObjective {
 
     init(options o: GRPOOptions, communicator comm: Communicator, logger: Logger) throws {
         let tokPath = o.tokenizer ?? o.initDir!
-        let tok = try Tokenizer.load(tokPath)
-        if let t = o.chatTemplate {
-            guard t == "minimind" else { throw TrainingError.invalidOption("--chat-template \(t): only \"minimind\" can be chosen") }
-            tok.useMiniMindChatTemplate()
-        }
-        try tok.checkChatTemplate()
+        let tok = try Tokenizer.loadForChat(tokPath, chatTemplate: o.chatTemplate)
         let prompts = try RLAIFPrompts.load(path: o.dataPath, tokenizer: tok, maxLength: o.maxSeqLen, needReference: o.rewardRule != .minimind)
         let net = try MiniMindModel.load(directory: o.initDir!)
         let config = net.config
