@@ -39,17 +39,7 @@ extension PostEval {
         }
         let n = ds.count
         return RewardPreferenceResult(correct: correct, pairs: n, accuracy: n > 0 ? Double(correct) / Double(n) : 0,
-                                      interval: wilsonInterval(successes: correct, trials: n),
+                                      interval: wilson(correct, n),
                                       meanMargin: n > 0 ? sumMargin / Double(n) : 0)
-    }
-
-    /// The Wilson score interval (Wilson 1927) of a binomial proportion: (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) /
-    /// (1 + z²/n); z = 1.959964 gives 95 %. [0, 1] for n = 0.
-    public static func wilsonInterval(successes k: Int, trials n: Int, z: Double = 1.959963984540054) -> (low: Double, high: Double) {
-        guard n > 0 else { return (0, 1) }
-        let nn = Double(n), p = Double(k) / nn, z2 = z * z
-        let center = (p + z2 / (2 * nn)) / (1 + z2 / nn)
-        let half = z * (p * (1 - p) / nn + z2 / (4 * nn * nn)).squareRoot() / (1 + z2 / nn)
-        return (max(0, center - half), min(1, center + half))
     }
 }

@@ -116,7 +116,7 @@ final class RewardTests: XCTestCase {
         XCTAssertEqual(j["pair_accuracy"] as? Double ?? -1, Double(correct) / 12, accuracy: 1e-12)
         XCTAssertEqual(j["mean_margin"] as? Double ?? .nan, margin / 12, accuracy: 1e-5)
         let ci = try XCTUnwrap(j["pair_accuracy_wilson95"] as? [Double])
-        let w = PostEval.wilsonInterval(successes: correct, trials: 12)
+        let w = PostEval.wilson(correct, 12)
         XCTAssertEqual(ci.count, 2)
         for (a, b) in zip(ci, [w.low, w.high]) { XCTAssertEqual(a, b, accuracy: 1e-12, "JSON keeps ~16 digits") }
         XCTAssertTrue(w.low <= Double(correct) / 12 && Double(correct) / 12 <= w.high)
