@@ -342,7 +342,7 @@ final class TrainingLoop {
                  reducer: GradientReducer?, lastLoss: Double?) throws -> StepResult {
         let o = options
         let model = obj.model, config = model.config
-        let B = plan.batchSize, acc = plan.accumulation, T = plan.seqLen
+        let B = plan.batchSize, acc = plan.accumulation
         let trainP = obj.parameters, trainG = obj.gradients
         // All micro-batches of this step, and the global normalisers: Σ mask (CE / KL terms) and samples (DPO pairs).
         obj.willRunStep(step)
