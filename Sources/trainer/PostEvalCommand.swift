@@ -18,7 +18,7 @@ struct PostEvalArguments: ParsableArguments {
     @Option(help: "exact-match: exact (whole answer), contains (the answer contains the reference), author (the answer names the author of a reference \"…的作者是X。\"), first-line (its first line is the reference's: the right poem) or name (the answer contains --name as a whole word).")
     var match: String = "exact"
     @Option(help: "exact-match --match name: the name the answer must contain exactly.") var name: String = "SwiftMind"
-    @Option(help: "preference: a second model scored on the same pairs (e.g. the model before DPO); adds its accuracy and the paired difference with a 95% interval.") var baseline: String?
+    @Option(help: "preference, exact-match, format: a second model scored on the same pairs or prompts (e.g. the model before DPO or GRPO); adds its figures and the paired difference (this model − baseline) with a 95% interval.") var baseline: String?
     @Option(help: "preference: DPO β; the mean implicit-reward margin is β × the mean margin.") var beta: Double = 0.1
     @OptionGroup var template: ChatTemplateArgument
     @OptionGroup var weights: WeightDTypeArgument
@@ -28,6 +28,8 @@ struct PostEvalArguments: ParsableArguments {
             throw ValidationError("--task must be loss, sft-loss, exact-match, preference or format (got \(task))") }
         if !["exact", "contains", "author", "first-line", "name"].contains(match) {
             throw ValidationError("--match must be exact, contains, author, first-line or name (got \(match))") }
+        if baseline != nil, task == "loss" || task == "sft-loss" {
+            throw ValidationError("--baseline applies to --task preference, exact-match and format (got \(task))") }
         try NumericOption.check(limit, "--limit", in: 1...Int.max)
         try NumericOption.check(maxNewTokens, "--max-new-tokens", in: 1...NumericOption.maxTokens)
     }
@@ -50,8 +52,7 @@ struct PostEvalArguments: ParsableArguments {
         switch task {
         case "exact-match", "format":
             let fmt = task == "format"
-            let res = try PostEval.answers(model: m, tokenizer: tok, dataPath: data, filter: filter, limit: limit,
-                                           maxNewTokens: maxNewTokens) { ans, ref in
+            let check: (String, String) -> Bool = { ans, ref in
                 if fmt { return PostEval.hasThinkAnswerFormat(ans) }
                 if match == "author", let a = PostEval.author(inReference: ref) { return PostEval.author(inReference: ans) == a }
                 if match == "contains" { return ans.contains(ref) }
@@ -59,10 +60,13 @@ struct PostEvalArguments: ParsableArguments {
                 if match == "first-line" { return PostEval.firstLineMatches(ans, reference: ref) }
                 return ans == ref
             }
+            let res = try PostEval.answers(model: m, tokenizer: tok, dataPath: data, filter: filter, limit: limit,
+                                           maxNewTokens: maxNewTokens, check: check)
             line["n"] = res.count
             let hits = res.filter(\.ok).count
-            line[fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate"
-                                        : match == "name" ? "name_rate" : match == "first-line" ? "first_line_rate" : "exact_match")] = Double(hits) / Double(max(res.count, 1))
+            let rateKey = fmt ? "format_rate" : (match == "author" ? "author_accuracy" : match == "contains" ? "contains_rate"
+                                                 : match == "name" ? "name_rate" : match == "first-line" ? "first_line_rate" : "exact_match")
+            line[rateKey] = Double(hits) / Double(max(res.count, 1))
             line["hits"] = hits
             line["ci95"] = Self.interval(PostEval.wilson(hits, res.count))
             if match == "name" { line["name"] = name }
@@ -72,6 +76,28 @@ struct PostEvalArguments: ParsableArguments {
                 line["answer_accuracy"] = Double(right) / Double(max(res.count, 1))
                 line["answer_hits"] = right
                 line["answer_ci95"] = Self.interval(PostEval.wilson(right, res.count))
+            }
+            if let bp = baseline {
+                // The same prompts answered greedily by the baseline: per-prompt hit after − before, for the rate
+                // (and, for format, for answer correctness).
+                let bm = try loadModel(bp)
+                try bm.config.checkTokenizer(vocabSize: tok.vocabSize, source: bp)
+                let b = try PostEval.answers(model: bm, tokenizer: tok, dataPath: data, filter: filter, limit: limit,
+                                             maxNewTokens: maxNewTokens, check: check)
+                line["baseline"] = bp
+                func paired(_ key: String, _ hit: (PostEval.Answer) -> Bool) {
+                    let bh = b.filter(hit).count
+                    line["baseline_\(key)"] = Double(bh) / Double(max(b.count, 1))
+                    line["baseline_\(key)_hits"] = bh
+                    line["baseline_\(key)_ci95"] = Self.interval(PostEval.wilson(bh, b.count))
+                    let d = zip(res, b).map { Double(hit($0.0) ? 1 : 0) - Double(hit($0.1) ? 1 : 0) }
+                    let di = PostEval.meanInterval(d)
+                    line["\(key)_difference"] = di.mean
+                    line["\(key)_difference_ci95"] = Self.interval((di.low, di.high))
+                    line["\(key)_difference_excludes_no_change"] = di.low > 0 || di.high < 0
+                }
+                paired(rateKey, \.ok)
+                if fmt { paired("answer_accuracy") { PostEval.answerNumberMatches($0.answer, reference: $0.reference) } }
             }
             line["examples"] = res.prefix(3).map { ["prompt": $0.prompt, "answer": $0.answer, "ok": $0.ok] as [String: Any] }
             if let p = answers {

@@ -147,6 +147,32 @@ final class PostEvalStatsTests: ScratchDirTestCase {
         XCTAssertEqual(alone["preference_accuracy"] as? Double, before)
     }
 
+    /// format / exact-match --baseline: the baseline's answers to the same prompts give its rates (equal to scoring it
+    /// alone) and the paired difference (this model − baseline) with its interval, for the format rate and for answer
+    /// correctness; against itself the difference is 0 with a zero-width interval.
+    func testFormatPairedDifferenceAgainstBaseline() throws {
+        let model = Fixtures.golden("generate_model"), other = Fixtures.golden("dpo_policy")
+        let reason = try write(try lines("reason_test.jsonl", 3), "reason.jsonl")
+        let common = ["--task", "format", "--data", reason, "--max-new-tokens", "6"]
+        let self_ = try eval(["--model", model, "--baseline", model] + common)
+        for key in ["format_rate", "answer_accuracy"] {
+            XCTAssertEqual(self_["\(key)_difference"] as? Double, 0)
+            XCTAssertEqual(self_["\(key)_difference_ci95"] as? [Double], [0, 0])
+            XCTAssertEqual(self_["\(key)_difference_excludes_no_change"] as? Bool, false)
+        }
+        let d = try eval(["--model", model, "--baseline", other] + common)
+        let alone = try eval(["--model", other] + common)
+        for key in ["format_rate", "answer_accuracy"] {
+            let after = try XCTUnwrap(d[key] as? Double), before = try XCTUnwrap(d["baseline_\(key)"] as? Double)
+            XCTAssertEqual(before, try XCTUnwrap(alone[key] as? Double))
+            XCTAssertEqual(try XCTUnwrap(d["\(key)_difference"] as? Double), after - before, accuracy: 1e-12)
+            try assertCounts(d, rate: "baseline_\(key)", hits: "baseline_\(key)_hits", ci: "baseline_\(key)_ci95")
+        }
+        let r = try TrainerRunner.run(["eval", "--task", "sft-loss", "--baseline", model, "--model", model, "--data", reason], timeout: 60)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--baseline applies to --task preference, exact-match and format (got sft-loss)"), r.stderr)
+    }
+
     func testUnknownMatchIsAUsageError() throws {
         let r = try TrainerRunner.run(["eval", "--task", "exact-match", "--match", "x", "--model", Fixtures.golden("model"), "--data", work + "/d.jsonl"], timeout: 60)
         XCTAssertNotEqual(r.status, 0)
