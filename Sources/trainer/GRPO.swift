@@ -15,8 +15,8 @@ struct GRPOCommand: ParsableCommand, DeferredOptionChecks {
         (no top-k/top-p), at most --max-gen-len tokens; the rollout of generation g of prompt i at step s is seeded by
         (--seed, s, i, g), so it is the same at any world size and after --resume.
         Rewards: --reward-rule minimind (MiniMind's rules: reply length ±0.5; with </think>, thinking length +1/−0.5
-        and exactly one </think> ±0.25; minus the repetition penalty of the answer), answer (1 when the last number in
-        the reply's <answer>…</answer> equals the reference's), or minimind+answer; plus the score of --reward-model.
+        and exactly one </think> ±0.25; minus the repetition penalty of the answer), answer (1 when the number in the
+        reply's <answer>…</answer> equals the reference's: eval --task format's answer_accuracy rule), or minimind+answer; plus the score of --reward-model.
         Advantages (r − group mean)/(group std + 1e-4); loss −(min(ratio·A, clamp(ratio, 1−ε, 1+ε)·A) − β·KL) per
         completion token up to its first eos, averaged per completion then over completions; old log-probs are the
         policy's at rollout time (one update per rollout batch, so ratio 1).

@@ -141,7 +141,12 @@ final class GRPORunTests: XCTestCase {
         XCTAssertEqual(GRPORewards.repetitionPenalty("Hello, world"), 0)
         XCTAssertEqual(GRPORewards.answerReward(reply: think, reference: "<think>…</think>\n<answer>\n《自责二首》一共有6行。\n</answer>"), 1)
         XCTAssertEqual(GRPORewards.answerReward(reply: think, reference: "7"), 0)
-        XCTAssertEqual(GRPORewards.answerReward(reply: "一共有6行。", reference: "6"), 0, "no <answer> block")
+        // The rule of eval's answer_accuracy: the first number of the <answer> block with titles removed (a title may
+        // hold digits), the whole reply when it has no block.
+        XCTAssertEqual(GRPORewards.answerReward(reply: "<answer>《七律2首》一共有6行。</answer>", reference: "6"), 1)
+        XCTAssertEqual(GRPORewards.answerReward(reply: "第1行：…\n<answer>共8行</answer>", reference: "<answer>8</answer>"), 1)
+        XCTAssertEqual(GRPORewards.answerReward(reply: "第1行：…一共有6行。", reference: "6"), 0, "no block: the whole reply's first number (1)")
+        XCTAssertEqual(GRPORewards.answerReward(reply: "<answer>没有数字</answer>", reference: "6"), 0)
     }
 
     /// The advantages and the completion mask, as the golden's json defines them.

@@ -22,7 +22,8 @@ extension RewardModel: SequenceScorer {}
 public enum RewardRule: String, Codable, Sendable, CaseIterable {
     /// MiniMind's rules: reply length, `</think>` count and thinking length, repetition penalty.
     case minimind
-    /// 1 when the number in the reply's `<answer>…</answer>` equals the reference answer's, else 0.
+    /// 1 when the number in the reply's `<answer>…</answer>` equals the reference answer's, else 0
+    /// (`GRPORewards.answerReward`, the rule of `trainer eval --task format`'s `answer_accuracy`).
     case answer
     /// Both: MiniMind's rules plus the answer reward.
     case both = "minimind+answer"
@@ -114,40 +115,11 @@ public enum GRPORewards {
         return p
     }
 
-    /// The text inside the first `<answer>…</answer>` of `text`; nil when there is none.
-    public static func answerBlock(_ text: String) -> String? {
-        guard let a = text.range(of: "<answer>"), let b = text.range(of: "</answer>", range: a.upperBound..<text.endIndex)
-        else { return nil }
-        return String(text[a.upperBound..<b.lowerBound])
-    }
-
-    /// The last number (ASCII digits, optional sign and decimal part) in `text`; nil when there is none. The last one,
-    /// because the question's title can carry digits before the count (`《…》一共有6行`).
-    public static func lastNumber(_ text: String) -> Double? {
-        let u = Array(text.unicodeScalars)
-        var i = 0
-        var last: Double?
-        func digit(_ k: Int) -> Bool { k < u.count && (48...57).contains(u[k].value) }
-        while i < u.count {
-            if digit(i) {
-                var j = i
-                while digit(j) { j += 1 }
-                if j < u.count, u[j] == ".", digit(j + 1) { j += 1; while digit(j) { j += 1 } }
-                var start = i
-                if start > 0, u[start - 1] == "-" { start -= 1 }
-                var v = String.UnicodeScalarView(); v.append(contentsOf: u[start..<j])
-                last = Double(String(v))
-                i = j
-            } else { i += 1 }
-        }
-        return last
-    }
-
-    /// The verifiable answer reward: 1 when the reply has an `<answer>…</answer>` whose last number equals the
-    /// reference's, else 0. `reference` is the reference answer text (its `<answer>` block when it has one).
+    /// The verifiable answer reward: 1 when the reply's answer number equals the reference's, else 0 — the rule of the
+    /// `answer_accuracy` figure of `trainer eval --task format` (`PostEval.answerNumberMatches`: the first number in
+    /// the `<answer>…</answer>` block, 《titles》 removed; the whole text when there is no block), so GRPO optimises
+    /// exactly what the evaluation counts. `reference` is the reference answer text (its `<answer>` block when it has one).
     public static func answerReward(reply: String, reference: String) -> Double {
-        guard let want = lastNumber(answerBlock(reference) ?? reference),
-              let block = answerBlock(reply), let got = lastNumber(block) else { return 0 }
-        return got == want ? 1 : 0
+        PostEval.answerNumberMatches(reply, reference: reference) ? 1 : 0
     }
 }
