@@ -14,7 +14,8 @@ extension PostEval {
         let nn = Double(n), p = Double(k) / nn, z2 = z * z
         let centre = (p + z2 / (2 * nn)) / (1 + z2 / nn)
         let half = z * ((p * (1 - p) / nn + z2 / (4 * nn * nn)).squareRoot()) / (1 + z2 / nn)
-        return (max(0, centre - half), min(1, centre + half))
+        // At k = 0 (k = n) the bound is exactly 0 (1); rounding would leave a 1e-17 residue.
+        return (k == 0 ? 0 : max(0, centre - half), k == n ? 1 : min(1, centre + half))
     }
 
     /// Mean of `x` and its normal 95 % interval mean ± z·s/√n (s the sample standard deviation, n − 1 in the

@@ -10,10 +10,10 @@ final class PostEvalStatsTests: ScratchDirTestCase {
     func testWilsonIntervalMatchesTextbookValues() {
         // 0/10 and 10/10: the bounds are z²/(n + z²) from 0 and 1; 5/10 is the symmetric textbook [0.2366, 0.7634].
         let a = PostEval.wilson(0, 10), b = PostEval.wilson(10, 10), c = PostEval.wilson(5, 10)
-        XCTAssertEqual(a.low, 0, accuracy: 1e-12)
+        XCTAssertEqual(a.low, 0, "exactly 0, no rounding residue")
         XCTAssertEqual(a.high, 0.27753, accuracy: 1e-5)
         XCTAssertEqual(b.low, 0.72247, accuracy: 1e-5)
-        XCTAssertEqual(b.high, 1, accuracy: 1e-12)
+        XCTAssertEqual(b.high, 1, "exactly 1")
         XCTAssertEqual(c.low, 0.23659, accuracy: 1e-5)
         XCTAssertEqual(c.high, 0.76341, accuracy: 1e-5)
         // 46/82 (the old reasoning answer count): p 0.561, interval [0.453, 0.663].
