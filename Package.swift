@@ -41,9 +41,9 @@ let package = Package(
         .target(name: "Model", dependencies: ["CBLAS", "CQuant", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
         // The token cache of every stage (read through Tokenizers' JSONLReader), masks, sampler, batching.
         .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
-        // Communicator (MPI | single process), bucketed gradient reducer.
+        // Communicator (MPI | single process), bucketed gradient reducer (bf16 payloads through CQuant's conversions).
         // (Not named `Distributed`: that name is taken by the toolchain's distributed-actors module.)
-        .target(name: "SwiftMindDistributed", dependencies: ["CMPI"], path: "Sources/Distributed"),
+        .target(name: "SwiftMindDistributed", dependencies: ["CMPI", "CQuant"], path: "Sources/Distributed"),
         // Loss heads, step loop, checkpoints/resume, metrics.
         .target(name: "Training",
                 dependencies: ["Model", "Datasets", "Tokenizers", "SwiftMindDistributed",

@@ -3,6 +3,7 @@
 // Math: Llama (Touvron et al. 2023) as implemented by MiniMind's model_minimind.py / HF LlamaForCausalLM.
 import Foundation
 import CBLAS
+import CQuant
 
 typealias FPtr = UnsafeMutablePointer<Float>
 typealias CFPtr = UnsafePointer<Float>
@@ -176,9 +177,10 @@ func attentionScratchPerWorker(_ t: Int) -> Int { 2 * attentionBlock * t + atten
 /// scaled scores) saved so backward recomputes P instead of storing [B,H,T,T].
 /// q[B,T,H,hd], k/v[B,T,KVH,hd], rows (one per token) `ldq`/`ldkv`/`ldy` floats apart (q, k, v are column slices
 /// of the fused qkv activation [N, H·hd + 2·KVH·hd]). Tasks (b, kv-group) run on `workers` threads, each with its own scratch slice of
-/// `attentionScratchPerWorker(T)` floats.
+/// `attentionScratchPerWorker(T)` floats. `bf16` (`--dtype bfloat16`; q, k, v already bf16-rounded by the caller):
+/// the probabilities are rounded to bf16 before the product with v, as autocast casts softmax's fp32 output.
 func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int, bf16: Bool = false) {
     let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
@@ -202,6 +204,7 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
                     for j in valid..<keys { row[j] = 0 }
                     lp[r0 + i] = mx + logf(sum)
                 }
+                if bf16 { sm_round_bf16_f32(S, rows * keys, S) }
                 sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, yp + r0 * ldy, ldy)
                 r0 = r1
             }
@@ -212,10 +215,12 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
 /// Backward of `attention_forward`. Writes dq[B,T,H,hd]; writes dk/dv[B,T,KVH,hd] (zeroed here, summed over the
 /// heads of each group). With P recomputed from lse: dP = dy·vᵀ, dv += Pᵀ·dy, dS = P⊙(dP − rowsum(dy⊙y)),
 /// dq = dS·k/√hd, dk += dSᵀ·q/√hd (FlashAttention-2's D trick, Dao 2023). One task per (b, kv-group), so the
-/// dk/dv slices written by concurrent tasks are disjoint.
+/// dk/dv slices written by concurrent tasks are disjoint. `bf16` (`--dtype bfloat16`; q, k, v, y and dy already
+/// bf16-rounded by the caller): dP is rounded to bf16 (the gradient of autocast's bf16 product), dS is computed from the
+/// fp32 P and rounded before dq and dk, and P is rounded before dv (the operands of the bf16 products).
 func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CFPtr, _ lse: CFPtr,
                         _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int, bf16: Bool = false) {
     let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
@@ -241,14 +246,20 @@ func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CF
                     D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * ldy, 1, yp + (r0 + i) * ldy, 1)
                 }
                 sgemm(false, true, rows, keys, hd, 1, dyp + r0 * ldy, ldy, vp, ldkv, 0, dP, keys)
-                sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv)
+                if bf16 { sm_round_bf16_f32(dP, rows * keys, dP) }
+                else { sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv) }
                 for i in 0..<rows {
                     let pr = P + i * keys, dr = dP + i * keys, di = D[i], valid = r0 + i + 1
                     for j in 0..<valid { dr[j] = pr[j] * (dr[j] - di) }
                     for j in valid..<keys { dr[j] = 0 }
                 }
+                if bf16 { sm_round_bf16_f32(dP, rows * keys, dP) }
                 sgemm(false, false, rows, hd, keys, scale, dP, keys, kp, ldkv, 0, dqp + r0 * ldq, ldq)
                 sgemm(true, false, keys, hd, rows, scale, dP, keys, qp + r0 * ldq, ldq, 1, dkp, ldkv)
+                if bf16 {
+                    sm_round_bf16_f32(P, rows * keys, P)
+                    sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv)
+                }
                 r0 = r1
             }
         }
