@@ -67,7 +67,7 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/trainer"),
         // MPI checks and the overlap measurement of the gradient reducer (run under mpirun by DistributedTests).
-        .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
+        .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS", "CQuant"],
                           path: "Sources/mpi-selftest", swiftSettings: fast),
 
         // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/) and `Python` (optional
