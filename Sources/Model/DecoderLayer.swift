@@ -142,7 +142,7 @@ extension MiniMindModel {
             if bf16 { roundToBF16(a.norm1, n * C) }
         }
         // q_proj | k_proj | v_proj are contiguous in the layout: one product gives qkv[n, QKV].
-        timed(prof, \.matmul) { linear_forward(a.qkv, a.norm1, W + lo.q, n, C, QKV, schedule: schedule) }
+        timed(prof, \.matmul) { linear_forward(a.qkv, a.norm1, W + lo.q, n, C, QKV, schedule: schedule, bf16: bf16) }
         lora?.forward(layer: l, site: .qkv, x: a.norm1, out: a.qkv, n: n)
         switch attention {
         case let .ownRows(B, T, lse, scratch, workers):
@@ -174,7 +174,7 @@ extension MiniMindModel {
                              scratch: rows.scores, scratchPerWorker: rows.scoreFloatsPerWorker, workers: rows.workers,
                              H, KVH, hd, ldq: QKV, ldkv: KVD, ldy: QD)
         }
-        timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.attention, W + lo.o, n, QD, C, schedule: schedule) }
+        timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.attention, W + lo.o, n, QD, C, schedule: schedule, bf16: bf16) }
         lora?.forward(layer: l, site: .o, x: a.attention, out: a.sublayerOutput, n: n)
         timed(prof, \.elementwise) {
             residual_forward(a.afterAttention, a.input, a.sublayerOutput, n * C)
@@ -189,12 +189,12 @@ extension MiniMindModel {
             }
         } else {
             // gate_proj | up_proj are contiguous: one product gives gateUp[n, 2I].
-            timed(prof, \.matmul) { linear_forward(a.gateUp, a.norm2, W + lo.gate, n, C, 2 * I, schedule: schedule) }
+            timed(prof, \.matmul) { linear_forward(a.gateUp, a.norm2, W + lo.gate, n, C, 2 * I, schedule: schedule, bf16: bf16) }
             timed(prof, \.elementwise) {
                 swiglu_forward_fused(a.hidden, a.gateUp, n, I)
                 if bf16 { roundToBF16(a.hidden, n * I) }
             }
-            timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.hidden, W + lo.down, n, I, C, schedule: schedule) }
+            timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.hidden, W + lo.down, n, I, C, schedule: schedule, bf16: bf16) }
         }
         timed(prof, \.elementwise) { residual_forward(a.output, a.afterAttention, a.sublayerOutput, n * C) }
         return aux

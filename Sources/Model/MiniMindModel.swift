@@ -459,7 +459,8 @@ public final class MiniMindModel {
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
         if let logits {
             if bf16Weights != nil { timed(prof, \.elementwise) { roundToBF16(a.xf, N * C) } }
-            timed(prof, \.matmul) { linear_forward(logits, a.xf, (bf16Weights ?? P) + embedOffset, N, C, V, schedule: schedule) }
+            timed(prof, \.matmul) { linear_forward(logits, a.xf, (bf16Weights ?? P) + embedOffset, N, C, V, schedule: schedule,
+                                                          bf16: bf16Weights != nil) }
         }
     }
 
@@ -560,7 +561,7 @@ public final class MiniMindModel {
         if lastForwardHidden {
             a.dln.update(from: dl, count: N * C)
         } else {
-            timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, W + embedOffset, N, C, V, weights: !fz) }
+            timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, W + embedOffset, N, C, V, weights: !fz, bf16: bf16) }
         }
         a.dres.update(repeating: 0, count: N * C)
         timed(prof, \.elementwise) {
@@ -586,17 +587,17 @@ public final class MiniMindModel {
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
                 var dd = UnsafePointer(a.dres)
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(a.h, N * I); roundToBF16(dd, into: a.dgu, N * C) }; dd = UnsafePointer(a.dgu) }
-                if !fz { timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, dd, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
-                timed(prof, \.matmul) { sgemm(false, false, N, I, C, 1, dd, C, W + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
+                if !fz { timed(prof, \.matmul) { gemm(bf16, true, false, C, I, N, 1, dd, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
+                timed(prof, \.matmul) { gemm(bf16, false, false, N, I, C, 1, dd, C, W + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
                 timed(prof, \.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dgu, N * 2 * I) } }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, W + lo.gate, N, C, 2 * I, weights: !fz) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, W + lo.gate, N, C, 2 * I, weights: !fz, bf16: bf16) }
                 }
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 var dOut = UnsafePointer(a.dres)
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(dOut, into: a.h, N * C) }; dOut = UnsafePointer(a.h) }
-                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, dOut, y, W + lo.o, N, QD, C, weights: !fz) }
+                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, dOut, y, W + lo.o, N, QD, C, weights: !fz, bf16: bf16) }
                 lora?.backward(layer: l, site: .o, part: part, x: y, dout: a.dres, dx: a.dy, n: N)
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dy, N * QD) } }
                 timed(prof, \.attention) {
@@ -609,7 +610,7 @@ public final class MiniMindModel {
                     rope_apply(a.dqkv + QD, cosT, sinT, B, T, KVH, hd, inverse: true, rowStride: QKV)
                 }
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dqkv, N * QKV) } }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, W + lo.q, N, C, QKV, weights: !fz) }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, W + lo.q, N, C, QKV, weights: !fz, bf16: bf16) }
                 lora?.backward(layer: l, site: .qkv, part: part, x: ln1, dout: a.dqkv, dx: a.dln, n: N)
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)

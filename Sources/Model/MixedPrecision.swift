@@ -3,10 +3,12 @@
 // decoder (q|k|v, o, gate|up, down, the tied lm_head, forward and both backward products, and the two attention
 // products) takes operands rounded to bf16 (round to nearest even) and accumulates in fp32; RMSNorm, RoPE, softmax,
 // SwiGLU's nonlinearity and the loss stay fp32.
-// Engine here: the *converted* path. Operands are rounded to bf16 and kept in fp32 containers (low 16 bits zero), then
-// OpenBLAS sgemm multiplies them: the products of a bf16 GEMM with fp32 accumulation, up to summation order.
+// Operands are rounded to bf16 and kept in fp32 containers (low 16 bits zero). Engines: on a CPU with native bf16
+// (avx512_bf16 / amx_bf16) oneDNN's bf16 matmul (CDNNL, packed to real bf16); elsewhere the *converted* path, OpenBLAS
+// sgemm on the rounded operands: the products of a bf16 GEMM with fp32 accumulation, up to summation order, not faster.
 import Foundation
 import CQuant
+import CDNNL
 
 /// Precision of the matrix products in training (MiniMind's `--dtype`).
 public enum ComputeDType: String, Sendable, CaseIterable, Codable {
@@ -33,6 +35,57 @@ public enum CPUFeatures {
     public static var hasNativeBF16: Bool { flags.contains("avx512_bf16") || flags.contains("amx_bf16") }
 }
 
+/// Which engine multiplies the bf16 operands (see the file comment), decided once per process.
+public enum BF16Engine: String, Sendable {
+    /// oneDNN bf16 matmul (native bf16 instructions).
+    case oneDNN = "onednn"
+    /// bf16-rounded operands in fp32 containers on OpenBLAS sgemm (emulated: same numbers, fp32 speed).
+    case converted
+
+    /// oneDNN when the CPU has native bf16 and oneDNN creates a bf16 matmul, else converted.
+    /// `SWIFTMIND_BF16_ENGINE=onednn|converted` overrides (onednn only when oneDNN accepts bf16 here; tests).
+    public static let current: BF16Engine = {
+        let asked = ProcessInfo.processInfo.environment["SWIFTMIND_BF16_ENGINE"].flatMap(BF16Engine.init(rawValue:))
+        if asked == .converted { return .converted }
+        guard asked == .oneDNN || CPUFeatures.hasNativeBF16 else { return .converted }
+        return oneDNNProbe.available ? .oneDNN : .converted
+    }()
+
+    /// Whether oneDNN creates a bf16 matmul on this CPU, and its implementation name or the reason it does not.
+    public static let oneDNNProbe: (available: Bool, info: String) = {
+        var buf = [CChar](repeating: 0, count: 256)
+        let ok = sm_dnnl_bf16_probe(&buf, buf.count) != 0
+        return (ok, String(cString: buf))
+    }()
+
+    /// For the start-of-run line and trainer_state.json.
+    public var description: String {
+        switch self {
+        case .oneDNN: return "native (oneDNN bf16 matmul, \(BF16Engine.oneDNNProbe.info))"
+        case .converted: return "converted (bf16-rounded operands on OpenBLAS sgemm; no native bf16 on this CPU)"
+        }
+    }
+}
+
+/// Row-major C[M,N] = alpha·op(A)·op(B) + beta·C for bf16 operands (A and B hold bf16 values in fp32 containers): the
+/// engine of `BF16Engine.current` (a oneDNN failure falls back to sgemm, the same numbers).
+@inline(__always)
+func gemm16(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+            _ a: CFPtr, _ lda: Int, _ b: CFPtr, _ ldb: Int, _ beta: Float, _ c: FPtr, _ ldc: Int) {
+    if m == 0 || n == 0 { return }
+    if BF16Engine.current == .oneDNN,
+       sm_dnnl_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 { return }
+    sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+/// `gemm16` when `bf16`, else `sgemm`.
+@inline(__always)
+func gemm(_ bf16: Bool, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+          _ a: CFPtr, _ lda: Int, _ b: CFPtr, _ ldb: Int, _ beta: Float, _ c: FPtr, _ ldc: Int) {
+    if bf16 { gemm16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) }
+    else { sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) }
+}
+
 /// Rounds `count` floats at `p` to bf16 in place (round to nearest even, NaN stays NaN; CQuant's conversion, AVX2
 /// when the CPU has it). Large buffers are split over the compute workers.
 @inline(__always)
@@ -54,9 +107,8 @@ func roundToBF16(_ src: CFPtr, into dst: FPtr, _ count: Int) {
 
 extension MiniMindModel {
     /// How this model's bf16 products are computed (`--dtype bfloat16`), for the start-of-run message and
-    /// trainer_state.json: "converted" = operands rounded to bf16 in fp32 containers, multiplied by OpenBLAS sgemm
-    /// (emulated bf16: the same numbers as a bf16 GEMM with fp32 accumulation, not faster).
-    public static var bf16Engine: String { "converted (bf16-rounded operands, OpenBLAS sgemm)" }
+    /// trainer_state.json (`BF16Engine.current`).
+    public static var bf16Engine: String { BF16Engine.current.description }
 
     /// The bf16-rounded copy of the parameters the products read under `--dtype bfloat16`, made again after
     /// `parametersDidChange()` (once per optimizer step), else nil.
