@@ -159,6 +159,8 @@ public final class MiniMindModel {
     /// bf16-rounded copy of `params` (fp32 containers) the products read under `.bfloat16`; see `productWeights()`.
     var bf16Weights: FPtr?
     var bf16WeightsStale = true
+    /// True when the last forward ran its products in bf16 (its backward then does too, on the same weight copy).
+    var lastForwardBF16 = false
 
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
     init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
@@ -413,6 +415,7 @@ public final class MiniMindModel {
         precondition(matmulDType == .float32 || (!cfg.useMoe && inferenceWeights == nil),
                      "\(caller): bf16 products need a dense model with fp32 weights")
         let productW = productWeights()
+        lastForwardBF16 = productW != nil
         let out = hiddenOnly ? hiddenPtr! : logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
             let r = parts[w], rowOut = out + r.lowerBound * T * W
@@ -544,7 +547,7 @@ public final class MiniMindModel {
         // `--dtype bfloat16`: the products read the bf16 weight copy and bf16-rounded gradients; dLogits, dgu, dy and
         // dqkv feed only products and are rounded in place, dres (the fp32 residual gradient) is rounded into free
         // scratch (dgu in the MLP, h before o_proj).
-        let bf16 = matmulDType == .bfloat16, W = bf16 ? productWeights()! : P
+        let bf16 = lastForwardBF16, W = bf16 ? bf16Weights! : P
         if bf16 && !lastForwardHidden { timed(prof, \.elementwise) { roundToBF16(dLogitsPtr, N * V) } }
         let dl = UnsafePointer(dLogitsPtr)
         // The timeline's spans (part 0 only, see `traceHook`).
