@@ -412,8 +412,8 @@ public final class MiniMindModel {
         lastParts = parts
         lastForwardHidden = hiddenOnly
         for a in arenas { ensureMoE(a) }
-        precondition(matmulDType == .float32 || (!cfg.useMoe && inferenceWeights == nil),
-                     "\(caller): bf16 products need a dense model with fp32 weights")
+        precondition(matmulDType == .float32 || (!cfg.useMoe && inferenceWeights == nil && 2 * cfg.intermediateSize >= cfg.hiddenSize),
+                     "\(caller): bf16 products need a dense model with fp32 weights and 2·intermediate_size ≥ hidden_size")
         let productW = productWeights()
         lastForwardBF16 = productW != nil
         let out = hiddenOnly ? hiddenPtr! : logitsPtr!, ids = inputIds.baseAddress!
@@ -545,8 +545,8 @@ public final class MiniMindModel {
         let QKV = QD + 2 * KVD
         let P = paramPtr
         // `--dtype bfloat16`: the products read the bf16 weight copy and bf16-rounded gradients; dLogits, dgu, dy and
-        // dqkv feed only products and are rounded in place, dres (the fp32 residual gradient) is rounded into free
-        // scratch (dgu in the MLP, h before o_proj).
+        // dqkv feed only products and are rounded in place, dres (the fp32 residual gradient) is rounded into dgu
+        // [N, 2I] while dgu is free (before the MLP's backward writes it, and after gate|up's products read it).
         let bf16 = lastForwardBF16, W = bf16 ? bf16Weights! : P
         if bf16 && !lastForwardHidden { timed(prof, \.elementwise) { roundToBF16(dLogitsPtr, N * V) } }
         let dl = UnsafePointer(dLogitsPtr)
@@ -599,7 +599,7 @@ public final class MiniMindModel {
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
                 var dOut = UnsafePointer(a.dres)
-                if bf16 { timed(prof, \.elementwise) { roundToBF16(dOut, into: a.h, N * C) }; dOut = UnsafePointer(a.h) }
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(dOut, into: a.dgu, N * C) }; dOut = UnsafePointer(a.dgu) }
                 timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, dOut, y, W + lo.o, N, QD, C, weights: !fz, bf16: bf16) }
                 lora?.backward(layer: l, site: .o, part: part, x: y, dout: a.dres, dx: a.dy, n: N)
                 if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dy, N * QD) } }

@@ -32,7 +32,12 @@ public enum CPUFeatures {
         return []
     }()
     /// True when the CPU has bf16 dot-product instructions (`avx512_bf16`) or AMX tiles for bf16 (`amx_bf16`).
-    public static var hasNativeBF16: Bool { flags.contains("avx512_bf16") || flags.contains("amx_bf16") }
+    /// `SWIFTMIND_ASSUME_NATIVE_BF16=1|0` overrides the flags (to run the suite with a native CPU's defaults elsewhere;
+    /// the engine still needs oneDNN to accept bf16, else it is the converted path).
+    public static var hasNativeBF16: Bool {
+        if let v = ProcessInfo.processInfo.environment["SWIFTMIND_ASSUME_NATIVE_BF16"], !v.isEmpty { return v == "1" }
+        return flags.contains("avx512_bf16") || flags.contains("amx_bf16")
+    }
 }
 
 /// Which engine multiplies the bf16 operands (see the file comment), decided once per process.

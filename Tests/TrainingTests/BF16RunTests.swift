@@ -18,13 +18,13 @@ final class BF16RunTests: XCTestCase {
     }
 
     /// Trains 20 steps; returns the per-step losses of metrics.jsonl and the run's stderr.
-    func train(_ name: String, _ extra: [String]) throws -> (losses: [Double], log: String) {
+    func train(_ name: String, _ extra: [String], environment: [String: String] = [:]) throws -> (losses: [Double], log: String) {
         let out = work + "/" + name
         let r = try TrainerRunner.run(["pretrain", "--data-path", data, "--tokenizer", TrainerRunner.tokenizer, "--cache-dir", cache,
                                        "--hidden-size", "32", "--num-hidden-layers", "2", "--max-seq-len", "33",
                                        "--batch-size", "4", "--accumulation-steps", "2", "--learning-rate", "1e-3",
                                        "--max-steps", "20", "--log-interval", "1", "--save-interval", "20", "--seed", "5",
-                                       "--threads", "1", "--out-dir", out] + extra, np: 2)
+                                       "--threads", "1", "--out-dir", out] + extra, np: 2, environment: environment)
         XCTAssertEqual(r.status, 0, "\(name):\n\(r.stdout)\n\(r.stderr)")
         let rows = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         let losses = try rows.compactMap { line -> Double? in
@@ -63,5 +63,21 @@ final class BF16RunTests: XCTestCase {
         let st = try String(contentsOfFile: work + "/both/final/model.safetensors", encoding: .isoLatin1)
         XCTAssertTrue(st.contains("\"dtype\":\"F32\""), "final weights are not F32")
         XCTAssertFalse(st.contains("\"dtype\":\"BF16\""))
+    }
+
+    /// Without --dtype: bfloat16 on a CPU with native bf16 (here simulated with SWIFTMIND_ASSUME_NATIVE_BF16=1, the
+    /// /proc/cpuinfo flags' stand-in), float32 elsewhere (=0); a MoE model trains in float32 either way.
+    func testDefaultFollowsTheCPU() throws {
+        _ = try train("native", [], environment: ["SWIFTMIND_ASSUME_NATIVE_BF16": "1"])
+        _ = try train("plain", [], environment: ["SWIFTMIND_ASSUME_NATIVE_BF16": "0"])
+        _ = try train("moe", ["--use-moe"], environment: ["SWIFTMIND_ASSUME_NATIVE_BF16": "1"])
+        XCTAssertEqual(try state("native")["dtype"] as? String, "bfloat16")
+        XCTAssertEqual(try state("plain")["dtype"] as? String, "float32")
+        XCTAssertEqual(try state("moe")["dtype"] as? String, "float32")
+        let refused = try TrainerRunner.run(["pretrain", "--data-path", data, "--tokenizer", TrainerRunner.tokenizer, "--cache-dir", cache,
+                                             "--hidden-size", "32", "--num-hidden-layers", "2", "--max-seq-len", "33", "--batch-size", "4",
+                                             "--max-steps", "1", "--use-moe", "--dtype", "bfloat16", "--out-dir", work + "/moe-bf16"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("--dtype bfloat16 is not implemented for MoE models"), refused.stderr)
     }
 }
