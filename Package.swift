@@ -37,13 +37,16 @@ let package = Package(
         .target(name: "Tokenizers", path: "Sources/Tokenizers", swiftSettings: fast),
         // bf16 / GGUF Q8_0 weight formats and their decode kernels (AVX2 chosen at run time, scalar elsewhere).
         .target(name: "CQuant", path: "Sources/CQuant", cSettings: [.unsafeFlags(["-O3"])]),
+        // bf16 matrix products on oneDNN (libdnnl-dev) for `--dtype bfloat16` on CPUs with native bf16.
+        .target(name: "CDNNL", dependencies: ["CQuant"], path: "Sources/CDNNL", cSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("dnnl")]),
         // Config, parameter layout, forward/backward kernels, AdamW, safetensors, KV cache.
-        .target(name: "Model", dependencies: ["CBLAS", "CQuant", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
+        .target(name: "Model", dependencies: ["CBLAS", "CQuant", "CDNNL", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/Model", swiftSettings: fast),
         // The token cache of every stage (read through Tokenizers' JSONLReader), masks, sampler, batching.
         .target(name: "Datasets", dependencies: ["Tokenizers"], path: "Sources/Data", swiftSettings: fast),
-        // Communicator (MPI | single process), bucketed gradient reducer.
+        // Communicator (MPI | single process), bucketed gradient reducer (bf16 payloads through CQuant's conversions).
         // (Not named `Distributed`: that name is taken by the toolchain's distributed-actors module.)
-        .target(name: "SwiftMindDistributed", dependencies: ["CMPI"], path: "Sources/Distributed"),
+        .target(name: "SwiftMindDistributed", dependencies: ["CMPI", "CQuant"], path: "Sources/Distributed"),
         // Loss heads, step loop, checkpoints/resume, metrics.
         .target(name: "Training",
                 dependencies: ["Model", "Datasets", "Tokenizers", "SwiftMindDistributed",
@@ -67,7 +70,7 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/trainer"),
         // MPI checks and the overlap measurement of the gradient reducer (run under mpirun by DistributedTests).
-        .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS"],
+        .executableTarget(name: "mpi-selftest", dependencies: ["SwiftMindDistributed", "CBLAS", "CQuant"],
                           path: "Sources/mpi-selftest", swiftSettings: fast),
 
         // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/) and `Python` (optional

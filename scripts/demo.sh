@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1 (`./launch.sh demo` runs this): from a fresh clone to a small pretrained model generating text.
-#   1. installs what is missing (OpenMPI, OpenBLAS, pkg-config) — scripts/install-deps.sh
+#   1. installs what is missing (OpenMPI, OpenBLAS, oneDNN, pkg-config) — scripts/install-deps.sh
 #   2. builds the release binary
 #   3. trains a byte-level BPE tokenizer on data/demo/pretrain.jsonl
 #   4. pretrains a small model with `mpirun -np 2` for a few minutes

@@ -3,7 +3,7 @@
 set -euo pipefail
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need=()
-for p in libopenmpi-dev openmpi-bin libopenblas-dev pkg-config iproute2; do
+for p in libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev pkg-config iproute2; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 updated=0

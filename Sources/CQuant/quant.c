@@ -55,7 +55,32 @@ static inline float bf16_bits_to_f32(uint16_t b) {
     uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f;
 }
 
+#if SM_X86
+// f32_to_bf16_bits on 8 lanes (round to nearest even; NaN lanes keep their upper bits with the quiet bit set).
+SM_INLINE SM_AVX2 __m256i round_bf16_lanes(__m256i u) {
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F800000));
+    const __m256i n = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+    return _mm256_and_si256(_mm256_blendv_epi8(r, n, nan), _mm256_set1_epi32((int)0xFFFF0000u));
+}
+static SM_AVX2 void f32_to_bf16_avx2(const float *src, size_t count, uint16_t *dst) {
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        const __m256i a = _mm256_srli_epi32(round_bf16_lanes(_mm256_castps_si256(_mm256_loadu_ps(src + i))), 16);
+        const __m256i b = _mm256_srli_epi32(round_bf16_lanes(_mm256_castps_si256(_mm256_loadu_ps(src + i + 8))), 16);
+        // packus works per 128-bit lane: a0 b0 a1 b1 → reorder the 64-bit quarters to a0 a1 b0 b1.
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+        _mm256_storeu_si256((__m256i *)(dst + i), p);
+    }
+    for (; i < count; i++) dst[i] = f32_to_bf16_bits(src[i]);
+}
+#endif
+
 void sm_f32_to_bf16(const float *src, size_t count, uint16_t *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { f32_to_bf16_avx2(src, count, dst); return; }
+#endif
     for (size_t i = 0; i < count; i++) dst[i] = f32_to_bf16_bits(src[i]);
 }
 #if SM_X86
@@ -74,6 +99,38 @@ void sm_bf16_to_f32(const uint16_t *src, size_t count, float *dst) {
     if (sm_quant_simd_level() >= 1) { bf16_to_f32_avx2(src, count, dst); return; }
 #endif
     for (size_t i = 0; i < count; i++) dst[i] = bf16_bits_to_f32(src[i]);
+}
+
+static inline float round_bf16_f32(float x) { return bf16_bits_to_f32(f32_to_bf16_bits(x)); }
+#if SM_X86
+static SM_AVX2 void round_bf16_f32_avx2(const float *src, size_t count, float *dst) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(round_bf16_lanes(_mm256_castps_si256(_mm256_loadu_ps(src + i)))));
+    for (; i < count; i++) dst[i] = round_bf16_f32(src[i]);
+}
+static SM_AVX2 void bf16_accumulate_avx2(const uint16_t *src, size_t count, float *dst) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        const __m256i v = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i))), 16);
+        _mm256_storeu_ps(dst + i, _mm256_add_ps(_mm256_loadu_ps(dst + i), _mm256_castsi256_ps(v)));
+    }
+    for (; i < count; i++) dst[i] += bf16_bits_to_f32(src[i]);
+}
+#endif
+
+void sm_bf16_accumulate_f32(const uint16_t *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { bf16_accumulate_avx2(src, count, dst); return; }
+#endif
+    for (size_t i = 0; i < count; i++) dst[i] += bf16_bits_to_f32(src[i]);
+}
+
+void sm_round_bf16_f32(const float *src, size_t count, float *dst) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { round_bf16_f32_avx2(src, count, dst); return; }
+#endif
+    for (size_t i = 0; i < count; i++) dst[i] = round_bf16_f32(src[i]);
 }
 
 void sm_quantize_q8_0(const float *src, size_t count, uint8_t *dst) {

@@ -1,6 +1,7 @@
 // Bucketed gradient all-reduce that overlaps the backward pass (PyTorch DDP's Reducer, Li et al., VLDB 2020,
 // "PyTorch Distributed: Experiences on Accelerating Data Parallel Training").
 import CMPI
+import CQuant
 import Foundation
 
 /// How a `GradientReducer` drives communication while backward computes.
@@ -48,6 +49,11 @@ public final class GradientReducer {
     /// Flat ranges of the buckets in launch order: `buckets[0]` is the END of the buffer.
     public let buckets: [Range<Int>]
     public let progressMode: ReducerProgress
+    /// What the all-reduce sends (`--grad-comm-dtype`); with `.bfloat16` the buckets are all-gathered as bf16 and summed
+    /// in fp32 (BF16GradientPayload.swift).
+    public let payload: GradientPayload
+    /// The bf16 buffers of `.bfloat16` with MPI and several ranks, else nil.
+    private let bf16: BF16BucketBuffers?
 
     /// Seconds `finish()` spent waiting for communication in the last round: the communication backward did not hide.
     public private(set) var lastFinishWaitSeconds: Double = 0
@@ -86,8 +92,10 @@ public final class GradientReducer {
     /// `gradients` is the flat gradient buffer; buckets are contiguous ranges of about `bucketCapBytes`, built from the END of
     /// the buffer (reverse layout order), so the first bucket is the first to become ready in backward.
     /// `progress` defaults to `ReducerProgress.default`; with a single rank nothing is communicated.
+    /// `payload` `.bfloat16`: each bucket is rounded to bf16, all-gathered and summed in fp32 in rank order (without
+    /// MPI: rounded in place and all-reduced in fp32, the same numbers).
     public init(communicator: Communicator, gradients: UnsafeMutableBufferPointer<Float>, bucketCapBytes: Int = 25 << 20,
-                progress: ReducerProgress? = nil) {
+                progress: ReducerProgress? = nil, payload: GradientPayload = .float32) {
         precondition(bucketCapBytes > 0, "bucketCapBytes must be positive")
         self.communicator = communicator
         self.gradients = gradients
@@ -104,19 +112,36 @@ public final class GradientReducer {
         if mode != .testPolling, let m = mpi, m.providedThreadLevel < cmpi_thread_serialized() { mode = .testPolling }
         if mpi == nil { mode = .communicationThread }
         progressMode = mode
+        self.payload = payload
+        let bf = payload == .bfloat16 && mpi != nil && communicator.size > 1
+            ? BF16BucketBuffers(count: gradients.count, world: communicator.size) : nil
+        bf16 = bf
         if communicator.size > 1 {
             let comm = communicator, grads = gradients, ranges = b
             switch mode {
             case .communicationThread:
-                let m = mpi
+                let m = mpi, roundOnly = payload == .bfloat16 && bf == nil
                 worker = CommunicationWorker(ops: .blocking({ i in
                     let slice = UnsafeMutableBufferPointer(rebasing: grads[ranges[i]])
+                    if let bf, let m {
+                        bf.pack(grads, ranges[i])
+                        try m.allGatherBF16Unwatched(bf.send + ranges[i].lowerBound, ranges[i].count, into: bf.received(rank: 0, ranges[i]))
+                        bf.unpack(grads, ranges[i])
+                        return
+                    }
+                    if roundOnly { sm_round_bf16_f32(slice.baseAddress!, slice.count, slice.baseAddress!) }
                     if let m { try m.allReduceSumUnwatched(slice) } else { try comm.allReduceSum(slice) }
                 }))
             case .pollingThread:
                 let m = mpi!
                 worker = CommunicationWorker(ops: .nonBlocking(
-                    start: { i in try m.startAllReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]])) },
+                    start: { i in
+                        if let bf {
+                            bf.pack(grads, ranges[i])
+                            return try m.startAllGatherBF16(bf.send + ranges[i].lowerBound, ranges[i].count, into: bf.received(rank: 0, ranges[i]))
+                        }
+                        return try m.startAllReduceSum(UnsafeMutableBufferPointer(rebasing: grads[ranges[i]]))
+                    },
                     test: { r in try m.test(&r) }))
             case .testPolling:
                 break
@@ -186,7 +211,13 @@ public final class GradientReducer {
                 if inflight.count - firstIncomplete >= GradientReducer.maxInflight {
                     try m.wait(&inflight[firstIncomplete]); stampDone(firstIncomplete); firstIncomplete += 1
                 }
-                inflight.append(try m.startAllReduceSum(slice))
+                if let bf = bf16 {
+                    bf.pack(gradients, buckets[i])
+                    inflight.append(try m.startAllGatherBF16(bf.send + buckets[i].lowerBound, buckets[i].count,
+                                                             into: bf.received(rank: 0, buckets[i])))
+                } else {
+                    inflight.append(try m.startAllReduceSum(slice))
+                }
             } else {
                 try communicator.allReduceSum(slice)
             }
@@ -229,6 +260,10 @@ public final class GradientReducer {
             }
             inflight.removeAll(keepingCapacity: true)
             firstIncomplete = 0
+        }
+        // Non-blocking bf16 gathers: every bucket's sum, once all arrived (the blocking thread sums as it goes).
+        if let bf = bf16, progressMode != .communicationThread, pendingError == nil {
+            for r in buckets { bf.unpack(gradients, r) }
         }
         lastFinishWaitSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         armed = false

@@ -126,27 +126,36 @@ extension MiniMindModel {
     ///   `moe`, the routed and shared experts (MoE.swift).
     /// Every weight product goes through `linear_forward` with `schedule`. Returns this layer's MoE aux loss (0 for a
     /// dense layer or without aux). `prof` accumulates the parts' wall-clock time into `profile` when `profiling`.
+    /// `bf16Weights` (training under `--dtype bfloat16`, dense layers, `.ownRows`): the products read these
+    /// bf16-rounded weights, and norm1, q|k|v after RoPE, the attention probabilities, the attention output, norm2 and
+    /// the SwiGLU output are rounded to bf16 in place before the products that read them (MixedPrecision.swift).
     @discardableResult
     func decoderLayer(_ l: Int, rows n: Int, _ a: LayerActivations, attention: LayerAttention, moe: MoERouting?,
-                      schedule: LinearSchedule, prof: Bool = false) -> Double {
+                      schedule: LinearSchedule, bf16Weights: FPtr? = nil, prof: Bool = false) -> Double {
         let cfg = config, lo = layerOffsets[l], P = paramPtr
+        let bf16 = bf16Weights != nil, W = bf16Weights ?? P
         let C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, QKV = QD + 2 * KVD
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, eps = cfg.rmsNormEps
         let cosT = rope.cos, sinT = rope.sin
-        timed(prof, \.elementwise) { rmsnorm_forward(a.norm1, a.rstd1, a.input, P + lo.ln1, n, C, eps) }
+        timed(prof, \.elementwise) {
+            rmsnorm_forward(a.norm1, a.rstd1, a.input, P + lo.ln1, n, C, eps)
+            if bf16 { roundToBF16(a.norm1, n * C) }
+        }
         // q_proj | k_proj | v_proj are contiguous in the layout: one product gives qkv[n, QKV].
-        timed(prof, \.matmul) { linear_forward(a.qkv, a.norm1, P + lo.q, n, C, QKV, schedule: schedule) }
+        timed(prof, \.matmul) { linear_forward(a.qkv, a.norm1, W + lo.q, n, C, QKV, schedule: schedule, bf16: bf16) }
         lora?.forward(layer: l, site: .qkv, x: a.norm1, out: a.qkv, n: n)
         switch attention {
         case let .ownRows(B, T, lse, scratch, workers):
             timed(prof, \.elementwise) {
                 rope_apply(a.qkv, cosT, sinT, B, T, H, hd, rowStride: QKV)
                 rope_apply(a.qkv + QD, cosT, sinT, B, T, KVH, hd, rowStride: QKV)
+                if bf16 { roundToBF16(a.qkv, n * QKV) }
             }
             timed(prof, \.attention) {
                 attention_forward(a.attention, lse, a.qkv, a.qkv + QD, a.qkv + QD + KVD, scratch, workers: workers,
-                                  B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD)
+                                  B, T, H, KVH, hd, ldq: QKV, ldkv: QKV, ldy: QD, bf16: bf16)
             }
+            if bf16 { timed(prof, \.elementwise) { roundToBF16(a.attention, n * QD) } }
         case let .kvCache(rows):
             var keys: [CFPtr] = [], values: [CFPtr] = [], positions: [Int] = []
             for (s, cache) in rows.caches.enumerated() {
@@ -165,11 +174,12 @@ extension MiniMindModel {
                              scratch: rows.scores, scratchPerWorker: rows.scoreFloatsPerWorker, workers: rows.workers,
                              H, KVH, hd, ldq: QKV, ldkv: KVD, ldy: QD)
         }
-        timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.attention, P + lo.o, n, QD, C, schedule: schedule) }
+        timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.attention, W + lo.o, n, QD, C, schedule: schedule, bf16: bf16) }
         lora?.forward(layer: l, site: .o, x: a.attention, out: a.sublayerOutput, n: n)
         timed(prof, \.elementwise) {
             residual_forward(a.afterAttention, a.input, a.sublayerOutput, n * C)
             rmsnorm_forward(a.norm2, a.rstd2, a.afterAttention, P + lo.ln2, n, C, eps)
+            if bf16 { roundToBF16(a.norm2, n * C) }
         }
         var aux = 0.0
         if let r = moe {
@@ -179,9 +189,12 @@ extension MiniMindModel {
             }
         } else {
             // gate_proj | up_proj are contiguous: one product gives gateUp[n, 2I].
-            timed(prof, \.matmul) { linear_forward(a.gateUp, a.norm2, P + lo.gate, n, C, 2 * I, schedule: schedule) }
-            timed(prof, \.elementwise) { swiglu_forward_fused(a.hidden, a.gateUp, n, I) }
-            timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.hidden, P + lo.down, n, I, C, schedule: schedule) }
+            timed(prof, \.matmul) { linear_forward(a.gateUp, a.norm2, W + lo.gate, n, C, 2 * I, schedule: schedule, bf16: bf16) }
+            timed(prof, \.elementwise) {
+                swiglu_forward_fused(a.hidden, a.gateUp, n, I)
+                if bf16 { roundToBF16(a.hidden, n * I) }
+            }
+            timed(prof, \.matmul) { linear_forward(a.sublayerOutput, a.hidden, W + lo.down, n, I, C, schedule: schedule, bf16: bf16) }
         }
         timed(prof, \.elementwise) { residual_forward(a.output, a.afterAttention, a.sublayerOutput, n * C) }
         return aux

@@ -3,6 +3,7 @@
 // Math: Llama (Touvron et al. 2023) as implemented by MiniMind's model_minimind.py / HF LlamaForCausalLM.
 import Foundation
 import CBLAS
+import CQuant
 
 typealias FPtr = UnsafeMutablePointer<Float>
 typealias CFPtr = UnsafePointer<Float>
@@ -54,12 +55,13 @@ enum LinearSchedule {
 /// serves with its small-matrix kernels that read the weights in place (measured: 2.2× faster per layer at N = 8),
 /// run as single-threaded sgemms spread over the workers (other builds just pack piece by piece). Larger N: the
 /// output columns are split into one single-threaded sgemm per worker.
+/// `bf16` (schedule `.blas`, `--dtype bfloat16`): inp and w hold bf16 values; the product runs on `gemm16`.
 func linear_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, _ oc: Int, ldo: Int? = nil,
-                    accumulate: Bool = false, schedule: LinearSchedule = .blas) {
+                    accumulate: Bool = false, schedule: LinearSchedule = .blas, bf16: Bool = false) {
     let ld = ldo ?? oc, beta: Float = accumulate ? 1 : 0
     switch schedule {
     case .blas:
-        sgemm(false, true, n, oc, ic, 1, inp, ic, w, ic, beta, out, ld)
+        gemm(bf16, false, true, n, oc, ic, 1, inp, ic, w, ic, beta, out, ld)
     case let .lowPrecision(workers, weights):
         if let m = weights.matrix(for: w, rows: oc, ic: ic) {
             weights.forward(m, out, inp, n, ic, oc, ldo: ld, accumulate: accumulate, workers: workers)
@@ -79,11 +81,12 @@ func linear_forward(_ out: FPtr, _ inp: CFPtr, _ w: CFPtr, _ n: Int, _ ic: Int, 
         }
     }
 }
-/// dinp[N, IC] (= or += when `accumulate`) dout[N, OC] · W[OC, IC]; dW[OC, IC] += doutᵀ · inp.
+/// dinp[N, IC] (= or += when `accumulate`) dout[N, OC] · W[OC, IC]; dW[OC, IC] += doutᵀ · inp. `bf16`: the operands
+/// hold bf16 values (`--dtype bfloat16`) and both products run on `gemm16`.
 func matmul_backward(_ dinp: FPtr?, _ dw: FPtr, _ dout: CFPtr, _ inp: CFPtr, _ w: CFPtr,
-                     _ n: Int, _ ic: Int, _ oc: Int, accumulate: Bool = false, weights: Bool = true) {
-    if let dinp { sgemm(false, false, n, ic, oc, 1, dout, oc, w, ic, accumulate ? 1 : 0, dinp, ic) }
-    if weights { sgemm(true, false, oc, ic, n, 1, dout, oc, inp, ic, 1, dw, ic) }
+                     _ n: Int, _ ic: Int, _ oc: Int, accumulate: Bool = false, weights: Bool = true, bf16: Bool = false) {
+    if let dinp { gemm(bf16, false, false, n, ic, oc, 1, dout, oc, w, ic, accumulate ? 1 : 0, dinp, ic) }
+    if weights { gemm(bf16, true, false, oc, ic, n, 1, dout, oc, inp, ic, 1, dw, ic) }
 }
 
 // MARK: - RMSNorm
@@ -176,9 +179,10 @@ func attentionScratchPerWorker(_ t: Int) -> Int { 2 * attentionBlock * t + atten
 /// scaled scores) saved so backward recomputes P instead of storing [B,H,T,T].
 /// q[B,T,H,hd], k/v[B,T,KVH,hd], rows (one per token) `ldq`/`ldkv`/`ldy` floats apart (q, k, v are column slices
 /// of the fused qkv activation [N, H·hd + 2·KVH·hd]). Tasks (b, kv-group) run on `workers` threads, each with its own scratch slice of
-/// `attentionScratchPerWorker(T)` floats.
+/// `attentionScratchPerWorker(T)` floats. `bf16` (`--dtype bfloat16`; q, k, v already bf16-rounded by the caller):
+/// the probabilities are rounded to bf16 before the product with v, as autocast casts softmax's fp32 output.
 func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+                       _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int, bf16: Bool = false) {
     let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
@@ -192,7 +196,7 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
-                sgemm(false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, S, keys)
+                gemm(bf16, false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, S, keys)
                 for i in 0..<rows {
                     let row = S + i * keys, valid = r0 + i + 1
                     let mx = maxOf(row, valid)
@@ -202,7 +206,8 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
                     for j in valid..<keys { row[j] = 0 }
                     lp[r0 + i] = mx + logf(sum)
                 }
-                sgemm(false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, yp + r0 * ldy, ldy)
+                if bf16 { sm_round_bf16_f32(S, rows * keys, S) }
+                gemm(bf16, false, false, rows, hd, keys, 1, S, keys, vp, ldkv, 0, yp + r0 * ldy, ldy)
                 r0 = r1
             }
         }
@@ -212,10 +217,12 @@ func attention_forward(_ y: FPtr, _ lse: FPtr, _ q: CFPtr, _ k: CFPtr, _ v: CFPt
 /// Backward of `attention_forward`. Writes dq[B,T,H,hd]; writes dk/dv[B,T,KVH,hd] (zeroed here, summed over the
 /// heads of each group). With P recomputed from lse: dP = dy·vᵀ, dv += Pᵀ·dy, dS = P⊙(dP − rowsum(dy⊙y)),
 /// dq = dS·k/√hd, dk += dSᵀ·q/√hd (FlashAttention-2's D trick, Dao 2023). One task per (b, kv-group), so the
-/// dk/dv slices written by concurrent tasks are disjoint.
+/// dk/dv slices written by concurrent tasks are disjoint. `bf16` (`--dtype bfloat16`; q, k, v, y and dy already
+/// bf16-rounded by the caller): dP is rounded to bf16 (the gradient of autocast's bf16 product), dS is computed from the
+/// fp32 P and rounded before dq and dk, and P is rounded before dv (the operands of the bf16 products).
 func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CFPtr, _ lse: CFPtr,
                         _ q: CFPtr, _ k: CFPtr, _ v: CFPtr, _ scratch: FPtr, workers: Int,
-                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int) {
+                        _ b: Int, _ t: Int, _ h: Int, _ kvh: Int, _ hd: Int, ldq: Int, ldkv: Int, ldy: Int, bf16: Bool = false) {
     let rep = h / kvh
     let scale = 1 / Float(hd).squareRoot()
     let per = attentionScratchPerWorker(t)
@@ -233,22 +240,28 @@ func attention_backward(_ dq: FPtr, _ dk: FPtr, _ dv: FPtr, _ dy: CFPtr, _ y: CF
             var r0 = 0
             while r0 < t {
                 let r1 = min(t, r0 + attentionBlock), rows = r1 - r0, keys = r1
-                sgemm(false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, P, keys)
+                gemm(bf16, false, true, rows, keys, hd, scale, qp + r0 * ldq, ldq, kp, ldkv, 0, P, keys)
                 for i in 0..<rows {
                     let row = P + i * keys, valid = r0 + i + 1
                     _ = expShiftSum(row, valid, shift: lp[r0 + i])
                     for j in valid..<keys { row[j] = 0 }
                     D[i] = cblas_sdot(Int32(hd), dyp + (r0 + i) * ldy, 1, yp + (r0 + i) * ldy, 1)
                 }
-                sgemm(false, true, rows, keys, hd, 1, dyp + r0 * ldy, ldy, vp, ldkv, 0, dP, keys)
-                sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv)
+                gemm(bf16, false, true, rows, keys, hd, 1, dyp + r0 * ldy, ldy, vp, ldkv, 0, dP, keys)
+                if bf16 { sm_round_bf16_f32(dP, rows * keys, dP) }
+                else { sgemm(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv) }
                 for i in 0..<rows {
                     let pr = P + i * keys, dr = dP + i * keys, di = D[i], valid = r0 + i + 1
                     for j in 0..<valid { dr[j] = pr[j] * (dr[j] - di) }
                     for j in valid..<keys { dr[j] = 0 }
                 }
-                sgemm(false, false, rows, hd, keys, scale, dP, keys, kp, ldkv, 0, dqp + r0 * ldq, ldq)
-                sgemm(true, false, keys, hd, rows, scale, dP, keys, qp + r0 * ldq, ldq, 1, dkp, ldkv)
+                if bf16 { sm_round_bf16_f32(dP, rows * keys, dP) }
+                gemm(bf16, false, false, rows, hd, keys, scale, dP, keys, kp, ldkv, 0, dqp + r0 * ldq, ldq)
+                gemm(bf16, true, false, keys, hd, rows, scale, dP, keys, qp + r0 * ldq, ldq, 1, dkp, ldkv)
+                if bf16 {
+                    sm_round_bf16_f32(P, rows * keys, P)
+                    gemm16(true, false, keys, hd, rows, 1, P, keys, dyp + r0 * ldy, ldy, 1, dvp, ldkv)
+                }
                 r0 = r1
             }
         }

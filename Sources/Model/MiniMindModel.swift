@@ -153,6 +153,14 @@ public final class MiniMindModel {
     /// MoE: ∂objective/∂aux_loss used by `backward` (1 = the aux loss added once; a trainer averaging over accumulation
     /// steps and ranks sets 1/(steps·world); 0 = no aux gradient).
     public var auxLossScale: Float = 1
+    /// Precision of the matrix products of training's forward and backward (`--dtype`; MixedPrecision.swift).
+    /// `.bfloat16` needs a dense model (the MoE experts' products are not covered) and fp32 inference weights.
+    public var matmulDType: ComputeDType = .float32 { didSet { bf16WeightsStale = true } }
+    /// bf16-rounded copy of `params` (fp32 containers) the products read under `.bfloat16`; see `productWeights()`.
+    var bf16Weights: FPtr?
+    var bf16WeightsStale = true
+    /// True when the last forward ran its products in bf16 (its backward then does too, on the same weight copy).
+    var lastForwardBF16 = false
 
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
     init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
@@ -209,6 +217,7 @@ public final class MiniMindModel {
         logitsPtr?.deallocate()
         hiddenPtr?.deallocate()
         for g in extraGrads { g.deallocate() }
+        bf16Weights?.deallocate()
     }
 
     /// Random initialisation, deterministic in `seed`. PyTorch defaults as MiniMind trains from them: every Linear
@@ -403,10 +412,14 @@ public final class MiniMindModel {
         lastParts = parts
         lastForwardHidden = hiddenOnly
         for a in arenas { ensureMoE(a) }
+        precondition(matmulDType == .float32 || (!cfg.useMoe && inferenceWeights == nil && 2 * cfg.intermediateSize >= cfg.hiddenSize),
+                     "\(caller): bf16 products need a dense model with fp32 weights and 2·intermediate_size ≥ hidden_size")
+        let productW = productWeights()
+        lastForwardBF16 = productW != nil
         let out = hiddenOnly ? hiddenPtr! : logitsPtr!, ids = inputIds.baseAddress!
         runParts(parts.count) { w in
             let r = parts[w], rowOut = out + r.lowerBound * T * W
-            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, hiddenOnly ? nil : rowOut, prof: w == 0)
+            forwardPart(arenas[w], ids + r.lowerBound * T, r.count, T, hiddenOnly ? nil : rowOut, bf16Weights: productW, prof: w == 0)
             if hiddenOnly { rowOut.update(from: arenas[w].xf, count: r.count * T * W) }
         }
         lastAuxLoss = cfg.useMoe ? arenas.map { $0.moe!.aux }.reduce(0, +) : 0
@@ -414,8 +427,11 @@ public final class MiniMindModel {
     }
 
     /// Forward of B items (ids [B, T]) through arena `a`, writing logits [B, T, V] (nil: stop at the final norm,
-    /// `a.xf`). Buffer shapes: see `Activations`.
-    private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr?, prof: Bool) {
+    /// `a.xf`). Buffer shapes: see `Activations`. With `bf16Weights` (the bf16-rounded parameters, `--dtype
+    /// bfloat16`) every product takes bf16 operands: the activations it reads are rounded in place (they feed nothing
+    /// else, and backward reads the rounded values as autocast's saved bf16 inputs).
+    private func forwardPart(_ a: Activations, _ ids: UnsafePointer<Int32>, _ B: Int, _ T: Int, _ logits: FPtr?,
+                             bf16Weights: FPtr? = nil, prof: Bool) {
         let cfg = config
         let N = B * T, C = cfg.hiddenSize, QD = cfg.qDim, KVD = cfg.kvDim, I = cfg.intermediateSize, V = cfg.vocabSize
         let H = cfg.numAttentionHeads, eps = cfg.rmsNormEps
@@ -439,11 +455,16 @@ public final class MiniMindModel {
             let attention = LayerAttention.ownRows(batch: B, seqLen: T, lse: a.lse + l * N * H, scratch: a.attScratch,
                                                    workers: attentionWorkers)
             let routing = a.moe.map { MoERouting(arena: $0, slot: l, seqLen: T, auxBatch: lastB) }
-            let aux = decoderLayer(l, rows: N, acts, attention: attention, moe: routing, schedule: schedule, prof: prof)
+            let aux = decoderLayer(l, rows: N, acts, attention: attention, moe: routing, schedule: schedule,
+                                   bf16Weights: bf16Weights, prof: prof)
             a.moe?.aux += aux
         }
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
-        if let logits { timed(prof, \.matmul) { linear_forward(logits, a.xf, P + embedOffset, N, C, V, schedule: schedule) } }
+        if let logits {
+            if bf16Weights != nil { timed(prof, \.elementwise) { roundToBF16(a.xf, N * C) } }
+            timed(prof, \.matmul) { linear_forward(logits, a.xf, (bf16Weights ?? P) + embedOffset, N, C, V, schedule: schedule,
+                                                          bf16: bf16Weights != nil) }
+        }
     }
 
     /// Backward of the last forward from `dLogits` `[B, T, V]` (may be the buffer `forward` returned, overwritten by a
@@ -523,6 +544,11 @@ public final class MiniMindModel {
         let H = cfg.numAttentionHeads, KVH = cfg.numKeyValueHeads, hd = cfg.headDim, L = cfg.numHiddenLayers
         let QKV = QD + 2 * KVD
         let P = paramPtr
+        // `--dtype bfloat16`: the products read the bf16 weight copy and bf16-rounded gradients; dLogits, dgu, dy and
+        // dqkv feed only products and are rounded in place, dres (the fp32 residual gradient) is rounded into dgu
+        // [N, 2I] while dgu is free (before the MLP's backward writes it, and after gate|up's products read it).
+        let bf16 = lastForwardBF16, W = bf16 ? bf16Weights! : P
+        if bf16 && !lastForwardHidden { timed(prof, \.elementwise) { roundToBF16(dLogitsPtr, N * V) } }
         let dl = UnsafePointer(dLogitsPtr)
         // The timeline's spans (part 0 only, see `traceHook`).
         let trace = part == 0 ? traceHook : nil
@@ -538,7 +564,7 @@ public final class MiniMindModel {
         if lastForwardHidden {
             a.dln.update(from: dl, count: N * C)
         } else {
-            timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, P + embedOffset, N, C, V, weights: !fz) }
+            timed(prof, \.matmul) { matmul_backward(a.dln, G + embedOffset, dl, a.xf, W + embedOffset, N, C, V, weights: !fz, bf16: bf16) }
         }
         a.dres.update(repeating: 0, count: N * C)
         timed(prof, \.elementwise) {
@@ -562,25 +588,32 @@ public final class MiniMindModel {
                 } else {
                 // MLP: d = down_proj(silu(gate) · up), gate | up = gu.
                 timed(prof, \.elementwise) { swiglu_forward_fused(a.h, gu, N, I) }   // recompute h
-                if !fz { timed(prof, \.matmul) { sgemm(true, false, C, I, N, 1, a.dres, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
-                timed(prof, \.matmul) { sgemm(false, false, N, I, C, 1, a.dres, C, P + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
+                var dd = UnsafePointer(a.dres)
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(a.h, N * I); roundToBF16(dd, into: a.dgu, N * C) }; dd = UnsafePointer(a.dgu) }
+                if !fz { timed(prof, \.matmul) { gemm(bf16, true, false, C, I, N, 1, dd, C, a.h, I, 1, G + lo.down, I) } }     // dW_down += ddᵀ·h
+                timed(prof, \.matmul) { gemm(bf16, false, false, N, I, C, 1, dd, C, W + lo.down, I, 0, a.h, I) }     // dh = dd·W_down
                 timed(prof, \.elementwise) { swiglu_backward_fused(a.dgu, a.h, gu, N, I) }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, P + lo.gate, N, C, 2 * I, weights: !fz) }
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dgu, N * 2 * I) } }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.gate, a.dgu, ln2, W + lo.gate, N, C, 2 * I, weights: !fz, bf16: bf16) }
                 }
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln2, a.dln, x2, P + lo.ln2, r2, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 // Attention.
-                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, a.dres, y, P + lo.o, N, QD, C, weights: !fz) }
+                var dOut = UnsafePointer(a.dres)
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(dOut, into: a.dgu, N * C) }; dOut = UnsafePointer(a.dgu) }
+                timed(prof, \.matmul) { matmul_backward(a.dy, G + lo.o, dOut, y, W + lo.o, N, QD, C, weights: !fz, bf16: bf16) }
                 lora?.backward(layer: l, site: .o, part: part, x: y, dout: a.dres, dx: a.dy, n: N)
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dy, N * QD) } }
                 timed(prof, \.attention) {
                     attention_backward(a.dqkv, a.dqkv + QD, a.dqkv + QD + KVD, a.dy, y, lse, qkv, qkv + QD, qkv + QD + KVD,
                                        a.attScratch, workers: min(workerCount(), a.maxWorkers), B, T, H, KVH, hd,
-                                       ldq: QKV, ldkv: QKV, ldy: QD)
+                                       ldq: QKV, ldkv: QKV, ldy: QD, bf16: bf16)
                 }
                 timed(prof, \.elementwise) {
                     rope_apply(a.dqkv, cosT, sinT, B, T, H, hd, inverse: true, rowStride: QKV)
                     rope_apply(a.dqkv + QD, cosT, sinT, B, T, KVH, hd, inverse: true, rowStride: QKV)
                 }
-                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, P + lo.q, N, C, QKV, weights: !fz) }
+                if bf16 { timed(prof, \.elementwise) { roundToBF16(a.dqkv, N * QKV) } }
+                timed(prof, \.matmul) { matmul_backward(a.dln, G + lo.q, a.dqkv, ln1, W + lo.q, N, C, QKV, weights: !fz, bf16: bf16) }
                 lora?.backward(layer: l, site: .qkv, part: part, x: ln1, dout: a.dqkv, dx: a.dln, n: N)
                 timed(prof, \.elementwise) { rmsnorm_backward(a.dres, G + lo.ln1, a.dln, xin, P + lo.ln1, r1, N, C, scratch: a.normScratch, maxWorkers: a.maxWorkers) }
                 onGradientsReady?(lo.range)

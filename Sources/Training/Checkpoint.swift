@@ -28,6 +28,11 @@ public struct TrainerState: Codable, Equatable, Sendable {
     public var dataHash: String
     /// Loss of every completed step (global masked mean), for checks and plots.
     public var lastLoss: Double?
+    /// `--dtype` of the run (`float32` / `bfloat16`) and how its products ran (`MiniMindModel.bf16Engine` or fp32);
+    /// `--grad-comm-dtype`. Absent in checkpoints written before they were recorded.
+    public var dtype: String?
+    public var dtypeEngine: String?
+    public var gradCommDType: String?
 
     enum CodingKeys: String, CodingKey {
         case step, epoch
@@ -42,6 +47,9 @@ public struct TrainerState: Codable, Equatable, Sendable {
         case maxSeqLen = "max_seq_len"
         case dataHash = "data_hash"
         case lastLoss = "last_loss"
+        case dtype
+        case dtypeEngine = "dtype_engine"
+        case gradCommDType = "grad_comm_dtype"
     }
 }
 

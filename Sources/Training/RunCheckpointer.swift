@@ -42,7 +42,10 @@ struct RunCheckpointer {
         let st = TrainerState(step: at.step, epoch: at.epoch, samplePosition: at.position, globalSamplesSeen: at.seen,
                               totalSteps: plan.totalSteps, rngSeed: o.seed, worldSize: plan.world, batchSize: plan.batchSize,
                               accumulationSteps: plan.accumulation, learningRate: o.learningRate, maxSeqLen: o.maxSeqLen,
-                              dataHash: dataHash, lastLoss: lastLoss)
+                              dataHash: dataHash, lastLoss: lastLoss,
+                              dtype: objective.model.matmulDType.rawValue,
+                              dtypeEngine: objective.model.matmulDType == .float32 ? "fp32 (OpenBLAS sgemm)" : MiniMindModel.bf16Engine,
+                              gradCommDType: o.gradCommDType.rawValue)
         let p = try Checkpoints.write(name: name, outDir: o.outDir, model: objective.model,
                                       optimizer: full ? OptimizerSnapshot(m: Array(adam.m), v: Array(adam.v), step: adam.stepCount) : nil,
                                       state: full ? st : nil, tokenizerFiles: tokenizerFiles, chatTemplate: objective.writtenChatTemplate)

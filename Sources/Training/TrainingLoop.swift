@@ -51,7 +51,17 @@ public struct TrainingOptions: Codable, Sendable {
     /// `--timeline FILE`: rank 0 writes a Chrome trace of every rank's steps there at the end (`TimelineRecorder`);
     /// nil = no timeline.
     public var timeline: String? = nil
+    /// `--dtype`: the precision of the matrix products (MixedPrecision.swift); nil = `ComputeDType.platformDefault`
+    /// (float32 for a MoE model, whose expert products have no bf16 path).
+    public var dtype: ComputeDType? = nil
+    /// `--grad-comm-dtype`: the payload of the gradient all-reduce (bfloat16: rounded to bf16, summed in fp32).
+    public var gradCommDType: ComputeDType = .float32
     public init() {}
+
+    /// The products' precision for `model` (`dtype`, else the platform default; float32 for MoE).
+    public func resolvedDType(for model: MiniMindModel) -> ComputeDType {
+        dtype ?? (model.config.useMoe ? .float32 : .platformDefault)
+    }
 
     func validate() throws {
         func check(_ ok: Bool, _ m: String) throws { if !ok { throw TrainingError.invalidOption(m) } }
@@ -241,15 +251,23 @@ final class TrainingLoop {
         model.auxLossScale = Float(1.0 / Double(o.accumulationSteps * world))
         let adam = AdamW(count: obj.parameters.count, beta1: Float(o.beta1), beta2: Float(o.beta2), eps: Float(o.eps),
                          weightDecay: Float(o.weightDecay))
+        let dtype = o.resolvedDType(for: model)
+        if dtype == .bfloat16 && model.config.useMoe {
+            throw TrainingError.invalidOption("--dtype bfloat16 is not implemented for MoE models (their expert products are fp32 only); use --dtype float32")
+        }
+        model.matmulDType = dtype
         let dataHash = try agreeOnRun(obj)
         let start = try resume(obj, adam: adam, dataHash: dataHash)
+        model.parametersDidChange()
         let plan = try StepPlan(options: o, dataset: dataset, world: world, from: start.position)
         if rank == 0 {
+            logger.info("dtype \(dtype.rawValue): \(dtype == .float32 ? "fp32 (OpenBLAS sgemm)" : MiniMindModel.bf16Engine); gradient all-reduce \(o.gradCommDType.rawValue)")
             logger.info("\(obj.describe(world: world))\(dataset.count) samples, batch \(plan.batchSize)×\(plan.accumulation) per rank, \(plan.globalPerStep) samples / step, \(plan.totalSteps) steps\(start.checkpoint.map { ", resumed from \($0) at step \(start.position.step)" } ?? "")")
         }
 
         let reducer = world > 1 ? GradientReducer(communicator: comm, gradients: obj.gradients,
-                                                  bucketCapBytes: Int(o.bucketCapMB * 1_048_576)) : nil
+                                                  bucketCapBytes: Int(o.bucketCapMB * 1_048_576),
+                                                  payload: o.gradCommDType == .bfloat16 ? .bfloat16 : .float32) : nil
         if let t = timeline {
             t.attach(to: model)
             reducer?.recordsBucketTimes = true
@@ -405,6 +423,7 @@ final class TrainingLoop {
         }
         let lr = cosineLR(step: step, totalSteps: plan.totalSteps, baseLR: o.learningRate)
         adam.step(params: trainP, grads: UnsafeBufferPointer(trainG), lr: Float(lr))
+        model.parametersDidChange()   // the bf16 copy of the weights (--dtype bfloat16) is made again
         return StepResult(loss: loss, aux: aux, extra: extra, gradNorm: gradNorm, lr: lr, commWait: waited, expertCounts: experts,
                           figures: Array(lossBuf[3...]))
     }

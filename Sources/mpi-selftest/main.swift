@@ -1,6 +1,8 @@
 // mpi-selftest: MPI checks and measurements of SwiftMindDistributed, run under mpirun.
 //   mpi-selftest info                        rank, size, host, thread level
 //   mpi-selftest allreduce [--quick]         bucketed all-reduce == one plain all-reduce, bit for bit, 1 KB ... 100 MB
+//   mpi-selftest bf16-allreduce            GradientReducer with the bf16 payload (--grad-comm-dtype bfloat16), every
+//                                            progress mode == MPI_Allreduce (fp32) of the bf16-rounded gradients, bit for bit
 //   mpi-selftest consistency                 checkSameOnAllRanks accepts equal values and rejects a differing rank
 //   mpi-selftest fail --rank R [--message M] rank R throws inside runOrAbort while the others wait in a collective
 //   mpi-selftest overlap [--params N] [--layers L] [--gemms G] [--dim D] [--bucket-mb X] [--steps S]
@@ -9,6 +11,7 @@
 //                                            rank 0 computes S CPU-seconds while the others wait in idleBarrier (or, with
 //                                            --blocking, MPI_Barrier); prints every rank's CPU seconds of the wait
 import CBLAS
+import CQuant
 import Foundation
 import SwiftMindDistributed
 
@@ -293,11 +296,49 @@ func runInfo() throws {
     if Int(x[0]) != comm.size * (comm.size - 1) / 2 { throw SelftestError(description: "wrong sum of ranks \(x[0])") }
 }
 
+/// The bf16 payload of GradientReducer: for bucket caps 1 KB … 1 MB and every progress mode, the reduced buffer equals an
+/// fp32 MPI_Allreduce of the same gradients rounded to bf16 (round to nearest even), bit for bit on every rank.
+func runBF16Allreduce() throws {
+    var failures = 0
+    for (capBytes, n) in [(1 << 10, 20_011), (64 << 10, 300_007), (1 << 20, 1_000_003)] {
+        var rng = SplitMix64(state: UInt64(5000 + comm.rank))
+        let original = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let expected = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        let reduced = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { original.deallocate(); expected.deallocate(); reduced.deallocate() }
+        for i in 0..<n { original[i] = rng.nextFloat() }
+        sm_round_bf16_f32(original.baseAddress!, n, expected.baseAddress!)
+        try comm.allReduceSum(expected)
+        let plain = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { plain.deallocate() }
+        _ = plain.initialize(fromContentsOf: original)
+        try comm.allReduceSum(plain)
+        for mode in ReducerProgress.allCases {
+            _ = reduced.initialize(fromContentsOf: original)
+            let reducer = GradientReducer(communicator: comm, gradients: reduced, bucketCapBytes: capBytes, progress: mode,
+                                          payload: .bfloat16)
+            var seg = SplitMix64(state: UInt64(91 + 7 * comm.rank))
+            reducer.prepareForBackward()
+            simulateBackward(reducer, n: n, rng: &seg, meanTensor: max(1, n / 40))
+            try reducer.finish()
+            let same = memcmp(expected.baseAddress!, reduced.baseAddress!, n * 4) == 0
+            let sameEverywhere = try comm.allReduceSum(same ? 0 : 1) == 0
+            // And it differs from the fp32 payload's result (the rounding to bf16 really happened).
+            let rounded = memcmp(plain.baseAddress!, reduced.baseAddress!, n * 4) != 0
+            if !sameEverywhere || !rounded { failures += 1 }
+            say("bf16-allreduce bucket=\(capBytes >> 10)KB elements=\(n) buckets=\(reducer.buckets.count) mode=\(mode.rawValue): \(!sameEverywhere ? "MISMATCH" : rounded ? "equals the fp32 all-reduce of the bf16-rounded gradients on all ranks" : "NOT ROUNDED (equals the fp32 payload)")")
+        }
+    }
+    if failures > 0 { throw SelftestError(description: "bf16-allreduce: \(failures) case(s) failed") }
+    say("bf16-allreduce: OK (\(comm.size) ranks)")
+}
+
 runOrAbort(comm) {
     switch command {
     case "info": try runInfo()
     case "allreduce": try runAllreduce()
     case "consistency": try runConsistency()
+    case "bf16-allreduce": try runBF16Allreduce()
     case "fail": try runFail()
     case "overlap": try runOverlap()
     case "idle-barrier": try runIdleBarrier()

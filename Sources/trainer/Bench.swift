@@ -26,8 +26,10 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("no-batch-parallel"), help: "Thread each sgemm with OpenBLAS instead of splitting the batch across threads.")
     var noBatchParallel = false
     @OptionGroup var moe: MoEArguments
+    @Option(name: .customLong("dtype"), help: ArgumentHelp(ComputeDTypeOption.help, valueName: "dtype")) var dtype: String?
 
     func validate() throws {
+        _ = try ComputeDTypeOption.parse(dtype)
         if steps < 1 || steps > Bench.maxSteps { throw ValidationError("--steps must be in 1…\(Bench.maxSteps) (got \(steps))") }
         if warmup < 0 || warmup > Bench.maxSteps { throw ValidationError("--warmup must be in 0…\(Bench.maxSteps) (got \(warmup))") }
         if batchSize < 1 || maxSeqLen < 1 { throw ValidationError("--batch-size and --max-seq-len must be ≥ 1") }
@@ -63,6 +65,11 @@ struct Bench: ParsableCommand {
         let B = batchSize, T = maxSeqLen, N = B * T
         let m = MiniMindModel(config: cfg, seed: seed)
         m.batchParallel = !noBatchParallel
+        // As the training commands: the default is bfloat16 on a native-bf16 CPU, float32 for MoE.
+        let dt = dtype == nil && cfg.useMoe ? .float32 : try ComputeDTypeOption.parse(dtype)
+        if dt == .bfloat16 && cfg.useMoe { throw ValidationError("--dtype bfloat16 is not implemented for MoE models; use --dtype float32") }
+        m.matmulDType = dt
+        if !json { print("dtype \(dt.rawValue): \(ComputeDTypeOption.engine(dt))") }
         let opt = AdamW(count: m.numParameters, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01)
         var rng = SplitMix64(seed: seed &+ 1)
         let ids = (0..<(N + 1)).map { _ in Int32(rng.next() % UInt64(cfg.vocabSize)) }
@@ -88,6 +95,7 @@ struct Bench: ParsableCommand {
             }
             clipGradNorm(m.grads, maxNorm: 1.0)
             opt.step(params: m.params, grads: UnsafeBufferPointer(m.grads), lr: Float(cosineLR(step: s, totalSteps: warmup + steps, baseLR: 5e-4)))
+            m.parametersDidChange()
             let t4 = Date()
             loss = r.loss
             if timed {
@@ -110,7 +118,7 @@ struct Bench: ParsableCommand {
         if json {
             let d: [String: Any] = ["tokens_per_s": tps, "gflops": gflops, "peak_rss_mb": rssMB, "step_s": tTotal / Double(steps),
                                     "params": m.numParameters, "batch_size": B, "seq_len": T, "threads": OpenBLASRuntime.threads,
-                                    "core": OpenBLASRuntime.coreName, "loss": loss, "cpu_s_per_step": cpu / Double(steps),
+                                    "core": OpenBLASRuntime.coreName, "loss": loss, "dtype": dt.rawValue, "dtype_engine": ComputeDTypeOption.engine(dt), "cpu_s_per_step": cpu / Double(steps),
                                     "tokens_per_cpu_s": tokens / cpu, "use_moe": cfg.useMoe, "active_params": cfg.activeParameterCount,
                                     "tokens_per_expert": cfg.useMoe ? expertTokens : [], "aux_loss": aux,
                                     "breakdown_s": ["matmul": p.matmul / Double(steps), "attention": p.attention / Double(steps),

@@ -45,6 +45,7 @@ struct DebugStep: ParsableCommand {
     @Option(name: .customLong("weight-decay"), parsing: .unconditional) var weightDecay: Float = 0.01
     @Option(name: .customLong("grad-clip"), parsing: .unconditional, help: "Max global gradient norm (0 = no clipping).") var gradClip: Float = 1.0
     @Option(parsing: .unconditional, help: "OpenBLAS threads.") var threads: Int?
+    @Option(name: .customLong("dtype"), help: ArgumentHelp("bfloat16 or float32 (default float32 here on every CPU, so the fp32 goldens hold): the products' precision, as the training commands' --dtype.", valueName: "dtype")) var dtype: String = "float32"
     @Option(help: "Loss head: lm | dpo | lora | distill | grpo | reward.") var objective: String = "lm"
     @Option(help: "dpo, grpo: reference model directory.") var reference: String?
     @Option(parsing: .unconditional, help: "dpo: β; grpo: KL weight β.") var beta: Double = 0.1
@@ -72,6 +73,7 @@ struct DebugStep: ParsableCommand {
         if let threads, !(1...OpenBLASRuntime.maxThreads).contains(threads) {
             throw ValidationError("--threads must be in 1…\(OpenBLASRuntime.maxThreads) (got \(threads))") }
         if loraRank < 1 { throw ValidationError("--lora-rank must be ≥ 1 (got \(loraRank))") }
+        _ = try ComputeDTypeOption.parse(dtype as String?)
         switch objective {
         case "lm", "lora", "reward": break
         case "dpo": if reference == nil { throw ValidationError("--objective dpo needs --reference DIR") }
@@ -89,6 +91,9 @@ struct DebugStep: ParsableCommand {
         OpenBLASRuntime.setThreads(threads)
         let m = try MiniMindModel.load(directory: model)
         if let f = lora, objective != "lora" { try m.mergeLoRA(path: f, modelDirectory: model) }
+        let dt = try ComputeDTypeOption.parse(dtype as String?)
+        if dt == .bfloat16 && m.config.useMoe { throw InputError("\(model): --dtype bfloat16 is not implemented for MoE models; use --dtype float32") }
+        m.matmulDType = dt
         if objective == "grpo" { return try runGRPO(model: m) }
         if objective == "reward" { return try runReward(m) }   // DebugStepReward.swift
         let f = try SafeTensorsFile(path: batch)

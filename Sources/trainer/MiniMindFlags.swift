@@ -1,7 +1,7 @@
 // The flags of MiniMind's train_*.py (2025-04-30 seed era) that have no counterpart in SwiftMind: accepted in MiniMind's
 // spelling and value syntax, so its command lines run unchanged, each with a one-line note of what SwiftMind does
-// instead (printed once, by rank 0); a value SwiftMind cannot honour (`--device cuda:0`, `--dtype float16`) is a
-// command-line error. The flags are declared in `TrainingArguments` (a nested option group would make ArgumentParser's
+// instead (printed once, by rank 0); a value SwiftMind cannot honour (`--device cuda:0`) is a command-line error.
+// (`--dtype` has a counterpart: ComputeDTypeArgument.swift.) The flags are declared in `TrainingArguments` (a nested option group would make ArgumentParser's
 // debug-build checks several times slower).
 import ArgumentParser
 
@@ -29,7 +29,6 @@ struct MiniMindBool: ExpressibleByArgument {
 
 /// The values of those flags (declared in `TrainingArguments`, whose `miniMind` this is): their checks and notes.
 struct MiniMindFlags {
-    var dtype: String?
     var device: String?
     var ddp = false
     var numWorkers: Int?
@@ -39,12 +38,6 @@ struct MiniMindFlags {
     var warmupIters: Int?
 
     func validate() throws {
-        switch dtype {
-        case nil, "bfloat16", "float32": break
-        case "float16":
-            throw ValidationError("--dtype float16 is not supported: this build trains in float32; use --dtype bfloat16 (MiniMind's default; trained in float32 here, with a note) or --dtype float32")
-        case let d?: throw ValidationError("--dtype must be bfloat16 or float32 (got \(d))")
-        }
         try NumericOption.check(numWorkers, "--num-workers", in: 0...4096)
         try NumericOption.check(localRank, "--local-rank", in: -1...65535)
         try NumericOption.check(warmupIters, "--warmup-iters", in: 0...Int(Int32.max))
@@ -56,9 +49,6 @@ struct MiniMindFlags {
     /// One line per MiniMind flag given that SwiftMind does not act on, saying what it does instead.
     var notes: [String] {
         var n: [String] = []
-        if dtype == "bfloat16" {
-            n.append("--dtype bfloat16: this build trains in float32 (bf16 training is not implemented yet)")
-        }
         if device == "cpu" { n.append("--device cpu: SwiftMind always trains on the CPU") }
         if ddp {
             n.append("--ddp: not needed; SwiftMind is data-parallel whenever started by mpirun -np N (MiniMind too decides from torchrun's RANK, not from this flag)")

@@ -108,10 +108,18 @@ enum TrainingOptionDocs {
         meaning: "seconds in one collective before every rank aborts with that message, exit code \(StallInspector.exitCode) (0 = off); the token-cache barrier counts from the builder's last progress",
         defaults: perCommand(\.stallTimeout, number))
 
+    static let dtype = OptionDoc(name: "dtype",
+        meaning: "matrix products: `bfloat16` = MiniMind's `torch.autocast(bfloat16)` (bf16 operands, fp32 accumulation; RMSNorm, RoPE, softmax, SwiGLU, loss, weights, gradients, AdamW and checkpoints fp32; native bf16 CPUs: oneDNN, elsewhere converted operands on OpenBLAS, not faster) or `float32`; `float16` is refused; dense models only",
+        defaults: "`bfloat16` on a CPU with `avx512_bf16` or `amx_bf16`, else `float32` (MoE: `float32`)")
+    static let gradCommDType = OptionDoc(name: "grad-comm-dtype",
+        meaning: "gradient all-reduce payload: `bfloat16` rounds each rank's gradients to bf16 (half the bytes) and sums them in fp32, or `float32`",
+        defaults: "`float32`")
+
     /// In the order of the README table.
     static let all: [OptionDoc] = [dataPath, tokenizer, outDir, epochs, batchSize, accumulationSteps, learningRate, gradClip,
                                    maxSeqLen, hiddenSize, numHiddenLayers, logInterval, saveInterval, seed, maxSteps, resume,
-                                   keepCheckpoints, bucketCapMB, threads, weightDecay, stallWarning, stallTimeout]
+                                   keepCheckpoints, bucketCapMB, threads, weightDecay, stallWarning, stallTimeout, dtype,
+                                   gradCommDType]
 }
 
 

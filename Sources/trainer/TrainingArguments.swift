@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SwiftMindDistributed
+import Model
 import Training
 
 private typealias D = TrainingOptionDocs
@@ -33,14 +34,12 @@ struct TrainingArguments: ParsableArguments {
     @Option(name: D.weightDecay.names, parsing: .unconditional, help: D.weightDecay.help) var weightDecay: Double?
     @Option(name: D.stallWarning.names, parsing: .unconditional, help: D.stallWarning.help) var stallWarning: Double?
     @Option(name: D.stallTimeout.names, parsing: .unconditional, help: D.stallTimeout.help) var stallTimeout: Double?
+    @Option(name: D.dtype.names, help: ArgumentHelp(D.dtype.help.abstract, valueName: "dtype")) var dtype: String?
+    @Option(name: D.gradCommDType.names, help: ArgumentHelp(D.gradCommDType.help.abstract, valueName: "dtype")) var gradCommDType: String?
     @Option(name: StageOptionDocs.cacheDir.names, help: StageOptionDocs.cacheDir.help) var cacheDir: String?
     @Option(name: StageOptionDocs.timeline.names, help: StageOptionDocs.timeline.help) var timeline: String?
     @OptionGroup var moe: MoEArguments
     // MiniMind's flags without a counterpart here: accepted, with a note (MiniMindFlags.swift).
-    @Option(name: .customLong("dtype"), help: ArgumentHelp(
-        "MiniMind's training dtype: bfloat16 (MiniMind's default) or float32. This build trains in float32 either way (bfloat16 is noted); float16 is refused.",
-        valueName: "dtype"))
-    var dtype: String?
     @Option(name: .customLong("device"), help: ArgumentHelp(
         "MiniMind's torch device: only cpu (noted: SwiftMind always trains on CPUs); cuda… and mps are refused.", valueName: "device"))
     var device: String?
@@ -60,7 +59,7 @@ struct TrainingArguments: ParsableArguments {
     var warmupIters: Int?
 
     var miniMind: MiniMindFlags {
-        MiniMindFlags(dtype: dtype, device: device, ddp: ddp, numWorkers: numWorkers, useWandb: useWandb,
+        MiniMindFlags(device: device, ddp: ddp, numWorkers: numWorkers, useWandb: useWandb,
                       wandbProject: wandbProject, localRank: localRank, warmupIters: warmupIters)
     }
     @Option(name: .customLong("dashboard-port"), parsing: .unconditional,
@@ -72,6 +71,8 @@ struct TrainingArguments: ParsableArguments {
     func validate() throws {
         guard !CommandLineDiagnosis.optionChecksDeferred else { return }
         try miniMind.validate()
+        _ = try ComputeDTypeOption.parse(dtype)
+        if let g = gradCommDType { _ = try ComputeDTypeOption.parse(g, option: "--grad-comm-dtype") }
         if let dashboardPort, !(0...65535).contains(dashboardPort) {
             throw ValidationError("--dashboard-port must be in 0…65535 (got \(dashboardPort))")
         }
@@ -101,6 +102,9 @@ struct TrainingArguments: ParsableArguments {
         o.resume = resume
         if let cacheDir { o.cacheDir = cacheDir }
         if let timeline { o.timeline = timeline }
+        // Checked by validate(); nil = the platform default, resolved with the model (TrainingOptions.resolvedDType).
+        o.dtype = dtype.flatMap { try? ComputeDTypeOption.parse($0) }
+        o.gradCommDType = gradCommDType.flatMap { try? ComputeDTypeOption.parse($0, option: "--grad-comm-dtype") } ?? .float32
         o.moe = moe.settings
         // The data is tokenized on every core of the host, whatever the BLAS threads per rank.
         o.threads = max(threadsPerRank, ProcessInfo.processInfo.activeProcessorCount)

@@ -120,6 +120,21 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("allreduce: OK (2 ranks)"), r.stdout)
     }
 
+    /// `--grad-comm-dtype bfloat16`: the reducer's bf16 payload (buckets rounded to bf16, all-gathered, summed in fp32)
+    /// equals an fp32 MPI_Allreduce of the bf16-rounded gradients, bit for bit, in every progress mode.
+    func testBF16PayloadEqualsFP32ReduceOfRoundedGradients() throws {
+        let r = try mpirun(["bf16-allreduce"], timeout: 90)
+        XCTAssertFalse(r.timedOut, "timed out:\n" + r.stdout + r.stderr)
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        for cap in ["1KB", "64KB", "1024KB"] {
+            for mode in ["thread", "pollthread", "test"] {
+                XCTAssertTrue(r.stdout.range(of: "bucket=\(cap) elements=\\d+ buckets=\\d+ mode=\(mode): equals the fp32 all-reduce",
+                                             options: .regularExpression) != nil, "case \(cap)/\(mode) missing or different:\n\(r.stdout)")
+            }
+        }
+        XCTAssertTrue(r.stdout.contains("bf16-allreduce: OK (2 ranks)"), r.stdout)
+    }
+
     func testConsistencyCheckBroadcastAndSmallReductions() throws {
         let r = try mpirun(["consistency"], timeout: 30)
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)

@@ -46,6 +46,7 @@ final class LaunchRestartTests: XCTestCase {
         var env = ProcessInfo.processInfo.environment
         env["SWIFTMIND_TRAINER_BIN"] = trainer.path
         env["SWIFTMIND_NO_PROGRESS"] = "1"
+        env["SWIFTMIND_ASSUME_NATIVE_BF16"] = "0"   // fp32 default on every CPU, as TrainerRunner (restarts change the world size)
         for (k, v) in extra { env[k] = v }
         p.environment = env
         let logPath = work + "/launch-\(UUID().uuidString.prefix(6)).log"

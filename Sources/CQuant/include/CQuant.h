@@ -19,6 +19,11 @@ int sm_quant_set_simd_level(int level);
 void sm_f32_to_bf16(const float *src, size_t count, uint16_t *dst);
 /// dst[count] = f32(src).
 void sm_bf16_to_f32(const uint16_t *src, size_t count, float *dst);
+/// dst[count] = src rounded to bf16 (as sm_f32_to_bf16) and kept as fp32 (low 16 bits zero); dst may be src. The
+/// operands of the converted bf16 matrix products of `--dtype bfloat16` training.
+void sm_round_bf16_f32(const float *src, size_t count, float *dst);
+/// dst[count] += f32(src): one rank's bf16 gradients added in fp32 (the bf16 gradient all-reduce's sum).
+void sm_bf16_accumulate_f32(const uint16_t *src, size_t count, float *dst);
 /// Q8_0 blocks of src[count] (count % 32 == 0) into dst (count/32 · 34 bytes), as GGML's quantize_row_q8_0_ref.
 void sm_quantize_q8_0(const float *src, size_t count, uint8_t *dst);
 /// dst[count] = d·q of the Q8_0 blocks in src.
