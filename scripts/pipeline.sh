@@ -25,7 +25,10 @@
 # REASON_EPOCHS (6), REASON_SEQ (512), REASON_MAX_NEW (2048),
 # DISTILL_T_GRID ("1 2"; chosen by validation SFT loss), DISTILL_STEPS (200),
 # RM_LR_GRID ("1e-4 3e-5"; the reward model's lr, chosen by validation pair accuracy), RM_EPOCHS (2),
-# STAGES (space-separated subset of: pretrain sft dpo reward lora reason distill; later stages need the SFT model in $OUT/sft).
+# GRPO_LR_GRID ("1e-5 5e-5"; chosen by validation answer correctness, then format rate), GRPO_EPOCHS (1),
+# GRPO_G (4: --num-generations), GRPO_MAX_GEN (384: --max-gen-len), GRPO_BETA (0.02), GRPO_REWARD (answer: --reward-rule),
+# STAGES (space-separated subset of: pretrain sft dpo reward lora reason distill grpo; later stages need the SFT model in
+# $OUT/sft; grpo needs the reasoning model chosen by an earlier run of the reason stage, read from results.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/post}
@@ -34,7 +37,7 @@ CONFIG=${CONFIG:-release}
 SP=${SPLITS:-data/splits}                               # train / val / test files (scripts/make_splits.py)
 C=${CORPUS:-Tests/Fixtures/corpus}                      # pretrain.jsonl
 TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}    # MiniMind's tokenizer
-STAGES=${STAGES:-"pretrain sft dpo reward lora reason distill"}
+STAGES=${STAGES:-"pretrain sft dpo reward lora reason distill grpo"}
 SMOKE=${PIPELINE_SMOKE:-0}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
@@ -46,6 +49,7 @@ LORA_GRID=${LORA_GRID:-"1.5e-3:25 2e-3:20 1e-3:40"}
 REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
 DISTILL_T_GRID=${DISTILL_T_GRID:-"1 2"}
 RM_LR_GRID=${RM_LR_GRID:-"1e-4 3e-5"}
+GRPO_LR_GRID=${GRPO_LR_GRID:-"1e-5 5e-5"}
 HID=${HIDDEN:-256}; LAYERS=4; PRE=(--epochs "${PRETRAIN_EPOCHS:-3}")
 MS=(); LIM=(); MAXNEW=40; RMAXNEW=${REASON_MAX_NEW:-2048}
 first2() { echo "$1"; }
@@ -54,6 +58,7 @@ if [ "$SMOKE" = 1 ]; then
   first2() { echo "$1" | awk '{print $1, $2}'; }
   SFT_LR_GRID=$(first2 "$SFT_LR_GRID"); DPO_LR_GRID=$(first2 "$DPO_LR_GRID"); LORA_GRID=$(first2 "$LORA_GRID")
   REASON_LR_GRID=$(first2 "$REASON_LR_GRID"); DISTILL_T_GRID=$(first2 "$DISTILL_T_GRID"); RM_LR_GRID=$(first2 "$RM_LR_GRID")
+  GRPO_LR_GRID=$(first2 "$GRPO_LR_GRID")
 fi
 for f in sft dpo reason lora_identity; do for s in train val test; do
   [ -f "$SP/${f}_$s.jsonl" ] || { echo "missing $SP/${f}_$s.jsonl (run python3 scripts/make_splits.py)" >&2; exit 1; }
@@ -82,6 +87,14 @@ rows = [j for j in map(json.loads, open(path)) if j.get("split") == "validation"
 best = (max if mode == "max" else min)(rows, key=lambda j: j[key])
 print(json.dumps({"split": "choice", "stage": stage, "setting": best["setting"], "by": f"validation {key} ({mode})",
                   "value": best[key], "candidates": {j["setting"]: j[key] for j in rows}}, ensure_ascii=False, sort_keys=True))
+PY
+}
+# chosen STAGE: the setting recorded by the last choice of STAGE in results.jsonl (for a stage run on its own).
+chosen() { python3 - "$RES" "$1" <<'PY'
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "choice" and j["stage"] == sys.argv[2]]
+if not rows: sys.exit(f"no choice for stage {sys.argv[2]} in {sys.argv[1]}: run that stage first")
+print(rows[-1]["setting"])
 PY
 }
 
@@ -217,10 +230,51 @@ if has distill; then
   T distill-teacher --task sft-loss --model "$SFT" --data "$SP/sft_test.jsonl" --max-seq-len 96
 fi
 
+# 6. GRPO (issue 18) from the chosen reasoning model on the reason_train prompts (each row's reference answer kept
+#    for the reward), --reward-rule GRPO_REWARD (answer: 1 when the number in <answer> equals the reference's),
+#    GRPO_G rollouts per prompt at temperature 0.8, KL to the frozen reasoning model (β GRPO_BETA); lr from
+#    GRPO_LR_GRID by validation answer correctness, then format rate. Test: format rate and answer correctness on
+#    reason_test beside the reasoning model's (--baseline: the paired difference with its interval); the run's KL
+#    and reward from its metrics.jsonl.
+if has grpo; then
+  lr=$(chosen reason); RSN=$OUT/reason_lr${lr#lr=}/final
+  [ -f "$RSN/model.safetensors" ] || { echo "missing the reasoning model $RSN (run the reason stage)" >&2; exit 1; }
+  for lr in $GRPO_LR_GRID; do
+    L grpo --init "$RSN" --data-path "$SP/reason_train.jsonl" --out-dir "$OUT/grpo_lr$lr" --epochs "${GRPO_EPOCHS:-1}" \
+      --batch-size 2 --num-generations "${GRPO_G:-4}" --max-gen-len "${GRPO_MAX_GEN:-384}" --max-seq-len 128 \
+      --beta "${GRPO_BETA:-0.02}" --reward-rule "${GRPO_REWARD:-answer}" --learning-rate "$lr" --threads 1 \
+      --log-interval 5 --save-interval 1000
+    V grpo "lr=$lr" --task format --model "$OUT/grpo_lr$lr/final" --data "$SP/reason_val.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}"
+  done
+  lr=$(python3 - "$VAL" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "validation" and j["stage"] == "grpo"]
+best = max(rows, key=lambda j: (j["answer_accuracy"], j["format_rate"]))
+print(json.dumps({"split": "choice", "stage": "grpo", "setting": best["setting"], "by": "validation answer_accuracy, then format_rate",
+                  "candidates": {j["setting"]: [j["answer_accuracy"], j["format_rate"]] for j in rows}}, ensure_ascii=False, sort_keys=True))
+PY
+)
+  lr=${lr#lr=}
+  T grpo --task format --model "$OUT/grpo_lr$lr/final" --baseline "$RSN" --data "$SP/reason_test.jsonl" --max-new-tokens "$RMAXNEW" \
+    "${LIM[@]}" --answers "$OUT/grpo_answers.jsonl"
+  # The chosen run's training figures (rank 0's metrics.jsonl): KL (k3, mean per completion) and reward, first and
+  # last tenth of the logged steps, and the largest KL logged.
+  python3 - "$OUT/grpo_lr$lr/metrics.jsonl" "lr=$lr" <<'PY' | tee -a "$RES"
+import json, sys
+rows = [j for j in map(json.loads, open(sys.argv[1])) if "kl" in j]
+k = max(1, len(rows) // 10)
+mean = lambda xs: sum(xs) / len(xs)
+print(json.dumps({"split": "train", "stage": "grpo", "setting": sys.argv[2], "task": "grpo-run", "logged_steps": len(rows),
+                  "last_step": rows[-1]["step"], "kl_first": mean([j["kl"] for j in rows[:k]]), "kl_last": mean([j["kl"] for j in rows[-k:]]),
+                  "kl_max": max(j["kl"] for j in rows), "reward_first": mean([j["reward"] for j in rows[:k]]),
+                  "reward_last": mean([j["reward"] for j in rows[-k:]])}, sort_keys=True))
+PY
+fi
+
 # The closing note: every test figure with its count and interval.
 python3 - "$RES" "$SP/manifest.json" > "$OUT/summary.md" <<'PY'
 import json, sys
-rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") in ("test", "choice")]
+rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") in ("test", "choice", "train")]
 base = json.load(open(sys.argv[2]))["test_author_majority_baseline"]
 pct = lambda x: f"{100 * x:.1f}%"
 ci = lambda c: f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
@@ -229,6 +283,10 @@ for j in rows:
     st = j["stage"]
     if j["split"] == "choice":
         print(f"| {st} | chosen on validation ({j['by']}) | {j['setting']} | | |"); continue
+    if j["split"] == "train":
+        print(f"| {st} | training run ({j['logged_steps']} logged steps to step {j['last_step']}): KL first/last tenth, max | "
+              f"{j['kl_first']:.4g} / {j['kl_last']:.4g}, max {j['kl_max']:.4g} | | |")
+        print(f"| {st} | training run: mean reward, first / last tenth | {j['reward_first']:.3f} / {j['reward_last']:.3f} | | |"); continue
     t = j["task"]
     if t == "exact-match":
         k = next(x for x in ("name_rate", "first_line_rate", "author_accuracy") if x in j)
@@ -236,10 +294,17 @@ for j in rows:
         if st == "sft" and k == "author_accuracy":
             print(f"| sft | always the most frequent training author ({base['author']}) | {pct(base['hits'] / base['n'])} | {base['hits']}/{base['n']} | |")
     elif t == "format":
-        print(f"| {st} | format_rate | {pct(j['format_rate'])} | {j['hits']}/{j['n']} | {ci(j['ci95'])} |")
-        print(f"| {st} | answer_accuracy | {pct(j['answer_accuracy'])} | {j['answer_hits']}/{j['n']} | {ci(j['answer_ci95'])} |")
+        for k, h, c in (("format_rate", "hits", "ci95"), ("answer_accuracy", "answer_hits", "answer_ci95")):
+            if "baseline" in j:
+                print(f"| {st} | {k} before (reasoning model) | {pct(j['baseline_' + k])} | {j['baseline_' + k + '_hits']}/{j['n']} | {ci(j['baseline_' + k + '_ci95'])} |")
+            print(f"| {st} | {k} | {pct(j[k])} | {j[h]}/{j['n']} | {ci(j[c])} |")
+            if "baseline" in j:
+                ex = "excludes" if j[k + "_difference_excludes_no_change"] else "does not exclude"
+                print(f"| {st} | {k}: paired difference after − before ({ex} no change) | {100 * j[k + '_difference']:+.1f} pts | {j['n']} prompts | {ci(j[k + '_difference_ci95'])} |")
     elif t == "preference":
-        if "baseline" in j:
+        if "reward_model" in j:
+            print(f"| {st} | reward model pair accuracy (r_chosen > r_rejected) | {pct(j['pair_accuracy'])} | {j['correct']}/{j['pairs']} | {ci(j['pair_accuracy_wilson95'])} |")
+        elif "baseline" in j:
             print(f"| {st} | preference accuracy before (SFT) | {pct(j['baseline_preference_accuracy'])} | {j['baseline_hits']}/{j['pairs']} | {ci(j['baseline_ci95'])} |")
             print(f"| {st} | preference accuracy after (DPO) | {pct(j['preference_accuracy'])} | {j['hits']}/{j['pairs']} | {ci(j['ci95'])} |")
             ex = "excludes" if j["difference_excludes_no_change"] else "does not exclude"
