@@ -89,6 +89,17 @@ print(json.dumps({"split": "choice", "stage": stage, "setting": best["setting"],
                   "value": best[key], "candidates": {j["setting"]: j[key] for j in rows}}, ensure_ascii=False, sort_keys=True))
 PY
 }
+# pick_answer STAGE: the setting of STAGE's validation line with the best reasoning answer correctness, then format
+# rate (the first on ties); records the choice in results.jsonl.
+pick_answer() { python3 - "$VAL" "$1" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
+import json, sys
+path, stage = sys.argv[1:]
+rows = [j for j in map(json.loads, open(path)) if j.get("split") == "validation" and j["stage"] == stage]
+best = max(rows, key=lambda j: (j["answer_accuracy"], j["format_rate"]))
+print(json.dumps({"split": "choice", "stage": stage, "setting": best["setting"], "by": "validation answer_accuracy, then format_rate",
+                  "candidates": {j["setting"]: [j["answer_accuracy"], j["format_rate"]] for j in rows}}, ensure_ascii=False, sort_keys=True))
+PY
+}
 # chosen STAGE: the setting recorded by the last choice of STAGE in results.jsonl (for a stage run on its own).
 chosen() { python3 - "$RES" "$1" <<'PY'
 import json, sys
@@ -200,14 +211,7 @@ if has reason; then
       --batch-size 8 --max-seq-len "${REASON_SEQ:-512}" --learning-rate "$lr" --log-interval 20 --save-interval 1000
     V reason "lr=$lr" --task format --model "$OUT/reason_lr$lr/final" --data "$SP/reason_val.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}"
   done
-  lr=$(python3 - "$VAL" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
-import json, sys
-rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "validation" and j["stage"] == "reason"]
-best = max(rows, key=lambda j: (j["answer_accuracy"], j["format_rate"]))
-print(json.dumps({"split": "choice", "stage": "reason", "setting": best["setting"], "by": "validation answer_accuracy, then format_rate",
-                  "candidates": {j["setting"]: [j["answer_accuracy"], j["format_rate"]] for j in rows}}, ensure_ascii=False, sort_keys=True))
-PY
-)
+  lr=$(pick_answer reason)
   lr=${lr#lr=}
   T reason --task format --model "$OUT/reason_lr$lr/final" --data "$SP/reason_test.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}" \
     --answers "$OUT/reason_answers.jsonl"
@@ -246,14 +250,7 @@ if has grpo; then
       --log-interval 5 --save-interval 1000
     V grpo "lr=$lr" --task format --model "$OUT/grpo_lr$lr/final" --data "$SP/reason_val.jsonl" --max-new-tokens "$RMAXNEW" "${LIM[@]}"
   done
-  lr=$(python3 - "$VAL" <<'PY' | tee -a "$RES" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["setting"])'
-import json, sys
-rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") == "validation" and j["stage"] == "grpo"]
-best = max(rows, key=lambda j: (j["answer_accuracy"], j["format_rate"]))
-print(json.dumps({"split": "choice", "stage": "grpo", "setting": best["setting"], "by": "validation answer_accuracy, then format_rate",
-                  "candidates": {j["setting"]: [j["answer_accuracy"], j["format_rate"]] for j in rows}}, ensure_ascii=False, sort_keys=True))
-PY
-)
+  lr=$(pick_answer grpo)
   lr=${lr#lr=}
   T grpo --task format --model "$OUT/grpo_lr$lr/final" --baseline "$RSN" --data "$SP/reason_test.jsonl" --max-new-tokens "$RMAXNEW" \
     "${LIM[@]}" --answers "$OUT/grpo_answers.jsonl"
