@@ -11,8 +11,7 @@ final class BF16RunTests: XCTestCase {
         work = TrainerRunner.tempDir("bf16-run")
         cache = work + "/cache"
         data = work + "/train.jsonl"
-        let lines = try String(contentsOfFile: TrainerRunner.corpus, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
-        try (lines.prefix(400).joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        try TrainerRunner.writeCorpusHead(400, to: data)
         let dir = work
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
     }

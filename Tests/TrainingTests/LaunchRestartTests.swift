@@ -15,9 +15,7 @@ final class LaunchRestartTests: XCTestCase {
         guard FileManager.default.fileExists(atPath: "/proc/self/environ") else { throw XCTSkip("needs /proc (Linux)") }
         work = TrainerRunner.tempDir("restart")
         data = work + "/train.jsonl"
-        let lines = try String(contentsOfFile: TrainerRunner.corpus, encoding: .utf8)
-            .split(separator: "\n", omittingEmptySubsequences: false)
-        try (lines.prefix(400).joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        try TrainerRunner.writeCorpusHead(400, to: data)
         let dir = work
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
     }

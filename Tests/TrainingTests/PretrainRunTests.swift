@@ -11,9 +11,7 @@ final class PretrainRunTests: XCTestCase {
         work = TrainerRunner.tempDir("pretrain")
         cache = work + "/cache"
         data = work + "/train.jsonl"
-        // 400 documents of the real corpus: enough for 20 steps of 8 samples.
-        let lines = try String(contentsOfFile: TrainerRunner.corpus, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
-        try (lines.prefix(400).joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        try TrainerRunner.writeCorpusHead(400, to: data)
         let dir = work
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
     }

@@ -15,6 +15,12 @@ enum TrainerRunner {
     /// `Tests/Fixtures/tokenizers/minimind`.
     static var tokenizer: String { Fixtures.miniMindTokenizer }
 
+    /// Writes the first `documents` lines of the corpus to `path` (400 documents: enough for 20 steps of 8 samples).
+    static func writeCorpusHead(_ documents: Int = 400, to path: String) throws {
+        let lines = try String(contentsOfFile: corpus, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        try (lines.prefix(documents).joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
     static var mpirun: URL? {
         for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
             let u = URL(fileURLWithPath: String(dir)).appendingPathComponent("mpirun")
