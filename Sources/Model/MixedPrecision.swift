@@ -94,12 +94,7 @@ func gemm(_ bf16: Bool, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k:
 /// Rounds `count` floats at `p` to bf16 in place (round to nearest even, NaN stays NaN; CQuant's conversion, AVX2
 /// when the CPU has it). Large buffers are split over the compute workers.
 @inline(__always)
-func roundToBF16(_ p: FPtr, _ count: Int) {
-    if count < 1 << 16 { sm_round_bf16_f32(p, count, p); return }
-    parallelRanges(count, workers: workerCount(), minPerWorker: 1 << 15) { r in
-        sm_round_bf16_f32(p + r.lowerBound, r.count, p + r.lowerBound)
-    }
-}
+func roundToBF16(_ p: FPtr, _ count: Int) { roundToBF16(UnsafePointer(p), into: p, count) }
 
 /// Rounds `count` floats of `src` to bf16 into `dst` (fp32 containers).
 @inline(__always)
