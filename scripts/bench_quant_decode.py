@@ -61,7 +61,8 @@ def ours(dt):
                         "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)],
                        check=True, capture_output=True, text=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    return {"decode": j["decode_tokens_per_s"], "prefill": j["prefill_ms"], "over_floor": j.get("decode_over_floor")}
+    return {"decode": j["decode_tokens_per_s"], "prefill": j["prefill_ms"], "over_floor": j.get("decode_over_floor"),
+            "kernels": j.get("kernels")}
 
 def llama(dt):
     r = subprocess.run([sys.executable, os.path.join(here, "bench_decode_llama_cpp.py"), ggufs[dt], "--repeats", "1",
@@ -72,10 +73,21 @@ def llama(dt):
 
 runs = [("swiftmind f32", lambda: ours("f32")), ("swiftmind bf16", lambda: ours("bf16")), ("swiftmind q8_0", lambda: ours("q8_0")),
         ("llama.cpp f32", lambda: llama("f32")), ("llama.cpp f16", lambda: llama("f16")), ("llama.cpp Q8_0", lambda: llama("q8_0"))]
+def steal_seconds():
+    # CPU time the hypervisor gave to other guests (the `steal` column of /proc/stat, in USER_HZ = 1/100 s): a run
+    # with seconds of steal measured a machine that was not all ours.
+    try:
+        f = open("/proc/stat").readline().split()
+        return int(f[8]) / 100
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
 res = {n: [] for n, _ in runs}
 for r in range(a.rounds):
     for n, f in (runs if r % 2 == 0 else runs[::-1]):
+        s0 = steal_seconds()
         res[n].append(f())
+        res[n][-1]["steal_s"] = round(steal_seconds() - s0, 2)
         print(json.dumps({"round": r, "engine": n, **res[n][-1]}), flush=True)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -84,5 +96,11 @@ print(f"\nCPU: {cpu}; {a.threads} threads; prompt {a.prompt_tokens}, {a.new_toke
 print("| engine, weights | decode tokens/s | prefill ms |\n| --- | --- | --- |")
 for n in res: print(f"| {n} | {med[n]['decode']:.1f} | {med[n]['prefill']:.1f} |")
 for o, l in [("swiftmind f32", "llama.cpp f32"), ("swiftmind bf16", "llama.cpp f16"), ("swiftmind q8_0", "llama.cpp Q8_0")]:
-    print(f"{o} / {l}: decode ×{med[o]['decode'] / med[l]['decode']:.2f}, prefill ×{med[l]['prefill'] / med[o]['prefill']:.2f} (>1 = ours faster)")
+    # Also the median of the per-round ratios: the two runs of one round are minutes apart at most, so a slow spell of
+    # the machine (steal) moves both less than it moves a median over rounds.
+    rd = statistics.median(x["decode"] / y["decode"] for x, y in zip(res[o], res[l]))
+    rp = statistics.median(y["prefill"] / x["prefill"] for x, y in zip(res[o], res[l]))
+    print(f"{o} / {l}: decode ×{med[o]['decode'] / med[l]['decode']:.2f}, prefill ×{med[l]['prefill'] / med[o]['prefill']:.2f}"
+          f" (medians; median of per-round ratios: decode ×{rd:.2f}, prefill ×{rp:.2f}; >1 = ours faster)")
+print(f"steal during the runs: {sum(x['steal_s'] for v in res.values() for x in v):.1f} s in all; kernels: {res['swiftmind q8_0'][0].get('kernels')}")
 print(json.dumps({"cpu": cpu, "median": med, "runs": res}))

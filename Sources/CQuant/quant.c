@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #define SM_X86 1
 #define SM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 #define SM_INLINE static inline __attribute__((always_inline))
 #else
 #define SM_X86 0
@@ -22,8 +23,14 @@ int sm_quant_simd_level(void) {
     l = 0;
 #if SM_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        l = 1;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vl")) l = 2;
+    }
 #endif
+    const char *cap = getenv("SWIFTMIND_QUANT_LEVEL");         // e.g. 1: the AVX2 kernels on an AVX-512 CPU
+    if (cap && cap[0] && atoi(cap) >= 0 && atoi(cap) < l) l = atoi(cap);
     const char *s = getenv("SWIFTMIND_QUANT_SCALAR");
     if (s && s[0] && strcmp(s, "0") != 0) l = 0;
     sm_level = l;
@@ -173,7 +180,47 @@ void sm_dequantize_q8_0(const uint8_t *src, size_t count, float *dst) {
     }
 }
 
+#if SM_X86
+// roundf (half away from zero) on 8 lanes: truncate, then step away from zero where the dropped part is ≥ 0.5.
+SM_INLINE SM_AVX2 __m256 round_away_lanes(__m256 r) {
+    const __m256 t = _mm256_round_ps(r, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 half = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(r, t), absMask), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 step = _mm256_or_ps(_mm256_and_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(half, step));
+}
+// As the scalar loop below (same d, same q), 32 values per block in four 8-lane registers.
+static SM_AVX2 void quantize_act_q8_avx2(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t r = 0; r < n; r++)
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
+                                     _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            const float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            xd[r * nb + b] = d;
+            const __m256 s = _mm256_set1_ps(id);
+            const __m256i i0 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v0, s)));
+            const __m256i i1 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v1, s)));
+            const __m256i i2 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v2, s)));
+            const __m256i i3 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v3, s)));
+            // packs work per 128-bit lane; the permutation puts the 32 bytes back in order.
+            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            _mm256_storeu_si256((__m256i *)(xq + r * ic + b * SM_Q8_0_BLOCK), _mm256_permutevar8x32_epi32(p, order));
+        }
+}
+#endif
+
 void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { quantize_act_q8_avx2(x, n, ic, xq, xd); return; }
+#endif
     const size_t nb = ic / SM_Q8_0_BLOCK;
     for (size_t r = 0; r < n; r++) {
         for (size_t b = 0; b < nb; b++) {
@@ -188,7 +235,19 @@ void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *
     }
 }
 
+// The AVX-512 bf16 kernel unpacks 32 weights at a time: activations per 32-group, the 16 even then the 16 odd ones.
+static int bf16_wide(size_t ic) { return sm_quant_simd_level() >= 2 && ic % 32 == 0; }
+
 void sm_bf16_prepare_act(const float *x, size_t n, size_t ic, float *xp) {
+    if (bf16_wide(ic)) {
+        for (size_t r = 0; r < n; r++)
+            for (size_t g = 0; g < ic; g += 32)
+                for (int j = 0; j < 16; j++) {
+                    xp[r * ic + g + j] = x[r * ic + g + 2 * j];
+                    xp[r * ic + g + 16 + j] = x[r * ic + g + 2 * j + 1];
+                }
+        return;
+    }
     for (size_t r = 0; r < n; r++)
         for (size_t g = 0; g < ic; g += 16)
             for (int j = 0; j < 8; j++) {
@@ -278,6 +337,7 @@ SM_INLINE SM_AVX2 void bf16_tile(const uint16_t *w, const float *xp, size_t ic, 
     const __m256i hiMask = _mm256_set1_epi32((int)0xFFFF0000u);
     for (size_t k = 0; k < ic; k += 16) {
         for (int t = 0; t < OT; t++) {
+            if ((k & 31) == 0) _mm_prefetch((const char *)(w + (o + t + OT) * ic + k), _MM_HINT_T0);   // next tile's row
             const __m256i v = _mm256_loadu_si256((const __m256i *)(w + (o + t) * ic + k));
             const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
             const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(v, hiMask));
@@ -298,6 +358,8 @@ SM_INLINE SM_AVX2 void q8_f32_tile(const uint8_t *w, const float *x, size_t ic, 
     for (size_t b = 0; b < nb; b++) {
         for (int t = 0; t < OT; t++) {
             const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
             uint16_t dh; memcpy(&dh, blk, 2);
             const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
             __m256 wq[4];
@@ -325,6 +387,8 @@ SM_INLINE SM_AVX2 void q8_q8_tile(const uint8_t *w, const int8_t *xq, const floa
     for (size_t b = 0; b < nb; b++) {
         for (int t = 0; t < OT; t++) {
             const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
             uint16_t dh; memcpy(&dh, blk, 2);
             const float dw = _cvtsh_ss(dh);
             const __m256i qw = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -379,11 +443,131 @@ static SM_AVX2 void gemv_q8_0_q8_avx2(const uint8_t *w, const int8_t *xq, const 
 }
 #endif
 
+// MARK: - AVX-512 kernels (F, BW, DQ, VL): the AVX2 tiles with 16-lane accumulators.
+#if SM_X86
+
+SM_INLINE SM_AVX512 void bf16_tile512(const uint16_t *w, const float *xp, size_t ic, size_t o, int OT, int R,
+                                       float *out, size_t ldo, int accumulate) {
+    __m512 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    const __m512i hiMask = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (size_t k = 0; k < ic; k += 32) {
+        for (int t = 0; t < OT; t++) {
+            _mm_prefetch((const char *)(w + (o + t + OT) * ic + k), _MM_HINT_T0);                      // next tile's row
+            const __m512i v = _mm512_loadu_si512((const void *)(w + (o + t) * ic + k));
+            const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, hiMask));
+            for (int r = 0; r < R; r++) {
+                acc[t][r] = _mm512_fmadd_ps(even, _mm512_loadu_ps(xp + r * ic + k), acc[t][r]);
+                acc[t][r] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(xp + r * ic + k + 16), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]), accumulate);
+}
+
+// Q8_0 × fp32 activations, two blocks per 16 lanes of int8 → fp32.
+SM_INLINE SM_AVX512 void q8_f32_tile512(const uint8_t *w, const float *x, size_t ic, size_t o, int OT, int R,
+                                         float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    __m512 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const __m512 d = _mm512_set1_ps(_cvtsh_ss(dh));
+            const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+            const __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+            for (int r = 0; r < R; r++) {
+                const float *xv = x + r * ic + b * SM_Q8_0_BLOCK;
+                const __m512 s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xv + 16), _mm512_mul_ps(w0, _mm512_loadu_ps(xv)));
+                acc[t][r] = _mm512_fmadd_ps(d, s, acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]), accumulate);
+}
+
+// Q8_0 × int8 activations: two blocks per 512-bit register (GGML's |w|·(x·sign w) pattern; AVX-512 has no vpsignb, so
+// the activations are negated under the weights' sign mask).
+SM_INLINE SM_AVX512 void q8_q8_tile512(const uint8_t *w, const int8_t *xq, const float *xd, size_t ic, size_t o, int OT,
+                                        int R, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+    __m512 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    size_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
+            uint16_t d0, d1; memcpy(&d0, blk, 2); memcpy(&d1, blk + SM_Q8_0_BYTES, 2);
+            const float dw0 = _cvtsh_ss(d0), dw1 = _cvtsh_ss(d1);
+            const __m512i qw = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2))),
+                                                  _mm256_loadu_si256((const __m256i *)(blk + SM_Q8_0_BYTES + 2)), 1);
+            const __m512i aw = _mm512_abs_epi8(qw);
+            const __mmask64 neg = _mm512_movepi8_mask(qw);
+            for (int r = 0; r < R; r++) {
+                const __m512i qx = _mm512_loadu_si512((const void *)(xq + r * ic + b * SM_Q8_0_BLOCK));
+                const __m512i sx = _mm512_mask_sub_epi8(qx, neg, zero, qx);
+                const __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones));
+                const float *dx = xd + r * nb + b;
+                const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(dw0 * dx[0]), _mm256_set1_ps(dw1 * dx[1]), 1);
+                acc[t][r] = _mm512_fmadd_ps(sc, p, acc[t][r]);
+            }
+        }
+    }
+    float tail[4][4] = {{0}};
+    for (; b < nb; b++)                                         // an odd block count: the last block alone
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const int8_t *q = (const int8_t *)(blk + 2);
+            for (int r = 0; r < R; r++) {
+                const int8_t *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
+                int32_t bs = 0;
+                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
+                tail[t][r] += _cvtsh_ss(dh) * xd[r * nb + b] * (float)bs;
+            }
+        }
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++)
+            store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]) + tail[t][r], accumulate);
+}
+
+static SM_AVX512 void gemv_bf16_avx512(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
+                                       float *out, size_t ldo, int accumulate) {
+#define T_BF16(o, OT, RR) bf16_tile512(w, xp + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_BF16)
+#undef T_BF16
+}
+static SM_AVX512 void gemv_q8_0_f32_avx512(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
+                                           float *out, size_t ldo, int accumulate) {
+#define T_Q8F(o, OT, RR) q8_f32_tile512(w, x + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_Q8F)
+#undef T_Q8F
+}
+static SM_AVX512 void gemv_q8_0_q8_avx512(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic,
+                                          size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+#define T_Q8Q(o, OT, RR) q8_q8_tile512(w, xq + r0 * ic, xd + r0 * nb, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
+    SM_DRIVE(T_Q8Q)
+#undef T_Q8Q
+}
+#endif
+
 // MARK: - dispatch
 
 void sm_gemv_bf16(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
                   float *out, size_t ldo, int accumulate) {
 #if SM_X86
+    if (bf16_wide(ic)) { gemv_bf16_avx512(w, xp, n, ic, o0, o1, out, ldo, accumulate); return; }
     if (sm_quant_simd_level() >= 1) { gemv_bf16_avx2(w, xp, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
     gemv_bf16_scalar(w, xp, n, ic, o0, o1, out, ldo, accumulate);
@@ -391,6 +575,7 @@ void sm_gemv_bf16(const uint16_t *w, const float *xp, size_t n, size_t ic, size_
 void sm_gemv_q8_0_f32(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
                       float *out, size_t ldo, int accumulate) {
 #if SM_X86
+    if (sm_quant_simd_level() >= 2) { gemv_q8_0_f32_avx512(w, x, n, ic, o0, o1, out, ldo, accumulate); return; }
     if (sm_quant_simd_level() >= 1) { gemv_q8_0_f32_avx2(w, x, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
     gemv_q8_0_f32_scalar(w, x, n, ic, o0, o1, out, ldo, accumulate);
@@ -398,6 +583,7 @@ void sm_gemv_q8_0_f32(const uint8_t *w, const float *x, size_t n, size_t ic, siz
 void sm_gemv_q8_0_q8(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic, size_t o0, size_t o1,
                      float *out, size_t ldo, int accumulate) {
 #if SM_X86
+    if (sm_quant_simd_level() >= 2) { gemv_q8_0_q8_avx512(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
     if (sm_quant_simd_level() >= 1) { gemv_q8_0_q8_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
     gemv_q8_0_q8_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);

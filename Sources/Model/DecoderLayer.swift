@@ -87,8 +87,11 @@ func attention_cached(_ y: FPtr, _ q: CFPtr, keys: [CFPtr], values: [CFPtr], pos
         let m = rowStart[s + 1] - rowStart[s], blk = Swift.min(m, cachedAttentionBlock), blocks = (m + blk - 1) / blk
         for bi in stride(from: blocks - 1, through: 0, by: -1) { for g in 0..<kvh { tasks.append((s, bi * blk, g)) } }
     }
+    // Decode rows only (every sequence adds one row): a few tiny tasks per layer, run on the spin-waiting pool like
+    // the step's weight products rather than waking GCD workers.
+    let decodeRowsOnly = (0..<positions.count).allSatisfy { rowStart[$0 + 1] - rowStart[$0] == 1 }
     tasks.withUnsafeBufferPointer { tasks in
-        parallelTasks(tasks.count, workers: workers) { t, worker in
+        func task(_ t: Int, _ worker: Int) {
             let (s, r0, g) = tasks[t]
             let S = scratch + worker * scratchPerWorker
             let m = rowStart[s + 1] - rowStart[s], p0 = positions[s]
@@ -113,6 +116,13 @@ func attention_cached(_ y: FPtr, _ q: CFPtr, keys: [CFPtr], values: [CFPtr], pos
                 }
                 sgemm(false, false, rows, hd, nkeys, 1, S, nkeys, vp, ldkv, 0, ys + r0 * ldy + hi * hd, ldy)
             }
+        }
+        if decodeRowsOnly && decodeUsesSpinPool && workers > 1 && tasks.count > 1 {
+            ComputeThreads.withSingleThread {
+                spinParallelChunks(tasks.count, workers: workers) { worker, range in for t in range { task(t, worker) } }
+            }
+        } else {
+            parallelTasks(tasks.count, workers: workers, task)
         }
     }
 }
@@ -211,8 +221,8 @@ extension MiniMindModel {
         let C = cfg.hiddenSize, V = cfg.vocabSize, eps = cfg.rmsNormEps
         ensureRope(caches.indices.map { caches[$0].length + rowStart[$0 + 1] - rowStart[$0] }.max()!)
         let workers = workerCount()
-        // One row (single-token decode) is too little attention work to spread over threads.
-        let attentionWorkers = n == 1 ? 1 : workers
+        // Single-token decode splits its KV groups over the spin-waiting pool (GCD was too slow to wake for it).
+        let attentionWorkers = n == 1 && !decodeUsesSpinPool ? 1 : workers
         let scorePerWorker = caches.indices.map {
             cachedAttentionScratch(rows: rowStart[$0 + 1] - rowStart[$0], position: caches[$0].length)
         }.max()!

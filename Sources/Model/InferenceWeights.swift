@@ -105,7 +105,7 @@ public final class InferenceWeights: @unchecked Sendable {
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic) { xp in
                     sm_bf16_prepare_act(inp, n, ic, xp.baseAddress!)
                     let x = UnsafePointer(xp.baseAddress!)
-                    parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                    decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
                         sm_gemv_bf16(w, x, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
                     }
                 }
@@ -116,13 +116,13 @@ public final class InferenceWeights: @unchecked Sendable {
                         withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
                             sm_quantize_act_q8(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
                             let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
-                            parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                            decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
                                 sm_gemv_q8_0_q8(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
                             }
                         }
                     }
                 } else {
-                    parallelRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                    decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
                         sm_gemv_q8_0_f32(w, inp, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
                     }
                 }
@@ -157,14 +157,32 @@ public final class InferenceWeights: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: m.bytes, count: rows * dtype.rowBytes(ic))
     }
 
-    /// Whether the AVX2+FMA+F16C kernels run on this CPU (else the portable scalar ones; env
-    /// `SWIFTMIND_QUANT_SCALAR=1` forces scalar).
+    /// Whether SIMD kernels (AVX2+FMA+F16C, or AVX-512 F/BW/DQ/VL) run on this CPU, else the portable scalar ones
+    /// (env `SWIFTMIND_QUANT_SCALAR=1` forces scalar).
     public static var simdKernels: Bool { sm_quant_simd_level() >= 1 }
 
-    /// Chooses the scalar kernels (false) or the AVX2 ones when the CPU has them (true); returns `simdKernels`. For
+    /// The kernels in use: 0 scalar, 1 AVX2+FMA+F16C, 2 AVX-512 (F, BW, DQ, VL). Env `SWIFTMIND_QUANT_LEVEL=N` caps it.
+    public static var kernelLevel: Int { Int(sm_quant_simd_level()) }
+
+    /// Name of `kernelLevel` for logs: "scalar", "avx2", "avx512".
+    public static var kernelName: String { ["scalar", "avx2", "avx512"][min(max(kernelLevel, 0), 2)] }
+
+    /// Every kernel level this CPU runs, lowest first (for tests that compare them on one machine).
+    public static var availableKernelLevels: [Int] {
+        let saved = sm_quant_simd_level()
+        let best = Int(sm_quant_set_simd_level(99))
+        sm_quant_set_simd_level(saved)
+        return Array(0...best)
+    }
+
+    /// Selects kernel level `level` (capped at what the CPU runs); returns the level in effect. For tests.
+    @discardableResult
+    public static func useKernelLevel(_ level: Int) -> Int { Int(sm_quant_set_simd_level(Int32(level))) }
+
+    /// Chooses the scalar kernels (false) or the best SIMD ones this CPU has (true); returns `simdKernels`. For
     /// tests that run both paths on one machine.
     @discardableResult
-    public static func useSIMDKernels(_ on: Bool) -> Bool { sm_quant_set_simd_level(on ? 1 : 0) >= 1 }
+    public static func useSIMDKernels(_ on: Bool) -> Bool { sm_quant_set_simd_level(on ? 99 : 0) >= 1 }
 }
 
 /// Low-precision weights of loaded models, keyed by model identity (owner held weakly, as `UntiedHeadRegistry`).

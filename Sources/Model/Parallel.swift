@@ -2,6 +2,7 @@
 import Foundation
 import Dispatch
 import CBLAS
+import CQuant
 
 /// Threads used by the model: OpenBLAS's thread count, which also sets the worker count of the non-BLAS loops and
 /// the number of batch parts `forward`/`backward` run concurrently. The one place the process sets it: every command's
@@ -41,6 +42,47 @@ func parallelRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Rang
     parallelChunks(n, workers: workers, minPerWorker: minPerWorker) { _, r in body(r) }
 }
 
+/// Whether the decode products run on the spin-waiting pool (`spinParallelRanges`); env `SWIFTMIND_SPIN_POOL=0` runs
+/// them on GCD as before (for comparisons).
+let decodeUsesSpinPool = ProcessInfo.processInfo.environment["SWIFTMIND_SPIN_POOL"] != "0"
+
+/// The split of a decode step's product over the workers: `spinParallelRanges` unless `SWIFTMIND_SPIN_POOL=0`.
+@inline(__always)
+func decodeRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Range<Int>) -> Void) {
+    if decodeUsesSpinPool { spinParallelRanges(n, workers: workers, minPerWorker: minPerWorker, body) }
+    else { parallelRanges(n, workers: workers, minPerWorker: minPerWorker, body) }
+}
+
+/// As `parallelRanges`, on CQuant's spin-waiting pool (`sm_pool_run`) instead of `DispatchQueue.concurrentPerform`:
+/// the chunks of a decode step's products, where a product takes tens of microseconds and waking a GCD worker for each
+/// one costs a sizeable part of that. Chunk i covers `n·i/w ..< n·(i+1)/w` as in `parallelChunks`.
+func spinParallelRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Range<Int>) -> Void) {
+    spinParallelChunks(n, workers: workers, minPerWorker: minPerWorker) { _, r in body(r) }
+}
+
+/// As `spinParallelRanges`, also passing the chunk index in 0..<chunkCount(n, workers:, minPerWorker:) (fewer when
+/// the pool caps the threads at the CPU count; each index runs on one thread at a time).
+func spinParallelChunks(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+    let w = chunkCount(n, workers: workers, minPerWorker: minPerWorker)
+    if w <= 1 { body(0, 0..<n); return }
+    withoutActuallyEscaping(body) { body in
+        var job = SpinPoolJob(n: n, body: body)
+        withUnsafeMutablePointer(to: &job) { p in
+            _ = sm_pool_run(Int32(w), { ctx, part, parts in
+                let job = ctx!.assumingMemoryBound(to: SpinPoolJob.self)
+                let n = job.pointee.n, i = Int(part), w = Int(parts)
+                let lo = n * i / w, hi = n * (i + 1) / w
+                if lo < hi { job.pointee.body(i, lo..<hi) }
+            }, p)
+        }
+    }
+}
+
+private struct SpinPoolJob {
+    let n: Int
+    let body: (Int, Range<Int>) -> Void
+}
+
 /// Number of chunks `parallelChunks` uses for these arguments.
 @inline(__always) func chunkCount(_ n: Int, workers: Int, minPerWorker: Int = 1) -> Int {
     max(1, min(workers, n / max(minPerWorker, 1)))
@@ -58,9 +100,17 @@ func parallelChunks(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Int,
 }
 
 /// Runs `body` on `workers` threads, each taking tasks `0..<tasks` (dynamically), with OpenBLAS set to one thread
-/// for the duration (BLAS calls inside tasks then run on the calling thread). `body(task, worker)`.
+/// for the duration (BLAS calls inside tasks then run on the calling thread); a single task runs inline with OpenBLAS's
+/// threads as they are. `body(task, worker)`.
 func parallelTasks(_ tasks: Int, workers: Int, _ body: (Int, Int) -> Void) {
-    if workers <= 1 || tasks <= 1 { for t in 0..<tasks { body(t, 0) }; return }
+    if workers <= 1 || tasks <= 1 {
+        // Inline. Several tasks on one worker still run with OpenBLAS at one thread: their small BLAS calls (a decode
+        // step's attention at n = 1 without the spin pool: ~130 sgemv per token) would otherwise each wake OpenBLAS's
+        // threads, which then spin on the cores the next products need. A single task keeps OpenBLAS's threads.
+        if tasks > 1 && ComputeThreads.count > 1 { ComputeThreads.withSingleThread { for t in 0..<tasks { body(t, 0) } } }
+        else { for t in 0..<tasks { body(t, 0) } }
+        return
+    }
     let counter = TaskCounter()
     ComputeThreads.withSingleThread {
         DispatchQueue.concurrentPerform(iterations: workers) { w in

@@ -54,8 +54,8 @@ final class LowPrecisionTests: XCTestCase {
     }
 
     /// With fp32 activations the bf16 / q8_0 paths compute exactly the fp32 products of their weights, up to
-    /// fp32 summation order: logits agree to 1e-4 (the bound the cached-vs-uncached test uses), with the AVX2 and the
-    /// scalar kernels, at 1 and 2 threads.
+    /// fp32 summation order: logits agree to 1e-4 (the bound the cached-vs-uncached test uses), with every kernel level
+    /// this CPU runs (scalar, AVX2, AVX-512), at 1 and 2 threads (2: the decode products on the spin-waiting pool).
     func testKernelsEqualFP32ForwardOfRoundedWeights() throws {
         let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
         setenv("SWIFTMIND_Q8_ACTIVATIONS", "f32", 1)
@@ -69,15 +69,42 @@ final class LowPrecisionTests: XCTestCase {
             let m = try roundedModel(dtype)
             m.setWeightDType(dtype)
             XCTAssertFalse(m.inferenceWeights!.int8Activations)
-            for simd in [true, false] {
-                InferenceWeights.useSIMDKernels(simd)
+            for level in InferenceWeights.availableKernelLevels.reversed() {
+                XCTAssertEqual(InferenceWeights.useKernelLevel(level), level)
                 for threads in [1, 2] {
                     ComputeThreads.set(threads)
                     let got = inferenceLogits(m, g.prompt_ids)
                     let d = got.withUnsafeBufferPointer { maxAbsDiff($0, ref) }
-                    print("\(dtype) simd \(simd) threads \(threads): max |logit − fp32 of rounded weights| = \(d)")
-                    XCTAssertLessThan(d, 1e-4, "\(dtype) simd \(simd) threads \(threads)")
+                    print("\(dtype) kernels \(InferenceWeights.kernelName) threads \(threads): max |logit − fp32 of rounded weights| = \(d)")
+                    XCTAssertLessThan(d, 1e-4, "\(dtype) kernels \(InferenceWeights.kernelName) threads \(threads)")
                 }
+            }
+        }
+    }
+
+    /// With int8 activations (the q8_0 default) every kernel level computes the same integer block products of the
+    /// same quantized activations (the SIMD quantizer rounds half away from zero like the scalar one), so logits agree
+    /// with the scalar kernels' up to fp32 summation order: 1e-4, at 1 and 2 threads.
+    func testInt8ActivationKernelsAgreeAcrossLevels() throws {
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        setenv("SWIFTMIND_Q8_ACTIVATIONS", "int8", 1)
+        defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.set(saved) }
+        let m = try MiniMindModel.load(directory: golden("generate_model"))
+        m.setWeightDType(.q8_0)
+        XCTAssertTrue(m.inferenceWeights!.int8Activations)
+        InferenceWeights.useKernelLevel(0)
+        ComputeThreads.set(1)
+        let ref = inferenceLogits(m, g.prompt_ids)
+        for level in InferenceWeights.availableKernelLevels {
+            InferenceWeights.useKernelLevel(level)
+            for threads in [1, 2] {
+                ComputeThreads.set(threads)
+                let got = inferenceLogits(m, g.prompt_ids)
+                let d = got.withUnsafeBufferPointer { maxAbsDiff($0, ref) }
+                print("q8_0 int8 kernels \(InferenceWeights.kernelName) threads \(threads): max |logit − scalar| = \(d)")
+                XCTAssertLessThan(d, 1e-4, "kernels \(InferenceWeights.kernelName) threads \(threads)")
             }
         }
     }
