@@ -1,11 +1,12 @@
 """Decode/prefill speed of SwiftMind's --weight-dtype f32|bf16|q8_0 beside llama.cpp f32|f16|Q8_0, interleaved.
 
 usage: python3 scripts/bench_quant_decode.py [--trainer .build/release/trainer] [--model DIR] [--rounds 5]
-       [--prompt-tokens 128] [--new-tokens 256] [--threads 2] [--out DIR]
+       [--prompt-tokens 128] [--new-tokens 256] [--threads 2] [--repeats 3] [--out DIR]
 Without --model, writes MiniMind2-small-shaped random weights (hidden 512, 8 layers, 8 heads, 2 KV heads,
 intermediate 1408, vocab 6400, N(0, 0.02) matrices, unit norms) as a Hugging Face Llama directory. Exports it with
 `trainer export --format gguf --dtype f32|f16|q8_0` (the same weights for both engines), then runs every engine ×
-dtype once per round, in turn (one `trainer bench-decode --json --repeats 1` / one bench_decode_llama_cpp.py run each),
+dtype once per round, in turn (one `trainer bench-decode --json --repeats R` / one bench_decode_llama_cpp.py --repeats R
+run each: best of R after a warm-up),
 so load from other processes hits all of them alike. Prints per-run figures, the median of each over the rounds, and
 our/llama.cpp ratios (decode: higher is better; prefill: llama.cpp ms / ours ms). Needs numpy and llama-cpp-python.
 """
@@ -20,6 +21,9 @@ ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--prompt-tokens", type=int, default=128)
 ap.add_argument("--new-tokens", type=int, default=256)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--repeats", type=int, default=3,
+                help="Timed runs inside each engine run after its warm-up (both engines report the best: a single "
+                     "100 ms prefill is at the mercy of one scheduling hiccup).")
 ap.add_argument("--out", help="Work directory (default: a temporary one).")
 a = ap.parse_args()
 here = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +61,7 @@ for dt in ["f32", "f16", "q8_0"]:
     ggufs[dt] = path
 
 def ours(dt):
-    r = subprocess.run([a.trainer, "bench-decode", "--model", model, "--weight-dtype", dt, "--json", "--repeats", "1",
+    r = subprocess.run([a.trainer, "bench-decode", "--model", model, "--weight-dtype", dt, "--json", "--repeats", str(a.repeats),
                         "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)],
                        check=True, capture_output=True, text=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
@@ -65,7 +69,7 @@ def ours(dt):
             "kernels": j.get("kernels")}
 
 def llama(dt):
-    r = subprocess.run([sys.executable, os.path.join(here, "bench_decode_llama_cpp.py"), ggufs[dt], "--repeats", "1",
+    r = subprocess.run([sys.executable, os.path.join(here, "bench_decode_llama_cpp.py"), ggufs[dt], "--repeats", str(a.repeats),
                         "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", str(a.new_tokens), "--threads", str(a.threads)],
                        check=True, capture_output=True, text=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
@@ -92,7 +96,7 @@ for r in range(a.rounds):
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 med = {n: {k: statistics.median(x[k] for x in v) for k in ("decode", "prefill")} for n, v in res.items()}
-print(f"\nCPU: {cpu}; {a.threads} threads; prompt {a.prompt_tokens}, {a.new_tokens} new tokens; median of {a.rounds} rounds")
+print(f"\nCPU: {cpu}; {a.threads} threads; prompt {a.prompt_tokens}, {a.new_tokens} new tokens; best of {a.repeats} per run, median of {a.rounds} rounds")
 print("| engine, weights | decode tokens/s | prefill ms |\n| --- | --- | --- |")
 for n in res: print(f"| {n} | {med[n]['decode']:.1f} | {med[n]['prefill']:.1f} |")
 for o, l in [("swiftmind f32", "llama.cpp f32"), ("swiftmind bf16", "llama.cpp f16"), ("swiftmind q8_0", "llama.cpp Q8_0")]:
