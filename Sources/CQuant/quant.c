@@ -405,42 +405,46 @@ SM_INLINE SM_AVX2 void q8_q8_tile(const uint8_t *w, const int8_t *xq, const floa
     for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, hsum8(acc[t][r]), accumulate);
 }
 
-// Output rows in tiles of 4 (one activation row) or 2 (2–4 rows); activation rows in chunks of ≤ 4.
-#define SM_DRIVE(TILE, ...)                                                                                          \
+// Output rows in tiles of 4 (one activation row) or 2 (2–4 rows); activation rows in chunks of ≤ 4. TILE is a tile
+// function called as TILE(<ARGS unparenthesized>, o, OT, R, out + r0 · ldo, ldo, accumulate); ARGS may use r0.
+#define SM_UNPAREN(...) __VA_ARGS__
+#define SM_DRIVE(TILE, ARGS)                                                                                         \
     for (size_t r0 = 0; r0 < n; r0 += 4) {                                                                          \
         const size_t R = n - r0 < 4 ? n - r0 : 4;                                                                   \
+        float *const o_r0 = out + r0 * ldo;                                                                         \
         size_t o = o0;                                                                                              \
         switch (R) {                                                                                                \
-        case 1: for (; o + 4 <= o1; o += 4) TILE(o, 4, 1); break;                                                   \
-        case 2: for (; o + 2 <= o1; o += 2) TILE(o, 2, 2); break;                                                   \
-        case 3: for (; o + 2 <= o1; o += 2) TILE(o, 2, 3); break;                                                   \
-        default: for (; o + 2 <= o1; o += 2) TILE(o, 2, 4); break;                                                  \
+        case 1: for (; o + 4 <= o1; o += 4) TILE(SM_UNPAREN ARGS, o, 4, 1, o_r0, ldo, accumulate); break;           \
+        case 2: for (; o + 2 <= o1; o += 2) TILE(SM_UNPAREN ARGS, o, 2, 2, o_r0, ldo, accumulate); break;           \
+        case 3: for (; o + 2 <= o1; o += 2) TILE(SM_UNPAREN ARGS, o, 2, 3, o_r0, ldo, accumulate); break;           \
+        default: for (; o + 2 <= o1; o += 2) TILE(SM_UNPAREN ARGS, o, 2, 4, o_r0, ldo, accumulate); break;          \
         }                                                                                                           \
         for (; o < o1; o++) switch (R) {                                                                            \
-            case 1: TILE(o, 1, 1); break; case 2: TILE(o, 1, 2); break;                                             \
-            case 3: TILE(o, 1, 3); break; default: TILE(o, 1, 4); break;                                            \
+            case 1: TILE(SM_UNPAREN ARGS, o, 1, 1, o_r0, ldo, accumulate); break;                                   \
+            case 2: TILE(SM_UNPAREN ARGS, o, 1, 2, o_r0, ldo, accumulate); break;                                   \
+            case 3: TILE(SM_UNPAREN ARGS, o, 1, 3, o_r0, ldo, accumulate); break;                                   \
+            default: TILE(SM_UNPAREN ARGS, o, 1, 4, o_r0, ldo, accumulate); break;                                  \
         }                                                                                                           \
     }
 
-static SM_AVX2 void gemv_bf16_avx2(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
-                                   float *out, size_t ldo, int accumulate) {
-#define T_BF16(o, OT, RR) bf16_tile(w, xp + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_BF16)
-#undef T_BF16
-}
-static SM_AVX2 void gemv_q8_0_f32_avx2(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
-                                       float *out, size_t ldo, int accumulate) {
-#define T_Q8F(o, OT, RR) q8_f32_tile(w, x + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_Q8F)
-#undef T_Q8F
-}
-static SM_AVX2 void gemv_q8_0_q8_avx2(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic,
-                                      size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
-    const size_t nb = ic / SM_Q8_0_BLOCK;
-#define T_Q8Q(o, OT, RR) q8_q8_tile(w, xq + r0 * ic, xd + r0 * nb, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_Q8Q)
-#undef T_Q8Q
-}
+// The three matrix-vector drivers of one instruction set (gemv_bf16_ISA, gemv_q8_0_f32_ISA, gemv_q8_0_q8_ISA) over its
+// tile functions.
+#define SM_GEMV_FAMILY(ISA, TARGET, BF16_TILE, Q8F_TILE, Q8Q_TILE)                                                  \
+    static TARGET void gemv_bf16_##ISA(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0,          \
+                                       size_t o1, float *out, size_t ldo, int accumulate) {                         \
+        SM_DRIVE(BF16_TILE, (w, xp + r0 * ic, ic))                                                                  \
+    }                                                                                                               \
+    static TARGET void gemv_q8_0_f32_##ISA(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0,        \
+                                           size_t o1, float *out, size_t ldo, int accumulate) {                     \
+        SM_DRIVE(Q8F_TILE, (w, x + r0 * ic, ic))                                                                    \
+    }                                                                                                               \
+    static TARGET void gemv_q8_0_q8_##ISA(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic, \
+                                          size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {           \
+        const size_t nb = ic / SM_Q8_0_BLOCK;                                                                       \
+        SM_DRIVE(Q8Q_TILE, (w, xq + r0 * ic, xd + r0 * nb, ic))                                                     \
+    }
+
+SM_GEMV_FAMILY(avx2, SM_AVX2, bf16_tile, q8_f32_tile, q8_q8_tile)
 #endif
 
 // MARK: - AVX-512 kernels (F, BW, DQ, VL): the AVX2 tiles with 16-lane accumulators.
@@ -541,25 +545,7 @@ SM_INLINE SM_AVX512 void q8_q8_tile512(const uint8_t *w, const int8_t *xq, const
             store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]) + tail[t][r], accumulate);
 }
 
-static SM_AVX512 void gemv_bf16_avx512(const uint16_t *w, const float *xp, size_t n, size_t ic, size_t o0, size_t o1,
-                                       float *out, size_t ldo, int accumulate) {
-#define T_BF16(o, OT, RR) bf16_tile512(w, xp + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_BF16)
-#undef T_BF16
-}
-static SM_AVX512 void gemv_q8_0_f32_avx512(const uint8_t *w, const float *x, size_t n, size_t ic, size_t o0, size_t o1,
-                                           float *out, size_t ldo, int accumulate) {
-#define T_Q8F(o, OT, RR) q8_f32_tile512(w, x + r0 * ic, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_Q8F)
-#undef T_Q8F
-}
-static SM_AVX512 void gemv_q8_0_q8_avx512(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic,
-                                          size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
-    const size_t nb = ic / SM_Q8_0_BLOCK;
-#define T_Q8Q(o, OT, RR) q8_q8_tile512(w, xq + r0 * ic, xd + r0 * nb, ic, o, OT, RR, out + r0 * ldo, ldo, accumulate)
-    SM_DRIVE(T_Q8Q)
-#undef T_Q8Q
-}
+SM_GEMV_FAMILY(avx512, SM_AVX512, bf16_tile512, q8_f32_tile512, q8_q8_tile512)
 #endif
 
 // MARK: - dispatch
