@@ -53,30 +53,45 @@ final class LowPrecisionTests: XCTestCase {
         return out + batch
     }
 
+    /// Runs `body` with the golden generate.json, `SWIFTMIND_Q8_ACTIVATIONS` = `activations`, and the thread count
+    /// restored afterwards.
+    func withGolden(activations: String, _ body: (GenerateJSON) throws -> Void) throws {
+        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
+        setenv("SWIFTMIND_Q8_ACTIVATIONS", activations, 1)
+        defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.set(saved) }
+        try body(g)
+    }
+
+    /// Runs `body("kernels K threads T")` at every kernel level this CPU runs (best first) and at 1 and 2 threads
+    /// (2: the decode products on the spin-waiting pool).
+    func forEveryKernel(_ body: (String) throws -> Void) rethrows {
+        for level in InferenceWeights.availableKernelLevels.reversed() {
+            XCTAssertEqual(InferenceWeights.useKernelLevel(level), level)
+            for threads in [1, 2] {
+                ComputeThreads.set(threads)
+                try body("kernels \(InferenceWeights.kernelName) threads \(threads)")
+            }
+        }
+    }
+
     /// With fp32 activations the bf16 / q8_0 paths compute exactly the fp32 products of their weights, up to
     /// fp32 summation order: logits agree to 1e-4 (the bound the cached-vs-uncached test uses), with every kernel level
     /// this CPU runs (scalar, AVX2, AVX-512), at 1 and 2 threads (2: the decode products on the spin-waiting pool).
     func testKernelsEqualFP32ForwardOfRoundedWeights() throws {
-        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
-        setenv("SWIFTMIND_Q8_ACTIVATIONS", "f32", 1)
-        defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
-        let saved = ComputeThreads.count
-        defer { ComputeThreads.set(saved) }
-        for dtype in [WeightDType.bf16, .q8_0] {
-            let ref = inferenceLogits(try roundedModel(dtype), g.prompt_ids)
-            // The embedding lookup reads the fp32 table, the tied head its low-precision copy: start from the rounded
-            // weights (which bf16 / Q8_0 store unchanged) so both models look up the same embeddings.
-            let m = try roundedModel(dtype)
-            m.setWeightDType(dtype)
-            XCTAssertFalse(m.inferenceWeights!.int8Activations)
-            for level in InferenceWeights.availableKernelLevels.reversed() {
-                XCTAssertEqual(InferenceWeights.useKernelLevel(level), level)
-                for threads in [1, 2] {
-                    ComputeThreads.set(threads)
-                    let got = inferenceLogits(m, g.prompt_ids)
-                    let d = got.withUnsafeBufferPointer { maxAbsDiff($0, ref) }
-                    print("\(dtype) kernels \(InferenceWeights.kernelName) threads \(threads): max |logit − fp32 of rounded weights| = \(d)")
-                    XCTAssertLessThan(d, 1e-4, "\(dtype) kernels \(InferenceWeights.kernelName) threads \(threads)")
+        try withGolden(activations: "f32") { g in
+            for dtype in [WeightDType.bf16, .q8_0] {
+                let ref = inferenceLogits(try roundedModel(dtype), g.prompt_ids)
+                // The embedding lookup reads the fp32 table, the tied head its low-precision copy: start from the rounded
+                // weights (which bf16 / Q8_0 store unchanged) so both models look up the same embeddings.
+                let m = try roundedModel(dtype)
+                m.setWeightDType(dtype)
+                XCTAssertFalse(m.inferenceWeights!.int8Activations)
+                forEveryKernel { label in
+                    let d = inferenceLogits(m, g.prompt_ids).withUnsafeBufferPointer { maxAbsDiff($0, ref) }
+                    print("\(dtype) \(label): max |logit − fp32 of rounded weights| = \(d)")
+                    XCTAssertLessThan(d, 1e-4, "\(dtype) \(label)")
                 }
             }
         }
@@ -86,25 +101,17 @@ final class LowPrecisionTests: XCTestCase {
     /// same quantized activations (the SIMD quantizer rounds half away from zero like the scalar one), so logits agree
     /// with the scalar kernels' up to fp32 summation order: 1e-4, at 1 and 2 threads.
     func testInt8ActivationKernelsAgreeAcrossLevels() throws {
-        let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
-        setenv("SWIFTMIND_Q8_ACTIVATIONS", "int8", 1)
-        defer { unsetenv("SWIFTMIND_Q8_ACTIVATIONS") }
-        let saved = ComputeThreads.count
-        defer { ComputeThreads.set(saved) }
-        let m = try MiniMindModel.load(directory: golden("generate_model"))
-        m.setWeightDType(.q8_0)
-        XCTAssertTrue(m.inferenceWeights!.int8Activations)
-        InferenceWeights.useKernelLevel(0)
-        ComputeThreads.set(1)
-        let ref = inferenceLogits(m, g.prompt_ids)
-        for level in InferenceWeights.availableKernelLevels {
-            InferenceWeights.useKernelLevel(level)
-            for threads in [1, 2] {
-                ComputeThreads.set(threads)
-                let got = inferenceLogits(m, g.prompt_ids)
-                let d = got.withUnsafeBufferPointer { maxAbsDiff($0, ref) }
-                print("q8_0 int8 kernels \(InferenceWeights.kernelName) threads \(threads): max |logit − scalar| = \(d)")
-                XCTAssertLessThan(d, 1e-4, "kernels \(InferenceWeights.kernelName) threads \(threads)")
+        try withGolden(activations: "int8") { g in
+            let m = try MiniMindModel.load(directory: golden("generate_model"))
+            m.setWeightDType(.q8_0)
+            XCTAssertTrue(m.inferenceWeights!.int8Activations)
+            InferenceWeights.useKernelLevel(0)
+            ComputeThreads.set(1)
+            let ref = inferenceLogits(m, g.prompt_ids)
+            forEveryKernel { label in
+                let d = inferenceLogits(m, g.prompt_ids).withUnsafeBufferPointer { maxAbsDiff($0, ref) }
+                print("q8_0 int8 activations, \(label): max |logit − scalar kernels' logits| = \(d)")
+                XCTAssertLessThan(d, 1e-4, label)
             }
         }
     }
