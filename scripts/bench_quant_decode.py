@@ -13,25 +13,28 @@ our/llama.cpp ratios (decode: higher is better; prefill: llama.cpp ms / ours ms)
 import argparse, json, os, statistics, subprocess, sys, tempfile
 import numpy as np
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--trainer", default=".build/release/trainer")
-ap.add_argument("--model")
-ap.add_argument("--tokenizer", default="Tests/Fixtures/tokenizers/minimind")
-ap.add_argument("--rounds", type=int, default=5)
-ap.add_argument("--prompt-tokens", type=int, default=128)
-ap.add_argument("--new-tokens", type=int, default=256)
-ap.add_argument("--threads", type=int, default=2)
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+ap.add_argument("--trainer", default=".build/release/trainer", help="The trainer binary to time.")
+ap.add_argument("--model", help="A model directory (default: random MiniMind2-small-shaped weights written to OUT).")
+ap.add_argument("--tokenizer", default="Tests/Fixtures/tokenizers/minimind", help="Tokenizer written into the GGUFs.")
+ap.add_argument("--rounds", type=int, default=5, help="Rounds; each runs every engine × dtype once.")
+ap.add_argument("--prompt-tokens", type=int, default=128, help="Random prompt length (prefill).")
+ap.add_argument("--new-tokens", type=int, default=256, help="Greedy decode steps.")
+ap.add_argument("--threads", type=int, default=2, help="Threads of both engines.")
 ap.add_argument("--repeats", type=int, default=3,
                 help="Timed runs inside each engine run after its warm-up (both engines report the best: a single "
                      "100 ms prefill is at the mercy of one scheduling hiccup).")
-ap.add_argument("--out", help="Work directory (default: a temporary one).")
+ap.add_argument("--out", help="Work directory (default: a temporary one). GGUFs there are reused only when they were "
+                                "exported from the same model files (a .source file beside each records which).")
 a = ap.parse_args()
 here = os.path.dirname(os.path.abspath(__file__))
 work = a.out or tempfile.mkdtemp(prefix="bench-quant-")
 os.makedirs(work, exist_ok=True)
 
 model = a.model
-if model is None:
+if model is None and os.path.exists(os.path.join(work, "minimind2-small-random", "model.safetensors")):
+    model = os.path.join(work, "minimind2-small-random")      # written by an earlier run (seeded: the same weights)
+elif model is None:
     model = os.path.join(work, "minimind2-small-random")
     os.makedirs(model, exist_ok=True)
     C, L, H, KVH, I, V = 512, 8, 8, 2, 1408, 6400
@@ -52,12 +55,21 @@ if model is None:
     from safetensors.numpy import save_file
     save_file({k: v.astype(np.float32) for k, v in t.items()}, os.path.join(model, "model.safetensors"))
 
+def model_signature(d):
+    # Which weights a GGUF was exported from: the model directory's path and its files' sizes and modification times.
+    files = sorted(f for f in os.listdir(d) if f.endswith((".safetensors", ".json")))
+    return json.dumps([os.path.abspath(d)] + [[f, os.path.getsize(os.path.join(d, f)), os.path.getmtime(os.path.join(d, f))] for f in files])
+
 ggufs = {}
+signature = model_signature(model)
 for dt in ["f32", "f16", "q8_0"]:
     path = os.path.join(work, f"model-{dt}.gguf")
-    if not os.path.exists(path):
+    source = path + ".source"
+    fresh = os.path.exists(path) and os.path.exists(source) and open(source).read() == signature
+    if not fresh:
         subprocess.run([a.trainer, "export", "--model", model, "--format", "gguf", "--dtype", dt, "--out", path,
                         "--tokenizer", a.tokenizer], check=True, stdout=subprocess.DEVNULL)
+        open(source, "w").write(signature)
     ggufs[dt] = path
 
 def ours(dt):
@@ -92,6 +104,7 @@ for r in range(a.rounds):
         s0 = steal_seconds()
         res[n].append(f())
         res[n][-1]["steal_s"] = round(steal_seconds() - s0, 2)
+        res[n][-1]["load1"] = os.getloadavg()[0]
         print(json.dumps({"round": r, "engine": n, **res[n][-1]}), flush=True)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -107,4 +120,11 @@ for o, l in [("swiftmind f32", "llama.cpp f32"), ("swiftmind bf16", "llama.cpp f
     print(f"{o} / {l}: decode ×{med[o]['decode'] / med[l]['decode']:.2f}, prefill ×{med[l]['prefill'] / med[o]['prefill']:.2f}"
           f" (medians; median of per-round ratios: decode ×{rd:.2f}, prefill ×{rp:.2f}; >1 = ours faster)")
 print(f"steal during the runs: {sum(x['steal_s'] for v in res.values() for x in v):.1f} s in all; kernels: {res['swiftmind q8_0'][0].get('kernels')}")
+# Other processes on the same cores are not steal: the 1-minute load average after each run says whether they were
+# there (this script's own runs hold it near --threads). llama.cpp's spinning workers collapse far more than ours
+# when the cores are oversubscribed, so such ratios flatter us.
+worst = max(x["load1"] for v in res.values() for x in v)
+if worst > a.threads + 1:
+    print(f"WARNING: 1-minute load average reached {worst:.1f} with {a.threads} threads per run: other processes shared the "
+          f"cores, so these figures (and above all the ratios) do not describe this machine; rerun on a quiet one.")
 print(json.dumps({"cpu": cpu, "median": med, "runs": res}))

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <stdio.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -29,8 +31,16 @@ int sm_quant_simd_level(void) {
             && __builtin_cpu_supports("avx512vl")) l = 2;
     }
 #endif
-    const char *cap = getenv("SWIFTMIND_QUANT_LEVEL");         // e.g. 1: the AVX2 kernels on an AVX-512 CPU
-    if (cap && cap[0] && atoi(cap) >= 0 && atoi(cap) < l) l = atoi(cap);
+    // A cap: 0|scalar, 1|avx2, 2|avx512 (e.g. the AVX2 kernels on an AVX-512 CPU). Anything else is ignored, loudly.
+    const char *cap = getenv("SWIFTMIND_QUANT_LEVEL");
+    if (cap && cap[0]) {
+        int c = -1;
+        if (!strcmp(cap, "0") || !strcasecmp(cap, "scalar")) c = 0;
+        else if (!strcmp(cap, "1") || !strcasecmp(cap, "avx2")) c = 1;
+        else if (!strcmp(cap, "2") || !strcasecmp(cap, "avx512")) c = 2;
+        if (c < 0) fprintf(stderr, "warning: SWIFTMIND_QUANT_LEVEL=%s ignored (use 0|scalar, 1|avx2 or 2|avx512)\n", cap);
+        else if (c < l) l = c;
+    }
     const char *s = getenv("SWIFTMIND_QUANT_SCALAR");
     if (s && s[0] && strcmp(s, "0") != 0) l = 0;
     sm_level = l;

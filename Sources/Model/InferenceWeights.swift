@@ -53,8 +53,7 @@ public final class InferenceWeights: @unchecked Sendable {
     init(dtype: WeightDType, matrices: [(pointer: UnsafePointer<Float>, rows: Int, ic: Int)]) {
         precondition(dtype != .f32, "InferenceWeights holds bf16 or q8_0 copies only")
         self.dtype = dtype
-        let env = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"]
-        int8Activations = env != "f32"
+        int8Activations = InferenceWeights.int8ActivationsByDefault
         let sorted = matrices.filter { $0.ic % 32 == 0 && $0.rows > 0 }.sorted { $0.pointer < $1.pointer }
         byteCount = sorted.reduce(0) { $0 + $1.rows * dtype.rowBytes($1.ic) }
         storage = .allocate(byteCount: max(byteCount, 1), alignment: 64)
@@ -156,6 +155,23 @@ public final class InferenceWeights: @unchecked Sendable {
         guard let m = matrix(for: w, rows: rows, ic: ic) else { return nil }
         return UnsafeRawBufferPointer(start: m.bytes, count: rows * dtype.rowBytes(ic))
     }
+
+    /// The q8_0 activation mode of new copies: env `SWIFTMIND_Q8_ACTIVATIONS` = `f32` (also `fp32`, `float32`, any case)
+    /// or `int8` (the default); another value is ignored with a warning on stderr.
+    static let int8ActivationsByDefault: Bool = {
+        guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"], !v.isEmpty else { return true }
+        switch v.lowercased() {
+        case "f32", "fp32", "float32": return false
+        case "int8": return true
+        default:
+            FileHandle.standardError.write(Data("warning: SWIFTMIND_Q8_ACTIVATIONS=\(v) ignored (use f32 or int8); q8_0 uses int8 activations\n".utf8))
+            return true
+        }
+    }()
+
+    /// Where a decode step's products and attention run: "spin" (CQuant's spin-waiting pool, the default) or "gcd"
+    /// (`SWIFTMIND_SPIN_POOL=0`).
+    public static var decodePool: String { decodeUsesSpinPool ? "spin" : "gcd" }
 
     /// Whether SIMD kernels (AVX2+FMA+F16C, or AVX-512 F/BW/DQ/VL) run on this CPU, else the portable scalar ones
     /// (env `SWIFTMIND_QUANT_SCALAR=1` forces scalar).

@@ -42,9 +42,16 @@ func parallelRanges(_ n: Int, workers: Int, minPerWorker: Int = 1, _ body: (Rang
     parallelChunks(n, workers: workers, minPerWorker: minPerWorker) { _, r in body(r) }
 }
 
-/// Whether the decode products run on the spin-waiting pool (`spinParallelRanges`); env `SWIFTMIND_SPIN_POOL=0` runs
-/// them on GCD as before (for comparisons).
-let decodeUsesSpinPool = ProcessInfo.processInfo.environment["SWIFTMIND_SPIN_POOL"] != "0"
+/// Whether the decode products run on the spin-waiting pool (`spinParallelRanges`); env `SWIFTMIND_SPIN_POOL=0` (or
+/// false/off/gcd) runs them on GCD as before (for comparisons).
+let decodeUsesSpinPool: Bool = {
+    guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_SPIN_POOL"]?.lowercased(), !v.isEmpty else { return true }
+    if ["0", "false", "off", "gcd"].contains(v) { return false }
+    if !["1", "true", "on", "spin"].contains(v) {
+        FileHandle.standardError.write(Data("warning: SWIFTMIND_SPIN_POOL=\(v) ignored (use 0 for GCD, 1 for the spin pool)\n".utf8))
+    }
+    return true
+}()
 
 /// The split of a decode step's product over the workers: `spinParallelRanges` unless `SWIFTMIND_SPIN_POOL=0`.
 @inline(__always)

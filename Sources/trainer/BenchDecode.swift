@@ -121,7 +121,10 @@ struct BenchDecode: ParsableCommand {
                                     "new_tokens": produced, "prefill_cpu_ms": cpuPrefill * 1e3, "decode_cpu_ms_per_token": cpuDecode * 1e3, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
                                     "core": OpenBLASRuntime.coreName, "batch": batch, "sgemv_floor_ms": floorMs, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu,
                                     "weight_dtype": weights.weightDType, "weight_bytes": weightBytes, "floor_ms": dtypeFloorMs,
-                                    "decode_over_floor": bestDecode * 1e3 / dtypeFloorMs, "kernels": InferenceWeights.kernelName]
+                                    "decode_over_floor": bestDecode * 1e3 / dtypeFloorMs,
+                                    "kernels": m.inferenceWeights == nil ? "openblas" : InferenceWeights.kernelName,
+                                    "decode_pool": m.inferenceWeights == nil ? "openblas" : InferenceWeights.decodePool,
+                                    "q8_activations": m.inferenceWeights?.dtype == .q8_0 ? (m.inferenceWeights!.int8Activations ? "int8" : "f32") : "-"]
             print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
         } else {
             print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
@@ -131,12 +134,14 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "decode: %.1f tokens/s (%.3f ms/token, %d new tokens, best of %d)", tps, bestDecode * 1e3, produced, repeats))
             print(String(format: "process CPU time: prefill %.2f ms, decode %.3f ms/token (all threads; wall ≫ CPU/threads means other processes share the cores)",
                          cpuPrefill * 1e3, cpuDecode * 1e3))
-            print(String(format: "bare sgemv over all weights (floor of a decode step): %.3f ms (%.1f GB/s); decode step / floor = %.2f",
+            print(String(format: "bare sgemv over all weights (the fp32 floor of a decode step, timed in this run): %.3f ms (%.1f GB/s); decode step / fp32 floor = %.2f",
                          floorMs, gbPerS, bestDecode * 1e3 / floorMs))
             if m.inferenceWeights != nil {
-                print(String(format: "%@ weights: %.1f MB; their floor at that bandwidth: %.3f ms; decode step / floor = %.2f (%@ kernels%@)",
-                             weights.weightDType, weightBytes / 1e6, dtypeFloorMs, bestDecode * 1e3 / dtypeFloorMs,
-                             InferenceWeights.kernelName, InferenceWeights.simdKernels ? "" : ": no AVX2+FMA+F16C"))
+                let iw = m.inferenceWeights!
+                print(String(format: "%@ weights: %.1f MB; their floor at that bandwidth: %.3f ms; decode step / %@ floor = %.2f (%@ kernels%@, %@ pool%@)",
+                             weights.weightDType, weightBytes / 1e6, dtypeFloorMs, weights.weightDType, bestDecode * 1e3 / dtypeFloorMs,
+                             InferenceWeights.kernelName, InferenceWeights.simdKernels ? "" : ": no AVX2+FMA+F16C",
+                             InferenceWeights.decodePool, iw.dtype == .q8_0 ? (iw.int8Activations ? ", int8 activations" : ", f32 activations") : ""))
             }
             if batch > 1 {
                 print(String(format: "batched decode (%d sequences): %.1f tokens/s aggregate, %.2f ms/step wall, %.2f ms/step CPU",
