@@ -3,6 +3,7 @@
 // hundred nanoseconds of hand-off each instead of a thread wake-up), and sleep on a condition variable once they have
 // seen no job for SM_POOL_SPIN_NS. Same idea as llama.cpp's ggml thread pool (spin, then block), written for this
 // call pattern: one caller at a time, the caller runs part 0 itself.
+#define _GNU_SOURCE
 #include "CQuant.h"
 #include <pthread.h>
 #include <sched.h>
@@ -81,13 +82,21 @@ static void *worker_main(void *arg) {
 
 int sm_pool_run(int parts, sm_pool_fn fn, void *ctx) {
     static long cpus = 0;                                   // spinning threads beyond the CPUs only wait for each other
-    if (cpus == 0) { cpus = sysconf(_SC_NPROCESSORS_ONLN); if (cpus < 1) cpus = 1; }
+    if (cpus == 0) {                                        // the CPUs this process may run on (taskset, cgroups)
+#ifdef CPU_COUNT
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+#endif
+        if (cpus < 1) cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (cpus < 1) cpus = 1;
+    }
     if (parts > cpus) parts = (int)cpus;
     if (parts > SM_POOL_MAX) parts = SM_POOL_MAX;
     if (parts <= 1 || in_job || pthread_mutex_trylock(&run_lock) != 0) {
         // One part, a nested call, or another thread's job in flight: run every part here, in order.
-        for (int p = 0; p < (parts < 1 ? 1 : parts); p++) fn(ctx, p, parts < 1 ? 1 : parts);
-        return 0;
+        if (parts < 1) parts = 1;
+        for (int p = 0; p < parts; p++) fn(ctx, p, parts);
+        return parts;
     }
     if (spin_ns < 0) {
         const char *s = getenv("SWIFTMIND_POOL_SPIN_US");

@@ -46,6 +46,10 @@ public final class InferenceWeights: @unchecked Sendable {
         /// Rows from this one to the end of its run of adjacent matrices with the same row length.
         let rows: Int
     }
+    /// Matrices held in `dtype` (the others stay fp32: row length not a multiple of 32).
+    public let matrixCount: Int
+    /// Matrices offered to `init`.
+    public let offeredCount: Int
     private let storage: UnsafeMutableRawPointer
     private var index: [UnsafeRawPointer: Matrix] = [:]
 
@@ -55,6 +59,8 @@ public final class InferenceWeights: @unchecked Sendable {
         self.dtype = dtype
         int8Activations = InferenceWeights.int8ActivationsByDefault
         let sorted = matrices.filter { $0.ic % 32 == 0 && $0.rows > 0 }.sorted { $0.pointer < $1.pointer }
+        matrixCount = sorted.count
+        offeredCount = matrices.count
         byteCount = sorted.reduce(0) { $0 + $1.rows * dtype.rowBytes($1.ic) }
         storage = .allocate(byteCount: max(byteCount, 1), alignment: 64)
         var at = 0
@@ -157,8 +163,8 @@ public final class InferenceWeights: @unchecked Sendable {
     }
 
     /// The q8_0 activation mode of new copies: env `SWIFTMIND_Q8_ACTIVATIONS` = `f32` (also `fp32`, `float32`, any case)
-    /// or `int8` (the default); another value is ignored with a warning on stderr.
-    static let int8ActivationsByDefault: Bool = {
+    /// or `int8` (the default); another value is ignored with a warning on stderr. Read at each conversion.
+    static var int8ActivationsByDefault: Bool {
         guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"], !v.isEmpty else { return true }
         switch v.lowercased() {
         case "f32", "fp32", "float32": return false
@@ -167,7 +173,7 @@ public final class InferenceWeights: @unchecked Sendable {
             FileHandle.standardError.write(Data("warning: SWIFTMIND_Q8_ACTIVATIONS=\(v) ignored (use f32 or int8); q8_0 uses int8 activations\n".utf8))
             return true
         }
-    }()
+    }
 
     /// Where a decode step's products and attention run: "spin" (CQuant's spin-waiting pool, the default) or "gcd"
     /// (`SWIFTMIND_SPIN_POOL=0`).

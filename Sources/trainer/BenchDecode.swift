@@ -121,7 +121,8 @@ struct BenchDecode: ParsableCommand {
                                     "new_tokens": produced, "prefill_cpu_ms": cpuPrefill * 1e3, "decode_cpu_ms_per_token": cpuDecode * 1e3, "params": m.numParameters, "threads": OpenBLASRuntime.threads,
                                     "core": OpenBLASRuntime.coreName, "batch": batch, "sgemv_floor_ms": floorMs, "batch_tokens_per_s": batchTps, "batch_cpu_ms_per_step": batchCpu,
                                     "weight_dtype": weights.weightDType, "weight_bytes": weightBytes, "floor_ms": dtypeFloorMs,
-                                    "decode_over_floor": bestDecode * 1e3 / dtypeFloorMs,
+                                    // No converted matrix (rows not a multiple of 32): no low-precision floor.
+                                    "decode_over_floor": dtypeFloorMs > 0 ? bestDecode * 1e3 / dtypeFloorMs : NSNull(),
                                     "kernels": m.inferenceWeights == nil ? "openblas" : InferenceWeights.kernelName,
                                     "decode_pool": m.inferenceWeights == nil ? "openblas" : InferenceWeights.decodePool,
                                     "q8_activations": m.inferenceWeights?.dtype == .q8_0 ? (m.inferenceWeights!.int8Activations ? "int8" : "f32") : "-"]

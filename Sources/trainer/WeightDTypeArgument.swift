@@ -1,5 +1,6 @@
 // `--weight-dtype f32|bf16|q8_0`: the weight type inference runs on (generate, chat, serve, bench-decode, eval).
 import ArgumentParser
+import Foundation
 import Model
 
 struct WeightDTypeArgument: ParsableArguments {
@@ -15,6 +16,11 @@ struct WeightDTypeArgument: ParsableArguments {
         }
     }
 
-    /// Converts `m`'s weight matrices (after any LoRA merge).
-    func apply(to m: MiniMindModel) { m.setWeightDType(dtype) }
+    /// Converts `m`'s weight matrices (after any LoRA merge); says on stderr when some stay fp32.
+    func apply(to m: MiniMindModel) {
+        m.setWeightDType(dtype)
+        if let w = m.inferenceWeights, w.matrixCount < w.offeredCount {
+            FileHandle.standardError.write(Data("note: --weight-dtype \(weightDType) converted \(w.matrixCount) of \(w.offeredCount) weight matrices; the others stay f32 (their rows are not a multiple of 32 values)\n".utf8))
+        }
+    }
 }

@@ -15,16 +15,15 @@ final class SpinPoolTests: XCTestCase {
 
     func testEveryPartRunsOncePerJob() {
         let tally = Tally()
-        let cpus = ProcessInfo.processInfo.activeProcessorCount
         var expected: [Int: Int] = [:]
         for job in 0..<20_000 {
             let want = 1 + job % 4
             let ctx = Unmanaged.passUnretained(tally).toOpaque()
-            let used = Int(sm_pool_run(Int32(want), { ctx, part, parts in
+            let parts = Int(sm_pool_run(Int32(want), { ctx, part, parts in
                 Unmanaged<Tally>.fromOpaque(ctx!).takeUnretainedValue().add(Int(parts) * 100 + Int(part))
             }, ctx))
-            let parts = min(want, cpus)
-            XCTAssertLessThanOrEqual(used, parts)
+            // Capped at the CPUs this process may use, never more than asked.
+            XCTAssertTrue((1...want).contains(parts), "asked \(want), ran \(parts)")
             for p in 0..<parts { expected[parts * 100 + p, default: 0] += 1 }
         }
         XCTAssertEqual(tally.calls, expected)

@@ -49,13 +49,14 @@ void sm_gemv_q8_0_q8(const uint8_t *w, const int8_t *xq, const float *xd, size_t
 
 /// One part of a pool job: `part` in 0..<parts.
 typedef void (*sm_pool_fn)(void *ctx, int part, int parts);
-/// Runs fn(ctx, p, parts) for every p < parts and returns when all have returned (parts is capped at the online CPUs
+/// Runs fn(ctx, p, parts) for every p < parts and returns when all have returned (parts is capped at the CPUs the
+/// process may run on
 /// and 64: spinning threads beyond the CPUs would only wait for each other); part 0 on the calling
 /// thread, the others on persistent worker threads that spin-wait between jobs (then sleep after
 /// SWIFTMIND_POOL_SPIN_US microseconds without a job, default 1000). For the many small products of one decode step,
 /// where waking a thread per product costs more than the product. Spinning threads yield the CPU every 256 pauses, so
 /// oversubscribed CPUs (two ranks decoding on two cores) slow it down instead of stalling it. A nested call (from inside a part) or a call while
-/// another thread's job runs executes all its parts on the calling thread, in order. Returns the number of threads used.
+/// another thread's job runs executes all its parts on the calling thread, in order. Returns the number of parts run (after the cap).
 int sm_pool_run(int parts, sm_pool_fn fn, void *ctx);
 
 #endif
