@@ -65,7 +65,7 @@ def ours(dtype):
                        check=True, capture_output=True, text=True)
     j = json.loads(r.stdout.strip().splitlines()[-1])
     return {"tokens_per_s": j["tokens_per_s"], "peak_rss_mb": j.get("peak_rss_mb"),
-            "engine": j.get("dtype_engine", j.get("engine"))}
+            "dtype_engine": j.get("dtype_engine")}
 
 def pytorch(dtype):
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child", dtype, "--threads", str(a.threads),
