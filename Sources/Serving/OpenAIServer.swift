@@ -74,6 +74,9 @@ public struct ServerConfiguration: Sendable {
     /// longest still sending an unfinished head first, then the longest-idle keep-alive one, then the oldest that has
     /// sent nothing; when every connection has a request in progress, the new one gets 503.
     public var maxConnections = 512
+    /// Depth of the listen (accept) queue asked of the kernel, which caps it at `net.core.somaxconn` (4096 on
+    /// Linux ≥ 5.4). Sized for bursts of connects, independent of `maxConnections`.
+    public static let listenBacklog = 4096
     public init() {}
 
     /// Hosts that accept connections only from this machine: 127.0.0.0/8, ::1 (also IPv4-mapped), `localhost`.
@@ -427,10 +430,13 @@ public final class OpenAIServer: @unchecked Sendable {
                            server: HTTPServerBuilder { responder in
                                GuardedHTTP1Channel(responder: responder, table: table, timeouts: timeouts, logger: log)
                            },
-                           // A listen backlog sized to the connection limit (Hummingbird's default is 256): a burst of
-                           // connects waits in the kernel's queue instead of having its SYNs dropped (1 s retry each).
+                           // A deep listen backlog (Hummingbird's default is 256; the kernel caps it at
+                           // net.core.somaxconn): a burst of connects waits in the kernel's accept queue instead of
+                           // having its SYNs dropped (each drop costs the client a 1 s retransmit). The queue's depth
+                           // is about how fast connections arrive, not how many may stay open: past the connection
+                           // limit the guard displaces idle ones after accepting.
                            configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.port), serverName: "SwiftMind",
-                                                                   backlog: min(4096, max(256, configuration.maxConnections))),
+                                                                   backlog: ServerConfiguration.listenBacklog),
                            onServerRunning: { ch in await onRunning(ch.localAddress?.port ?? -1) },
                            logger: logger)
     }
