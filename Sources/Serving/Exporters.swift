@@ -24,6 +24,10 @@ public enum ExportDType: String, CaseIterable, Sendable {
 /// Appends `values` to `out` as little-endian `dtype` (q8_0: `values.count` / 32 blocks of 34 bytes, count % 32 == 0).
 func appendConverted(_ values: UnsafeBufferPointer<Float>, as dtype: ExportDType, to out: inout Data) {
     if dtype == .q8_0 { out.append(contentsOf: quantizeQ8_0(values)); return }
+    #if _endian(little)
+    // fp32 on a little-endian host is already the file's byte order: one copy.
+    if dtype == .f32 { out.append(UnsafeBufferPointer(start: UnsafeRawPointer(values.baseAddress)?.assumingMemoryBound(to: UInt8.self), count: 4 * values.count)); return }
+    #endif
     let n = values.count
     var bytes = [UInt8](repeating: 0, count: n * dtype.size)
     bytes.withUnsafeMutableBytes { raw in

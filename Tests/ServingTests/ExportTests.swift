@@ -164,7 +164,7 @@ final class ExportTests: XCTestCase {
         try GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: path, dtype: .f32, name: "generate_model")
         let ours = Array(TokenGenerator(model: m, promptIds: g.prompt_ids, options: SamplingOptions(maxNewTokens: g.max_new_tokens, temperature: 0, eosTokenId: nil)))
         XCTAssertEqual(ours, g.greedy_ids)
-        let r = try runPython([scriptPath("check_llama_cpp.py"), path, g.prompt_ids.map(String.init).joined(separator: ","), "\(g.max_new_tokens)"])!
+        let r = try runPython([scriptPath("check_llama_cpp.py"), path, "\(g.max_new_tokens)", g.prompt_ids.map(String.init).joined(separator: ",")])!
         XCTAssertEqual(r.0, 0, r.2.suffix(3000).description)
         let theirs = try JSONDecoder().decode([Int32].self, from: Data(r.1.utf8))
         print("llama.cpp greedy:", theirs)

@@ -16,6 +16,8 @@ final class RealModelTests: XCTestCase {
         let dir: String
         let model: String
         let reference: [String: Any]
+        /// transformers' logits [T, V] over `reference["logits_ids"]` (row-major).
+        let logits: [Float]
     }
     nonisolated(unsafe) static var cached: Result<Fixture, Error>?
 
@@ -48,7 +50,10 @@ final class RealModelTests: XCTestCase {
             guard let r, r.0 == 0 else { XCTFail("smollm2_fixture.py reference failed: \(r?.2.suffix(2000) ?? "")"); throw XCTSkip("no reference") }
         }
         let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ref))) as! [String: Any]
-        return Fixture(dir: dir, model: model, reference: obj)
+        let logits = try readFloat32File(String(ref.dropLast(".json".count)) + ".logits.f32")
+        let shape = (obj["logits_shape"] as! [NSNumber]).map(\.intValue)
+        guard logits.count == shape.reduce(1, *) else { throw XCTSkip("\(ref): logits file does not match logits_shape \(shape)") }
+        return Fixture(dir: dir, model: model, reference: obj, logits: logits)
     }
 
     func ints(_ a: Any?) -> [Int32] { (a as! [NSNumber]).map { Int32($0.intValue) } }
@@ -100,7 +105,7 @@ final class RealModelTests: XCTestCase {
             XCTAssertEqual(ours, withoutEos(ints(g["greedy_ids"]), tok.eosTokenId), g["prompt"] as! String)
         }
         let ids = ints(f.reference["logits_ids"])
-        let want = (f.reference["logits"] as! [[NSNumber]]).flatMap { $0.map(\.floatValue) }
+        let want = f.logits
         let V = m.config.vocabSize
         let got = ids.withUnsafeBufferPointer { m.forward(inputIds: $0, batchSize: 1, seqLen: ids.count) }
         let d = maxAbsDiff(UnsafeBufferPointer(got), want)
@@ -141,27 +146,42 @@ final class RealModelTests: XCTestCase {
         try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: f.model + "/tokenizer.json", to: tmp + "/hf", dtype: .f32)
         let ids = ints(f.reference["logits_ids"])
         try JSONSerialization.data(withJSONObject: ids.map(Int.init)).write(to: URL(fileURLWithPath: tmp + "/ids.json"))
-        let r = try runPython([scriptPath("smollm2_fixture.py"), "logits", tmp + "/hf", tmp + "/ids.json", tmp + "/logits.json"])!
+        let r = try runPython([scriptPath("smollm2_fixture.py"), "logits", tmp + "/hf", tmp + "/ids.json", tmp + "/logits.f32"])!
         XCTAssertEqual(r.0, 0, String(r.2.suffix(2000)))
-        let back = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/logits.json"))) as! [String: Any])["logits"] as! [[NSNumber]]
-        let want = (f.reference["logits"] as! [[NSNumber]]).flatMap { $0.map(\.floatValue) }
-        var d: Float = 0
-        for (a, b) in zip(back.flatMap { $0.map(\.floatValue) }, want) { d = max(d, abs(a - b)) }
+        let back = try readFloat32File(tmp + "/logits.f32")
+        XCTAssertEqual(back.count, f.logits.count)
+        let d = back.withUnsafeBufferPointer { maxAbsDiff($0, f.logits) }
         print("SmolLM2 hf export in transformers: max |logits − original| = \(d)")
         XCTAssertLessThan(d, 1e-5)
 
         guard pythonHas(["llama_cpp"]) else { throw XCTSkip("llama-cpp-python not installed: llama.cpp greedy comparison skipped") }
         try GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: f.model + "/tokenizer.json", to: tmp + "/m.gguf", dtype: .f32, name: "smollm2")
         let n = (f.reference["max_new_tokens"] as! NSNumber).intValue
-        for g in f.reference["greedy"] as! [[String: Any]] {
-            let p = ints(g["prompt_ids"])
-            let r = try runPython([scriptPath("check_llama_cpp.py"), tmp + "/m.gguf", p.map(String.init).joined(separator: ","), "\(n)"])!
-            XCTAssertEqual(r.0, 0, String(r.2.suffix(2000)))
+        let greedy = f.reference["greedy"] as! [[String: Any]]
+        // One llama.cpp process (one load of the GGUF) decodes every prompt; it prints one JSON array per prompt.
+        let ll = try runPython([scriptPath("check_llama_cpp.py"), tmp + "/m.gguf", "\(n)"]
+                               + greedy.map { ints($0["prompt_ids"]).map(String.init).joined(separator: ",") })!
+        XCTAssertEqual(ll.0, 0, String(ll.2.suffix(2000)))
+        let lines = ll.1.split(separator: "\n")
+        XCTAssertEqual(lines.count, greedy.count, ll.1)
+        for (g, line) in zip(greedy, lines) {
             // llama.cpp decodes n ids without stopping: compare up to its first eos.
-            let theirs = try JSONDecoder().decode([Int32].self, from: Data(r.1.utf8))
+            let theirs = try JSONDecoder().decode([Int32].self, from: Data(line.utf8))
             XCTAssertEqual(withoutEos(theirs, tok.eosTokenId), withoutEos(ints(g["greedy_ids"]), tok.eosTokenId), g["prompt"] as! String)
         }
     }
+}
+
+/// The raw little-endian float32 values of a file (the fixture script's `write_f32`).
+func readFloat32File(_ path: String) throws -> [Float] {
+    let d = try Data(contentsOf: URL(fileURLWithPath: path))
+    precondition(d.count % 4 == 0, "\(path): \(d.count) bytes is not a whole number of float32 values")
+    var out = [Float](repeating: 0, count: d.count / 4)
+    _ = out.withUnsafeMutableBytes { d.copyBytes(to: $0) }
+    #if _endian(big)
+    out = out.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
+    #endif
+    return out
 }
 
 /// max |a − b|.

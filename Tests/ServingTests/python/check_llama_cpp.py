@@ -1,17 +1,23 @@
 """Greedy decoding of a GGUF export with llama-cpp-python (llama.cpp), compared by the caller with SwiftMind's.
 
-usage: check_llama_cpp.py FILE.gguf PROMPT_IDS(comma-separated) N
-Prints the N greedy ids (temperature 0 ≡ top-k 1) as a JSON array; no eos stop.
+usage: check_llama_cpp.py FILE.gguf N PROMPT_IDS [PROMPT_IDS ...]
+PROMPT_IDS are comma-separated token ids. The model is loaded once; for each prompt (in order) prints the N greedy
+ids (temperature 0 ≡ top-k 1, no eos stop) as a JSON array on its own line. Between prompts the context is reset
+(`Llama.reset`: the next `eval` starts at position 0 and drops the cached keys/values from there on).
 """
 import json, sys
 from llama_cpp import Llama
 
-path, ids, n = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3])
+path, n, prompts = sys.argv[1], int(sys.argv[2]), [[int(x) for x in a.split(",")] for a in sys.argv[3:]]
+if not prompts:
+    sys.exit(__doc__)
 llm = Llama(model_path=path, n_ctx=256, n_threads=2, verbose=False, logits_all=False)
-llm.eval(ids)
-out = []
-for _ in range(n):
-    t = llm.sample(top_k=1, temp=0.0, repeat_penalty=1.0)
-    out.append(int(t))
-    llm.eval([t])
-print(json.dumps(out))
+for ids in prompts:
+    llm.reset()
+    llm.eval(ids)
+    out = []
+    for _ in range(n):
+        t = llm.sample(top_k=1, temp=0.0, repeat_penalty=1.0)
+        out.append(int(t))
+        llm.eval([t])
+    print(json.dumps(out), flush=True)

@@ -9,9 +9,11 @@ usage: smollm2_fixture.py build CACHE_DIR
            transformers' answers on CACHE_DIR/model: token ids of hard strings (with and without special tokens, and a
            pair), greedy ids of raw-text prompts, logits of one forward (as float lists), and greedy replies to chat
            prompts rendered with MiniMind's chat template (read from MINIMIND_TOKENIZER_CONFIG; SmolLM2's own
-           template cannot be rendered by SwiftMind, which has no Jinja engine).
-       smollm2_fixture.py logits MODEL_DIR IDS.json OUT.json
-           logits [T, V] of one forward over the ids in IDS.json (a JSON list), for an exported directory.
+           template cannot be rendered by SwiftMind, which has no Jinja engine). The logits go to OUT.logits.f32
+           (raw little-endian float32, shape `logits_shape` in the JSON) beside OUT.json.
+       smollm2_fixture.py logits MODEL_DIR IDS.json OUT.f32
+           logits [T, V] of one forward over the ids in IDS.json (a JSON list), for an exported directory, as raw
+           little-endian float32.
 Everything is written under a temporary name and renamed. Needs torch, transformers (>= 4.4x), gguf, accelerate.
 """
 import json, os, shutil, subprocess, sys, zipfile
@@ -53,6 +55,14 @@ def write_json(obj, path):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def write_f32(t, path):
+    """A float tensor as raw little-endian float32, row-major (read in Swift without parsing ~10^6 JSON numbers)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(t.detach().to(dtype=__import__("torch").float32).contiguous().numpy().astype("<f4").tobytes())
     os.replace(tmp, path)
 
 
@@ -142,9 +152,10 @@ def reference(cache, out, minimind_config):
     ids = tok(LOGITS_TEXT, add_special_tokens=True)["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
+    write_f32(logits, out[:-len(".json")] + ".logits.f32" if out.endswith(".json") else out + ".logits.f32")
     write_json({"encode": enc, "pair": pair, "greedy": greedy, "max_new_tokens": GREEDY_NEW_TOKENS, "chats": chats,
                 "chat_new_tokens": CHAT_NEW_TOKENS,
-                "logits_ids": ids, "logits": logits.tolist(),
+                "logits_ids": ids, "logits_shape": list(logits.shape),
                 "transformers": __import__("transformers").__version__}, out)
 
 
@@ -154,7 +165,7 @@ def logits(model_dir, ids_path, out):
     ids = json.load(open(ids_path))
     with torch.no_grad():
         lg = model(input_ids=torch.tensor([ids])).logits[0]
-    write_json({"logits": lg.tolist()}, out)
+    write_f32(lg, out)
 
 
 if __name__ == "__main__":
