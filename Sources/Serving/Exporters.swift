@@ -26,7 +26,7 @@ func appendConverted(_ values: UnsafeBufferPointer<Float>, as dtype: ExportDType
     if dtype == .q8_0 { out.append(contentsOf: quantizeQ8_0(values)); return }
     #if _endian(little)
     // fp32 on a little-endian host is already the file's byte order: one copy.
-    if dtype == .f32 { out.append(UnsafeBufferPointer(start: UnsafeRawPointer(values.baseAddress)?.assumingMemoryBound(to: UInt8.self), count: 4 * values.count)); return }
+    if dtype == .f32 { out.append(contentsOf: UnsafeRawBufferPointer(values)); return }
     #endif
     let n = values.count
     var bytes = [UInt8](repeating: 0, count: n * dtype.size)

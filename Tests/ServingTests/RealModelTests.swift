@@ -52,7 +52,9 @@ final class RealModelTests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ref))) as! [String: Any]
         let logits = try readFloat32File(String(ref.dropLast(".json".count)) + ".logits.f32")
         let shape = (obj["logits_shape"] as! [NSNumber]).map(\.intValue)
-        guard logits.count == shape.reduce(1, *) else { throw XCTSkip("\(ref): logits file does not match logits_shape \(shape)") }
+        let ids = (obj["logits_ids"] as! [NSNumber]).count
+        guard shape.count == 2, shape[0] == ids, logits.count == shape[0] * shape[1] else {
+            throw FixtureError("\(ref): logits_shape \(shape) for \(ids) ids, and \(logits.count) values in its .logits.f32") }
         return Fixture(dir: dir, model: model, reference: obj, logits: logits)
     }
 
@@ -149,7 +151,7 @@ final class RealModelTests: XCTestCase {
         let r = try runPython([scriptPath("smollm2_fixture.py"), "logits", tmp + "/hf", tmp + "/ids.json", tmp + "/logits.f32"])!
         XCTAssertEqual(r.0, 0, String(r.2.suffix(2000)))
         let back = try readFloat32File(tmp + "/logits.f32")
-        XCTAssertEqual(back.count, f.logits.count)
+        guard back.count == f.logits.count else { return XCTFail("exported model's logits: \(back.count) values, want \(f.logits.count)") }
         let d = back.withUnsafeBufferPointer { maxAbsDiff($0, f.logits) }
         print("SmolLM2 hf export in transformers: max |logits − original| = \(d)")
         XCTAssertLessThan(d, 1e-5)
@@ -175,13 +177,18 @@ final class RealModelTests: XCTestCase {
 /// The raw little-endian float32 values of a file (the fixture script's `write_f32`).
 func readFloat32File(_ path: String) throws -> [Float] {
     let d = try Data(contentsOf: URL(fileURLWithPath: path))
-    precondition(d.count % 4 == 0, "\(path): \(d.count) bytes is not a whole number of float32 values")
+    guard d.count % 4 == 0 else { throw FixtureError("\(path): \(d.count) bytes is not a whole number of float32 values") }
     var out = [Float](repeating: 0, count: d.count / 4)
     _ = out.withUnsafeMutableBytes { d.copyBytes(to: $0) }
     #if _endian(big)
     out = out.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
     #endif
     return out
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
 }
 
 /// max |a − b|.

@@ -7,7 +7,7 @@ usage: smollm2_fixture.py build CACHE_DIR
            transformers saves it: rope_parameters, chat_template.jinja, tokenizer.json with its post-processor).
        smollm2_fixture.py reference CACHE_DIR OUT.json MINIMIND_TOKENIZER_CONFIG
            transformers' answers on CACHE_DIR/model: token ids of hard strings (with and without special tokens, and a
-           pair), greedy ids of raw-text prompts, logits of one forward (as float lists), and greedy replies to chat
+           pair), greedy ids of raw-text prompts, logits of one forward (as raw float32, see below), and greedy replies to chat
            prompts rendered with MiniMind's chat template (read from MINIMIND_TOKENIZER_CONFIG; SmolLM2's own
            template cannot be rendered by SwiftMind, which has no Jinja engine). The logits go to OUT.logits.f32
            (raw little-endian float32, shape `logits_shape` in the JSON) beside OUT.json.
