@@ -4,16 +4,34 @@
 `pretrain.jsonl` holds 10015 documents, of which 400 are poems ("《T》\\n作者：A\\n…"); they are 2.5 % of its
 characters, so a few epochs show each title→author fact only a few times and the 4.5 M-parameter base does not store
 it (scripts/knowledge_probe.py stays at chance). Up-weighting a high-value source in the pretraining mixture is the
-usual remedy (e.g. the mixture weights of The Pile, Gao et al. 2020, §3; Llama's epochs over Wikipedia/Books): this
-writes every document once plus each poem document REPEAT more times, shuffled with a fixed seed, so the same inputs
-give a byte-identical file. Only `pretrain.jsonl` is read: no SFT/DPO/reasoning row (and so no held-out question or
-answer) enters pretraining; the poems themselves are there by design (data/splits/README.md).
+usual remedy (the mixture weights of The Pile, Gao et al. 2020, Table 1): this writes every document once plus each
+poem document REPEAT more times, shuffled with a fixed seed, so the same inputs give a byte-identical file.
 
-  python3 scripts/make_pretrain_mix.py Tests/Fixtures/corpus/pretrain.jsonl OUT.jsonl --repeat 30
+`--layouts N` (knowledge augmentation, Allen-Zhu & Li 2023, "Physics of Language Models 3.1": facts memorised in one
+layout are not extractable by fine-tuning on questions unless pretraining states them in several): the extra copies
+of a poem cycle through the first N of LAYOUTS — the same title, author and text in other words and orders. None of
+them contains the wording of the SFT/DPO questions or answers ("…的作者是…", "请背诵…").
+
+Only `pretrain.jsonl` is read: no SFT/DPO/reasoning row (and so no held-out question or answer) enters pretraining;
+the poems themselves are there by design (data/splits/README.md).
+
+  python3 scripts/make_pretrain_mix.py Tests/Fixtures/corpus/pretrain.jsonl OUT.jsonl --repeat 30 [--layouts 6]
 """
 import argparse
 import json
 import random
+import re
+
+# Each takes (title, author, body); layout 0 is the corpus's own.
+LAYOUTS = [
+    lambda t, a, b: f"《{t}》\n作者：{a}\n{b}",
+    lambda t, a, b: f"{a}《{t}》\n{b}",
+    lambda t, a, b: f"{b}\n——{a}《{t}》",
+    lambda t, a, b: f"{a}写过一首《{t}》：\n{b}",
+    lambda t, a, b: f"《{t}》这首诗出自{a}之手。\n{b}",
+    lambda t, a, b: f"下面是{a}的《{t}》。\n{b}",
+]
+POEM = re.compile(r"^《([^》\n]+)》\n作者：([^\n]+)\n(.*)$", re.S)
 
 
 def main():
@@ -21,16 +39,23 @@ def main():
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--repeat", type=int, default=30, help="extra copies of each poem document (default 30)")
+    ap.add_argument("--layouts", type=int, default=1, choices=range(1, len(LAYOUTS) + 1),
+                    help=f"layouts the extra copies cycle through (1 = the corpus's own; up to {len(LAYOUTS)})")
     ap.add_argument("--seed", type=int, default=17)
     a = ap.parse_args()
     lines = [l.rstrip("\n") for l in open(a.src, encoding="utf-8") if l.strip()]
-    poems = [l for l in lines if "\n作者：" in json.loads(l)["text"]]
-    rows = lines + poems * a.repeat
+    if not lines:
+        raise SystemExit(f"{a.src}: no documents")
+    poems = [(l, m.groups()) for l, m in ((l, POEM.match(json.loads(l)["text"])) for l in lines) if m]
+    # Layout 0 copies the document's own line (so --layouts 1 writes exactly the plain up-weighted mix).
+    extra = [l if k % a.layouts == 0 else json.dumps({"text": LAYOUTS[k % a.layouts](*p)}, ensure_ascii=False)
+             for k in range(a.repeat) for l, p in poems]
+    rows = lines + extra
     random.Random(a.seed).shuffle(rows)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write("\n".join(rows) + "\n")
-    print(json.dumps({"documents": len(lines), "poems": len(poems), "repeat": a.repeat, "rows": len(rows),
-                      "out": a.out}))
+    print(json.dumps({"documents": len(lines), "poems": len(poems), "repeat": a.repeat, "layouts": a.layouts,
+                      "rows": len(rows), "out": a.out}))
 
 
 if __name__ == "__main__":
