@@ -2,17 +2,15 @@
 
 usage: check_llama_cpp.py FILE.gguf N PROMPT_IDS [PROMPT_IDS ...]
 PROMPT_IDS are comma-separated token ids. The model is loaded once; for each prompt (in order) prints the N greedy
-ids (temperature 0 ≡ top-k 1, no eos stop) as a JSON array on its own line. Between prompts the context is reset
-(`Llama.reset`: the next `eval` starts at position 0 and drops the cached keys/values from there on).
+ids (temperature 0 ≡ top-k 1, no eos stop) as a JSON array on its own line. `greedy` is also used by
+check_raw_text.py.
 """
 import json, sys
-from llama_cpp import Llama
 
-path, n, prompts = sys.argv[1], int(sys.argv[2]), [[int(x) for x in a.split(",")] for a in sys.argv[3:]]
-if not prompts:
-    sys.exit(__doc__)
-llm = Llama(model_path=path, n_ctx=256, n_threads=2, verbose=False, logits_all=False)
-for ids in prompts:
+
+def greedy(llm, ids, n):
+    """The n greedy ids llama.cpp appends to `ids` from a fresh context (`Llama.reset`: the next `eval` starts at
+    position 0 and drops the cached keys/values from there on)."""
     llm.reset()
     llm.eval(ids)
     out = []
@@ -20,4 +18,18 @@ for ids in prompts:
         t = llm.sample(top_k=1, temp=0.0, repeat_penalty=1.0)
         out.append(int(t))
         llm.eval([t])
-    print(json.dumps(out), flush=True)
+    return out
+
+
+def main():
+    from llama_cpp import Llama
+    path, n, prompts = sys.argv[1], int(sys.argv[2]), [[int(x) for x in a.split(",")] for a in sys.argv[3:]]
+    if not prompts:
+        sys.exit(__doc__)
+    llm = Llama(model_path=path, n_ctx=256, n_threads=2, verbose=False, logits_all=False)
+    for ids in prompts:
+        print(json.dumps(greedy(llm, ids, n)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,8 @@ from gguf import GGUFReader
 from llama_cpp import Llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from check_llama_cpp import greedy   # this directory (sys.path[0])
+
 hf_dir, gguf_path, n, texts = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 tok = AutoTokenizer.from_pretrained(hf_dir)
 model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, attn_implementation="eager").eval()
@@ -34,13 +36,7 @@ for text in texts:
             seq.append(int(torch.argmax(logits)))
     hf_new = seq[len(ids):]
     llama_ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-    llm.reset()
-    llm.eval(llama_ids)
-    llama_new = []
-    for _ in range(n):
-        t = llm.sample(top_k=1, temp=0.0, repeat_penalty=1.0)
-        llama_new.append(int(t))
-        llm.eval([t])
+    llama_new = greedy(llm, llama_ids, n)
     out["texts"].append({"text": text, "transformers_prompt": ids, "transformers_new": hf_new,
                          "llama_cpp_prompt": [int(x) for x in llama_ids], "llama_cpp_new": llama_new})
 print(json.dumps(out))
