@@ -22,9 +22,9 @@ import json
 import random
 import re
 
-# Each takes (title, author, body); layout 0 is the corpus's own.
+# Layouts 1…5, each taking (title, author, body); layout 0 is the corpus's own "《T》\n作者：A\nBODY", copied as is.
 LAYOUTS = [
-    lambda t, a, b: f"《{t}》\n作者：{a}\n{b}",
+    None,
     lambda t, a, b: f"{a}《{t}》\n{b}",
     lambda t, a, b: f"{b}\n——{a}《{t}》",
     lambda t, a, b: f"{a}写过一首《{t}》：\n{b}",
