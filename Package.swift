@@ -76,13 +76,16 @@ let package = Package(
         // Test helpers shared by the test targets: `Fixtures` (paths into Tests/Fixtures/) and `Python` (optional
         // cross-checks run as a python3 child).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // epoll for the socket-flood test client (Glibc does not import <sys/epoll.h>).
+        .target(name: "CSocketTestSupport", path: "Tests/CSocketTestSupport"),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], path: "Tests/TokenizersTests",
                     exclude: ["python"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizers", "TestSupport"], path: "Tests/ModelTests",
                     exclude: ["python"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tokenizers", "TestSupport"], path: "Tests/DatasetsTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport"], path: "Tests/ServingTests",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport", "CSocketTestSupport",
+                                                        .product(name: "NIOCore", package: "swift-nio")], path: "Tests/ServingTests",
                     exclude: ["python"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer", "TestSupport"],
                     path: "Tests/TrainingTests"),

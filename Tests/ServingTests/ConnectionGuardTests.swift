@@ -3,6 +3,8 @@ import XCTest
 @testable import Serving
 import Model
 import Tokenizers
+import CSocketTestSupport
+import NIOCore
 
 /// The server's connection guard over real loopback sockets: a vanished non-streaming client's generation stops,
 /// header / body / idle timeouts, the connection limit, closing after 413, and slow-header floods that must not
@@ -219,6 +221,67 @@ final class ConnectionGuardTests: XCTestCase {
         XCTAssertTrue(ok, "served again once the busy connections left")
     }
 
+    /// The connection table's displacement order against a brute-force model of the rule (partial heads first, then
+    /// connections idle after a response, then fresh ones; within a rank the one waiting longest; busy or already
+    /// displaced connections never), over 20 000 random admits, state changes, keeps and removals.
+    func testConnectionTableDisplacesInTheDocumentedOrder() {
+        final class Conn {}
+        final class Evicted: @unchecked Sendable { var ids: [ObjectIdentifier] = [] }
+        typealias Waiting = (since: NIODeadline, rank: ConnectionTable.WaitRank)
+        struct Model { var waiting: Waiting?; var evicting = false }
+        var rng = SystemRandomNumberGenerator()
+        for limit in [1, 3, 16] {
+            let table = ConnectionTable(limit: limit)
+            var objects: [ObjectIdentifier: Conn] = [:]
+            var model: [ObjectIdentifier: Model] = [:]
+            let evicted = Evicted()
+            var clock: Int64 = 1_000
+            func tick() -> NIODeadline { clock += Int64.random(in: 1...5, using: &rng); return .uptimeNanoseconds(UInt64(clock)) }
+            for step in 0..<20_000 / 3 {
+                let ids = Array(model.keys)
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0..<4:   // a new connection
+                    let c = Conn(), id = ObjectIdentifier(c)
+                    let live = model.filter { !$0.value.evicting }
+                    let expected: ObjectIdentifier?? = live.count < limit ? .some(nil)
+                        : live.filter { $0.value.waiting != nil }.min { a, b in
+                            (a.value.waiting!.rank.rawValue, a.value.waiting!.since) < (b.value.waiting!.rank.rawValue, b.value.waiting!.since)
+                        }.map { .some($0.key) } ?? nil
+                    let now = tick()
+                    let admitted = table.admit(id, presence: ClientPresence(), now: now) { evicted.ids.append(id) }
+                    switch expected {
+                    case .none:
+                        XCTAssertFalse(admitted, "limit \(limit) step \(step): refused when every connection is busy")
+                        XCTAssertTrue(evicted.ids.isEmpty)
+                    case .some(let victim):
+                        XCTAssertTrue(admitted, "limit \(limit) step \(step)")
+                        // The evict closure recorded is the victim's own.
+                        XCTAssertEqual(evicted.ids, victim.map { [$0] } ?? [], "limit \(limit) step \(step): displaced the wrong connection")
+                        if let v = victim { model[v]!.evicting = true }
+                        objects[id] = c
+                        model[id] = Model(waiting: (now, .fresh))
+                    }
+                    evicted.ids.removeAll()
+                case 4..<8:   // a state change: request in progress, partial head, idle after a response
+                    guard let id = ids.randomElement(using: &rng) else { continue }
+                    let w: Waiting? = [nil, (tick(), .partialHead), (tick(), .idleAfterResponse)].randomElement(using: &rng)!
+                    table.setWaiting(id, w)
+                    model[id]!.waiting = w
+                case 8:   // a displaced connection that turned out busy stays
+                    guard let id = ids.filter({ model[$0]!.evicting }).randomElement(using: &rng) else { continue }
+                    table.keep(id)
+                    model[id]!.evicting = false
+                default:   // a connection closes
+                    guard let id = ids.randomElement(using: &rng) else { continue }
+                    table.remove(id)
+                    model[id] = nil
+                    objects[id] = nil
+                }
+                XCTAssertEqual(table.stats.open, model.count)
+            }
+        }
+    }
+
     /// After a 413 the connection is closed (the rest of the body is never read, a pipelined request after it is
     /// not answered), and the client still reads the whole 413 response.
     func testConnectionIsClosedAfter413() async throws {
@@ -404,11 +467,18 @@ final class ConnectionGuardTests: XCTestCase {
 /// Opens `total` loopback connections at `rate` per second (at most `maxOpen` at once), each sending a partial request
 /// head and then one byte every 500 ms, never completing it; a connection gives up (closes) after `lifetime` seconds.
 /// Records who closed each one and what the server answered. Stops by itself (`hardLimit` seconds at most).
+///
+/// The attacker shares the server's two cores here, so it is written to cost little: epoll (readiness of the
+/// connections that have events, not a scan of every open one), and the dribble and give-up times kept in two FIFO
+/// queues (both are in time order: each connection's next byte is due 500 ms after its last, and connections give up
+/// in the order they were opened), so one pass of the loop costs O(events), whatever the number of open connections.
 final class SlowHeaderFlood: @unchecked Sendable {
     struct Result: CustomStringConvertible {
         var opened = 0, connectFailures = 0, closedByServer = 0, closedBySelf = 0, got408 = 0, got503 = 0, otherResponses = 0, peakOpen = 0
+        /// Seconds from the first connection to the last one opened.
+        var openingSeconds = 0.0
         var description: String {
-            "opened \(opened), connect failures \(connectFailures), closed by server \(closedByServer) (408: \(got408), 503: \(got503), other: \(otherResponses)), gave up \(closedBySelf), peak open \(peakOpen)"
+            "opened \(opened) in \(String(format: "%.2f", openingSeconds)) s, connect failures \(connectFailures), closed by server \(closedByServer) (408: \(got408), 503: \(got503), other: \(otherResponses)), gave up \(closedBySelf), peak open \(peakOpen)"
         }
     }
     let port: Int, total: Int, rate: Double, maxOpen: Int, lifetime: Double, hardLimit: Double
@@ -421,75 +491,146 @@ final class SlowHeaderFlood: @unchecked Sendable {
         self.port = port; self.total = total; self.rate = rate; self.maxOpen = maxOpen; self.lifetime = lifetime; self.hardLimit = hardLimit
     }
 
-    struct Conn { let fd: Int32; let opened: Date; var connected = false; var lastSend: Date; var firstBytes: [UInt8] = [] }
+    /// One open connection. `generation` tells a queue entry of this connection from one of an earlier occupant of the
+    /// same slot.
+    struct Slot {
+        var fd: Int32 = -1, generation: UInt32 = 0, connected = false
+        var opened = 0.0
+        /// The first bytes the server sent (its status line), at most 12.
+        var head: (UInt64, UInt32) = (0, 0), headCount = 0
+    }
+    /// A timer entry: slot, the slot's generation when queued, and when it is due (monotonic seconds).
+    struct Due { var slot: Int32, generation: UInt32, at: Double }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
 
     func run() {
         var res = Result()
-        var conns: [Conn] = []
-        let start = Date()
-        let head = Array("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8)
-        var tmp = [UInt8](repeating: 0, count: 4096)
-        func send(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-            bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+        let dribble = 0.5
+        let slots = UnsafeMutableBufferPointer<Slot>.allocate(capacity: maxOpen)
+        slots.initialize(repeating: Slot())
+        let freeSlots = UnsafeMutableBufferPointer<Int32>.allocate(capacity: maxOpen)
+        for i in 0..<maxOpen { freeSlots[i] = Int32(maxOpen - 1 - i) }
+        var freeCount = maxOpen, openCount = 0
+        // Every connection queues one give-up entry and at most one dribble entry per 500 ms of its life.
+        let expiries = UnsafeMutableBufferPointer<Due>.allocate(capacity: total)
+        let sendCapacity = total * (Int(lifetime / dribble) + 3)
+        let sends = UnsafeMutableBufferPointer<Due>.allocate(capacity: sendCapacity)
+        var expiryHead = 0, expiryTail = 0, sendHead = 0, sendTail = 0
+        let maxEvents = 256
+        let eventData = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: maxEvents)
+        let eventMask = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: maxEvents)
+        let recvBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+        let ep = ts_epoll_create()
+        defer {
+            close(ep)
+            slots.deallocate(); freeSlots.deallocate(); expiries.deallocate(); sends.deallocate(); eventData.deallocate(); eventMask.deallocate()
+            recvBuffer.deallocate()
         }
-        func finish(_ c: Conn, byServer: Bool) {
-            close(c.fd)
+        let head = Array("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8)
+        var one: UInt8 = UInt8(ascii: "a")
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+
+        func finish(_ i: Int, byServer: Bool) {
+            close(slots[i].fd)
             if byServer {
                 res.closedByServer += 1
-                let status = String(decoding: c.firstBytes.prefix(12), as: UTF8.self)
+                let s = slots[i]
+                let status = withUnsafeBytes(of: s.head) { String(decoding: $0.prefix(s.headCount), as: UTF8.self) }
                 if status.hasPrefix("HTTP/1.1 408") { res.got408 += 1 }
                 else if status.hasPrefix("HTTP/1.1 503") { res.got503 += 1 }
-                else if !c.firstBytes.isEmpty { res.otherResponses += 1 }
+                else if s.headCount > 0 { res.otherResponses += 1 }
             } else { res.closedBySelf += 1 }
+            slots[i].fd = -1
+            slots[i].generation &+= 1
+            freeSlots[freeCount] = Int32(i); freeCount += 1
+            openCount -= 1
         }
-        while (res.opened < total || !conns.isEmpty) && Date().timeIntervalSince(start) < hardLimit {
-            let now = Date()
-            let due = min(total, Int(rate * now.timeIntervalSince(start)) + 1)
-            while res.opened < due && conns.count < maxOpen {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                guard fd >= 0 else { res.connectFailures += 1; res.opened += 1; continue }
-                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                var addr = sockaddr_in()
-                addr.sin_family = sa_family_t(AF_INET)
-                addr.sin_port = in_port_t(UInt16(port).bigEndian)
-                addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        func live(_ d: Due) -> Bool { slots[Int(d.slot)].fd >= 0 && slots[Int(d.slot)].generation == d.generation }
+
+        let start = Self.monotonicSeconds()
+        var now = start
+        while (res.opened < total || openCount > 0) && now - start < hardLimit {
+            let due = min(total, Int(rate * (now - start)) + 1)
+            while res.opened < due && openCount < maxOpen {
                 res.opened += 1
+                if res.opened == total { res.openingSeconds = now - start }
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+                guard fd >= 0 else { res.connectFailures += 1; continue }
+                let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
                 if rc != 0 && errno != EINPROGRESS { close(fd); res.connectFailures += 1; continue }
-                conns.append(Conn(fd: fd, opened: now, lastSend: now))
+                freeCount -= 1
+                let i = Int(freeSlots[freeCount])
+                openCount += 1
+                slots[i].fd = fd; slots[i].connected = false; slots[i].opened = now; slots[i].headCount = 0
+                _ = ts_epoll_control(ep, fd, 0, UInt32(TS_EPOLLOUT), UInt64(i))
+                expiries[expiryTail] = Due(slot: Int32(i), generation: slots[i].generation, at: now + lifetime); expiryTail += 1
             }
-            res.peakOpen = max(res.peakOpen, conns.count)
-            var fds = conns.map { pollfd(fd: $0.fd, events: Int16($0.connected ? POLLIN : POLLOUT), revents: 0) }
-            _ = poll(&fds, nfds_t(fds.count), 20)
-            let t = Date()
-            var keep: [Conn] = []
-            keep.reserveCapacity(conns.count)
-            for (i, var c) in conns.enumerated() {
-                let ev = Int32(fds[i].revents)
-                if !c.connected && ev & Int32(POLLOUT | POLLERR | POLLHUP) != 0 {
+            res.peakOpen = max(res.peakOpen, openCount)
+            // Sleep until the next thing is due: a connection to open, a byte to send, a connection to give up.
+            var wake = now + 0.02
+            if res.opened < total && openCount < maxOpen { wake = min(wake, start + Double(due) / rate) }
+            if sendHead < sendTail { wake = min(wake, sends[sendHead].at) }
+            if expiryHead < expiryTail { wake = min(wake, expiries[expiryHead].at) }
+            let n = ts_epoll_wait(ep, eventData.baseAddress, eventMask.baseAddress, Int32(maxEvents), Int32(max(0, ((wake - now) * 1000).rounded(.up))))
+            now = Self.monotonicSeconds()
+            for e in 0..<max(0, Int(n)) {
+                let i = Int(eventData[e]), ev = eventMask[e]
+                guard slots[i].fd >= 0 else { continue }   // closed earlier in this pass
+                let fd = slots[i].fd
+                if !slots[i].connected {
+                    guard ev & UInt32(TS_EPOLLOUT | TS_EPOLLERR | TS_EPOLLHUP) != 0 else { continue }
                     var err: Int32 = 0
                     var len = socklen_t(MemoryLayout<Int32>.size)
-                    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len)
-                    if err != 0 { close(c.fd); res.connectFailures += 1; continue }
-                    c.connected = true
-                    if !send(c.fd, head) { finish(c, byServer: true); continue }
-                    c.lastSend = t
-                } else if c.connected && ev & Int32(POLLIN | POLLERR | POLLHUP) != 0 {
-                    let n = tmp.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
-                    if n > 0 { if c.firstBytes.count < 64 { c.firstBytes += tmp[0..<min(n, 64)] } }
-                    else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { finish(c, byServer: true); continue }
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+                    if err != 0 {
+                        res.connectFailures += 1
+                        close(fd); slots[i].fd = -1; slots[i].generation &+= 1
+                        freeSlots[freeCount] = Int32(i); freeCount += 1; openCount -= 1
+                        continue
+                    }
+                    slots[i].connected = true
+                    if head.withUnsafeBytes({ Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) != head.count {
+                        finish(i, byServer: true); continue
+                    }
+                    _ = ts_epoll_control(ep, fd, 1, UInt32(TS_EPOLLIN), UInt64(i))
+                    sends[sendTail] = Due(slot: Int32(i), generation: slots[i].generation, at: now + dribble); sendTail += 1
+                } else if ev & UInt32(TS_EPOLLIN | TS_EPOLLERR | TS_EPOLLHUP) != 0 {
+                    let got = recv(fd, recvBuffer.baseAddress, recvBuffer.count, 0)
+                    if got > 0 {
+                        let take = min(got, 12 - slots[i].headCount)
+                        if take > 0 {
+                            withUnsafeMutableBytes(of: &slots[i].head) { h in
+                                h.baseAddress!.advanced(by: slots[i].headCount).copyMemory(from: recvBuffer.baseAddress!, byteCount: take)
+                            }
+                            slots[i].headCount += take
+                        }
+                    } else if got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+                        finish(i, byServer: true)
+                    }
                 }
-                if t.timeIntervalSince(c.opened) >= lifetime { finish(c, byServer: false); continue }
-                if c.connected && t.timeIntervalSince(c.lastSend) >= 0.5 {
-                    if !send(c.fd, Array("a".utf8)) { finish(c, byServer: true); continue }
-                    c.lastSend = t
-                }
-                keep.append(c)
             }
-            conns = keep
+            while expiryHead < expiryTail && expiries[expiryHead].at <= now {
+                let d = expiries[expiryHead]; expiryHead += 1
+                if live(d) { finish(Int(d.slot), byServer: false) }
+            }
+            while sendHead < sendTail && sends[sendHead].at <= now {
+                let d = sends[sendHead]; sendHead += 1
+                guard live(d) else { continue }
+                let i = Int(d.slot)
+                if Glibc.send(slots[i].fd, &one, 1, Int32(MSG_NOSIGNAL)) != 1 { finish(i, byServer: true); continue }
+                if sendTail < sendCapacity { sends[sendTail] = Due(slot: d.slot, generation: d.generation, at: now + dribble); sendTail += 1 }
+            }
             lock.lock(); _result = res; lock.unlock()
         }
-        for c in conns { finish(c, byServer: false) }
+        for i in 0..<maxOpen where slots[i].fd >= 0 { finish(i, byServer: false) }
         lock.lock(); _result = res; _finished = true; lock.unlock()
     }
 }
