@@ -12,10 +12,17 @@ layout are not extractable by fine-tuning on questions unless pretraining states
 of a poem cycle through the first N of LAYOUTS — the same title, author and text in other words and orders. None of
 them contains the wording of the SFT/DPO questions or answers ("…的作者是…", "请背诵…").
 
-Only `pretrain.jsonl` is read: no SFT/DPO/reasoning row (and so no held-out question or answer) enters pretraining;
-the poems themselves are there by design (data/splits/README.md).
+`--chat FILE --chat-repeat K` (mixed training, same paper: pretraining on the facts *and* on questions about some
+of them lets the model answer the same questions about the others, which fine-tuning after pretraining does not):
+adds each conversation of FILE, rendered with MiniMind's chat template exactly as SFT renders it, K times. FILE must
+be a training split (`data/splits/sft_train.jsonl`): its questions are about training poems only, so no validation
+or test question or answer enters pretraining.
+
+Without `--chat` only `pretrain.jsonl` is read: no SFT/DPO/reasoning row enters pretraining; the poems themselves
+are there by design (data/splits/README.md).
 
   python3 scripts/make_pretrain_mix.py Tests/Fixtures/corpus/pretrain.jsonl OUT.jsonl --repeat 30 [--layouts 6]
+      [--chat data/splits/sft_train.jsonl --chat-repeat 4]
 """
 import argparse
 import json
@@ -31,6 +38,23 @@ LAYOUTS = [
     lambda t, a, b: f"《{t}》这首诗出自{a}之手。\n{b}",
     lambda t, a, b: f"下面是{a}的《{t}》。\n{b}",
 ]
+DEFAULT_SYSTEM = "You are a helpful assistant"
+
+
+def render_chat(turns):
+    """MiniMind's chat template (tokenizer_config.json `chat_template`) without a generation prompt: a system turn
+    (the first message's if it is one, else the default), then each user turn followed by the assistant header and
+    each assistant turn closed by <|im_end|>."""
+    system = turns[0]["content"] if turns and turns[0]["role"] == "system" else DEFAULT_SYSTEM
+    out = [f"<|im_start|>system\n{system}<|im_end|>\n"]
+    for t in turns:
+        if t["role"] == "user":
+            out.append(f"<|im_start|>user\n{t['content']}<|im_end|>\n<|im_start|>assistant\n")
+        elif t["role"] == "assistant":
+            out.append(f"{t['content']}<|im_end|>\n")
+    return "".join(out)
+
+
 POEM = re.compile(r"^《([^》\n]+)》\n作者：([^\n]+)\n(.*)$", re.S)
 
 
@@ -41,6 +65,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=30, help="extra copies of each poem document (default 30)")
     ap.add_argument("--layouts", type=int, default=1, choices=range(1, len(LAYOUTS) + 1),
                     help=f"layouts the extra copies cycle through (1 = the corpus's own; up to {len(LAYOUTS)})")
+    ap.add_argument("--chat", help="a training-split conversations jsonl to mix in, rendered with the chat template")
+    ap.add_argument("--chat-repeat", type=int, default=1, help="copies of each --chat conversation (default 1)")
     ap.add_argument("--seed", type=int, default=17)
     a = ap.parse_args()
     lines = [l.rstrip("\n") for l in open(a.src, encoding="utf-8") if l.strip()]
@@ -50,12 +76,18 @@ def main():
     # Layout 0 copies the document's own line (so --layouts 1 writes exactly the plain up-weighted mix).
     extra = [l if k % a.layouts == 0 else json.dumps({"text": LAYOUTS[k % a.layouts](*p)}, ensure_ascii=False)
              for k in range(a.repeat) for l, p in poems]
-    rows = lines + extra
+    chats = []
+    if a.chat:
+        if "_train" not in a.chat.rsplit("/", 1)[-1]:
+            raise SystemExit(f"--chat {a.chat}: only a training split may enter pretraining")
+        convs = [json.loads(l)["conversations"] for l in open(a.chat, encoding="utf-8") if l.strip()]
+        chats = [json.dumps({"text": render_chat(c)}, ensure_ascii=False) for _ in range(a.chat_repeat) for c in convs]
+    rows = lines + extra + chats
     random.Random(a.seed).shuffle(rows)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write("\n".join(rows) + "\n")
     print(json.dumps({"documents": len(lines), "poems": len(poems), "repeat": a.repeat, "layouts": a.layouts,
-                      "rows": len(rows), "out": a.out}))
+                      "chat": a.chat, "chat_rows": len(chats), "rows": len(rows), "out": a.out}))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@
 #       at most 3 prompts per generation figure; its figures mean nothing.
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # SPLITS (data/splits), CORPUS (Tests/Fixtures/corpus: pretrain.jsonl only), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
-# NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (1), PRETRAIN_POEM_REPEAT (30), PIPELINE_SMOKE (0),
-# SFT_LR_GRID ("1e-3 2e-3": lr of the first SFT run, 10 epochs; chosen by validation SFT loss), SFT_EPOCHS (10), SFT_SEQ (96),
-# SFT2_EPOCHS (6), SFT2_LR (5e-4) (the second SFT run, from the chosen first one; fixed),
+# NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (1), PRETRAIN_POEM_REPEAT (30),
+# PRETRAIN_CHAT_REPEAT (4: copies of each sft_train conversation mixed into pretraining; 0 = none), PIPELINE_SMOKE (0),
+# SFT_LR_GRID ("1e-4 3e-4 1e-3": lr of the first SFT run; chosen by validation SFT loss), SFT_EPOCHS (3), SFT_SEQ (96),
+# SFT2_EPOCHS (1), SFT2_LR (1e-4) (the second SFT run, from the chosen first one; fixed; the base has already seen
+# each sft_train conversation 4 times, so SFT is short and gentle),
 # DPO_LR_GRID ("5e-6 1e-5 3e-5"; chosen by validation preference accuracy), DPO_EPOCHS (2),
 # LORA_GRID ("2e-3:20 5e-3:50 1e-2:50 1e-2:100", lr:epochs; chosen by validation exact-name rate among settings whose validation
 # author accuracy drops ≤ 10 points, else the smallest drop), LORA_RANK (16),
@@ -43,7 +45,7 @@ mkdir -p "$OUT"
 RES=$OUT/results.jsonl
 VAL=$OUT/validation.jsonl
 
-SFT_LR_GRID=${SFT_LR_GRID:-"1e-3 2e-3"}
+SFT_LR_GRID=${SFT_LR_GRID:-"1e-4 3e-4 1e-3"}
 DPO_LR_GRID=${DPO_LR_GRID:-"5e-6 1e-5 3e-5"}
 LORA_GRID=${LORA_GRID:-"2e-3:20 5e-3:50 1e-2:50 1e-2:100"}
 REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
@@ -111,14 +113,17 @@ PY
 
 # 0. Pretrained base (hidden 256, 4 layers, 4.46 M parameters) unless BASE is given, on pretrain.jsonl with each of
 #    its 400 poem documents repeated PRETRAIN_POEM_REPEAT more times (scripts/make_pretrain_mix.py: the poems are 2.5 %
-#    of the corpus, and a base that saw each once per epoch did not learn who wrote them); then the knowledge probe
+#    of the corpus, and a base that saw each once per epoch did not learn who wrote them) and each sft_train
+#    conversation PRETRAIN_CHAT_REPEAT times (mixed training: a base that saw the poems only in their own layout could
+#    not be taught by SFT to answer questions about held-out ones, docs/POST_TRAINING.md run 5); then the knowledge probe
 #    (scripts/knowledge_probe.py, needs torch + transformers) on the validation author pairs, recorded as a
 #    validation line.
 PROBE_SETTING="base=${BASE:-}"
 if [ -z "${BASE:-}" ]; then
-  BASE=$OUT/pretrain/final; PROBE_SETTING="repeat=${PRETRAIN_POEM_REPEAT:-30}"
+  BASE=$OUT/pretrain/final; PROBE_SETTING="repeat=${PRETRAIN_POEM_REPEAT:-30} chat=${PRETRAIN_CHAT_REPEAT:-4}"
   if has pretrain && [ ! -f "$BASE/model.safetensors" ]; then
-    python3 scripts/make_pretrain_mix.py "$C/pretrain.jsonl" "$OUT/pretrain_mix.jsonl" --repeat "${PRETRAIN_POEM_REPEAT:-30}" >&2
+    CHAT=(); [ "${PRETRAIN_CHAT_REPEAT:-4}" -gt 0 ] && CHAT=(--chat "$SP/sft_train.jsonl" --chat-repeat "${PRETRAIN_CHAT_REPEAT:-4}")
+    python3 scripts/make_pretrain_mix.py "$C/pretrain.jsonl" "$OUT/pretrain_mix.jsonl" --repeat "${PRETRAIN_POEM_REPEAT:-30}" "${CHAT[@]}" >&2
     ./launch.sh "${LF[@]}" -np "$NP" pretrain --data-path "$OUT/pretrain_mix.jsonl" --tokenizer "$TOK" --out-dir "$OUT/pretrain" \
       --hidden-size "$HID" --num-hidden-layers "$LAYERS" --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
       --learning-rate 1e-3 "${PRE[@]}" --log-interval 100 --save-interval 1000
@@ -143,13 +148,13 @@ RECITE=(--filter "请背诵" --match first-line --max-new-tokens "$MAXNEW" "${LI
 #    Test: author accuracy on the held-out poems of sft_test, the first-line rate of its recite prompts, held-out SFT loss.
 if has sft; then
   for lr in $SFT_LR_GRID; do
-    L sft --init "$BASE" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft1_lr$lr" --epochs "${SFT_EPOCHS:-10}" \
+    L sft --init "$BASE" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft1_lr$lr" --epochs "${SFT_EPOCHS:-3}" \
       --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "$lr" --log-interval 20 --save-interval 1000
     V sft "lr=$lr" --task sft-loss --model "$OUT/sft1_lr$lr/final" --data "$SP/sft_val.jsonl" --max-seq-len "${SFT_SEQ:-96}"
   done
   lr=$(pick sft loss min); lr=${lr#lr=}
-  L sft --init "$OUT/sft1_lr$lr/final" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-6}" \
-    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT2_LR:-5e-4}" --log-interval 50 --save-interval 1000
+  L sft --init "$OUT/sft1_lr$lr/final" --data-path "$SP/sft_train.jsonl" --out-dir "$OUT/sft" --epochs "${SFT2_EPOCHS:-1}" \
+    --batch-size 16 --max-seq-len "${SFT_SEQ:-96}" --learning-rate "${SFT2_LR:-1e-4}" --log-interval 50 --save-interval 1000
   T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${AUTH[@]}" --answers "$OUT/sft_author_answers.jsonl"
   T sft --task exact-match --model "$SFT" --data "$SP/sft_test.jsonl" "${RECITE[@]}" --answers "$OUT/sft_recite_answers.jsonl"
   T sft --task sft-loss --model "$SFT" --data "$SP/sft_test.jsonl" --max-seq-len "${SFT_SEQ:-96}"
