@@ -21,8 +21,9 @@
 # SFT2_EPOCHS (1), SFT2_LR (1e-4) (the second SFT run, from the chosen first one; fixed; the base has already seen
 # each sft_train conversation 4 times, so SFT is short and gentle),
 # DPO_LR_GRID ("5e-6 1e-5 3e-5"; chosen by validation preference accuracy), DPO_EPOCHS (2),
-# LORA_GRID ("2e-3:20 5e-3:50 1e-2:50 1e-2:100", lr:epochs; chosen by validation exact-name rate among settings whose validation
-# author accuracy drops ≤ 10 points, else the smallest drop), LORA_RANK (16),
+# LORA_GRID ("5e-3:20 5e-3:40 7e-3:20 1e-2:20", lr:epochs; chosen by validation exact-name rate among settings whose validation
+# author accuracy drops ≤ 10 points, else the smallest drop), LORA_RANK (16), LORA_REPLAY (96: sft_train rows mixed into the
+# adapter's training file with the 32 identity rows; 0 = identity rows only),
 # REASON_LR_GRID ("1e-3 5e-4"; chosen by validation answer correctness, then format rate), REASON_LR (sets a one-value grid),
 # REASON_EPOCHS (6), REASON_SEQ (512), REASON_MAX_NEW (2048),
 # DISTILL_T_GRID ("1 2"; chosen by validation SFT loss), DISTILL_STEPS (200),
@@ -47,7 +48,7 @@ VAL=$OUT/validation.jsonl
 
 SFT_LR_GRID=${SFT_LR_GRID:-"1e-4 3e-4 1e-3"}
 DPO_LR_GRID=${DPO_LR_GRID:-"5e-6 1e-5 3e-5"}
-LORA_GRID=${LORA_GRID:-"2e-3:20 5e-3:50 1e-2:50 1e-2:100"}
+LORA_GRID=${LORA_GRID:-"5e-3:20 5e-3:40 7e-3:20 1e-2:20"}
 REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
 DISTILL_T_GRID=${DISTILL_T_GRID:-"1 2"}
 RM_LR_GRID=${RM_LR_GRID:-"1e-4 3e-5"}
@@ -190,15 +191,27 @@ if has reward; then
   T reward --task preference --reward-model "$OUT/reward_lr$lr/final" --data "$SP/dpo_test.jsonl" --max-seq-len 128
 fi
 
-# 3. LoRA identity (rank LORA_RANK) on top of the SFT model, on lora_identity_train; lr:epochs from LORA_GRID by
+# 3. LoRA identity (rank LORA_RANK) on top of the SFT model, on lora_identity_train plus LORA_REPLAY rows of
+#    sft_train; lr:epochs from LORA_GRID by
 #    validation: the highest exact-name rate on lora_identity_val among settings whose author accuracy on sft_val
 #    (adapter merged) is at most 10 points below the SFT model's; if none, the smallest drop.
 #    Test: exact-name rate on lora_identity_test; author accuracy on sft_test with the adapter.
 if has lora; then
   V lora-base "sft" --task exact-match --model "$SFT" --data "$SP/sft_val.jsonl" "${AUTH[@]}"
+  # The adapter's training file: the identity rows plus LORA_REPLAY sft_train rows (a seeded draw), so that learning
+  # the new identity does not overwrite what the model answers about poems (replay against forgetting).
+  python3 - "$SP/lora_identity_train.jsonl" "$SP/sft_train.jsonl" "${LORA_REPLAY:-96}" "$OUT/lora_train.jsonl" <<'PY'
+import random, sys
+ident = [l for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
+sft = [l for l in open(sys.argv[2], encoding="utf-8") if l.strip()]
+rng = random.Random(17)
+rows = ident + rng.sample(sft, min(int(sys.argv[3]), len(sft)))
+rng.shuffle(rows)
+open(sys.argv[4], "w", encoding="utf-8").write("".join(l if l.endswith("\n") else l + "\n" for l in rows))
+PY
   for g in $LORA_GRID; do
     lr=${g%%:*}; ep=${g##*:}; d=$OUT/lora_lr${lr}_e$ep
-    L lora --init "$SFT" --data-path "$SP/lora_identity_train.jsonl" --out-dir "$d" --epochs "$ep" \
+    L lora --init "$SFT" --data-path "$OUT/lora_train.jsonl" --out-dir "$d" --epochs "$ep" \
       --batch-size 8 --max-seq-len 64 --learning-rate "$lr" --lora-rank "${LORA_RANK:-16}" --log-interval 10 --save-interval 1000
     V lora-name "$g" --task exact-match --match name --model "$SFT" --lora "$d/lora.safetensors" --data "$SP/lora_identity_val.jsonl" \
       --max-new-tokens "$MAXNEW" "${LIM[@]}"
