@@ -229,16 +229,28 @@ final class ConnectionGuardTests: XCTestCase {
         final class Evicted: @unchecked Sendable { var ids: [ObjectIdentifier] = [] }
         typealias Waiting = (since: NIODeadline, rank: ConnectionTable.WaitRank)
         struct Model { var waiting: Waiting?; var evicting = false }
-        var rng = SystemRandomNumberGenerator()
+        /// SplitMix64 (Steele et al. 2014), seeded: a failure replays the same operations.
+        struct SplitMix64: RandomNumberGenerator {
+            var state: UInt64
+            mutating func next() -> UInt64 {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                return z ^ (z >> 31)
+            }
+        }
+        var rng = SplitMix64(state: 20261201)
         for limit in [1, 3, 16] {
             let table = ConnectionTable(limit: limit)
             var objects: [ObjectIdentifier: Conn] = [:]
             var model: [ObjectIdentifier: Model] = [:]
+            var openOrder: [ObjectIdentifier] = []   // open connections in admission order (dictionary order is per process)
             let evicted = Evicted()
             var clock: Int64 = 1_000
             func tick() -> NIODeadline { clock += Int64.random(in: 1...5, using: &rng); return .uptimeNanoseconds(UInt64(clock)) }
             for step in 0..<20_000 / 3 {
-                let ids = Array(model.keys)
+                let ids = openOrder
                 switch Int.random(in: 0..<10, using: &rng) {
                 case 0..<4:   // a new connection
                     let c = Conn(), id = ObjectIdentifier(c)
@@ -260,6 +272,7 @@ final class ConnectionGuardTests: XCTestCase {
                         if let v = victim { model[v]!.evicting = true }
                         objects[id] = c
                         model[id] = Model(waiting: (now, .fresh))
+                        openOrder.append(id)
                     }
                     evicted.ids.removeAll()
                 case 4..<8:   // a state change: request in progress, partial head, idle after a response
@@ -276,6 +289,7 @@ final class ConnectionGuardTests: XCTestCase {
                     table.remove(id)
                     model[id] = nil
                     objects[id] = nil
+                    openOrder.removeAll { $0 == id }
                 }
                 XCTAssertEqual(table.stats.open, model.count)
             }
