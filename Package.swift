@@ -84,7 +84,7 @@ let package = Package(
                     exclude: ["python"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tokenizers", "TestSupport"], path: "Tests/DatasetsTests"),
         .testTarget(name: "DistributedTests", dependencies: ["SwiftMindDistributed", "mpi-selftest"], path: "Tests/DistributedTests"),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport", "CSocketTestSupport",
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Model", "Tokenizers", "trainer", "TestSupport", "CSocketTestSupport", "Datasets",
                                                         .product(name: "NIOCore", package: "swift-nio")], path: "Tests/ServingTests",
                     exclude: ["python"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Datasets", "Model", "Tokenizers", "SwiftMindDistributed", "trainer", "TestSupport"],

@@ -5,6 +5,7 @@ import Model
 import Tokenizers
 import CSocketTestSupport
 import NIOCore
+import Datasets
 
 /// The server's connection guard over real loopback sockets: a vanished non-streaming client's generation stops,
 /// header / body / idle timeouts, the connection limit, closing after 413, and slow-header floods that must not
@@ -229,18 +230,7 @@ final class ConnectionGuardTests: XCTestCase {
         final class Evicted: @unchecked Sendable { var ids: [ObjectIdentifier] = [] }
         typealias Waiting = (since: NIODeadline, rank: ConnectionTable.WaitRank)
         struct Model { var waiting: Waiting?; var evicting = false }
-        /// SplitMix64 (Steele et al. 2014), seeded: a failure replays the same operations.
-        struct SplitMix64: RandomNumberGenerator {
-            var state: UInt64
-            mutating func next() -> UInt64 {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                return z ^ (z >> 31)
-            }
-        }
-        var rng = SplitMix64(state: 20261201)
+        var rng = Xoshiro256StarStar(seed: 20261201)   // seeded: a failure replays the same operations
         for limit in [1, 3, 16] {
             let table = ConnectionTable(limit: limit)
             var objects: [ObjectIdentifier: Conn] = [:]
