@@ -12,6 +12,12 @@ layout are not extractable by fine-tuning on questions unless pretraining states
 of a poem cycle through the first N of LAYOUTS — the same title, author and text in other words and orders. None of
 them contains the wording of the SFT/DPO questions or answers ("…的作者是…", "请背诵…").
 
+`--layout-list 0,6` (copying): the extra copies cycle through these layouts instead of the first N. Layout 6 is the
+corpus's own layout after a line that states the title first, so the title is written twice in a row. A decoder answers
+"《T》的作者是谁？" by first copying 《T》 from the question, which needs an induction circuit (Olsson et al. 2022, "In-context
+Learning and Induction Heads"); the corpus has almost no repeated text to form one, and run 6's SFT model copied the
+first title token of 7 of 40 validation questions (docs/POST_TRAINING.md, run 7).
+
 `--chat FILE --chat-repeat K` (mixed training, same paper: pretraining on the facts *and* on questions about some
 of them lets the model answer the same questions about the others, which fine-tuning after pretraining does not):
 adds each conversation of FILE, rendered with MiniMind's chat template exactly as SFT renders it, K times. FILE must
@@ -29,7 +35,7 @@ import json
 import random
 import re
 
-# Layouts 1…5, each taking (title, author, body); layout 0 is the corpus's own "《T》\n作者：A\nBODY", copied as is.
+# Layouts 1…6, each taking (title, author, body); layout 0 is the corpus's own "《T》\n作者：A\nBODY", copied as is.
 LAYOUTS = [
     None,
     lambda t, a, b: f"{a}《{t}》\n{b}",
@@ -37,6 +43,7 @@ LAYOUTS = [
     lambda t, a, b: f"{a}写过一首《{t}》：\n{b}",
     lambda t, a, b: f"《{t}》这首诗出自{a}之手。\n{b}",
     lambda t, a, b: f"下面是{a}的《{t}》。\n{b}",
+    lambda t, a, b: f"题目：《{t}》\n《{t}》\n作者：{a}\n{b}",
 ]
 DEFAULT_SYSTEM = "You are a helpful assistant"
 
@@ -65,6 +72,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=30, help="extra copies of each poem document (default 30)")
     ap.add_argument("--layouts", type=int, default=1, choices=range(1, len(LAYOUTS) + 1),
                     help=f"layouts the extra copies cycle through (1 = the corpus's own; up to {len(LAYOUTS)})")
+    ap.add_argument("--layout-list", help="comma-separated layout numbers the extra copies cycle through (e.g. 0,6); "
+                    "overrides --layouts")
     ap.add_argument("--chat", help="a training-split conversations jsonl to mix in, rendered with the chat template")
     ap.add_argument("--chat-repeat", type=int, default=1, help="copies of each --chat conversation (default 1)")
     ap.add_argument("--seed", type=int, default=17)
@@ -73,8 +82,16 @@ def main():
     if not lines:
         raise SystemExit(f"{a.src}: no documents")
     poems = [(l, m.groups()) for l, m in ((l, POEM.match(json.loads(l)["text"])) for l in lines) if m]
+    cycle = list(range(a.layouts))
+    if a.layout_list:
+        try:
+            cycle = [int(x) for x in a.layout_list.split(",")]
+        except ValueError:
+            raise SystemExit(f"--layout-list {a.layout_list!r}: expected comma-separated integers")
+        if not cycle or any(k < 0 or k >= len(LAYOUTS) for k in cycle):
+            raise SystemExit(f"--layout-list {a.layout_list!r}: layouts are 0…{len(LAYOUTS) - 1}")
     # Layout 0 copies the document's own line (so --layouts 1 writes exactly the plain up-weighted mix).
-    extra = [l if k % a.layouts == 0 else json.dumps({"text": LAYOUTS[k % a.layouts](*p)}, ensure_ascii=False)
+    extra = [l if cycle[k % len(cycle)] == 0 else json.dumps({"text": LAYOUTS[cycle[k % len(cycle)]](*p)}, ensure_ascii=False)
              for k in range(a.repeat) for l, p in poems]
     chats = []
     if a.chat:
@@ -86,7 +103,7 @@ def main():
     random.Random(a.seed).shuffle(rows)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write("\n".join(rows) + "\n")
-    print(json.dumps({"documents": len(lines), "poems": len(poems), "repeat": a.repeat, "layouts": a.layouts,
+    print(json.dumps({"documents": len(lines), "poems": len(poems), "repeat": a.repeat, "layouts": cycle,
                       "chat": a.chat, "chat_rows": len(chats), "rows": len(rows), "out": a.out}))
 
 
