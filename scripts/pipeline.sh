@@ -16,12 +16,14 @@
 # Knobs (environment): BASE (pretrained model directory; default: pretrain one with ./launch.sh first), OUT (runs/post),
 # SPLITS (data/splits), CORPUS (Tests/Fixtures/corpus: pretrain.jsonl only), TOKENIZER (Tests/Fixtures/tokenizers/minimind),
 # NP (2), CONFIG (release | debug), HIDDEN (256), PRETRAIN_EPOCHS (1), PRETRAIN_POEM_REPEAT (30),
-# PRETRAIN_CHAT_REPEAT (4: copies of each sft_train conversation mixed into pretraining; 0 = none), PIPELINE_SMOKE (0),
+# PRETRAIN_CHAT_REPEAT (4: copies of each sft_train conversation mixed into pretraining; 0 = none),
+# PRETRAIN_LAYOUTS ("0,6": the layouts the poem copies cycle through; layout 6 states the title twice, which teaches
+# the base to copy a title, scripts/make_pretrain_mix.py), PIPELINE_SMOKE (0),
 # SFT_LR_GRID ("1e-4 3e-4 1e-3": lr of the first SFT run; chosen by validation SFT loss), SFT_EPOCHS (3), SFT_SEQ (96),
 # SFT2_EPOCHS (1), SFT2_LR (1e-4) (the second SFT run, from the chosen first one; fixed; the base has already seen
 # each sft_train conversation 4 times, so SFT is short and gentle),
 # DPO_LR_GRID ("5e-6 1e-5 3e-5"; chosen by validation preference accuracy), DPO_EPOCHS (2),
-# LORA_GRID ("5e-3:20 5e-3:40 7e-3:20 1e-2:20", lr:epochs; chosen by validation exact-name rate among settings whose validation
+# LORA_GRID ("1e-3:20 1e-3:40 2e-3:10 2e-3:20", lr:epochs; chosen by validation exact-name rate among settings whose validation
 # author accuracy drops ≤ 10 points, else the smallest drop), LORA_RANK (16), LORA_REPLAY (96: sft_train rows mixed into the
 # adapter's training file with the 32 identity rows; 0 = identity rows only),
 # REASON_LR_GRID ("1e-3 5e-4"; chosen by validation answer correctness, then format rate), REASON_LR (sets a one-value grid),
@@ -48,7 +50,7 @@ VAL=$OUT/validation.jsonl
 
 SFT_LR_GRID=${SFT_LR_GRID:-"1e-4 3e-4 1e-3"}
 DPO_LR_GRID=${DPO_LR_GRID:-"5e-6 1e-5 3e-5"}
-LORA_GRID=${LORA_GRID:-"5e-3:20 5e-3:40 7e-3:20 1e-2:20"}
+LORA_GRID=${LORA_GRID:-"1e-3:20 1e-3:40 2e-3:10 2e-3:20"}
 REASON_LR_GRID=${REASON_LR:-${REASON_LR_GRID:-"1e-3 5e-4"}}
 DISTILL_T_GRID=${DISTILL_T_GRID:-"1 2"}
 RM_LR_GRID=${RM_LR_GRID:-"1e-4 3e-5"}
@@ -114,17 +116,20 @@ PY
 
 # 0. Pretrained base (hidden 256, 4 layers, 4.46 M parameters) unless BASE is given, on pretrain.jsonl with each of
 #    its 400 poem documents repeated PRETRAIN_POEM_REPEAT more times (scripts/make_pretrain_mix.py: the poems are 2.5 %
-#    of the corpus, and a base that saw each once per epoch did not learn who wrote them) and each sft_train
+#    of the corpus, and a base that saw each once per epoch did not learn who wrote them), half of those copies in a
+#    layout that writes the title twice (PRETRAIN_LAYOUTS: a base that never saw repeated text did not copy the
+#    asked title into its answer, docs/POST_TRAINING.md run 7), and each sft_train
 #    conversation PRETRAIN_CHAT_REPEAT times (mixed training: a base that saw the poems only in their own layout could
 #    not be taught by SFT to answer questions about held-out ones, docs/POST_TRAINING.md run 5); then the knowledge probe
 #    (scripts/knowledge_probe.py, needs torch + transformers) on the validation author pairs, recorded as a
 #    validation line.
 PROBE_SETTING="base=${BASE:-}"
 if [ -z "${BASE:-}" ]; then
-  BASE=$OUT/pretrain/final; PROBE_SETTING="repeat=${PRETRAIN_POEM_REPEAT:-30} chat=${PRETRAIN_CHAT_REPEAT:-4}"
+  BASE=$OUT/pretrain/final; PROBE_SETTING="repeat=${PRETRAIN_POEM_REPEAT:-30} layouts=${PRETRAIN_LAYOUTS:-0,6} chat=${PRETRAIN_CHAT_REPEAT:-4}"
   if has pretrain && [ ! -f "$BASE/model.safetensors" ]; then
     CHAT=(); [ "${PRETRAIN_CHAT_REPEAT:-4}" -gt 0 ] && CHAT=(--chat "$SP/sft_train.jsonl" --chat-repeat "${PRETRAIN_CHAT_REPEAT:-4}")
-    python3 scripts/make_pretrain_mix.py "$C/pretrain.jsonl" "$OUT/pretrain_mix.jsonl" --repeat "${PRETRAIN_POEM_REPEAT:-30}" "${CHAT[@]}" >&2
+    python3 scripts/make_pretrain_mix.py "$C/pretrain.jsonl" "$OUT/pretrain_mix.jsonl" --repeat "${PRETRAIN_POEM_REPEAT:-30}" \
+      --layout-list "${PRETRAIN_LAYOUTS:-0,6}" "${CHAT[@]}" >&2
     ./launch.sh "${LF[@]}" -np "$NP" pretrain --data-path "$OUT/pretrain_mix.jsonl" --tokenizer "$TOK" --out-dir "$OUT/pretrain" \
       --hidden-size "$HID" --num-hidden-layers "$LAYERS" --max-seq-len 128 --batch-size 8 --accumulation-steps 1 \
       --learning-rate 1e-3 "${PRE[@]}" --log-interval 100 --save-interval 1000
@@ -302,7 +307,8 @@ print(json.dumps({"split": "train", "stage": "grpo", "setting": sys.argv[2], "ta
 PY
 fi
 
-# The closing note: every test figure with its count and interval.
+# The closing note: every test figure with its count and interval (a run of stage 0 alone has none yet).
+touch "$RES"
 python3 - "$RES" "$SP/manifest.json" > "$OUT/summary.md" <<'PY'
 import json, sys
 rows = [j for j in map(json.loads, open(sys.argv[1])) if j.get("split") in ("test", "choice", "train")]
