@@ -8,11 +8,11 @@ template (teacher forcing) and the title tokens of the answer are checked: is ea
 questions have every title token as argmax, at which title token the first miss falls (index 1 = the first token
 after 《), and the mean per-token loss of the title. Run on validation splits only.
 """
-import json, os, sys
+import json, sys
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 model_dir, data = sys.argv[1], sys.argv[2]
-tok = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Tests", "Fixtures", "tokenizers", "minimind"))
+tok = AutoTokenizer.from_pretrained(model_dir)  # the model directory carries tokenizer.json and its chat template
 m = LlamaForCausalLM.from_pretrained(model_dir).eval()
 rows = [json.loads(l)["conversations"] for l in open(data) if "的作者是谁" in l]
 top1 = 0; ranks = []; tit_nll = []; n = 0

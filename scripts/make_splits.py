@@ -86,7 +86,7 @@ LORA_TEST = [
 # Identity rows written for the training side (issue 17, LoRA): lora_identity.jsonl has 32 rows, of which only 16
 # ask who the model is; these add 21 Chinese and 19 English ways of asking, each answered with the name. None is
 # equal to, inside, or (difflib ratio >= NEAR_DUPLICATE, case-folded) a near copy of a held-out prompt above, and no
-# held-out answer occurs inside one of their answers (make() asserts both; check() applies the overlap rule).
+# held-out answer occurs inside one of their answers (make() asserts the near-copy rule; check() the overlap rule).
 NEAR_DUPLICATE = 0.75
 LORA_TRAIN_EXTRA = [
     ("自我介绍一下吧。", "好的，我叫 SwiftMind，是个小型语言模型。"),
@@ -286,12 +286,11 @@ def make():
         for h in held_prompts:
             r = difflib.SequenceMatcher(None, norm(q).lower(), norm(h).lower()).ratio()
             assert r < NEAR_DUPLICATE, f"training identity prompt {q!r} is a near copy of held-out {h!r} ({r:.2f})"
-    out[("lora_identity", "train")] = lora + [
-        {"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in LORA_TRAIN_EXTRA]
-    out[("lora_identity", "val")] = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-                                     for q, a in LORA_VAL]
-    out[("lora_identity", "test")] = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-                                      for q, a in LORA_TEST]
+    def qa_rows(pairs):
+        return [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs]
+    out[("lora_identity", "train")] = lora + qa_rows(LORA_TRAIN_EXTRA)
+    out[("lora_identity", "val")] = qa_rows(LORA_VAL)
+    out[("lora_identity", "test")] = qa_rows(LORA_TEST)
 
     os.makedirs(OUT, exist_ok=True)
     manifest = {"seed": SEED, "salt": SALT, "fractions": {"train": FRACTIONS[0], "val": FRACTIONS[1],
