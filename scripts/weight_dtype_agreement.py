@@ -113,6 +113,10 @@ def main():
     ap.add_argument("--max-seq-len", type=int, default=128)
     ap.add_argument("--references", default="", help="comma-separated: llama-cpp, torch (see above)")
     a = ap.parse_args()
+    refs = [r for r in a.references.split(",") if r]
+    unknown = set(refs) - {"llama-cpp", "torch"}
+    if unknown:
+        sys.exit(f"--references: unknown {sorted(unknown)} (llama-cpp, torch)")
     tok = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
     out = {"model": a.model, "data": a.data, "dtype": a.dtype, "max_new_tokens": a.max_new_tokens}
     with tempfile.TemporaryDirectory() as d:
@@ -127,10 +131,6 @@ def main():
     enc = lambda rows: [tok.encode(r["answer"], add_special_tokens=False).ids for r in rows]
     out.update(prompts=len(ref), **agreement(enc(ref), enc(low)))
     out["identical"] = sum(r["answer"] == q["answer"] for r, q in zip(ref, low))
-    refs = [r for r in a.references.split(",") if r]
-    unknown = set(refs) - {"llama-cpp", "torch"}
-    if unknown:
-        sys.exit(f"--references: unknown {sorted(unknown)} (llama-cpp, torch)")
     prompts = prompt_ids(tok, a.data) if refs else []
     if "llama-cpp" in refs:
         with tempfile.TemporaryDirectory() as d:
