@@ -72,25 +72,34 @@ final class RawTextBOSTests: XCTestCase {
             throw XCTSkip("python3 with torch, transformers, gguf and llama-cpp-python not installed: raw-text cross-check skipped") }
         let texts = ["The error of youth is to believe", "床前明月光，疑是"]
         let n = 12
-        for (tokDir, addsBos) in [(minimindTokenizer(), false), (try bosTokenizerDirectory(), true)] {
+        let cases = [(minimindTokenizer(), false), (try bosTokenizerDirectory(), true)]
+        var paths: [String] = [], ours: [[[Int32]]] = []
+        for (tokDir, addsBos) in cases {
             let hf = tmp + "/hf-\(addsBos)", gguf = tmp + "/m-\(addsBos).gguf"
             for (format, out) in [("hf", hf), ("gguf", gguf)] {
                 let r = try runTrainer(["export", "--model", golden("generate_model"), "--tokenizer", tokDir, "--out", out, "--format", format])
                 XCTAssertEqual(r.0, 0, r.2)
             }
-            let tok = try Tokenizer.load(tokDir)
-            var ours: [[Int32]] = []
+            paths += [hf, gguf]
+            var perText: [[Int32]] = []
             for text in texts {
                 // `--eos-id -1`: never stop (the negative value in the `--x -1` form the help documents).
                 let r = try runTrainer(["generate", "--model", golden("generate_model"), "--tokenizer", tokDir, "--prompt", text,
                                         "--temperature", "0", "--max-new-tokens", "\(n)", "--eos-id", "-1", "--ids"])
                 XCTAssertEqual(r.0, 0, r.2)
-                ours.append(try JSONDecoder().decode([Int32].self, from: Data(r.1.utf8)))
+                perText.append(try JSONDecoder().decode([Int32].self, from: Data(r.1.utf8)))
             }
-            let py = try runPython([scriptPath("check_raw_text.py"), hf, gguf, "\(n)"] + texts)!
-            XCTAssertEqual(py.0, 0, py.2.suffix(3000).description)
-            let res = try JSONSerialization.jsonObject(with: Data(py.1.utf8)) as! [String: Any]
-            print("check_raw_text.py (add_bos \(addsBos)):", py.1)
+            ours.append(perText)
+        }
+        // One Python process for both exports (its imports take seconds).
+        let py = try runPython([scriptPath("check_raw_text.py"), "\(n)"] + paths + ["--"] + texts)!
+        XCTAssertEqual(py.0, 0, py.2.suffix(3000).description)
+        print("check_raw_text.py:", py.1)
+        let results = try JSONSerialization.jsonObject(with: Data(py.1.utf8)) as! [[String: Any]]
+        XCTAssertEqual(results.count, cases.count)
+        for (c, res) in zip(cases.indices, results) {
+            let (tokDir, addsBos) = cases[c]
+            let tok = try Tokenizer.load(tokDir)
             XCTAssertEqual(res["config_add_bos_token"] as? Bool, addsBos)
             XCTAssertEqual(res["gguf_add_bos_token"] as? Bool, addsBos)
             XCTAssertEqual(res["config_add_eos_token"] as? Bool, false)
@@ -102,8 +111,8 @@ final class RawTextBOSTests: XCTestCase {
                 XCTAssertEqual(prompt.first == Int(tok.bosTokenId), addsBos, texts[i])
                 XCTAssertEqual(row["transformers_prompt"] as? [Int], prompt, "transformers' tokenizer(TEXT), \(texts[i])")
                 XCTAssertEqual(row["llama_cpp_prompt"] as? [Int], prompt, "llama.cpp's tokenizer, \(texts[i])")
-                XCTAssertEqual(row["transformers_new"] as? [Int], ours[i].map(Int.init), "transformers greedy, \(texts[i])")
-                XCTAssertEqual(row["llama_cpp_new"] as? [Int], ours[i].map(Int.init), "llama.cpp greedy, \(texts[i])")
+                XCTAssertEqual(row["transformers_new"] as? [Int], ours[c][i].map(Int.init), "transformers greedy, \(texts[i])")
+                XCTAssertEqual(row["llama_cpp_new"] as? [Int], ours[c][i].map(Int.init), "llama.cpp greedy, \(texts[i])")
             }
         }
     }

@@ -29,10 +29,26 @@ public enum Python {
     }
 
     /// True when `python3` exists and imports every module in `modules` (e.g. `["tokenizers"]`).
+    ///
+    /// Remembered for the life of the test process: only modules no earlier call has imported are tried (importing
+    /// torch and transformers costs a child several seconds, and the tests ask for them many times); a set that
+    /// failed is not tried again.
     public static func hasModules(_ modules: [String]) -> Bool {
-        guard let r = try? run(["-c", "import " + modules.joined(separator: ", ")]) else { return false }
-        return r.status == 0
+        moduleLock.lock(); defer { moduleLock.unlock() }
+        let untried = modules.filter { !importedModules.contains($0) }
+        if untried.isEmpty { return true }
+        let key = untried.sorted().joined(separator: ",")
+        if failedModuleSets.contains(key) { return false }
+        guard let r = try? run(["-c", "import " + untried.joined(separator: ", ")]), r.status == 0 else {
+            failedModuleSets.insert(key)
+            return false
+        }
+        importedModules.formUnion(untried)
+        return true
     }
+    private static let moduleLock = NSLock()
+    nonisolated(unsafe) private static var importedModules: Set<String> = []
+    nonisolated(unsafe) private static var failedModuleSets: Set<String> = []
 
     /// Runs `python3 arguments`; `input`, when given, is written to the child's standard input, which is then closed.
     ///
