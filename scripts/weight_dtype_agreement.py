@@ -56,13 +56,9 @@ def agreement(ref, low):
 
 def prompt_ids(tok, data):
     """Token ids of each conversation's first user turn in the MiniMind chat template, ready for the answer."""
-    ids = []
-    for line in open(data, encoding="utf-8"):
-        user = json.loads(line)["conversations"][0]["content"]
-        text = ("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n" + user +
-                "<|im_end|>\n<|im_start|>assistant\n")
-        ids.append(tok.encode(text, add_special_tokens=False).ids)
-    return ids
+    from make_pretrain_mix import render_chat   # this directory (sys.path[0]); the template as training renders it
+    return [tok.encode(render_chat(json.loads(line)["conversations"][:1]), add_special_tokens=False).ids
+            for line in open(data, encoding="utf-8")]
 
 
 def llama_cpp_answers(gguf, prompts, n):
