@@ -226,6 +226,20 @@ public class ChatPairDataset: ChatCacheDataset, @unchecked Sendable {
         self.init(cache: cache, conversations: convs, tokenizer: tokenizer, maxLength: maxLength)
     }
 
+    /// How many of (at most `limit`) pairs, spread evenly over the dataset, have both sides equal in their first
+    /// `maxLength` ids — pairs without a training signal, since DPO and the reward model only see those ids (a prompt
+    /// longer than `--max-seq-len` hides both answers). `checked` = the pairs read.
+    /// - Throws: the cache's read errors.
+    public func pairsEqualAfterTruncation(limit: Int = 2000) throws -> (equal: Int, checked: Int) {
+        let n = count, k = min(n, max(1, limit))
+        var equal = 0
+        for j in 0..<k {
+            let i = n <= limit ? j : Int((Double(j) + 0.5) * Double(n) / Double(k))
+            if try renderer.leadingIds(cache, sequence: 2 * i) == renderer.leadingIds(cache, sequence: 2 * i + 1) { equal += 1 }
+        }
+        return (equal, k)
+    }
+
     init(cache: TokenCache, conversations: [[ChatMessage]], tokenizer: Tokenizer, maxLength: Int) {
         chosenConversations = stride(from: 0, to: conversations.count, by: 2).map { conversations[$0] }
         rejectedConversations = stride(from: 1, to: conversations.count, by: 2).map { conversations[$0] }

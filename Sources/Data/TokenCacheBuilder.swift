@@ -79,6 +79,8 @@ struct TokenCacheBuilder {
             let obj = try JSONLReader.object(of: line, path: path)
             let c = try parseConversation(obj["chosen"], path: path, line: line.number, field: "chosen", rolesByParity: false)
             let r = try parseConversation(obj["rejected"], path: path, line: line.number, field: "rejected", rolesByParity: false)
+            try tokenizer.checkRolesRendered(c, path: path, line: line.number, field: "chosen")
+            try tokenizer.checkRolesRendered(r, path: path, line: line.number, field: "rejected")
             return ([try tokenizer.applyChatTemplate(c, addGenerationPrompt: false),
                      try tokenizer.applyChatTemplate(r, addGenerationPrompt: false)], [c, r])
         }

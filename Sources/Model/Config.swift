@@ -190,11 +190,16 @@ public struct ModelConfig: Equatable, Sendable {
         return d
     }
 
-    /// Writes `DIR/config.json` (LlamaForCausalLM, or LlamaForSequenceClassification with `numLabels`) atomically.
+    /// Writes `DIR/config.json` (LlamaForCausalLM, or LlamaForSequenceClassification with `numLabels`; for MoE,
+    /// MiniMindForCausalLM or MiniMindForSequenceClassification) atomically.
     public func write(directory: String) throws {
         let path = (directory as NSString).appendingPathComponent("config.json")
         var dict = huggingFaceDictionary
-        if useMoe { dict.merge(moeDictionary) { _, new in new } }
+        if useMoe {
+            dict.merge(moeDictionary) { _, new in new }
+            // MiniMind's MoE class name, with the head's suffix for a reward model (loaders decide by the suffix).
+            if numLabels != nil { dict["architectures"] = ["MiniMindForSequenceClassification"] }
+        }
         let data = try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
         try writeAtomically(data, to: path)
     }

@@ -280,6 +280,18 @@ public final class MiniMindModel {
     /// Index of a parameter by name.
     public func parameter(named name: String) -> ParameterInfo? { parameters.first { $0.name == name } }
 
+    /// `load(directory:withGradients:)` for a role that needs a causal language model (`--init` of a stage other
+    /// than `reward`, a DPO/GRPO reference, a distillation teacher, an evaluated policy).
+    /// - Throws: `ModelError` naming `flag` and the directory when it holds a reward model (a
+    ///   `…ForSequenceClassification` config with `score.weight`), besides `load`'s errors.
+    public static func loadCausalLM(directory: String, withGradients: Bool = true, flag: String) throws -> MiniMindModel {
+        let m = try load(directory: directory, withGradients: withGradients)
+        guard m.scoreHead == nil else {
+            throw ModelError("\(flag) \(directory): a reward model (config.json architectures ending in ForSequenceClassification, score.weight), where a causal language model is needed")
+        }
+        return m
+    }
+
     /// Loads `DIR/config.json` + `DIR/model.safetensors` (F32/F16/BF16). Every parameter must be present with its
     /// shape; a tied `lm_head.weight` is accepted and ignored; any other tensor is an error naming it.
     /// `withGradients: false` gives a forward-only model without a gradient buffer.

@@ -88,3 +88,9 @@ struct JSONNode {
         }
     }
 }
+
+extension JSONLReader {
+    /// Whether a `JSONSerialization` value is a JSON `true`/`false` (Foundation bridges booleans to NSNumber, so
+    /// `as? NSNumber` alone cannot tell them from numbers).
+    public static func isBoolean(_ v: Any) -> Bool { JSONNode.isBoolean(v) }
+}

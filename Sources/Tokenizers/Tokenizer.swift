@@ -327,6 +327,26 @@ public final class Tokenizer: @unchecked Sendable {
         try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt)
     }
 
+    /// Whether the chat template renders a turn with `role`: system, user and assistant always; any other role is
+    /// tried (a lone turn of it before a user turn) and counts as rendered when its content appears in the text, or
+    /// when the template refuses the probe. MiniMind's template drops every other role without a word.
+    public func rendersRole(_ role: String) -> Bool {
+        if role == "user" || role == "assistant" || role == "system" { return true }
+        let marker = "\u{E000}swiftmind-role-probe\u{E000}"
+        guard let text = try? applyChatTemplate([ChatMessage(role: role, content: marker), ChatMessage(role: "user", content: "a")],
+                                                 addGenerationPrompt: false) else { return true }
+        return text.contains(marker)
+    }
+
+    /// Throws `JSONLError` (`path`:`line`, naming `field[i].role`) for the first turn whose role the chat template
+    /// does not render (`rendersRole`): the turn would vanish from the rendered text — a DPO pair could lose the very
+    /// turns that differ, a prompt its question — so such a line is refused instead.
+    public func checkRolesRendered(_ messages: [ChatMessage], path: String, line: Int, field: String) throws {
+        for (i, m) in messages.enumerated() where !rendersRole(m.role) {
+            throw JSONLError(path: path, line: line, reason: "field \"\(field)[\(i)].role\" is \"\(m.role)\", a role the chat template does not render (the turn would be dropped without a word); MiniMind's renders \"system\", \"user\" and \"assistant\" (ShareGPT's \"human\"/\"gpt\" are \"user\"/\"assistant\")")
+        }
+    }
+
     /// Throws the error `applyChatTemplate` would throw for this template (nil when it can be rendered), so a command
     /// refuses before loading a model or reading data.
     public func checkChatTemplate() throws {

@@ -33,6 +33,9 @@ public struct TrainerState: Codable, Equatable, Sendable {
     public var dtype: String?
     public var dtypeEngine: String?
     public var gradCommDType: String?
+    /// What `data_hash` hashes, readable: the data, tokenizer, seed, stage and objective settings of the run, so a
+    /// refused `--resume` can say what changed. Absent in checkpoints written before it was recorded.
+    public var dataIdentity: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case step, epoch
@@ -50,6 +53,7 @@ public struct TrainerState: Codable, Equatable, Sendable {
         case dtype
         case dtypeEngine = "dtype_engine"
         case gradCommDType = "grad_comm_dtype"
+        case dataIdentity = "data_identity"
     }
 }
 
@@ -114,14 +118,15 @@ public enum Checkpoints {
     public static func prepareOutDir(_ outDir: String, resume: Bool) throws -> OutDirLock {
         let fm = FileManager.default
         var isDir: ObjCBool = false
-        if fm.fileExists(atPath: outDir, isDirectory: &isDir) {
+        let existed = fm.fileExists(atPath: outDir, isDirectory: &isDir)
+        if existed {
             guard isDir.boolValue else { throw TrainingError.io(path: outDir, reason: "--out-dir exists and is not a directory") }
         } else {
             do { try fm.createDirectory(atPath: outDir, withIntermediateDirectories: true) } catch {
                 throw TrainingError.io(path: outDir, reason: "cannot create the --out-dir directory (\(describeFileError(error, path: outDir)))")
             }
         }
-        let lock = try OutDirLock.acquire(outDir: outDir)
+        let lock = try OutDirLock.acquire(outDir: outDir, created: !existed)
         for n in (try? fm.contentsOfDirectory(atPath: outDir)) ?? [] where n.hasPrefix(".") && (n.contains(".tmp-") || n.contains(".old-")) {
             try? fm.removeItem(atPath: (outDir as NSString).appendingPathComponent(n))
         }
@@ -264,9 +269,11 @@ public final class OutDirLock {
     /// The text of a lock file left by a process that is gone, nil when there was none.
     public let previousHolder: String?
 
+    /// `created`: the run created `outDir`; when the lock is released with nothing else in it (a run that failed
+    /// before writing anything), the directory is removed again instead of being left holding only the lock file.
     /// - Throws: `TrainingError.invalidOption` naming the holder when another process holds the lock;
     ///   `TrainingError.io` when the lock file cannot be opened or written.
-    public static func acquire(outDir: String) throws -> OutDirLock {
+    public static func acquire(outDir: String, created: Bool = false) throws -> OutDirLock {
         let path = (outDir as NSString).appendingPathComponent(fileName)
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw TrainingError.io(path: path, reason: "cannot open the run lock: \(String(cString: strerror(errno)))") }
@@ -289,13 +296,21 @@ public final class OutDirLock {
             let e = String(cString: strerror(errno)); close(fd)
             throw TrainingError.io(path: path, reason: "cannot write the run lock: \(e)")
         }
-        return OutDirLock(fd: fd, previousHolder: previous.isEmpty ? nil : previous)
+        return OutDirLock(fd: fd, previousHolder: previous.isEmpty ? nil : previous, removable: created ? outDir : nil)
     }
 
-    private init(fd: Int32, previousHolder: String?) { self.fd = fd; self.previousHolder = previousHolder }
+    private let removable: String?
+    private init(fd: Int32, previousHolder: String?, removable: String?) {
+        self.fd = fd; self.previousHolder = previousHolder; self.removable = removable
+    }
 
     deinit {
         _ = ftruncate(fd, 0)   // an ended run leaves an empty lock file: nothing to warn about next time
+        // A directory this run created and left empty but for the lock goes again (removed while the lock is held).
+        if let dir = removable, (try? FileManager.default.contentsOfDirectory(atPath: dir)) == [Self.fileName] {
+            unlink((dir as NSString).appendingPathComponent(Self.fileName))
+            rmdir(dir)
+        }
         close(fd)
     }
 }

@@ -16,14 +16,16 @@ public struct EvalResult: Sendable {
 /// Throws `TrainingError.invalidOption` unless sequences of `seqLen` positions fit the model's
 /// `max_position_embeddings` and the logits of one micro-batch (`rows × seqLen × vocab_size` floats, overflow-checked)
 /// stay below 2^31 elements, so a huge `--max-seq-len`/`--batch-size` is an error rather than a terabyte allocation.
-func checkForwardSize(rows: Int, seqLen: Int, config: ModelConfig) throws {
+/// `rowsFrom` / `positionsFrom`: how the options give the rows and positions, for the message (GRPO's differ).
+func checkForwardSize(rows: Int, seqLen: Int, config: ModelConfig,
+                      rowsFrom: String = "--batch-size", positionsFrom: String = "--max-seq-len") throws {
     let P = config.maxPositionEmbeddings
     guard seqLen <= P else {
-        throw TrainingError.invalidOption("--max-seq-len gives \(seqLen) positions, more than the model's max_position_embeddings \(P)") }
+        throw TrainingError.invalidOption("\(positionsFrom) gives \(seqLen) positions, more than the model's max_position_embeddings \(P)") }
     let (cells, o1) = rows.multipliedReportingOverflow(by: seqLen)
     let (logits, o2) = cells.multipliedReportingOverflow(by: config.vocabSize)
     guard !o1, !o2, logits <= 1 << 31 else {
-        throw TrainingError.invalidOption("--batch-size × --max-seq-len × vocab_size = \(rows) × \(seqLen) × \(config.vocabSize) logits per micro-batch is too large (limit 2^31); lower --batch-size or --max-seq-len") }
+        throw TrainingError.invalidOption("rows × positions × vocab_size = \(rows) × \(seqLen) × \(config.vocabSize) logits per micro-batch is too large (limit 2^31; rows from \(rowsFrom), positions from \(positionsFrom)); lower them") }
 }
 
 public enum Evaluator {

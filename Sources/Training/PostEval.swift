@@ -75,7 +75,11 @@ public enum PostEval {
             let p = seqLP(model)
             let r = reference.map(seqLP) ?? [Double](repeating: 0, count: 2 * n)
             for k in 0..<n {
-                let margin = (p[k] - p[k + n]) - (r[k] - r[k + n])
+                // Sides equal in what the model reads (ids, labels, mask) are a tie, whatever rounding their rows'
+                // places in the batch leave in the two log-probs.
+                let a = k * T ..< (k + 1) * T, z = (k + n) * T ..< (k + n + 1) * T
+                let same = b.inputIds[a] == b.inputIds[z] && b.labels[a] == b.labels[z] && b.lossMask[a] == b.lossMask[z]
+                let margin = same ? 0 : (p[k] - p[k + n]) - (r[k] - r[k + n])
                 if margin > 0 { hits += 1 }
                 sumMargin += margin; total += 1; margins.append(margin)
             }

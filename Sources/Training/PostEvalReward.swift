@@ -31,7 +31,9 @@ extension PostEval {
             let seqs = try (start..<end).map { try ds.ids($0, rejected: false) } + (start..<end).map { try ds.ids($0, rejected: true) }
             let r = try rm.scores(sequences: seqs)
             for k in 0..<n {
-                let m = Double(r[k]) - Double(r[n + k])
+                // Sides equal in the ids the model reads are a tie (margin 0), whatever rounding their rows' places
+                // in the batch leave in the two scores.
+                let m = seqs[k] == seqs[n + k] ? 0 : Double(r[k]) - Double(r[n + k])
                 if m > 0 { correct += 1 }
                 sumMargin += m
             }

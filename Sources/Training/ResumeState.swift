@@ -28,7 +28,17 @@ extension TrainingLoop {
         if o.resume && rank == 0, let latest = Checkpoints.list(outDir: o.outDir).last {
             let st = try Checkpoints.readState(latest.path)
             guard st.dataHash == dataHash else {
-                throw TrainingError.badCheckpoint(path: latest.path, reason: "it was trained on other data, tokenizer\(obj.report.isPretrain ? " or seed" : ", seed or stage") (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
+                // Name what changed when the checkpoint recorded its identity (clauses of "stage … ; tokenizer …; …").
+                var what = "it was trained on other data, tokenizer\(obj.report.isPretrain ? " or seed" : ", seed, stage or objective settings")"
+                if let then = st.dataIdentity {
+                    let a = then.components(separatedBy: "; "), b = obj.dataIdentity.components(separatedBy: "; ")
+                    let changed = (0..<max(a.count, b.count)).compactMap { i -> String? in
+                        let x = i < a.count ? a[i] : "-", y = i < b.count ? b[i] : "-"
+                        return x == y ? nil : "\"\(x)\" → \"\(y)\""
+                    }
+                    if !changed.isEmpty { what += "; what changed: \(changed.joined(separator: ", "))" }
+                }
+                throw TrainingError.badCheckpoint(path: latest.path, reason: "\(what) (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
             }
             try Checkpoints.validate(st, dir: latest.path, datasetSize: dataset.count, epochs: o.epochs)
             try obj.loadWeights(checkpoint: latest.path)

@@ -45,7 +45,7 @@ struct RunCheckpointer {
                               dataHash: dataHash, lastLoss: lastLoss,
                               dtype: objective.model.matmulDType.rawValue,
                               dtypeEngine: objective.model.matmulDType == .float32 ? "fp32 (OpenBLAS sgemm)" : MiniMindModel.bf16Engine,
-                              gradCommDType: o.gradCommDType.rawValue)
+                              gradCommDType: o.gradCommDType.rawValue, dataIdentity: objective.dataIdentity)
         let p = try Checkpoints.write(name: name, outDir: o.outDir, model: objective.model,
                                       optimizer: full ? OptimizerSnapshot(m: Array(adam.m), v: Array(adam.v), step: adam.stepCount) : nil,
                                       state: full ? st : nil, tokenizerFiles: tokenizerFiles, chatTemplate: objective.writtenChatTemplate)

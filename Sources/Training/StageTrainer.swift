@@ -128,10 +128,21 @@ final class StageObjective: TrainingObjective {
                               reasonWeighting: ReasonTagWeighting(tokenizer: tok, weight: Float(o.reasonWeight)))
         default: data = SFTDataset(cache: cache, tokenizer: tok, maxLength: o.maxSeqLen)
         }
+        if let pairs = data as? ChatPairDataset {
+            // A pair whose sides agree in the ids the model sees carries no gradient; all of them = nothing trains.
+            let (equal, checked) = try pairs.pairsEqualAfterTruncation()
+            if equal == checked {
+                throw TrainingError.invalidOption("\(o.dataPath): every pair checked (\(checked)) is the same on both sides in its first --max-seq-len \(o.maxSeqLen) tokens (the answers start after the cut), so nothing would train; raise --max-seq-len (`trainer data inspect --stage dpo` shows the rendered rows)")
+            } else if equal > 0 {
+                logger.warning("\(equal) of \(checked) pairs checked are the same on both sides in their first --max-seq-len \(o.maxSeqLen) tokens: they carry no training signal (raise --max-seq-len to include their answers)")
+            }
+        }
 
         // Models.
         var net: MiniMindModel
-        if let d = o.initDir { net = try MiniMindModel.load(directory: d) } else {
+        if let d = o.initDir {
+            net = o.stage == .reward ? try MiniMindModel.load(directory: d) : try MiniMindModel.loadCausalLM(directory: d, flag: "--init")
+        } else {
             var c = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
                                 maxPositionEmbeddings: 32768)
             o.moe.apply(to: &c)
@@ -153,11 +164,11 @@ final class StageObjective: TrainingObjective {
         let lossHead: LossHead
         switch o.stage {
         case .dpo:
-            let r = try MiniMindModel.load(directory: o.reference ?? o.initDir!, withGradients: false)
+            let r = try MiniMindModel.loadCausalLM(directory: o.reference ?? o.initDir!, withGradients: false, flag: o.reference == nil ? "--init" : "--reference")
             if r.config != config { throw TrainingError.mismatch("\(o.reference ?? o.initDir!): reference config differs from the policy's") }
             lossHead = .dpo(reference: r, beta: o.beta)
         case .distill:
-            let t = try MiniMindModel.load(directory: o.teacher!, withGradients: false)
+            let t = try MiniMindModel.loadCausalLM(directory: o.teacher!, withGradients: false, flag: "--teacher")
             if t.config.vocabSize != V { throw TrainingError.mismatch("\(o.teacher!): teacher vocab \(t.config.vocabSize) != student vocab \(V)") }
             lossHead = .distill(teacher: t, alpha: o.alpha, temperature: o.temperature)
         case .reward:
@@ -176,7 +187,15 @@ final class StageObjective: TrainingObjective {
         model = net
         adapters = lora
         step = ObjectiveStep(model: net, head: lossHead)
-        dataIdentity = "stage \(o.stage) data size \(src.size) hash \(src.sampledHash) samples \(data.count); tokenizer \(tok.fingerprint); seed \(o.seed)"
+        // The objective's own settings too: a resumed run must optimise what the checkpoint's run optimised.
+        let objectiveSettings: String
+        switch o.stage {
+        case .dpo: objectiveSettings = "; beta \(o.beta) reference \(o.reference ?? o.initDir!)"
+        case .distill: objectiveSettings = "; teacher \(o.teacher!) alpha \(o.alpha) temperature \(o.temperature)"
+        case .reason: objectiveSettings = "; reason_weight \(o.reasonWeight)"
+        default: objectiveSettings = ""
+        }
+        dataIdentity = "stage \(o.stage) data size \(src.size) hash \(src.sampledHash) samples \(data.count); tokenizer \(tok.fingerprint); seed \(o.seed)" + objectiveSettings
     }
 
     func describe(world: Int) -> String {

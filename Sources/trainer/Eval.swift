@@ -34,7 +34,8 @@ struct Eval: ParsableCommand {
         if post.rewardModel != nil {
             guard post.task == "preference" else { throw ValidationError("--reward-model is for --task preference (got --task \(post.task))") }
             guard model == nil else { throw ValidationError("--task preference takes --model (DPO policy) or --reward-model, not both") }
-            guard post.reference == nil, post.lora == nil else { throw ValidationError("--reference and --lora are not used with --reward-model") }
+            guard post.reference == nil, post.lora == nil, post.baseline == nil, post.betaOption == nil else {
+                throw ValidationError("--reference, --baseline, --lora and --beta are not used with --reward-model") }
         } else if model == nil {
             throw ValidationError("Missing expected argument '--model <model>'")
         }

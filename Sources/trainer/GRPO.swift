@@ -28,7 +28,7 @@ struct GRPOCommand: ParsableCommand, DeferredOptionChecks {
     @Option(name: .customLong("chat-template"), help: ChatTemplateArgument.help) var chatTemplate: String?
     @Option(help: "Frozen KL reference model directory (default: the --init model).") var reference: String?
     @Option(name: NameSpecification(longSpellings("reward-model") + longSpellings("reward-model-path")),
-            help: "Reward model directory whose score is added to the rule rewards.") var rewardModel: String?
+            help: "Reward model directory whose score is added to the rule rewards. It scores the prompt + reply rendered with the chat template, at most its last --max-seq-len + --max-gen-len + 16 tokens (the prompt cut from the left, as the policy's is).") var rewardModel: String?
     @Option(name: spellings("reward-rule"), help: "Rule rewards: minimind | answer | minimind+answer.") var rewardRule = "minimind"
     @Option(name: spellings("num-generations"), parsing: .unconditional, help: "Rollouts per prompt (G ≥ 2).")
     var numGenerations = GRPOOptions().numGenerations

@@ -19,7 +19,9 @@ struct PostEvalArguments: ParsableArguments {
     var match: String = "exact"
     @Option(help: "exact-match --match name: the name the answer must contain exactly.") var name: String = "SwiftMind"
     @Option(help: "preference, exact-match, format: a second model scored on the same pairs or prompts (e.g. the model before DPO or GRPO); adds its figures and the paired difference (this model − baseline) with a 95% interval.") var baseline: String?
-    @Option(help: "preference: DPO β; the mean implicit-reward margin is β × the mean margin.") var beta: Double = 0.1
+    @Option(name: .customLong("beta"), help: "preference: DPO β; the mean implicit-reward margin is β × the mean margin (default 0.1).") var betaOption: Double?
+    /// `--beta`, default 0.1.
+    var beta: Double { betaOption ?? 0.1 }
     @OptionGroup var template: ChatTemplateArgument
     @OptionGroup var weights: WeightDTypeArgument
 
@@ -35,8 +37,8 @@ struct PostEvalArguments: ParsableArguments {
     }
 
     /// The model of `dir` with `--lora` merged into it when given (every task, the default `loss` included).
-    func loadModel(_ dir: String) throws -> MiniMindModel {
-        let m = try MiniMindModel.load(directory: dir)
+    func loadModel(_ dir: String, flag: String = "--model") throws -> MiniMindModel {
+        let m = try MiniMindModel.loadCausalLM(directory: dir, flag: flag)
         if let f = lora { try m.mergeLoRA(path: f, modelDirectory: dir) }
         weights.apply(to: m)
         return m
@@ -80,7 +82,7 @@ struct PostEvalArguments: ParsableArguments {
             if let bp = baseline {
                 // The same prompts answered greedily by the baseline: per-prompt hit after − before, for the rate
                 // (and, for format, for answer correctness).
-                let bm = try loadModel(bp)
+                let bm = try loadModel(bp, flag: "--baseline")
                 try bm.config.checkTokenizer(vocabSize: tok.vocabSize, source: bp)
                 let b = try PostEval.answers(model: bm, tokenizer: tok, dataPath: data, filter: filter, limit: limit,
                                              maxNewTokens: maxNewTokens, check: check)
@@ -109,7 +111,8 @@ struct PostEvalArguments: ParsableArguments {
             let r = try PostEval.sftLoss(model: m, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
             line["loss"] = r.loss; line["tokens"] = r.tokens
         case "preference":
-            let ref = try reference.map { try MiniMindModel.load(directory: $0, withGradients: false) }
+            let ref = try reference.map { try MiniMindModel.loadCausalLM(directory: $0, withGradients: false, flag: "--reference") }
+            if let ref, let rp = reference { try ref.config.checkTokenizer(vocabSize: tok.vocabSize, source: rp) }
             let r = try PostEval.preference(model: m, reference: ref, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
             line["preference_accuracy"] = r.accuracy; line["pairs"] = r.pairs; line["mean_margin"] = r.meanMargin
             let hits = r.margins.filter { $0 > 0 }.count
@@ -125,7 +128,9 @@ struct PostEvalArguments: ParsableArguments {
             }
             if let bp = baseline {
                 // The same pairs scored by the baseline (same reference): per-pair correct after − before.
-                let b = try PostEval.preference(model: try loadModel(bp), reference: ref, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
+                let bm = try loadModel(bp, flag: "--baseline")
+                try bm.config.checkTokenizer(vocabSize: tok.vocabSize, source: bp)
+                let b = try PostEval.preference(model: bm, reference: ref, tokenizer: tok, dataPath: data, maxSeqLen: maxSeqLen)
                 let bh = b.margins.filter { $0 > 0 }.count
                 line["baseline"] = bp
                 line["baseline_preference_accuracy"] = b.accuracy

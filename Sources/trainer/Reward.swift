@@ -39,8 +39,10 @@ struct RewardScore: ParsableCommand {
         abstract: "Read {\"conversations\": [{role, content}, …]} jsonl on stdin, print each conversation's reward (one number per line).",
         discussion: """
         Each conversation is rendered with the chat template (roles as given, no generation prompt) and encoded as
-        reward training renders each side of a pair; its score is score.weight · h at its last token. A bad line stops
-        with `Error: stdin:N: …` (exit 1) after the scores of the lines before it.
+        reward training renders each side of a pair; its score is score.weight · h at its last token. Scores are written
+        as input arrives (after each read from stdin, at the latest every --batch-size lines). Blank lines are skipped
+        and get no output line. A bad line stops with `Error: stdin:N: …` (exit 1) after the scores of the lines
+        before it.
         """)
     @Option(help: "Reward model directory (written by `trainer reward`).") var model: String
     @Option(name: [.customLong("max-seq-len"), .customLong("max_seq_len")], parsing: .unconditional,
@@ -67,25 +69,35 @@ struct RewardScore: ParsableCommand {
             rm.batchSize = batchSize
             let out = StdoutBuffer()
             defer { out.flush() }
-            var pending: [[ChatMessage]] = []
+            let limit = rm.model.config.maxPositionEmbeddings
+            var pending: [[Int32]] = []
             func flush() throws {
                 if pending.isEmpty { return }
-                for s in try rm.scores(conversations: pending, maxLength: maxSeqLen) { out.append("\(s)\n") }
+                for s in try rm.scores(sequences: pending) { out.append("\(s)\n") }
                 pending.removeAll(keepingCapacity: true)
                 out.flush()
             }
-            try JSONLReader(fileDescriptor: FileHandle.standardInput.fileDescriptor, source: "stdin").forEachLine { line in
-                let obj = try JSONLReader.object(of: line, path: "stdin")
-                do {
-                    pending.append(try parseConversation(obj["conversations"], path: "stdin", line: line.number,
-                                                         field: "conversations", rolesByParity: false))
-                } catch {
-                    try flush()   // the lines before the bad one are answered first
-                    throw error
+            do {
+                // Scores go out after each read from stdin (a co-process waiting for its answer gets it) and whenever
+                // a batch is full; a bad line is reported after the scores of every line before it.
+                try JSONLReader(fileDescriptor: FileHandle.standardInput.fileDescriptor, source: "stdin")
+                    .forEachLine(afterChunk: { try flush() }) { line in
+                    let obj = try JSONLReader.object(of: line, path: "stdin")
+                    let conversation = try parseConversation(obj["conversations"], path: "stdin", line: line.number,
+                                                             field: "conversations", rolesByParity: false)
+                    try tok.checkRolesRendered(conversation, path: "stdin", line: line.number, field: "conversations")
+                    var ids = tok.encode(try tok.applyChatTemplate(conversation, addGenerationPrompt: false))
+                    if let n = maxSeqLen { ids = Array(ids.prefix(n)) }
+                    guard !ids.isEmpty else { throw InputError("stdin:\(line.number): the conversation renders to no tokens") }
+                    guard ids.count <= limit else {
+                        throw InputError("stdin:\(line.number): the conversation has \(ids.count) tokens, more than the model's max_position_embeddings \(limit); give --max-seq-len") }
+                    pending.append(ids)
+                    if pending.count >= batchSize { try flush() }
                 }
-                if pending.count >= batchSize { try flush() }
+            } catch {
+                try flush()   // the lines before the bad one are answered first
+                throw error
             }
-            try flush()
         }
     }
 }

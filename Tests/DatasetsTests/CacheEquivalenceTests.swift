@@ -55,13 +55,13 @@ struct RowGenerator {
         return json(["conversations": turns])
     }
 
-    /// DPO: roles as given (an optional system turn, user/assistant turns, sometimes a skipped role).
+    /// DPO: roles as given (an optional system turn, user/assistant turns). A role the template does not render is
+    /// refused (`testDPOTurnOfARoleTheTemplateDropsIsRefused`).
     mutating func dpoTurns() -> [[String: String]] {
         var t: [[String: String]] = []
         if int(3) == 0 { t.append(["role": "system", "content": text(maxPieces: 8)]) }
         for i in 0 ..< 1 + int(4) {
             t.append(["role": i % 2 == 0 ? "user" : "assistant", "content": i % 2 == 0 ? text(maxPieces: 15) : answer()])
-            if int(8) == 0 { t.append(["role": "tool", "content": text(maxPieces: 3)]) }
         }
         return t
     }
@@ -174,6 +174,16 @@ final class CacheEquivalenceTests: ScratchDirTestCase {
                 for (k, ds) in sets.enumerated() { assertSame(try ds.batch(indices: idx[...]), want, "dpo max_len \(maxLen) set \(k) \(idx)") }
             }
         }
+    }
+
+    /// A DPO turn whose role MiniMind's template drops (it would vanish from the rendered pair) is refused with the
+    /// file, line and field, by the in-memory reader and the cache builder alike.
+    func testDPOTurnOfARoleTheTemplateDropsIsRefused() throws {
+        let line = #"{"chosen":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"rejected":[{"role":"user","content":"q"},{"role":"tool","content":"b"}]}"#
+        let path = try write(line + "\n", "dpo-tool.jsonl")
+        let want = #"dpo-tool.jsonl:1: field "rejected[1].role" is "tool", a role the chat template does not render"#
+        XCTAssertThrowsError(try DPODataset(path: path, tokenizer: tok, maxLength: 32, threads: 1)) { XCTAssertTrue("\($0)".contains(want), "\($0)") }
+        XCTAssertThrowsError(try caches(path, .dpo)) { XCTAssertTrue("\($0)".contains(want), "\($0)") }
     }
 
     func testPretrainBatchesEqualTheInMemoryReference() throws {

@@ -123,6 +123,34 @@ final class GRPORunTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("not a reward model"), bad.stderr)
     }
 
+    /// A prompt file the run could only waste steps on is refused at load, naming the line: a role MiniMind's chat
+    /// template would drop, an answer reference with no number under `--reward-rule answer` (its reward could only be
+    /// 0), a boolean "answer". A prompt far longer than the reward model's positions is cut for it, as for the policy.
+    func testPromptFileErrorsAndLongPromptsWithARewardModel() throws {
+        let rows: [(String, String)] = [
+            (#"{"conversations":[{"role":"human","content":"有几行？"}],"answer":"4"}"#, #"field "conversations[0].role" is "human", a role the chat template does not render"#),
+            (#"{"conversations":[{"role":"user","content":"有几行？"},{"role":"assistant","content":"<answer>四行</answer>"}]}"#, "needs a number in the reference answer"),
+            (#"{"conversations":[{"role":"user","content":"有几行？"}],"answer":true}"#, #"field "answer" must be a string or a number, got a boolean"#),
+        ]
+        for (k, (row, message)) in rows.enumerated() {
+            let data = work + "/bad\(k).jsonl"
+            try (try String(contentsOfFile: try prompts(1), encoding: .utf8) + row + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+            let r = try TrainerRunner.run(args(out: work + "/bad-out\(k)", data: data, batch: 1, steps: 1), np: 1)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("bad\(k).jsonl:2: ") && r.stderr.contains(message), r.stderr)
+        }
+        let rmDir = work + "/rm"
+        let rm = try MiniMindModel.load(directory: golden("grpo_reference"), withGradients: false).withScoreHead(seed: 7)
+        try FileManager.default.createDirectory(atPath: rmDir, withIntermediateDirectories: true)
+        try rm.save(directory: rmDir)
+        let long = String(decoding: try JSONSerialization.data(withJSONObject: [
+            "conversations": [["role": "user", "content": String(repeating: "长", count: 40000) + "有几行？"]], "answer": "4"]), as: UTF8.self)
+        let data = work + "/long.jsonl"
+        try (long + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let r = try TrainerRunner.run(args(out: work + "/long-out", data: data, batch: 1, steps: 1) + ["--reward-model", rmDir], np: 1)
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
     func metrics(_ out: String) throws -> [[String: Any]] {
         try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]

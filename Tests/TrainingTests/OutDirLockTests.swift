@@ -28,6 +28,29 @@ final class OutDirLockTests: ScratchDirTestCase {
         XCTAssertEqual(lock.previousHolder, "host elsewhere pid 999999")
     }
 
+    /// A directory the run created and left holding only the lock (a run that failed before writing anything) is
+    /// removed when the lock is released; a directory that existed before, or that holds anything else, stays.
+    func testAFailedRunLeavesNoEmptyDirectoryItCreated() throws {
+        let fresh = work + "/fresh/out"
+        do { _ = try Checkpoints.prepareOutDir(fresh, resume: false) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: fresh), "the directory the run created is gone")
+        let kept = work + "/kept"
+        do {
+            let lock = try Checkpoints.prepareOutDir(kept, resume: false)
+            try "{}\n".write(toFile: kept + "/metrics.jsonl", atomically: true, encoding: .utf8)
+            withExtendedLifetime(lock) {}
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: kept + "/metrics.jsonl"))
+        do { _ = try Checkpoints.prepareOutDir(work, resume: false) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: work), "a directory that existed stays")
+        // Through the binary: a missing --data-path leaves no --out-dir behind.
+        let out = work + "/no-data-out"
+        let r = try TrainerRunner.run(["sft", "--data-path", work + "/missing.jsonl", "--tokenizer", TrainerRunner.tokenizer,
+                                       "--hidden-size", "64", "--num-hidden-layers", "1", "--max-steps", "1", "--out-dir", out])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), r.stderr)
+    }
+
     /// Through the binary: a second `trainer pretrain` into the directory of a running one exits non-zero with the
     /// holder named, and the first run finishes untouched.
     func testSecondRunOfTheBinaryIsRefused() throws {

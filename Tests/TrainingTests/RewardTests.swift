@@ -165,6 +165,98 @@ final class RewardTests: XCTestCase {
     sys.exit(0 if ok else 1)
     """
 
+    /// The golden reward model with MiniMind's tokenizer beside it (a directory `reward score` can read).
+    func rewardDirWithTokenizer() throws -> String {
+        let dir = work + "/rm-tok"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for f in ["config.json", "model.safetensors"] { try fm.copyItem(atPath: golden("reward_model") + "/" + f, toPath: dir + "/" + f) }
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            try fm.copyItem(atPath: TrainerRunner.tokenizer + "/" + f, toPath: dir + "/" + f) }
+        return dir
+    }
+
+    /// Bad input to `reward score` loses nothing: the lines before a bad one are answered whatever makes it bad (bad
+    /// JSON, invalid UTF-8, a conversation too long for the model, a role the chat template would drop), and the error
+    /// names its line.
+    func testRewardScoreBadLinesAreNamedAfterTheScoresBefore() throws {
+        let dir = try rewardDirWithTokenizer()
+        let ok = #"{"conversations":[{"role":"user","content":"你好"},{"role":"assistant","content":"你好！"}]}"#
+        let long = String(decoding: try JSONSerialization.data(withJSONObject: ["conversations": [["role": "user", "content": String(repeating: "长", count: 40000)]]]), as: UTF8.self)
+        let cases: [(bad: Data, message: String)] = [
+            (Data(#"{"conversations": ["#.utf8), "stdin:4: malformed JSON"),
+            (Data("[1]".utf8), "stdin:4:"),
+            (Data(#"{"conversations":[{"role":"user","content":""#.utf8) + Data([0xFF]) + Data(#""}]}"#.utf8), "stdin:4: invalid UTF-8"),
+            (Data(long.utf8), "stdin:4: the conversation has 40024 tokens, more than the model's max_position_embeddings"),
+            (Data(#"{"conversations":[{"role":"human","content":"hi"}]}"#.utf8), #"stdin:4: field "conversations[0].role" is "human", a role the chat template does not render"#),
+        ]
+        for (bad, message) in cases {
+            let input = Data(([ok, ok, ok].joined(separator: "\n") + "\n").utf8) + bad + Data(("\n" + ok + "\n").utf8)
+            let r = try TrainerRunner.run(["reward", "score", "--model", dir, "--batch-size", "8", "--threads", "1"], stdinData: input)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertEqual(r.stdout.split(separator: "\n").count, 3, "the three lines before the bad one are answered (\(message)): \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains(message), "\(message) | \(r.stderr)")
+        }
+    }
+
+    /// Pairs the model cannot tell apart (both sides equal in the first --max-seq-len ids) are ties in
+    /// `eval --task preference`, never counted right however the two rows' scores round; a run whose every pair is
+    /// such a tie is refused before training.
+    func testPairsEqualAfterTruncation() throws {
+        let lines = try String(contentsOfFile: Fixtures.corpus("dpo.jsonl"), encoding: .utf8).split(separator: "\n").prefix(6)
+        let data = work + "/pairs.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let dir = try rewardDirWithTokenizer()
+        let e = try TrainerRunner.run(["eval", "--task", "preference", "--reward-model", dir, "--data", data, "--max-seq-len", "2"])
+        XCTAssertEqual(e.status, 0, e.stderr)
+        let j = try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(j["correct"] as? Int, 0); XCTAssertEqual(j["mean_margin"] as? Double, 0)
+        let d = try TrainerRunner.run(["eval", "--task", "preference", "--model", golden("dpo_policy"), "--tokenizer", TrainerRunner.tokenizer,
+                                       "--data", data, "--max-seq-len", "2"])
+        XCTAssertEqual(d.status, 0, d.stderr)
+        let k = try JSONSerialization.jsonObject(with: Data(d.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(k["hits"] as? Int, 0); XCTAssertEqual(k["mean_margin"] as? Double, 0)
+        for stage in ["reward", "dpo"] {
+            let r = try TrainerRunner.run([stage, "--data-path", data, "--init", golden("dpo_policy"), "--tokenizer", TrainerRunner.tokenizer,
+                                           "--max-seq-len", "16", "--batch-size", "2", "--max-steps", "1", "--threads", "1",
+                                           "--out-dir", work + "/short-\(stage)", "--cache-dir", work + "/cache"])
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains("every pair checked (6) is the same on both sides in its first --max-seq-len 16 tokens"), r.stderr)
+        }
+    }
+
+    /// A reward model is refused where a causal language model is needed (a DPO --init, an evaluated --model), and a
+    /// MoE reward model's directory reads back as a reward model (its config names the head).
+    func testRewardAndCausalDirectoriesAreNotMixedUp() throws {
+        let lines = try String(contentsOfFile: Fixtures.corpus("dpo.jsonl"), encoding: .utf8).split(separator: "\n").prefix(4)
+        let data = work + "/pairs.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let d = try TrainerRunner.run(["dpo", "--data-path", data, "--init", golden("reward_model"), "--tokenizer", TrainerRunner.tokenizer,
+                                       "--max-seq-len", "64", "--batch-size", "2", "--max-steps", "1", "--threads", "1",
+                                       "--out-dir", work + "/dpo-from-rm", "--cache-dir", work + "/cache"])
+        XCTAssertEqual(d.status, 1, d.stderr)
+        XCTAssertTrue(d.stderr.contains("--init \(golden("reward_model")): a reward model"), d.stderr)
+        let e = try TrainerRunner.run(["eval", "--task", "preference", "--model", golden("reward_model"), "--tokenizer", TrainerRunner.tokenizer,
+                                       "--data", data, "--max-seq-len", "64"])
+        XCTAssertEqual(e.status, 1, e.stderr)
+        XCTAssertTrue(e.stderr.contains("--model \(golden("reward_model")): a reward model"), e.stderr)
+
+        let out = work + "/rm-moe"
+        let r = try TrainerRunner.run(["reward", "--use-moe", "--hidden-size", "64", "--num-hidden-layers", "1", "--data-path", data,
+                                       "--tokenizer", TrainerRunner.tokenizer, "--max-seq-len", "64", "--batch-size", "2", "--max-steps", "1",
+                                       "--threads", "1", "--out-dir", out, "--cache-dir", work + "/cache"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/final/config.json"))) as! [String: Any]
+        XCTAssertEqual(cfg["architectures"] as? [String], ["MiniMindForSequenceClassification"])
+        XCTAssertEqual(cfg["use_moe"] as? Bool, true)
+        let rm = try RewardModel(directory: out + "/final")
+        XCTAssertTrue(rm.model.config.useMoe)
+        let resumed = try TrainerRunner.run(["reward", "--use-moe", "--hidden-size", "64", "--num-hidden-layers", "1", "--data-path", data,
+                                             "--tokenizer", TrainerRunner.tokenizer, "--max-seq-len", "64", "--batch-size", "2", "--max-steps", "2",
+                                             "--threads", "1", "--out-dir", out, "--cache-dir", work + "/cache", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+    }
+
     /// Command-line and input errors name what is wrong.
     func testErrors() throws {
         let e1 = try TrainerRunner.run(["eval", "--task", "preference", "--reward-model", golden("reward_model"), "--model", golden("dpo_policy"), "--data", "x"])
@@ -176,5 +268,7 @@ final class RewardTests: XCTestCase {
         let e4 = try TrainerRunner.run(["debug-step", "--objective", "reward", "--model", golden("dpo_policy"),
                                         "--batch", golden("reward_step.safetensors"), "--out", work + "/o.safetensors"])
         XCTAssertEqual(e4.status, 1); XCTAssertTrue(e4.stderr.contains("needs a reward model"), e4.stderr)
+        let e5 = try TrainerRunner.run(["eval", "--task", "preference", "--reward-model", golden("reward_model"), "--baseline", "/nonexistent", "--data", "x"])
+        XCTAssertEqual(e5.status, 64); XCTAssertTrue(e5.stderr.contains("--baseline"), e5.stderr)
     }
 }

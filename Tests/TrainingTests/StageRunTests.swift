@@ -60,8 +60,16 @@ final class StageRunTests: XCTestCase {
     }
 
     func testDPO() throws {
-        _ = try runAndResume(["dpo"], data: try head("dpo.jsonl", 24), extra: ["--init", golden("dpo_policy"), "--reference", golden("dpo_reference")],
-                             lr: "1e-4")
+        let data = try head("dpo.jsonl", 24)
+        let out = try runAndResume(["dpo"], data: data, extra: ["--init", golden("dpo_policy"), "--reference", golden("dpo_reference")],
+                                   lr: "1e-4")
+        // Resuming with another objective (here β) is refused, naming what changed.
+        let r = try TrainerRunner.run(["dpo", "--data-path", data, "--tokenizer", TrainerRunner.tokenizer, "--max-seq-len", "48",
+                                       "--batch-size", "4", "--learning-rate", "1e-4", "--max-steps", "6", "--epochs", "4", "--threads", "1",
+                                       "--out-dir", out, "--cache-dir", work + "/cache", "--init", golden("dpo_policy"),
+                                       "--reference", golden("dpo_reference"), "--beta", "0.5", "--resume"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("what changed: \"beta 0.1 reference \(golden("dpo_reference"))\" → \"beta 0.5 reference \(golden("dpo_reference"))\""), r.stderr)
     }
 
     /// The reward model from a causal LM: the head is added, trained with the backbone (pair accuracy logged), and

@@ -48,11 +48,12 @@ enum TrainerRunner {
 
     /// Runs `trainer args` (np 1: directly; np > 1: under mpirun with the TCP/shared-memory transports, as the
     /// Distributed tests do). Fails the test when the binary or mpirun is missing.
-    /// `stdin`, when given, is written to the process's standard input (then closed); otherwise stdin is inherited.
+    /// `stdin` (text) or `stdinData` (bytes), when given, is written to the process's standard input (then closed);
+    /// otherwise stdin is inherited.
     /// `whileRunning`, when given, runs on another thread once the process started, with its pid (mpirun's under np > 1).
     /// `environment` entries are added to the process's environment.
     static func run(_ args: [String], np: Int = 1, timeout: Double = 120, secondRankArgs: [String]? = nil,
-                    stdin: String? = nil, environment: [String: String] = [:],
+                    stdin: String? = nil, stdinData: Data? = nil, environment: [String: String] = [:],
                     whileRunning: (@Sendable (Int32) -> Void)? = nil) throws -> Run {
         guard let exe = trainer else {
             XCTFail("trainer not found next to the test bundle; build it with `swift build` (or set SWIFTMIND_TRAINER_BIN)")
@@ -85,9 +86,9 @@ enum TrainerRunner {
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out; p.standardError = err
-        if let stdin {   // from a file, so an early exit of the process cannot race a pipe write
+        if let input = stdinData ?? stdin.map({ Data($0.utf8) }) {   // from a file, so an early exit of the process cannot race a pipe write
             let file = NSTemporaryDirectory() + "swiftmind-stdin-\(UUID().uuidString.prefix(8))"
-            try Data(stdin.utf8).write(to: URL(fileURLWithPath: file))
+            try input.write(to: URL(fileURLWithPath: file))
             defer { try? FileManager.default.removeItem(atPath: file) }
             guard let h = FileHandle(forReadingAtPath: file) else { throw CocoaError(.fileReadUnknown) }
             p.standardInput = h

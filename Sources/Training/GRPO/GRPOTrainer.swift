@@ -91,16 +91,19 @@ enum RLAIFPrompts {
                     throw JSONLError(path: path, line: line.number, reason: "conversations[\(k)] must be {\"role\": string, \"content\": string}") }
                 msgs.append(ChatMessage(role: role, content: content))
             }
+            try tok.checkRolesRendered(msgs, path: path, line: line.number, field: "conversations")
             var reference: String?
             if msgs.last?.role == "assistant" { reference = msgs.removeLast().content }
             if let a = o["answer"] {
-                if let s = a as? String { reference = s } else if let n = a as? NSNumber { reference = n.stringValue } else {
+                if let s = a as? String { reference = s } else if let n = a as? NSNumber, !JSONLReader.isBoolean(a) { reference = n.stringValue } else {
                     throw JSONLError.field("answer", expected: "a string or a number", got: a, path: path, line: line.number) }
             }
             guard msgs.last?.role == "user" else {
                 throw JSONLError(path: path, line: line.number, reason: "the prompt's last turn must be the user's (a trailing assistant turn is taken as the reference answer); got \(msgs.last.map { "'\($0.role)'" } ?? "no turn")") }
             if needReference && reference == nil {
                 throw JSONLError(path: path, line: line.number, reason: "--reward-rule answer needs a reference answer: a top-level \"answer\" or a trailing assistant turn with <answer>…</answer>") }
+            if needReference, let r = reference, PostEval.answerNumber(r) == nil {
+                throw JSONLError(path: path, line: line.number, reason: "--reward-rule answer needs a number in the reference answer (in its <answer>…</answer> when it has one, 《titles》 aside), found none in \"\(r.prefix(80).replacingOccurrences(of: "\n", with: "\\n"))\"") }
             var ids = tok.encode(try tok.applyChatTemplate(msgs, addGenerationPrompt: true))
             if ids.count > maxLength { ids = Array(ids.suffix(maxLength)) }
             guard !ids.isEmpty else { throw JSONLError(path: path, line: line.number, reason: "the prompt renders to no token") }
@@ -135,11 +138,19 @@ final class GRPORollouts: BatchDataset {
     /// This rank's sums over the current step: rows, reward total, length, think, repetition, answer, model, completion
     /// tokens (counted), generated tokens, rollout seconds.
     var sums = [Double](repeating: 0, count: 10)
+    /// The most tokens the reward model reads: the rendered prompt + reply keeps its last `scoreLength` tokens (the
+    /// prompt cut from the left, as the policy's is by --max-seq-len).
+    var scoreLength: Int
 
     init(prompts: [RLAIFPrompt], tokenizer: Tokenizer, policy: MiniMindModel, options: GRPOOptions, scorer: SequenceScorer?) {
         self.prompts = prompts; self.tokenizer = tokenizer; self.policy = policy; self.options = options; self.scorer = scorer
         eos = tokenizer.eosTokenId
+        scoreLength = options.maxSeqLen + options.maxGenLen + Self.scoreEndRoom
     }
+
+    /// Room past --max-seq-len + --max-gen-len for the end of the assistant turn the chat template writes after the
+    /// reply (MiniMind's: `<|im_end|>` and a newline).
+    static let scoreEndRoom = 16
 
     var count: Int { prompts.count }
     /// The longest row: the longest prompt plus `maxGenLen`.
@@ -218,7 +229,8 @@ final class GRPORollouts: BatchDataset {
             for r in 0..<B {
                 let reply = try tokenizer.decode(completions[r], skipSpecialTokens: true)
                 let msgs = prompts[owners[r]].messages + [ChatMessage(role: "assistant", content: reply)]
-                seqs.append(tokenizer.encode(try tokenizer.applyChatTemplate(msgs, addGenerationPrompt: false)))
+                let full = tokenizer.encode(try tokenizer.applyChatTemplate(msgs, addGenerationPrompt: false))
+                seqs.append(full.count > scoreLength ? Array(full.suffix(scoreLength)) : full)
             }
             for (r, s) in try scorer.scores(sequences: seqs).enumerated() { parts[r].model = Double(s) }
         }
@@ -255,27 +267,29 @@ final class GRPOObjective: TrainingObjective {
         let tokPath = o.tokenizer ?? o.initDir!
         let tok = try Tokenizer.loadForChat(tokPath, chatTemplate: o.chatTemplate)
         let prompts = try RLAIFPrompts.load(path: o.dataPath, tokenizer: tok, maxLength: o.maxSeqLen, needReference: o.rewardRule != .minimind)
-        let net = try MiniMindModel.load(directory: o.initDir!)
+        let net = try MiniMindModel.loadCausalLM(directory: o.initDir!, flag: "--init")
         let config = net.config
         try config.checkTokenizer(vocabSize: tok.vocabSize, source: o.initDir!)
         let refDir = o.reference ?? o.initDir!
-        let ref = try MiniMindModel.load(directory: refDir, withGradients: false)
+        let ref = try MiniMindModel.loadCausalLM(directory: refDir, withGradients: false, flag: o.reference == nil ? "--init" : "--reference")
         if ref.config != config { throw TrainingError.mismatch("\(refDir): reference config differs from the policy's (\(o.initDir!))") }
         let scorer = try o.rewardModel.map { try RewardModelLoader.load($0) }
         if let d = o.rewardModel, let rm = scorer as? RewardModel, rm.model.config.vocabSize != tok.vocabSize {
             throw TrainingError.mismatch("\(d): the reward model's vocab_size \(rm.model.config.vocabSize) differs from the tokenizer's \(tok.vocabSize) (it scores the prompt + reply rendered with the policy's tokenizer)") }
         rollouts = GRPORollouts(prompts: prompts, tokenizer: tok, policy: net, options: o, scorer: scorer)
+        if let rm = scorer as? RewardModel { rollouts.scoreLength = min(rollouts.scoreLength, rm.model.config.maxPositionEmbeddings) }
         let longestPrompt = rollouts.seqLen - o.maxGenLen
         if rollouts.seqLen > config.maxPositionEmbeddings {
             throw TrainingError.invalidOption("--max-gen-len \(o.maxGenLen) after the longest prompt (\(longestPrompt) tokens, cut by --max-seq-len) gives \(rollouts.seqLen) positions, more than the model's max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        try checkForwardSize(rows: rollouts.rows(forSamples: o.batchSize), seqLen: rollouts.seqLen, config: config)
+        try checkForwardSize(rows: rollouts.rows(forSamples: o.batchSize), seqLen: rollouts.seqLen, config: config,
+                             rowsFrom: "--batch-size × --num-generations", positionsFrom: "the longest prompt (cut by --max-seq-len) + --max-gen-len")
         model = net
         step = ObjectiveStep(model: net, head: .grpo(reference: ref, beta: o.beta, epsilon: o.epsilon))
         tokenizerPath = tokPath
         writtenChatTemplate = o.chatTemplate == nil ? nil : tok.chatTemplateSource
         let src = try SourceIdentity.of(path: o.dataPath)
-        dataIdentity = "stage grpo data size \(src.size) hash \(src.sampledHash) prompts \(prompts.count); tokenizer \(tok.fingerprint); seed \(o.seed); G \(o.numGenerations) max_gen_len \(o.maxGenLen) temperature \(o.temperature) beta \(o.beta) epsilon \(o.epsilon) reward \(o.rewardRule.rawValue) reward_model \(o.rewardModel ?? "-")"
+        dataIdentity = "stage grpo data size \(src.size) hash \(src.sampledHash) prompts \(prompts.count); tokenizer \(tok.fingerprint); seed \(o.seed); G \(o.numGenerations) max_gen_len \(o.maxGenLen) temperature \(o.temperature) beta \(o.beta) epsilon \(o.epsilon) reward \(o.rewardRule.rawValue) reward_model \(o.rewardModel ?? "-") reference \(o.reference ?? o.initDir!)"
     }
 
     func describe(world: Int) -> String {
