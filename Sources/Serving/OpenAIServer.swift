@@ -480,3 +480,15 @@ struct EngineShutdownService: Service {
         engine.shutdown()
     }
 }
+
+/// A plain message for an error from binding the listening socket (NIO's reads "bind(descriptor:ptr:bytes:): Address
+/// already in use) (errno: 98)"), naming the address; nil for any other error.
+public func listenErrorDescription(_ error: Error, host: String, port: Int) -> String? {
+    guard let io = error as? IOError else { return nil }
+    switch io.errnoCode {
+    case EADDRINUSE: return "cannot listen on \(host):\(port): the address is already in use (another server on that port?); choose another --port"
+    case EADDRNOTAVAIL: return "cannot listen on \(host):\(port): \(host) is not an address of this machine"
+    case EACCES: return "cannot listen on \(host):\(port): permission denied (ports below 1024 need privileges)"
+    default: return nil
+    }
+}

@@ -10,8 +10,8 @@ struct Export: ParsableCommand {
         abstract: "Export a model as a Hugging Face directory (--format hf) or a GGUF file (--format gguf).",
         discussion: """
         hf: OUT/ gets model.safetensors, config.json (LlamaForCausalLM), generation_config.json, tokenizer.json and
-        tokenizer_config.json with the chat template. gguf: OUT is the .gguf file (or a directory, which receives
-        model-<dtype>.gguf): llama architecture, llama.cpp tensor names, q/k rows permuted for llama.cpp's
+        tokenizer_config.json with the chat template. gguf: OUT is the .gguf file (or a directory, existing or
+        ending in "/", which receives model-<dtype>.gguf; missing parent directories are created): llama architecture, llama.cpp tensor names, q/k rows permuted for llama.cpp's
         interleaved RoPE, GPT-2 BPE tokenizer metadata; norm weights stay f32. --dtype f32|f16|bf16 (default f32), or
         q8_0 for gguf (GGUF Q8_0: per 32 weights an fp16 scale and 32 int8, the layout of --weight-dtype q8_0).
         """)
@@ -53,8 +53,16 @@ struct Export: ParsableCommand {
         } else {
             var isDir: ObjCBool = false
             var path = out
-            if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue {
+            let fm = FileManager.default
+            if out.hasSuffix("/") || (fm.fileExists(atPath: out, isDirectory: &isDir) && isDir.boolValue) {
+                // A directory (an existing one, or a path ending in "/"): it receives model-<dtype>.gguf.
                 path = (out as NSString).appendingPathComponent("model-\(dt.rawValue).gguf")
+            }
+            // Missing parent directories are created, as --format hf creates its directory.
+            let parent = (path as NSString).deletingLastPathComponent
+            if !parent.isEmpty {
+                do { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+                    throw InputError("--out \(out): cannot create the directory \(parent): \(error.localizedDescription)") }
             }
             try GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: path, dtype: dt, name: modelName)
             print("wrote GGUF \(path) (\(dt.rawValue))")

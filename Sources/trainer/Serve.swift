@@ -112,7 +112,10 @@ struct Serve: ParsableCommand {
             done.signal()
         }
         done.wait()
-        if let e = box.error { throw e }
+        if let e = box.error {
+            if let m = listenErrorDescription(e, host: host, port: port) { throw InputError(m) }
+            throw e
+        }
         FileHandle.standardError.write("[serve] stopped\n".data(using: .utf8)!)
     }
 }
