@@ -363,6 +363,19 @@ final class ConnectionGuardTests: XCTestCase {
         let (s2, _, e2) = try runTrainer(model + ["--host", "192.0.2.1", "--port", "0", "--api-key", "sk-x"])
         XCTAssertNotEqual(s2, 0, e2)
         XCTAssertFalse(e2.contains("not loopback"), e2)
+        // A port in use: the address is named, not NIO's bind(...) text.
+        let busy = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(busy) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET); addr.sin_addr.s_addr = inet_addr("127.0.0.1"); addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(busy, $0, len) == 0 && listen(busy, 1) == 0 && getsockname(busy, $0, &len) == 0 } }
+        XCTAssertTrue(bound)
+        let busyPort = Int(UInt16(bigEndian: addr.sin_port))
+        let (s4, _, e4) = try runTrainer(model + ["--port", "\(busyPort)"])
+        XCTAssertEqual(s4, 1, e4)
+        XCTAssertTrue(e4.contains("cannot listen on 127.0.0.1:\(busyPort): the address is already in use"), e4)
         let (s3, _, e3) = try runTrainer(model + ["--idle-timeout", "0"])
         XCTAssertEqual(s3, 64, e3)
         XCTAssertTrue(e3.contains("--idle-timeout must be a number of seconds"), e3)

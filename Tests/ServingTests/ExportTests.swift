@@ -153,6 +153,20 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// `trainer export --format gguf`: missing parent directories are created (as --format hf creates its
+    /// directory), and an --out ending in "/" is a directory that receives model-<dtype>.gguf.
+    func testGGUFExportCreatesMissingDirectories() throws {
+        let model = ["export", "--model", golden("generate_model"), "--tokenizer", minimindTokenizer(), "--format", "gguf"]
+        let file = tmp + "/new/parent/m.gguf"
+        let (s1, o1, e1) = try runTrainer(model + ["--out", file])
+        XCTAssertEqual(s1, 0, e1); XCTAssertTrue(o1.contains("wrote GGUF \(file)"), o1)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: file))
+        let dir = tmp + "/newdir/"
+        let (s2, _, e2) = try runTrainer(model + ["--out", dir, "--dtype", "q8_0"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "model-q8_0.gguf"))
+    }
+
     /// llama.cpp (through llama-cpp-python) decodes the GGUF export greedily to the same ids as our KV-cache
     /// greedy decoding (= `trainer generate --temperature 0`, = the golden PyTorch ids).
     func testGGUFGreedyTokensMatchLlamaCpp() throws {
