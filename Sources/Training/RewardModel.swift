@@ -76,11 +76,15 @@ public final class RewardModel {
     /// given (as `trainer reward` truncates to `--max-seq-len`).
     /// - Throws: `ModelError` when the directory has no tokenizer; the template's and `scores(sequences:)`' errors.
     public func scores(conversations: [[ChatMessage]], maxLength: Int? = nil) throws -> [Float] {
+        try scores(sequences: conversations.map { try encode($0, maxLength: maxLength) })
+    }
+
+    /// The ids `scores(conversations:)` scores for one conversation: rendered with the chat template (roles as given,
+    /// no generation prompt), encoded, cut to its first `maxLength` ids when given.
+    /// - Throws: `ModelError` when the directory has no tokenizer; the template's errors.
+    public func encode(_ conversation: [ChatMessage], maxLength: Int? = nil) throws -> [Int32] {
         guard let tok = tokenizer else { throw ModelError("reward model \(directory): no tokenizer.json to render conversations with") }
-        let seqs = try conversations.map { c -> [Int32] in
-            let ids = tok.encode(try tok.applyChatTemplate(c, addGenerationPrompt: false))
-            return maxLength.map { Array(ids.prefix($0)) } ?? ids
-        }
-        return try scores(sequences: seqs)
+        let ids = tok.encode(try tok.applyChatTemplate(conversation, addGenerationPrompt: false))
+        return maxLength.map { Array(ids.prefix($0)) } ?? ids
     }
 }

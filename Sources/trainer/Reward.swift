@@ -86,14 +86,14 @@ struct RewardScore: ParsableCommand {
                     let conversation = try parseConversation(obj["conversations"], path: "stdin", line: line.number,
                                                              field: "conversations", rolesByParity: false)
                     try tok.checkRolesRendered(conversation, path: "stdin", line: line.number, field: "conversations")
-                    var ids = tok.encode(try tok.applyChatTemplate(conversation, addGenerationPrompt: false))
-                    if let n = maxSeqLen { ids = Array(ids.prefix(n)) }
+                    let ids = try rm.encode(conversation, maxLength: maxSeqLen)
                     guard !ids.isEmpty else { throw InputError("stdin:\(line.number): the conversation renders to no tokens") }
                     guard ids.count <= limit else {
                         throw InputError("stdin:\(line.number): the conversation has \(ids.count) tokens, more than the model's max_position_embeddings \(limit); give --max-seq-len") }
                     pending.append(ids)
                     if pending.count >= batchSize { try flush() }
                 }
+                try flush()
             } catch {
                 try flush()   // the lines before the bad one are answered first
                 throw error
