@@ -95,6 +95,8 @@ public final class GenerationEngine: @unchecked Sendable {
         let m = try MiniMindModel.load(huggingFaceDirectory: dir)
         if let lora { try m.mergeLoRA(path: lora, modelDirectory: dir) }
         let name = URL(fileURLWithPath: dir).standardizedFileURL.lastPathComponent
+        if let note = t.vocabularyGapNote(modelVocabSize: m.config.vocabSize, source: dir) {
+            FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
         return try GenerationEngine(model: m, tokenizer: t, modelName: name.isEmpty ? "swiftmind" : name, contextLength: contextLength,
                                     maxBatch: maxBatch)
     }
@@ -131,7 +133,7 @@ public final class GenerationEngine: @unchecked Sendable {
         while true {
             if isCancelled() { cancelled = true; break }
             guard let id = gen.next() else { break }
-            let piece = try dec.push(id)
+            let piece = try tokenizer.decodingGenerated(modelVocabSize: model.config.vocabSize) { try dec.push(id) }
             if !piece.isEmpty { text += piece; onText(piece) }
         }
         let rest = dec.flush()
@@ -243,7 +245,7 @@ public final class GenerationEngine: @unchecked Sendable {
         if o.stops(at: id) { finish(s, .stop); return false }
         s.sequence.append(id); s.generated += 1; s.lastToken = id
         do {
-            let piece = try s.decoder.push(id)
+            let piece = try tokenizer.decodingGenerated(modelVocabSize: model.config.vocabSize) { try s.decoder.push(id) }
             if !piece.isEmpty { s.text += piece; s.req.cont.yield(.text(piece)) }
         } catch {
             s.req.cont.finish(throwing: error); finished(s.req.job, cancelled: false); return false

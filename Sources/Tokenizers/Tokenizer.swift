@@ -371,6 +371,24 @@ public final class Tokenizer: @unchecked Sendable {
     }
 }
 
+extension Tokenizer {
+    /// Runs `body`, which decodes ids a model with `modelVocabSize` ids generated; an id this tokenizer lacks
+    /// (possible only when `modelVocabSize > vocabSize`) becomes `TokenizerError.generatedIdOutOfRange`, which names
+    /// both sizes. Other errors pass through.
+    public func decodingGenerated<T>(modelVocabSize: Int, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let TokenizerError.idOutOfRange(id, n) where modelVocabSize > n {
+            throw TokenizerError.generatedIdOutOfRange(id: id, tokenizerVocabSize: n, modelVocabSize: modelVocabSize)
+        }
+    }
+
+    /// A note for a model whose `vocab_size` exceeds this tokenizer's ids (nil when it does not): those ids cannot be
+    /// decoded, and generation stops with an error naming the id if the model samples one.
+    public func vocabularyGapNote(modelVocabSize: Int, source: String) -> String? {
+        guard modelVocabSize > vocabSize else { return nil }
+        return "\(source): the model's vocab_size is \(modelVocabSize) but its tokenizer has \(vocabSize) ids: ids \(vocabSize)..<\(modelVocabSize) cannot be decoded (generation stops with an error if the model samples one)"
+    }
+}
+
 /// Emits text only once a complete UTF-8 character is available. The concatenation of every `push` result and
 /// the final `flush` equals `decode` of all pushed ids.
 public final class StreamDecoder {

@@ -15,6 +15,9 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case unknownMergeSymbol(file: String, jsonPath: String, symbol: String)
     /// `decode` got an id outside `0..<vocabSize` (or an id no token has).
     case idOutOfRange(id: Int64, vocabSize: Int)
+    /// A model generated an id its tokenizer has no token for: the model's `vocab_size` exceeds the tokenizer's ids
+    /// (`Tokenizer.decodingGenerated`).
+    case generatedIdOutOfRange(id: Int64, tokenizerVocabSize: Int, modelVocabSize: Int)
     /// The chat template is not one this module can render, or the messages cannot be rendered.
     case chatTemplate(String)
     /// Training failed (bad arguments or input).
@@ -30,6 +33,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         case let .unknownMergeSymbol(file, jsonPath, symbol):
             return "\(file): \(jsonPath): merge names symbol \(jsonQuote(symbol)) which is not in model.vocab"
         case let .idOutOfRange(id, vocabSize): return "token id \(id) is out of range (vocab size \(vocabSize))"
+        case let .generatedIdOutOfRange(id, t, m):
+            return "the model generated token id \(id), which its tokenizer does not have: the tokenizer has \(t) ids, the model's vocab_size is \(m) (a tokenizer that is not the model's own, or a padded vocabulary whose spare ids the model sampled; transformers would decode such an id to nothing)"
         case let .chatTemplate(msg): return "chat template: \(msg)"
         case let .training(msg): return "tokenizer training: \(msg)"
         }

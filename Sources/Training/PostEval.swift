@@ -14,7 +14,7 @@ public enum PostEval {
                                  options: SamplingOptions(maxNewTokens: maxNewTokens, temperature: 0, topP: 1, eosTokenId: tok.eosTokenId))
         var out: [Int32] = []
         for id in gen { out.append(id) }
-        return try tok.decode(out, skipSpecialTokens: true)
+        return try tok.decodingGenerated(modelVocabSize: model.config.vocabSize) { try tok.decode(out, skipSpecialTokens: true) }
     }
 
     public struct Answer: Codable, Sendable { public var prompt: String; public var reference: String; public var answer: String; public var ok: Bool }

@@ -133,7 +133,7 @@ final class StageObjective: TrainingObjective {
             let (equal, checked) = try pairs.pairsEqualAfterTruncation()
             if equal == checked {
                 throw TrainingError.invalidOption("\(o.dataPath): every pair checked (\(checked)) is the same on both sides in its first --max-seq-len \(o.maxSeqLen) tokens (the answers start after the cut), so nothing would train; raise --max-seq-len (`trainer data inspect --stage dpo` shows the rendered rows)")
-            } else if equal > 0 {
+            } else if equal > 0, comm.rank == 0 {
                 logger.warning("\(equal) of \(checked) pairs checked are the same on both sides in their first --max-seq-len \(o.maxSeqLen) tokens: they carry no training signal (raise --max-seq-len to include their answers)")
             }
         }

@@ -86,7 +86,11 @@ struct Generate: ParsableCommand {
                 prompt = t.encode(self.prompt!, addSpecialTokens: true)
             }
         }
-        if let t = tok { try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model) }
+        if let t = tok {
+            try m.config.checkTokenizer(vocabSize: t.vocabSize, source: model)
+            if let note = t.vocabularyGapNote(modelVocabSize: m.config.vocabSize, source: model) {
+                FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
+        }
         guard !prompt.isEmpty else { throw ValidationError("empty prompt") }
         let eos: Int32? = eosId.map { $0 < 0 ? nil : Int32($0) } ?? (tok?.eosTokenId ?? 2)
         var opts = sampling.options(eosTokenId: eos)
@@ -102,7 +106,7 @@ struct Generate: ParsableCommand {
         let decoder = tok?.makeStreamDecoder(skipSpecialTokens: true)
         let stdout = FileHandle.standardOutput
         for id in gen {
-            let piece = try decoder.map { try $0.push(id) } ?? "\(id) "
+            let piece = try decoder.map { d in try tok!.decodingGenerated(modelVocabSize: m.config.vocabSize) { try d.push(id) } } ?? "\(id) "
             if !piece.isEmpty { stdout.write(piece.data(using: .utf8)!) }
         }
         let rest = decoder?.flush() ?? ""

@@ -60,6 +60,22 @@ final class GoldenEncodeDecodeTests: XCTestCase {
         XCTAssertThrowsError(try tk.decode([-1]))
     }
 
+    /// An id a larger model generated (padded vocabulary, or another model's tokenizer) is named with both sizes;
+    /// with a model no larger than the tokenizer the plain error passes through.
+    func testGeneratedIdBeyondTheTokenizerNamesBothSizes() throws {
+        let tk = try Fixtures.miniMind()
+        XCTAssertThrowsError(try tk.decodingGenerated(modelVocabSize: 8192) { try tk.decode([5, 7000]) }) { e in
+            XCTAssertEqual(e as? TokenizerError, .generatedIdOutOfRange(id: 7000, tokenizerVocabSize: 6400, modelVocabSize: 8192))
+            XCTAssertTrue("\(e)".contains("the tokenizer has 6400 ids, the model's vocab_size is 8192"), "\(e)")
+        }
+        XCTAssertThrowsError(try tk.decodingGenerated(modelVocabSize: 6400) { try tk.decode([6400]) }) { e in
+            XCTAssertEqual(e as? TokenizerError, .idOutOfRange(id: 6400, vocabSize: 6400))
+        }
+        XCTAssertEqual(try tk.decodingGenerated(modelVocabSize: 8192) { try tk.decode([5]) }, try tk.decode([5]))
+        XCTAssertNil(tk.vocabularyGapNote(modelVocabSize: 6400, source: "m"))
+        XCTAssertEqual(tk.vocabularyGapNote(modelVocabSize: 8192, source: "m")?.contains("ids 6400..<8192 cannot be decoded"), true)
+    }
+
     /// Ill-formed UTF-8 is replaced per maximal subpart, like Rust's `from_utf8_lossy`.
     func testInvalidUTF8Replacement() throws {
         let tk = try Fixtures.miniMind()

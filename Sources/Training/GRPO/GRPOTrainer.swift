@@ -216,7 +216,7 @@ final class GRPORollouts: BatchDataset {
         // Rewards on the decoded replies (special tokens skipped, as MiniMind's batch_decode).
         var parts: [RewardParts] = []
         for r in 0..<B {
-            let reply = try tokenizer.decode(completions[r], skipSpecialTokens: true)
+            let reply = try tokenizer.decodingGenerated(modelVocabSize: policy.config.vocabSize) { try tokenizer.decode(completions[r], skipSpecialTokens: true) }
             var p = RewardParts()
             if options.rewardRule != .answer { p = GRPORewards.miniMindRules(reply: reply) }
             if options.rewardRule != .minimind, let ref = prompts[owners[r]].reference {
@@ -227,7 +227,7 @@ final class GRPORollouts: BatchDataset {
         if let scorer {
             var seqs: [[Int32]] = []
             for r in 0..<B {
-                let reply = try tokenizer.decode(completions[r], skipSpecialTokens: true)
+                let reply = try tokenizer.decodingGenerated(modelVocabSize: policy.config.vocabSize) { try tokenizer.decode(completions[r], skipSpecialTokens: true) }
                 let msgs = prompts[owners[r]].messages + [ChatMessage(role: "assistant", content: reply)]
                 let full = tokenizer.encode(try tokenizer.applyChatTemplate(msgs, addGenerationPrompt: false))
                 seqs.append(full.count > scoreLength ? Array(full.suffix(scoreLength)) : full)
@@ -270,6 +270,7 @@ final class GRPOObjective: TrainingObjective {
         let net = try MiniMindModel.loadCausalLM(directory: o.initDir!, flag: "--init")
         let config = net.config
         try config.checkTokenizer(vocabSize: tok.vocabSize, source: o.initDir!)
+        if comm.rank == 0, let note = tok.vocabularyGapNote(modelVocabSize: config.vocabSize, source: o.initDir!) { logger.warning("\(note)") }
         let refDir = o.reference ?? o.initDir!
         let ref = try MiniMindModel.loadCausalLM(directory: refDir, withGradients: false, flag: o.reference == nil ? "--init" : "--reference")
         if ref.config != config { throw TrainingError.mismatch("\(refDir): reference config differs from the policy's (\(o.initDir!))") }
