@@ -151,6 +151,13 @@ public struct ModelConfig: Equatable, Sendable {
     /// Throws unless every id of a tokenizer with `tokenizerVocabSize` ids has a row in the embedding
     /// (`tokenizerVocabSize ≤ vocab_size`). Every command that pairs a tokenizer with a model calls this at load time,
     /// before any forward. `source` names the model (directory).
+    /// A new model's special ids from its tokenizer (MiniMind's tokenizer: bos 1, eos 2, the defaults): an id < 0 (the
+    /// tokenizer has no such token) or outside the vocabulary keeps the default.
+    public mutating func adoptSpecialTokens(bos: Int32, eos: Int32) {
+        if bos >= 0 && Int(bos) < vocabSize { bosTokenId = Int(bos) }
+        if eos >= 0 && Int(eos) < vocabSize { eosTokenIds = [Int(eos)] }
+    }
+
     public func checkTokenizer(vocabSize tokenizerVocabSize: Int, source: String) throws {
         guard tokenizerVocabSize <= vocabSize else {
             throw ModelError("\(source): tokenizer has \(tokenizerVocabSize) ids but the model's vocab_size is \(vocabSize)") }

@@ -35,7 +35,8 @@ public final class LoRAAdapters {
 
     /// Adapters on every square Linear of `config` (q_proj, o_proj, and k_proj / v_proj when kv_dim == hidden), A drawn
     /// from N(0, 0.02²) with a SplitMix64/Box–Muller stream seeded by `seed`, B zero.
-    /// - Throws: `ModelError` when an MLP projection is square (intermediate_size == hidden_size): not supported.
+    /// - Throws: `ModelError` when an MLP projection is square (intermediate_size == hidden_size): not supported; when no
+    ///   Linear is square (num_attention_heads × head_dim ≠ hidden_size): nothing to adapt.
     public init(config cfg: ModelConfig, rank: Int, seed: UInt64 = 42) throws {
         guard rank >= 1 else { throw ModelError("LoRA rank must be ≥ 1 (got \(rank))") }
         // Adapter floats: 2·rank·hidden per adapted projection, at most 4 per layer; a huge rank is an error, not a trap.
@@ -60,6 +61,10 @@ public final class LoRAAdapters {
             if QD == C { add(l, "q_proj", C, .qkv, 0) }
             if KVD == C { add(l, "k_proj", C, .qkv, QD); add(l, "v_proj", C, .qkv, QD + KVD) }
             if QD == C { add(l, "o_proj", C, .o, 0) }
+        }
+        // MiniMind adapts square Linears only; with heads × head_dim ≠ hidden_size none is square and nothing would train.
+        guard !ts.isEmpty || cfg.numHiddenLayers == 0 else {
+            throw ModelError("LoRA: no square Linear to adapt: q_proj/o_proj are [\(QD), \(C)]/[\(C), \(QD)] (num_attention_heads × head_dim = \(QD) ≠ hidden_size \(C)) and k_proj/v_proj [\(KVD), \(C)]; MiniMind's LoRA adapts square Linears only")
         }
         targets = ts
         count = off

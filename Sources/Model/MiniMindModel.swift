@@ -162,49 +162,69 @@ public final class MiniMindModel {
     /// True when the last forward ran its products in bf16 (its backward then does too, on the same weight copy).
     var lastForwardBF16 = false
 
+    /// Names, shapes and offsets of every parameter of `cfg` in the flat buffer's order, without allocating it (a
+    /// checkpoint is checked against this before a model is made for it).
+    struct Layout {
+        var parameters: [ParameterInfo] = []
+        var layerOffsets: [LayerOffsets] = []
+        var normOffset = 0
+        var scoreOffset: Int?
+        var count = 0
+
+        init(_ cfg: ModelConfig) {
+            var off = 0
+            var infos: [ParameterInfo] = []
+            func add(_ name: String, _ shape: [Int]) -> Int {
+                let n = shape.reduce(1, *)
+                infos.append(ParameterInfo(name: name, shape: shape, offset: off, count: n))
+                off += n
+                return off - n
+            }
+            let C = cfg.hiddenSize, I = cfg.intermediateSize
+            _ = add("model.embed_tokens.weight", [cfg.vocabSize, C])
+            var los: [LayerOffsets] = []
+            for l in 0..<cfg.numHiddenLayers {
+                let p = "model.layers.\(l)."
+                var lo = LayerOffsets()
+                let start = off
+                lo.ln1 = add(p + "input_layernorm.weight", [C])
+                lo.q = add(p + "self_attn.q_proj.weight", [cfg.qDim, C])
+                lo.k = add(p + "self_attn.k_proj.weight", [cfg.kvDim, C])
+                lo.v = add(p + "self_attn.v_proj.weight", [cfg.kvDim, C])
+                lo.o = add(p + "self_attn.o_proj.weight", [C, cfg.qDim])
+                lo.ln2 = add(p + "post_attention_layernorm.weight", [C])
+                if cfg.useMoe {
+                    lo.moeGate = add(p + "mlp.gate.weight", [cfg.nRoutedExperts, C])
+                    for e in 0..<(cfg.nRoutedExperts + cfg.nSharedExperts) {
+                        let q = e < cfg.nRoutedExperts ? p + "mlp.experts.\(e)." : p + "mlp.shared_experts.\(e - cfg.nRoutedExperts)."
+                        lo.experts.append(add(q + "gate_proj.weight", [I, C]))
+                        _ = add(q + "up_proj.weight", [I, C]); _ = add(q + "down_proj.weight", [C, I])
+                    }
+                } else {
+                    lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
+                    lo.up = add(p + "mlp.up_proj.weight", [I, C])
+                    lo.down = add(p + "mlp.down_proj.weight", [C, I])
+                }
+                lo.range = start..<off
+                los.append(lo)
+            }
+            normOffset = add("model.norm.weight", [C])
+            if let n = cfg.numLabels { scoreOffset = add("score.weight", [n, C]) }
+            layerOffsets = los
+            parameters = infos
+            count = off
+        }
+    }
+
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
     init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
         config = cfg
-        var infos: [ParameterInfo] = []
-        var off = 0
-        func add(_ name: String, _ shape: [Int]) -> Int {
-            let n = shape.reduce(1, *)
-            infos.append(ParameterInfo(name: name, shape: shape, offset: off, count: n))
-            off += n
-            return off - n
-        }
-        let C = cfg.hiddenSize, I = cfg.intermediateSize
-        _ = add("model.embed_tokens.weight", [cfg.vocabSize, C])
-        var los: [LayerOffsets] = []
-        for l in 0..<cfg.numHiddenLayers {
-            let p = "model.layers.\(l)."
-            var lo = LayerOffsets()
-            let start = off
-            lo.ln1 = add(p + "input_layernorm.weight", [C])
-            lo.q = add(p + "self_attn.q_proj.weight", [cfg.qDim, C])
-            lo.k = add(p + "self_attn.k_proj.weight", [cfg.kvDim, C])
-            lo.v = add(p + "self_attn.v_proj.weight", [cfg.kvDim, C])
-            lo.o = add(p + "self_attn.o_proj.weight", [C, cfg.qDim])
-            lo.ln2 = add(p + "post_attention_layernorm.weight", [C])
-            if cfg.useMoe {
-                lo.moeGate = add(p + "mlp.gate.weight", [cfg.nRoutedExperts, C])
-                for e in 0..<(cfg.nRoutedExperts + cfg.nSharedExperts) {
-                    let q = e < cfg.nRoutedExperts ? p + "mlp.experts.\(e)." : p + "mlp.shared_experts.\(e - cfg.nRoutedExperts)."
-                    lo.experts.append(add(q + "gate_proj.weight", [I, C]))
-                    _ = add(q + "up_proj.weight", [I, C]); _ = add(q + "down_proj.weight", [C, I])
-                }
-            } else {
-                lo.gate = add(p + "mlp.gate_proj.weight", [I, C])
-                lo.up = add(p + "mlp.up_proj.weight", [I, C])
-                lo.down = add(p + "mlp.down_proj.weight", [C, I])
-            }
-            lo.range = start..<off
-            los.append(lo)
-        }
-        normOffset = add("model.norm.weight", [C])
-        if let n = cfg.numLabels { scoreOffset = add("score.weight", [n, C]) }
-        layerOffsets = los
-        parameters = infos
+        let layout = Layout(cfg)
+        let off = layout.count
+        layerOffsets = layout.layerOffsets
+        normOffset = layout.normOffset
+        scoreOffset = layout.scoreOffset
+        parameters = layout.parameters
         paramCount = off
         paramPtr = .allocate(capacity: off); paramPtr.initialize(repeating: 0, count: off)
         // A forward-only model (a frozen DPO reference, a distillation teacher) gets no gradient buffer.
@@ -292,22 +312,60 @@ public final class MiniMindModel {
         return m
     }
 
-    /// Loads `DIR/config.json` + `DIR/model.safetensors` (F32/F16/BF16). Every parameter must be present with its
-    /// shape; a tied `lm_head.weight` is accepted and ignored; any other tensor is an error naming it.
-    /// `withGradients: false` gives a forward-only model without a gradient buffer.
+    /// Loads a model directory: `DIR/config.json` (MiniMind's or a Hugging Face Llama config, `ModelConfig.parse`) and
+    /// the weights in `DIR/model.safetensors` or the shards `DIR/model.safetensors.index.json` lists (F32/F16/BF16/F64
+    /// → fp32; `CheckpointFiles`). Every parameter must be present with its shape — checked on the files' headers
+    /// before anything is allocated, so a config larger than its weights is an error, not an allocation; any other
+    /// tensor is an error naming it (`rotary_emb.inv_freq` buffers are ignored).
+    /// `lm_head.weight`: ignored when it equals `embed_tokens` (tied). An untied head (`tie_word_embeddings: false`, or
+    /// a file whose `lm_head.weight` differs from `embed_tokens` — transformers then does not tie them either) is kept
+    /// as `untiedLMHead` on a forward-only model (`withGradients: false`: inference, evaluation, a DPO/GRPO reference,
+    /// a distillation teacher) and refused for training, whose backward assumes the tied head.
+    /// - Throws: `ModelError` naming the file and field or tensor.
     public static func load(directory: String, withGradients: Bool = true) throws -> MiniMindModel {
-        let cfg = try ModelConfig.load(directory: directory)
-        let m = MiniMindModel(layoutFor: cfg, withGradients: withGradients)
-        let path = (directory as NSString).appendingPathComponent("model.safetensors")
-        let f = try SafeTensorsFile(path: path)
-        for p in m.parameters {
-            let e = try f.entry(p.name)
-            guard e.shape == p.shape else { throw ModelError("\(path): tensor \(p.name) has shape \(e.shape), expected \(p.shape)") }
-            try f.readFloats(p.name, into: UnsafeMutableBufferPointer(start: m.paramPtr + p.offset, count: p.count))
+        let cfgPath = (directory as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: cfgPath) else { throw ModelError("\(cfgPath): cannot read file") }
+        var cfg = try ModelConfig.parse(data, source: cfgPath)
+        let untied = !cfg.tieWordEmbeddings
+        if untied && withGradients {
+            throw ModelError("\(cfgPath): field tie_word_embeddings = false: a model with an untied lm_head runs forward-only (generate, chat, serve, eval, export, a --reference or --teacher); training needs tied embeddings (MiniMind ties lm_head to embed_tokens)") }
+        cfg.tieWordEmbeddings = true
+        try cfg.validate(source: cfgPath)
+        let files = try CheckpointFiles(directory: directory)
+        let layout = Layout(cfg)
+        for p in layout.parameters {
+            let (f, e) = try files.entry(p.name)
+            guard e.shape == p.shape else { throw ModelError("\(f.path): tensor \(p.name) has shape \(e.shape), expected \(p.shape)") }
         }
-        let known = Set(m.parameters.map(\.name)).union(["lm_head.weight"])
-        for n in f.entries.keys where !known.contains(n) && !n.hasSuffix("rotary_emb.inv_freq") {
-            throw ModelError("\(path): unexpected tensor \(n) for this config")
+        let headShape = [cfg.vocabSize, cfg.hiddenSize]
+        if let (f, e) = files.find("lm_head.weight") {
+            guard e.shape == headShape else { throw ModelError("\(f.path): tensor lm_head.weight has shape \(e.shape), expected \(headShape)") }
+        } else if untied {
+            throw ModelError("\(directory): tensor lm_head.weight is missing (config says tie_word_embeddings = false)")
+        }
+        let known = Set(layout.parameters.map(\.name)).union(["lm_head.weight"])
+        for (n, f) in files.owner where !known.contains(n) && !n.hasSuffix("rotary_emb.inv_freq") {
+            throw ModelError("\(f.path): unexpected tensor \(n) for this config")
+        }
+
+        let m = MiniMindModel(layoutFor: cfg, withGradients: withGradients)
+        for p in m.parameters {
+            try files.entry(p.name).file.readFloats(p.name, into: UnsafeMutableBufferPointer(start: m.paramPtr + p.offset, count: p.count))
+        }
+        if let (f, e) = files.find("lm_head.weight") {
+            let w = UnsafeMutableBufferPointer<Float>.allocate(capacity: e.count)
+            do { try f.readFloats("lm_head.weight", into: w) } catch { w.deallocate(); throw error }
+            if !untied && memcmp(w.baseAddress!, m.paramPtr + m.embedOffset, e.count * MemoryLayout<Float>.size) == 0 {
+                w.deallocate()   // tied: the same values as embed_tokens
+            } else if withGradients {
+                w.deallocate()
+                throw ModelError("\(f.path): tensor lm_head.weight differs from model.embed_tokens.weight although config.json says tie_word_embeddings = true (transformers then uses it as an untied head): such a model runs forward-only; training needs tied embeddings")
+            } else {
+                if !untied {
+                    FileHandle.standardError.write(Data("note: \(f.path): lm_head.weight differs from model.embed_tokens.weight although tie_word_embeddings = true; using it as an untied head, as transformers does\n".utf8))
+                }
+                UntiedHeadRegistry.shared.set(m, w)
+            }
         }
         return m
     }
@@ -474,7 +532,10 @@ public final class MiniMindModel {
         timed(prof, \.elementwise) { rmsnorm_forward(a.xf, a.rstdf, a.res + cfg.numHiddenLayers * N * C, P + normOffset, N, C, eps) }
         if let logits {
             if bf16Weights != nil { timed(prof, \.elementwise) { roundToBF16(a.xf, N * C) } }
-            timed(prof, \.matmul) { linear_forward(logits, a.xf, (bf16Weights ?? P) + embedOffset, N, C, V, schedule: schedule,
+            // The output head: embed_tokens (tied), or a forward-only model's untied lm_head (never with bf16Weights,
+            // which only training makes).
+            let head = untiedLMHead.map { $0.baseAddress! } ?? ((bf16Weights ?? P) + embedOffset)
+            timed(prof, \.matmul) { linear_forward(logits, a.xf, head, N, C, V, schedule: schedule,
                                                           bf16: bf16Weights != nil) }
         }
     }

@@ -50,12 +50,33 @@ public func tokenizerCandidates(model: String, explicit: String?) -> [String] {
 /// - Throws: `ServingError` naming every place tried when none holds a `tokenizer.json`; the tokenizer's own load
 ///   errors.
 public func locateTokenizer(model: String, explicit: String?) throws -> Tokenizer {
+    try Tokenizer.load(locateTokenizerSource(model: model, explicit: explicit))
+}
+
+/// The first of `tokenizerCandidates(model:explicit:)` that holds a `tokenizer.json` (the candidate itself: a file or
+/// a directory). Falling back to `repositoryTokenizerDirectory` is said on stderr (once per process): the model
+/// directory has no tokenizer of its own, and MiniMind's is used.
+/// - Throws: `ServingError` naming every place tried when none holds one.
+public func locateTokenizerSource(model: String, explicit: String?) throws -> String {
     let candidates = tokenizerCandidates(model: model, explicit: explicit)
     for c in candidates {
         let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
-        if FileManager.default.fileExists(atPath: file) { return try Tokenizer.load(c) }
+        guard FileManager.default.fileExists(atPath: file) else { continue }
+        if explicit == nil && c == repositoryTokenizerDirectory { TokenizerFallbackNote.say(model: model) }
+        return c
     }
     throw ServingError("no tokenizer.json found (tried \(candidates.joined(separator: ", "))); pass --tokenizer")
+}
+
+enum TokenizerFallbackNote {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var said = false
+    static func say(model: String) {
+        lock.lock(); defer { lock.unlock() }
+        guard !said else { return }
+        said = true
+        FileHandle.standardError.write(Data("note: \(model) has no tokenizer.json: using MiniMind's tokenizer from ./\(repositoryTokenizerDirectory) (pass --tokenizer to choose another)\n".utf8))
+    }
 }
 
 /// Model, tokenizer and a generation worker. `generate` runs on the calling thread (one caller at a time, not

@@ -41,6 +41,20 @@ func appendConverted(_ values: UnsafeBufferPointer<Float>, as dtype: ExportDType
     out.append(contentsOf: bytes)
 }
 
+/// Throws when `dtype` is f16 and a finite weight lies outside its range (|w| > 65504 would be written as inf);
+/// bf16 has fp32's range and q8_0 scales per block, so only f16 is checked.
+func checkRepresentable(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)], as dtype: ExportDType) throws {
+    guard dtype == .f16 else { return }
+    let limit = Float(Float16.greatestFiniteMagnitude)
+    for t in tensors {
+        var worst: Float = 0
+        for v in t.values where v.isFinite && abs(v) > worst { worst = abs(v) }
+        if worst > limit {
+            throw ServingError("--dtype f16: tensor \(t.name) holds \(worst), beyond f16's largest value 65504 (it would be written as inf); export bf16 or f32 instead")
+        }
+    }
+}
+
 /// Writes `data` to `path` through a temporary file in the same directory and a rename.
 func writeFileAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
@@ -51,12 +65,8 @@ func writeFileAtomically(_ data: Data, to path: String) throws {
 /// The path of `tokenizer.json` for a model, among `tokenizerCandidates(model:explicit:)` (as `locateTokenizer`).
 /// - Throws: `ServingError` naming every place tried when none holds a `tokenizer.json`.
 public func locateTokenizerFile(model: String, explicit: String?) throws -> String {
-    let candidates = tokenizerCandidates(model: model, explicit: explicit)
-    for c in candidates {
-        let file = c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
-        if FileManager.default.fileExists(atPath: file) { return file }
-    }
-    throw ServingError("no tokenizer.json found (tried \(candidates.joined(separator: ", "))); pass --tokenizer")
+    let c = try locateTokenizerSource(model: model, explicit: explicit)
+    return c.hasSuffix(".json") ? c : (c as NSString).appendingPathComponent("tokenizer.json")
 }
 
 /// MiniMind's ChatML chat template (jingyaogong/minimind tokenizer_config.json), used when the source tokenizer has none.
@@ -81,13 +91,17 @@ public enum HuggingFaceExporter {
     /// `add_bos_token` / `add_eos_token` set to the raw-text rule, `Tokenizer.singleSequenceSpecialTokens`). Each file
     /// is written atomically.
     /// - Throws: `ServingError`/`ModelError` naming the file.
-    public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to out: String, dtype: ExportDType) throws {
+    /// `sourceDirectory`, the model's own directory: its `generation_config.json`, when it has one, is copied as it is
+    /// (as `save_pretrained` keeps a model's generation settings).
+    public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to out: String, dtype: ExportDType,
+                              sourceDirectory: String? = nil) throws {
         if dtype == .q8_0 { throw ServingError("Hugging Face export: q8_0 is a GGUF type (use --format gguf, or f32/f16/bf16)") }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         func path(_ f: String) -> String { (out as NSString).appendingPathComponent(f) }
 
         // safetensors: u64 header length, JSON header (padded with spaces to 8 bytes), data.
         let tensors = exportTensors(m)
+        try checkRepresentable(tensors, as: dtype)
         var header: [String: Any] = ["__metadata__": ["format": "pt"]]
         var offset = 0
         for t in tensors {
@@ -108,14 +122,23 @@ public enum HuggingFaceExporter {
         cfg["torch_dtype"] = dtype.torchName
         cfg["dtype"] = dtype.torchName
         cfg["tie_word_embeddings"] = m.untiedLMHead == nil
-        cfg["bos_token_id"] = Int(tokenizer.bosTokenId)
-        cfg["eos_token_id"] = Int(tokenizer.eosTokenId)
-        cfg["pad_token_id"] = Int(tokenizer.padTokenId)
+        // The model's own special ids (config.json's, kept on load); the tokenizer's only where the model has none.
+        if cfg["bos_token_id"] == nil { cfg["bos_token_id"] = Int(tokenizer.bosTokenId) }
+        if cfg["eos_token_id"] == nil { cfg["eos_token_id"] = Int(tokenizer.eosTokenId) }
+        if cfg["pad_token_id"] == nil { cfg["pad_token_id"] = Int(tokenizer.padTokenId) }
         try writeFileAtomically(try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys]), to: path("config.json"))
 
-        let gen: [String: Any] = ["bos_token_id": Int(tokenizer.bosTokenId), "eos_token_id": Int(tokenizer.eosTokenId),
-                                  "pad_token_id": Int(tokenizer.padTokenId), "do_sample": true, "temperature": 0.85, "top_p": 0.85]
-        try writeFileAtomically(try JSONSerialization.data(withJSONObject: gen, options: [.prettyPrinted, .sortedKeys]), to: path("generation_config.json"))
+        // generation_config.json: the source's as it is; else the ids above with MiniMind's sampling defaults
+        // (eval_llm.py: temperature 0.85, top_p 0.85).
+        let sourceGen = sourceDirectory.map { ($0 as NSString).appendingPathComponent("generation_config.json") }
+        if let sg = sourceGen, let d = FileManager.default.contents(atPath: sg) {
+            guard (try? JSONSerialization.jsonObject(with: d)) is [String: Any] else { throw ServingError("\(sg): not a JSON object") }
+            try writeFileAtomically(d, to: path("generation_config.json"))
+        } else {
+            var gen: [String: Any] = ["do_sample": true, "temperature": 0.85, "top_p": 0.85]
+            for k in ["bos_token_id", "eos_token_id", "pad_token_id"] { gen[k] = cfg[k] }
+            try writeFileAtomically(try JSONSerialization.data(withJSONObject: gen, options: [.prettyPrinted, .sortedKeys]), to: path("generation_config.json"))
+        }
 
         guard let tokData = FileManager.default.contents(atPath: tokenizerFile) else { throw ServingError("\(tokenizerFile): cannot read") }
         try writeFileAtomically(tokData, to: path("tokenizer.json"))
@@ -258,6 +281,7 @@ public enum GGUFExporter {
     public static func export(model m: MiniMindModel, tokenizer: Tokenizer, tokenizerFile: String, to path: String,
                               dtype: ExportDType, name: String) throws {
         let c = m.config
+        try checkRepresentable(exportTensors(m), as: dtype)
         if c.ropeScaling != .none {
             throw ServingError("GGUF export: rope_type \(c.ropeScaling.ropeType) is not written to GGUF by this exporter (plain RoPE only)") }
         // llama.cpp adds at most a bos before and an eos after a sequence (tokenizer.ggml.add_bos_token / add_eos_token):

@@ -50,6 +50,7 @@ final class LanguageModelObjective: TrainingObjective {
         var config = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
                                  maxPositionEmbeddings: 32768)
         o.moe.apply(to: &config)
+        config.adoptSpecialTokens(bos: tok.bosTokenId, eos: tok.eosTokenId)
         try config.validate(source: "pretrain options")
         let cache = try SharedTokenCache.load(dataPath: o.dataPath, kind: .pretrain, tokenizer: tok,
                                               cacheRoot: o.cacheDir ?? TokenCache.defaultCacheRoot, threads: o.threads,

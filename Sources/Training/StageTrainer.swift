@@ -146,6 +146,7 @@ final class StageObjective: TrainingObjective {
             var c = ModelConfig(hiddenSize: o.hiddenSize, numHiddenLayers: o.numHiddenLayers, vocabSize: tok.vocabSize,
                                 maxPositionEmbeddings: 32768)
             o.moe.apply(to: &c)
+            c.adoptSpecialTokens(bos: tok.bosTokenId, eos: tok.eosTokenId)
             try c.validate(source: "\(o.stage) options")
             net = MiniMindModel(config: c, seed: o.seed)
         }

@@ -43,7 +43,7 @@ struct Export: ParsableCommand {
         let tok = try locateTokenizer(model: model, explicit: tokenizer)
         let modelName = name ?? URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
         if format == "hf" {
-            try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: dt)
+            try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: dt, sourceDirectory: model)
             // The exported weights carry every merge: the source's record plus --lora.
             let record = merged + (entry.map { [$0] } ?? [])
             let recordPath = (out as NSString).appendingPathComponent(LoRAMergeRecord.fileName)

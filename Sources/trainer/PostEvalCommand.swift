@@ -38,7 +38,7 @@ struct PostEvalArguments: ParsableArguments {
 
     /// The model of `dir` with `--lora` merged into it when given (every task, the default `loss` included).
     func loadModel(_ dir: String, flag: String = "--model") throws -> MiniMindModel {
-        let m = try MiniMindModel.loadCausalLM(directory: dir, flag: flag)
+        let m = try MiniMindModel.loadCausalLM(directory: dir, withGradients: false, flag: flag)
         if let f = lora { try m.mergeLoRA(path: f, modelDirectory: dir) }
         weights.apply(to: m)
         return m

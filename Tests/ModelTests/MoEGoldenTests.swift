@@ -179,3 +179,15 @@ func moeLossAndRouting(_ m: MiniMindModel, ids: [Int32], labels: [Int32], B: Int
     if backward { m.zeroGrad(); m.backward(dLogits: lg) }
     return (s / Double(N) + m.lastAuxLoss, routing)
 }
+
+/// A model none of whose Linears is square (num_attention_heads × head_dim ≠ hidden_size, as imported Hugging Face
+/// models may be) has nothing for MiniMind's LoRA to adapt: refused, naming the shapes, instead of training nothing.
+final class LoRANoSquareLinearTests: XCTestCase {
+    func testRefusedNamingTheShapes() {
+        let cfg = ModelConfig(hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 29,
+                              intermediateSize: 128, rmsNormEps: 1e-5, ropeTheta: 1e4, maxPositionEmbeddings: 64, headDim: 24)
+        XCTAssertThrowsError(try LoRAAdapters(config: cfg, rank: 2)) { e in
+            XCTAssertTrue("\(e)".contains("no square Linear to adapt") && "\(e)".contains("num_attention_heads × head_dim = 96 ≠ hidden_size 64"), "\(e)")
+        }
+    }
+}

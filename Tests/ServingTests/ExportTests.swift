@@ -66,6 +66,118 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// Every forward-only load (eval, a reference, a teacher) runs the untied head through the full forward, as the
+    /// KV-cache path does; a load for training refuses it, naming the field.
+    func testUntiedHeadRunsInTheFullForwardAndIsRefusedForTraining() throws {
+        let dir = try makeUntiedDirectory(headScale: 2, noise: 0)
+        let untied = try MiniMindModel.load(directory: dir, withGradients: false)
+        let tied = try MiniMindModel.load(directory: golden("generate_model"), withGradients: false)
+        let ids: [Int32] = [1, 85, 736, 201, 59, 292]
+        let a = Array(ids.withUnsafeBufferPointer { untied.forward(inputIds: $0, batchSize: 1, seqLen: ids.count) })
+        let b = Array(ids.withUnsafeBufferPointer { tied.forward(inputIds: $0, batchSize: 1, seqLen: ids.count) })
+        var worst: Float = 0
+        for i in 0..<a.count { worst = max(worst, abs(a[i] - 2 * b[i])) }
+        XCTAssertLessThan(worst, 1e-5, "untied head = 2·embed gives 2× the tied logits in the full forward")
+        XCTAssertThrowsError(try MiniMindModel.load(directory: dir)) { e in
+            XCTAssertTrue("\(e)".contains("tie_word_embeddings = false") && "\(e)".contains("training needs tied embeddings"), "\(e)")
+        }
+    }
+
+    /// A tied config whose file holds an `lm_head.weight` different from `embed_tokens`: transformers 5 does not tie
+    /// them, so neither do we (forward-only); training refuses; an equal `lm_head.weight` is the tied head.
+    func testTiedConfigWithADifferentHeadRunsUntiedLikeTransformers() throws {
+        let dir = try makeUntiedDirectory(headScale: 2, noise: 0)
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))) as! [String: Any]
+        cfg["tie_word_embeddings"] = true
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let m = try MiniMindModel.load(directory: dir, withGradients: false)
+        XCTAssertNotNil(m.untiedLMHead)
+        let e = m.parameter(named: "model.embed_tokens.weight")!
+        XCTAssertEqual(m.untiedLMHead![7], 2 * m.params[e.offset + 7])
+        XCTAssertThrowsError(try MiniMindModel.load(directory: dir)) { e in
+            XCTAssertTrue("\(e)".contains("lm_head.weight differs from model.embed_tokens.weight"), "\(e)")
+        }
+        let same = try makeUntiedDirectory(headScale: 1, noise: 0)
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: same + "/config.json"))
+        XCTAssertNil(try MiniMindModel.load(directory: same).untiedLMHead, "lm_head.weight equal to embed_tokens is the tied head")
+    }
+
+    /// Shards (model.safetensors.index.json) load wherever a model directory is taken, training included; a config
+    /// that needs more tensors than the files hold is refused on the headers, before the model is allocated.
+    func testShardedCheckpointsLoadForTrainingAndMissingTensorsFailBeforeAllocation() throws {
+        let src = try MiniMindModel.load(directory: golden("generate_model"))
+        let dir = tmp + "/sharded"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var map: [String: String] = [:]
+        var shards = [SafeTensorsWriter(), SafeTensorsWriter()]
+        for (i, p) in src.parameters.enumerated() {
+            let k = i < src.parameters.count / 2 ? 0 : 1
+            shards[k].add(p.name, shape: p.shape, floats: UnsafeBufferPointer(rebasing: src.params[p.range]))
+            map[p.name] = "model-0000\(k + 1)-of-00002.safetensors"
+        }
+        for k in 0..<2 { try shards[k].write(to: dir + "/model-0000\(k + 1)-of-00002.safetensors") }
+        try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map]).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        var cfg = src.config.huggingFaceDictionary
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let back = try MiniMindModel.load(directory: dir)   // with gradients: the training load
+        XCTAssertTrue(back.hasGradients)
+        XCTAssertEqual(Array(back.params), Array(src.params))
+
+        // 10 000 layers declared, 2 in the files: about 2 GB if it were allocated; the error comes from the headers.
+        cfg["num_hidden_layers"] = 10_000
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        XCTAssertThrowsError(try MiniMindModel.load(directory: dir, withGradients: false)) { e in
+            XCTAssertTrue("\(e)".contains("tensor model.layers.2.input_layernorm.weight is missing"), "\(e)")
+        }
+        // Neither weight file: a PyTorch pickle beside the config is named.
+        let bin = tmp + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: src.config.huggingFaceDictionary).write(to: URL(fileURLWithPath: bin + "/config.json"))
+        try Data([0]).write(to: URL(fileURLWithPath: bin + "/pytorch_model.bin"))
+        XCTAssertThrowsError(try MiniMindModel.load(directory: bin)) { e in
+            XCTAssertTrue("\(e)".contains("pytorch_model.bin is there"), "\(e)")
+        }
+    }
+
+    /// `export --format hf` keeps the model's own special ids and its generation_config.json; f16 refuses a weight
+    /// beyond its range instead of writing inf.
+    func testExportKeepsTheModelsSpecialIdsAndGenerationConfig() throws {
+        let (tok, tokFile) = try tokenizer()
+        let src = tmp + "/ids-src"
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "config.json"] {
+            try FileManager.default.copyItem(atPath: golden("generate_model") + "/" + f, toPath: src + "/" + f) }
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: src + "/config.json"))) as! [String: Any]
+        cfg["bos_token_id"] = 5; cfg["eos_token_id"] = [9, 4333]; cfg["pad_token_id"] = 3
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: src + "/config.json"))
+        let gen = Data(#"{"bos_token_id": 5, "eos_token_id": [9, 4333], "pad_token_id": 3, "do_sample": false}"#.utf8)
+        try gen.write(to: URL(fileURLWithPath: src + "/generation_config.json"))
+        let m = try MiniMindModel.load(huggingFaceDirectory: src)
+        let out = tmp + "/ids-out"
+        try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: .f32, sourceDirectory: src)
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+        XCTAssertEqual(written["bos_token_id"] as? Int, 5)
+        XCTAssertEqual(written["eos_token_id"] as? [Int], [9, 4333])
+        XCTAssertEqual(written["pad_token_id"] as? Int, 3)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/generation_config.json")), gen)
+        // Without a source generation_config.json: the model's ids and MiniMind's sampling defaults.
+        try FileManager.default.removeItem(atPath: src + "/generation_config.json")
+        try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: out, dtype: .f32, sourceDirectory: src)
+        let g = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/generation_config.json"))) as! [String: Any]
+        XCTAssertEqual(g["eos_token_id"] as? [Int], [9, 4333])
+        XCTAssertEqual(g["temperature"] as? Double, 0.85)
+
+        m.params[m.parameter(named: "model.layers.0.mlp.up_proj.weight")!.offset] = 1e5
+        for f in ["hf", "gguf"] {
+            XCTAssertThrowsError(try f == "hf"
+                ? HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: tmp + "/f16", dtype: .f16)
+                : GGUFExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: tmp + "/f16.gguf", dtype: .f16, name: "x")) { e in
+                XCTAssertTrue("\(e)".contains("model.layers.0.mlp.up_proj.weight holds 100000.0, beyond f16's largest value"), "\(e)")
+            }
+        }
+        XCTAssertNoThrow(try HuggingFaceExporter.export(model: m, tokenizer: tok, tokenizerFile: tokFile, to: tmp + "/bf16", dtype: .bf16))
+    }
+
     func testImportErrorsNameFileAndField() throws {
         let dir = tmp + "/bad"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
