@@ -328,8 +328,17 @@ public final class TokenCache: @unchecked Sendable {
 
         let width = forcedWidth ?? idBytes(forVocabSize: tokenizer.vocabSize)
         let sink = try FileTokenSink(directory: tmp, idBytes: width, vocabSize: tokenizer.vocabSize)
-        let stats = try TokenCacheBuilder(kind: kind, field: field, tokenizer: tokenizer, threads: threads, chunkBytes: chunkBytes)
-            .run(dataPath: dataPath, sourceSize: before.size, sink: sink, progress: progress)
+        let stats: TokenCacheBuilder.Stats
+        do {
+            stats = try TokenCacheBuilder(kind: kind, field: field, tokenizer: tokenizer, threads: threads, chunkBytes: chunkBytes)
+                .run(dataPath: dataPath, sourceSize: before.size, sink: sink, progress: progress)
+        } catch let e as JSONLError where e.line != nil {
+            // A file cut or rewritten under the build shows as a "bad line" that is fine in the original: say so.
+            if let now = try? SourceIdentity.of(path: dataPath), now != before {
+                throw DataError.badCache(path: dataPath, reason: "the file changed while it was being tokenized (then: \(e.reason) at line \(e.line!))")
+            }
+            throw e
+        }
         try sink.finish()
         let after = try SourceIdentity.of(path: dataPath)
         guard before == after else {

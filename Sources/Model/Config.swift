@@ -213,11 +213,29 @@ public struct ModelConfig: Equatable, Sendable {
 }
 
 /// Writes `data` to `path` via a temporary file in the same directory + rename (never a half-written file).
+/// - Throws: `ModelError` "PATH: cannot write: REASON" with the system's reason (e.g. "No space left on device");
+///   the temporary file is removed.
 func writeAtomically(_ data: Data, to path: String) throws {
     let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: data) else { throw ModelError("\(path): cannot write \(tmp)") }
-    if rename(tmp, path) != 0 {
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw ModelError("\(path): cannot write: \(String(cString: strerror(errno)))") }
+    var failure: Int32 = 0
+    data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+        var done = 0
+        while done < raw.count {
+            let n = write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0 { if errno == EINTR { continue }; failure = errno; return }
+            done += n
+        }
+    }
+    if close(fd) != 0 && failure == 0 { failure = errno }
+    if failure != 0 {
         unlink(tmp)
-        throw ModelError("\(path): rename failed (errno \(errno))")
+        throw ModelError("\(path): cannot write: \(String(cString: strerror(failure)))")
+    }
+    if rename(tmp, path) != 0 {
+        let e = errno
+        unlink(tmp)
+        throw ModelError("\(path): cannot rename the written file into place: \(String(cString: strerror(e)))")
     }
 }

@@ -34,9 +34,37 @@ public struct JSONLError: Error, CustomStringConvertible, Equatable, LocalizedEr
         return JSONLError(path: path, line: line, reason: "field \"\(field)\" must be \(expected), got \(kind)")
     }
 
-    /// The line is not valid UTF-8 from byte `byteOffset` (0-based within the line).
-    public static func invalidUTF8(path: String, line: Int, byteOffset: Int) -> JSONLError {
-        JSONLError(path: path, line: line, reason: "invalid UTF-8 at byte \(byteOffset) of the line")
+    /// The line is not valid UTF-8 from byte `byteOffset` (0-based within the line), which is character `column`
+    /// (1-based, counted as the malformed-JSON messages count columns). The message gives both 1-based.
+    public static func invalidUTF8(path: String, line: Int, byteOffset: Int, column: Int) -> JSONLError {
+        JSONLError(path: path, line: line, reason: "invalid UTF-8 at column \(column) of the line (byte \(byteOffset + 1))")
+    }
+
+    /// A line whose value is not an object (`kind` in `JSONNode.kind`'s words); an array on line 1 gets a hint about
+    /// JSON array files.
+    public static func notAnObject(kind: String, path: String, line: Int) -> JSONLError {
+        JSONLError(path: path, line: line, reason: "expected a JSON object {…}, got \(kind)" +
+            (kind == "an array" && line == 1 ? " (a JSON array file? jsonl has one object per line: `jq -c '.[]' FILE > FILE.jsonl` converts one)" : ""))
+    }
+
+    /// The 1-based character column of byte `byteOffset` of `line` (characters = bytes that are not UTF-8
+    /// continuation bytes, as `JSONLocator` counts them).
+    static func column(of byteOffset: Int, in line: UnsafeBufferPointer<UInt8>) -> Int {
+        var c = 1
+        for k in 0..<min(byteOffset, line.count) where line[k] & 0xC0 != 0x80 { c += 1 }
+        return c
+    }
+
+    /// What a JSON value starting with byte `b` is, in `JSONNode.kind`'s words; nil for `{` and bytes no value starts with.
+    static func kindOfValue(startingWith b: UInt8) -> String? {
+        switch b {
+        case UInt8(ascii: "["): return "an array"
+        case UInt8(ascii: "\""): return "a string"
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return "a number"
+        case UInt8(ascii: "t"), UInt8(ascii: "f"): return "a boolean"
+        case UInt8(ascii: "n"): return "null"
+        default: return nil
+        }
     }
 }
 
@@ -133,14 +161,23 @@ public final class JSONLReader {
             var start = 0
             while start < n {
                 let found = memchr(base + start, 0x0A, n - start)
-                if found == nil && !atEOF { break }
+                if found == nil && !atEOF {
+                    // An incomplete line that already cannot be a JSON object (a whole-file JSON array, a common
+                    // mistake): refuse it now rather than read a multi-GB "line" into memory first.
+                    if out.isEmpty, let kind = JSONLReader.nonObjectStart(UnsafeBufferPointer(start: base + start, count: n - start)) {
+                        throw JSONLError.notAnObject(kind: kind, path: path, line: lineCount + 1)
+                    }
+                    break
+                }
                 let end = found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? n
                 var lineEnd = end
                 if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
                 let line = UnsafeBufferPointer(start: base + start, count: lineEnd - start)
                 if !JSONLReader.isBlank(line) {
                     if let bad = UTF8Lossy.firstInvalid(line) {
-                        if out.isEmpty { throw JSONLError.invalidUTF8(path: path, line: lineCount + 1, byteOffset: bad) }
+                        if out.isEmpty {
+                            throw JSONLError.invalidUTF8(path: path, line: lineCount + 1, byteOffset: bad,
+                                                         column: JSONLError.column(of: bad, in: line)) }
                         badLinePending = true
                         return start
                     }
@@ -154,6 +191,15 @@ public final class JSONLReader {
         if consumed == buffer.count { buffer.removeAll(keepingCapacity: true) } else if consumed > 0 {
             buffer.removeFirst(consumed)
         }
+    }
+
+    /// The kind of JSON value an (incomplete) line starts with when it is not an object: its first byte after
+    /// blanks and a UTF-8 byte order mark; nil when it starts an object, is still blank, or starts with no value.
+    static func nonObjectStart(_ line: UnsafeBufferPointer<UInt8>) -> String? {
+        var i = 0
+        if line.count >= 3 && line[0] == 0xEF && line[1] == 0xBB && line[2] == 0xBF { i = 3 }
+        while i < line.count, line[i] == 0x20 || line[i] == 0x09 || line[i] == 0x0D { i += 1 }
+        return i < line.count ? JSONLError.kindOfValue(startingWith: line[i]) : nil
     }
 
     /// Calls `body` for each non-blank line of the input in order; `afterChunk` runs after the lines of each read
@@ -174,6 +220,10 @@ public final class JSONLReader {
     /// Parses one line as a JSON object.
     /// - Throws: `JSONLError` saying where the JSON goes wrong (column and JSON path), or that the line is not an object.
     public static func object(of line: JSONLLine, path: String) throws -> [String: Any] {
+        // Not an object from its first byte: said without parsing (a long array line would cost many times its size).
+        if let kind = line.bytes.withUnsafeBytes({ nonObjectStart($0.bindMemory(to: UInt8.self)) }) {
+            throw JSONLError.notAnObject(kind: kind, path: path, line: line.number)
+        }
         let v: Any
         do { v = try JSONSerialization.jsonObject(with: line.bytes, options: [.fragmentsAllowed]) } catch {
             if let f = JSONLocator.locate(line.bytes, end: "the line") {
@@ -184,7 +234,7 @@ public final class JSONLReader {
             throw JSONLError(path: path, line: line.number, reason: "malformed JSON: \(detail)")
         }
         guard let o = v as? [String: Any] else {
-            throw JSONLError(path: path, line: line.number, reason: "expected a JSON object {…}, got \(JSONNode.kind(v))")
+            throw JSONLError.notAnObject(kind: JSONNode.kind(v), path: path, line: line.number)
         }
         return o
     }

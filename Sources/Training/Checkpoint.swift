@@ -73,6 +73,19 @@ public enum Checkpoints {
     /// `chatTemplate`, when given, is written as `chat_template.jinja` (replacing a copied one).
     public static func write(name: String, outDir: String, model: MiniMindModel, optimizer: OptimizerSnapshot?,
                              state: TrainerState?, tokenizerFiles: [String], chatTemplate: String? = nil) throws -> String {
+        let final = (outDir as NSString).appendingPathComponent(name)
+        do {
+            return try writeUnchecked(name: name, outDir: outDir, model: model, optimizer: optimizer, state: state,
+                                      tokenizerFiles: tokenizerFiles, chatTemplate: chatTemplate)
+        } catch let e as TrainingError { throw e } catch let e as ModelError { throw e } catch {
+            // Foundation's file errors (a full disk: "There isn't enough space." with a dump of userInfo) → the reason.
+            let path = (error as NSError).userInfo[NSFilePathErrorKey] as? String ?? final
+            throw TrainingError.io(path: path, reason: "cannot write the checkpoint: \(describeFileError(error, path: path))")
+        }
+    }
+
+    private static func writeUnchecked(name: String, outDir: String, model: MiniMindModel, optimizer: OptimizerSnapshot?,
+                                       state: TrainerState?, tokenizerFiles: [String], chatTemplate: String?) throws -> String {
         let fm = FileManager.default
         try fm.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         let final = (outDir as NSString).appendingPathComponent(name)
@@ -88,7 +101,8 @@ public enum Checkpoints {
         if let t = chatTemplate {
             let p = (tmp as NSString).appendingPathComponent("chat_template.jinja")
             try? fm.removeItem(atPath: p)
-            guard fm.createFile(atPath: p, contents: Data(t.utf8)) else { throw TrainingError.io(path: p, reason: "cannot write") }
+            do { try Data(t.utf8).write(to: URL(fileURLWithPath: p)) } catch {
+                throw TrainingError.io(path: p, reason: "cannot write: \(describeFileError(error, path: p))") }
         }
         if let o = optimizer {
             try writeFloatTensors([("exp_avg", o.m), ("exp_avg_sq", o.v)], metadata: ["step": String(o.step)],
@@ -211,6 +225,7 @@ func describeFileError(_ error: Error, path: String) -> String {
         return String(cString: strerror(Int32(u.code)))
     }
     if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+    if ns.domain == NSCocoaErrorDomain && ns.code == NSFileWriteOutOfSpaceError { return String(cString: strerror(ENOSPC)) }
     var p = (path as NSString).deletingLastPathComponent
     let fm = FileManager.default
     while !p.isEmpty && p != "/" && !fm.fileExists(atPath: p) { p = (p as NSString).deletingLastPathComponent }

@@ -25,7 +25,9 @@ public final class MetricsWriter {
     public func append(_ record: [String: Any]) throws {
         var data = try JSONSerialization.data(withJSONObject: MetricsWriter.finiteJSON(record), options: [.sortedKeys])
         data.append(0x0A)
-        try handle.write(contentsOf: data)
+        do { try handle.write(contentsOf: data) } catch {
+            throw TrainingError.io(path: path, reason: "cannot append a row: \(describeFileError(error, path: path))")
+        }
     }
 
     deinit { try? handle.close() }

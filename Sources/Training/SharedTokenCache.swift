@@ -24,6 +24,11 @@ public enum SharedTokenCache {
             let name = (dataPath as NSString).lastPathComponent
             struct Interrupted: Error {}
             let opened: (TokenCache, built: Bool)
+            // Progress is reported per chunk; one enormous line can take longer than --stall-timeout to parse and
+            // encode. While the build consumes CPU it is working: `BuildHeartbeat` restarts the waiting ranks' stall
+            // clocks then (a stopped or deadlocked builder uses none, and still trips them).
+            let heartbeat = BuildHeartbeat { comm.stallInspector?.noteProgress() }
+            defer { heartbeat.stop() }
             do {
                 opened = try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot,
                                                     threads: threads) { p in
@@ -61,5 +66,34 @@ public enum SharedTokenCache {
         if let c = try TokenCache.openIfValid(dataPath: dataPath, key: key, cacheRoot: cacheRoot) { return c }
         return try TokenCache.openOrBuild(dataPath: dataPath, kind: kind, tokenizer: tokenizer, cacheRoot: cacheRoot, threads: threads,
                                           progress: { _ in comm.stallInspector?.noteProgress() }).0
+    }
+}
+
+/// Calls `beat` every `interval` seconds while this process has used at least `minimumCPU` seconds of CPU time
+/// (user + system, all threads) since the previous tick; stopped by `stop()`.
+final class BuildHeartbeat: @unchecked Sendable {
+    private let timer: DispatchSourceTimer
+    private var lastCPU: Double
+
+    init(interval: Double = 2, minimumCPU: Double = 0.2, beat: @escaping @Sendable () -> Void) {
+        lastCPU = BuildHeartbeat.cpuSeconds()
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global(qos: .utility))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in
+            guard let self else { return }
+            let now = BuildHeartbeat.cpuSeconds()
+            if now - self.lastCPU >= minimumCPU { beat() }
+            self.lastCPU = now
+        }
+        timer.resume()
+    }
+
+    func stop() { timer.cancel() }
+
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return s(u.ru_utime) + s(u.ru_stime)
     }
 }

@@ -192,4 +192,37 @@ final class CacheBuildTests: ScratchDirTestCase {
         XCTAssertEqual(reports.last?.bytesRead, reports.last?.totalBytes)
         XCTAssertEqual(reports.map(\.samples), reports.map(\.samples).sorted())
     }
+
+    /// A file cut mid-line while it is being tokenized reports the change, not a "malformed" line that is fine in
+    /// the file as it was.
+    func testFileCutDuringTheBuildIsReportedAsChanged() throws {
+        let row = #"{"text": "床前明月光，疑是地上霜。举头望明月，低头思故乡。"}"#
+        let path = try write(String(repeating: row + "\n", count: 400), "cut.jsonl")
+        var cut = false
+        XCTAssertThrowsError(try TokenCache.build(dataPath: path, kind: .pretrain, field: "text", tokenizer: tok,
+                                                  cacheRoot: work + "/cut", threads: 1, idBytes: nil, chunkBytes: 4096) { _ in
+            guard !cut else { return }
+            cut = true
+            XCTAssertEqual(truncate(path, off_t((row.utf8.count + 1) * 300 + 10)), 0)   // line 301 cut to `{"text": "`
+        }) { e in
+            XCTAssertTrue("\(e)".contains("the file changed while it was being tokenized") && "\(e)".contains("at line 301"), "\(e)")
+        }
+    }
+
+    /// A whole-file JSON array (one enormous line starting with `[`) is refused from its first chunk, with a hint,
+    /// instead of being read into memory and parsed.
+    func testJSONArrayFileIsRefusedFromItsFirstChunk() throws {
+        let body = String(repeating: Self.textRow + ", ", count: 40_000)   // ~1.3 MB on one line
+        let path = try write("[" + body + Self.textRow + "]\n", "array.json")
+        let reader = try JSONLReader(path: path, chunkBytes: 16 << 10)
+        XCTAssertThrowsError(try reader.nextLines()) { e in
+            XCTAssertEqual("\(e)", "\(path):1: expected a JSON object {…}, got an array (a JSON array file? jsonl has one object per line: `jq -c '.[]' FILE > FILE.jsonl` converts one)")
+        }
+        XCTAssertEqual(reader.bytesRead, 16 << 10, "one chunk read")
+        // Through a cache build, the same message.
+        XCTAssertThrowsError(try TokenCache.build(dataPath: path, kind: .pretrain, field: "text", tokenizer: tok,
+                                                  cacheRoot: work + "/arr", threads: 1)) { e in
+            XCTAssertTrue("\(e)".hasPrefix("\(path):1: expected a JSON object {…}, got an array (a JSON array file?"), "\(e)")
+        }
+    }
 }

@@ -191,3 +191,14 @@ final class LoRANoSquareLinearTests: XCTestCase {
         }
     }
 }
+
+/// Atomic writes name the file and the system's reason (a full disk: "No space left on device"), not a bare
+/// "cannot write".
+final class AtomicWriteErrorTests: XCTestCase {
+    func testReasonIsNamed() {
+        let path = NSTemporaryDirectory() + "swiftmind-missing-\(getpid())/model.safetensors"
+        XCTAssertThrowsError(try writeAtomically(Data([1, 2, 3]), to: path)) { e in
+            XCTAssertEqual("\(e)", "\(path): cannot write: No such file or directory")
+        }
+    }
+}

@@ -135,8 +135,8 @@ final class BadInputTests: XCTestCase {
         try d.write(to: URL(fileURLWithPath: path))
         var seen = 0
         XCTAssertThrowsError(try JSONLReader.forEachLine(path: path) { _ in seen += 1 }) { e in
-            XCTAssertEqual(e as? JSONLError, .invalidUTF8(path: path, line: 3, byteOffset: 11))
-            XCTAssertEqual("\(e)", "\(path):3: invalid UTF-8 at byte 11 of the line")
+            XCTAssertEqual(e as? JSONLError, .invalidUTF8(path: path, line: 3, byteOffset: 11, column: 12))
+            XCTAssertEqual("\(e)", "\(path):3: invalid UTF-8 at column 12 of the line (byte 12)")
         }
         XCTAssertEqual(seen, 2)
         var trainer = BPETrainer(vocabSize: 300)

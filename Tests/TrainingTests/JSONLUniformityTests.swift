@@ -63,7 +63,7 @@ final class JSONLUniformityTests: ScratchDirTestCase {
             ("garbage", Array(#"{"a": 1} x"#.utf8), "malformed JSON at column 10: unexpected text after the top-level value"),
             ("array", Array("[1, 2]".utf8), "expected a JSON object {…}, got an array"),
             ("string", Array(#""text""#.utf8), "expected a JSON object {…}, got a string"),
-            ("utf8", Array(#"{"text": "x"#.utf8) + [0xE4, 0xBD, 0x22, 0x7D], "invalid UTF-8 at byte 11 of the line"),
+            ("utf8", Array(#"{"text": "x"#.utf8) + [0xE4, 0xBD, 0x22, 0x7D], "invalid UTF-8 at column 12 of the line (byte 12)"),
         ]
         for (name, bad, reason) in cases {
             var content = Data("\n  \r\n\t\n\n".utf8)   // lines 1–4: blank (empty, spaces + CR, tab, empty)
