@@ -25,8 +25,17 @@ extension TrainingLoop {
         let B = o.batchSize, acc = o.accumulationSteps, globalPerStep = B * acc * world
         var stateFields = [Int64](repeating: 0, count: 6)   // found, step, epoch, position, seen, adamStep
         var state = ResumeState()
-        if o.resume && rank == 0, let latest = Checkpoints.list(outDir: o.outDir).last {
-            let st = try Checkpoints.readState(latest.path)
+        // Newest first: a checkpoint whose files cannot be read (a node that crashed before its page cache reached
+        // the disk, a damaged file) is skipped with a warning for the one before it; a checkpoint of another run
+        // (other data or settings) or one that does not fit this run stops the resume.
+        var candidates = o.resume && rank == 0 ? Array(Checkpoints.list(outDir: o.outDir).reversed()) : []
+        var damaged: [String] = []
+        while let latest = candidates.first {
+            candidates.removeFirst()
+            let st: TrainerState
+            do { st = try Checkpoints.readState(latest.path) } catch {
+                damaged.append("\(latest.path): \(error)"); continue
+            }
             guard st.dataHash == dataHash else {
                 // Name what changed when the checkpoint recorded its identity (clauses of "stage … ; tokenizer …; …").
                 var what = "it was trained on other data, tokenizer\(obj.report.isPretrain ? " or seed" : ", seed, stage or objective settings")"
@@ -41,16 +50,27 @@ extension TrainingLoop {
                 throw TrainingError.badCheckpoint(path: latest.path, reason: "\(what) (data hash \(st.dataHash), now \(dataHash)); use another --out-dir to start afresh")
             }
             try Checkpoints.validate(st, dir: latest.path, datasetSize: dataset.count, epochs: o.epochs)
-            try obj.loadWeights(checkpoint: latest.path)
-            let opt = try Checkpoints.readOptimizer(latest.path, numParameters: obj.parameters.count)
+            let opt: OptimizerSnapshot
+            do {
+                try obj.loadWeights(checkpoint: latest.path)
+                opt = try Checkpoints.readOptimizer(latest.path, numParameters: obj.parameters.count)
+            } catch {
+                damaged.append("\(latest.path): \(error)"); continue
+            }
             _ = adam.m.update(fromContentsOf: opt.m); _ = adam.v.update(fromContentsOf: opt.v)
             stateFields = [1, Int64(st.step), Int64(st.epoch), Int64(st.samplePosition), Int64(st.globalSamplesSeen), Int64(opt.step)]
             if st.maxSeqLen != o.maxSeqLen || st.batchSize * st.worldSize * st.accumulationSteps != globalPerStep {
                 logger.warning("resuming with a different geometry (world \(st.worldSize)→\(world), batch \(st.batchSize)→\(B), accumulation \(st.accumulationSteps)→\(acc), max_seq_len \(st.maxSeqLen)→\(o.maxSeqLen)): the continuation starts at the same global sample but the loss sequence will differ")
             }
+            for d in damaged { logger.warning("--resume: skipped a checkpoint that cannot be read: \(d)") }
             state.checkpoint = latest.path
             state.lastLoss = st.lastLoss
-        } else if o.resume && rank == 0 {
+            break
+        }
+        if state.checkpoint == nil && !damaged.isEmpty {
+            throw TrainingError.badCheckpoint(path: o.outDir, reason: "no checkpoint can be read: \(damaged.joined(separator: "; ")) (move them aside to start from step 0)")
+        }
+        if o.resume && rank == 0 && state.checkpoint == nil {
             logger.warning("--resume: no complete checkpoint in \(o.outDir), starting from step 0")
         }
         if o.resume && rank == 0 {

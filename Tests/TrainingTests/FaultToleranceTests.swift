@@ -137,8 +137,8 @@ final class FaultToleranceTests: XCTestCase {
         let marks = Marks()
         // On SIGTERM mpirun sends the ranks SIGCONT, SIGTERM 1 s later and SIGKILL 1 s after that (OpenMPI 4, the default
         // odls_base_sigkill_timeout): the run must last longer than that. A step plus the checkpoint take milliseconds,
-        // but on a loaded VM the checkpoint's fsyncs have taken over a second (one fresh-clone run saw SIGKILL before
-        // the "preempted" line), so the grace is raised as the README advises for slow steps (OMPI_MCA_ environment);
+        // but on a loaded VM the stop has taken over a second (one fresh-clone run saw SIGKILL before the
+        // "preempted" line), so the grace is raised as the README advises for slow steps (OMPI_MCA_ environment);
         // the ranks then get SIGTERM 4 s after mpirun, well before the run's remaining steps (≥ 10 s here) are done.
         let grace = ["OMPI_MCA_odls_base_sigkill_timeout": "4"]
         let cut = try TrainerRunner.run(Self.pretrain(out: out, cache: cache, maxSteps: steps), np: 2, timeout: 300,

@@ -78,6 +78,18 @@ final class PretrainRunTests: XCTestCase {
                 XCTAssertLessThan(d, 1e-5, "resume on 2 ranks: max loss difference \(d)")
             }
         }
+        // A newest checkpoint whose files cannot be read (here a truncated optimizer state, as a node crash before
+        // the page cache reached the disk can leave it) is skipped, with a warning, for the one before it.
+        let damaged = work + "/damaged"
+        try fm.createDirectory(atPath: damaged, withIntermediateDirectories: true)
+        for c in ["checkpoint-10", "checkpoint-20"] { try fm.copyItem(atPath: full + "/" + c, toPath: damaged + "/" + c) }
+        XCTAssertEqual(truncate(damaged + "/checkpoint-20/optimizer.safetensors", 100), 0)
+        let dr = try TrainerRunner.run(args(out: damaged, batch: 8, accumulation: 1, extra: ["--resume"]))
+        XCTAssertEqual(dr.status, 0, dr.stderr)
+        XCTAssertTrue(dr.stderr.contains("--resume: skipped a checkpoint that cannot be read: \(damaged)/checkpoint-20"), dr.stderr)
+        XCTAssertTrue(dr.stderr.contains("resumed from \(damaged)/checkpoint-10 at step 10"), dr.stderr)
+        XCTAssertEqual(try TrainerRunner.losses(outDir: damaged).map(\.loss), Array(ref.suffix(10)).map(\.loss))
+        XCTAssertEqual(try TrainerRunner.parameters(damaged + "/final"), try TrainerRunner.parameters(full + "/final"))
         // A checkpoint trained on other data (here: another shuffle seed) is refused, not silently continued.
         let other = work + "/other-seed"
         try fm.createDirectory(atPath: other, withIntermediateDirectories: true)
