@@ -217,9 +217,13 @@ public final class MiniMindModel {
     }
 
     /// Layout only; parameters zero. Use `init(config:seed:)` or `load(directory:)`.
-    init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
+    convenience init(layoutFor cfg: ModelConfig, withGradients: Bool = true) {
+        self.init(layout: Layout(cfg), config: cfg, withGradients: withGradients)
+    }
+
+    /// `layout` is `Layout(cfg)`, already computed (`load(directory:)` checks the files against it first).
+    init(layout: Layout, config cfg: ModelConfig, withGradients: Bool) {
         config = cfg
-        let layout = Layout(cfg)
         let off = layout.count
         layerOffsets = layout.layerOffsets
         normOffset = layout.normOffset
@@ -348,7 +352,7 @@ public final class MiniMindModel {
             throw ModelError("\(f.path): unexpected tensor \(n) for this config")
         }
 
-        let m = MiniMindModel(layoutFor: cfg, withGradients: withGradients)
+        let m = MiniMindModel(layout: layout, config: cfg, withGradients: withGradients)
         for p in m.parameters {
             try files.entry(p.name).file.readFloats(p.name, into: UnsafeMutableBufferPointer(start: m.paramPtr + p.offset, count: p.count))
         }
