@@ -245,6 +245,57 @@ void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *
     }
 }
 
+// int16 activations for the Q8_0 × int16 kernels: per 32-block d = max|x|/32767, q = round(x/d) (half away from zero),
+// clamped to int16 (a product rounded up to ±32768 saturates as the SIMD pack does).
+#if SM_X86
+static SM_AVX2 void quantize_act_q16_avx2(const float *x, size_t n, size_t ic, int16_t *xq, float *xd) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (size_t r = 0; r < n; r++)
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
+                                     _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            const float amax = _mm_cvtss_f32(h), d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            xd[r * nb + b] = d;
+            const __m256 s = _mm256_set1_ps(id);
+            const __m256i i0 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v0, s)));
+            const __m256i i1 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v1, s)));
+            const __m256i i2 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v2, s)));
+            const __m256i i3 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v3, s)));
+            // packs works per 128-bit lane; 0xD8 puts the 64-bit quarters back in order.
+            int16_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
+            _mm256_storeu_si256((__m256i *)q, _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8));
+            _mm256_storeu_si256((__m256i *)(q + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xD8));
+        }
+}
+#endif
+
+void sm_quantize_act_q16(const float *x, size_t n, size_t ic, int16_t *xq, float *xd) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 1) { quantize_act_q16_avx2(x, n, ic, xq, xd); return; }
+#endif
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t r = 0; r < n; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
+            float amax = 0;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
+            const float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+            xd[r * nb + b] = d;
+            int16_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) {
+                float t = roundf(v[j] * id);
+                q[j] = (int16_t)(t > 32767.0f ? 32767.0f : (t < -32768.0f ? -32768.0f : t));
+            }
+        }
+    }
+}
+
 // The AVX-512 bf16 kernel unpacks 32 weights at a time: activations per 32-group, the 16 even then the 16 odd ones.
 static int bf16_wide(size_t ic) { return sm_quant_simd_level() >= 2 && ic % 32 == 0; }
 
@@ -319,6 +370,28 @@ static void gemv_q8_0_q8_scalar(const uint8_t *w, const int8_t *xq, const float 
                 const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
                 uint16_t dh; memcpy(&dh, blk, 2);
                 const int8_t *q = (const int8_t *)(blk + 2), *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
+                int32_t bs = 0;
+                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
+                s += f16_bits_to_f32(dh) * xd[r * nb + b] * (float)bs;
+            }
+            store_out(out, ldo, r, o, s, accumulate);
+        }
+    }
+}
+
+// Q8_0 × int16 activations. A 32-block's integer sum is at most 32·127·32768 < 2³¹.
+static void gemv_q8_0_q16_scalar(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic, size_t o0,
+                                 size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t o = o0; o < o1; o++) {
+        const uint8_t *wr = w + o * nb * SM_Q8_0_BYTES;
+        for (size_t r = 0; r < n; r++) {
+            float s = 0;
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
+                uint16_t dh; memcpy(&dh, blk, 2);
+                const int8_t *q = (const int8_t *)(blk + 2);
+                const int16_t *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
                 int32_t bs = 0;
                 for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
                 s += f16_bits_to_f32(dh) * xd[r * nb + b] * (float)bs;
@@ -454,6 +527,38 @@ SM_INLINE SM_AVX2 void q8_q8_tile(const uint8_t *w, const int8_t *xq, const floa
         SM_DRIVE(Q8Q_TILE, (w, xq + r0 * ic, xd + r0 * nb, ic))                                                     \
     }
 
+// Q8_0 × int16 activations: the 32 weights sign-extended to int16, vpmaddwd against the activations. Each int32 lane
+// sums 4 products (≤ 4·127·32768 < 2²⁴), so its conversion to float is exact.
+SM_INLINE SM_AVX2 void q8_q16_tile(const uint8_t *w, const int16_t *xq, const float *xd, size_t ic, size_t o, int OT,
+                                    int R, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    __m256 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const float dw = _cvtsh_ss(dh);
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+            const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+            for (int r = 0; r < R; r++) {
+                const int16_t *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
+                const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xv)),
+                                                   _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xv + 16))));
+                acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[r * nb + b]), _mm256_cvtepi32_ps(s), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, hsum8(acc[t][r]), accumulate);
+}
+static SM_AVX2 void gemv_q8_0_q16_avx2(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic,
+                                       size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    SM_DRIVE(q8_q16_tile, (w, xq + r0 * ic, xd + r0 * nb, ic))
+}
+
 SM_GEMV_FAMILY(avx2, SM_AVX2, bf16_tile, q8_f32_tile, q8_q8_tile)
 #endif
 
@@ -555,6 +660,35 @@ SM_INLINE SM_AVX512 void q8_q8_tile512(const uint8_t *w, const int8_t *xq, const
             store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]) + tail[t][r], accumulate);
 }
 
+// Q8_0 × int16 activations, one block per 512-bit register (each int32 lane sums 2 products: exact in float).
+SM_INLINE SM_AVX512 void q8_q16_tile512(const uint8_t *w, const int16_t *xq, const float *xd, size_t ic, size_t o,
+                                         int OT, int R, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK, rowBytes = nb * SM_Q8_0_BYTES;
+    __m512 acc[4][4];
+    for (int t = 0; t < OT; t++) for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        for (int t = 0; t < OT; t++) {
+            const uint8_t *blk = w + (o + t) * rowBytes + b * SM_Q8_0_BYTES;
+            _mm_prefetch((const char *)(blk + OT * rowBytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + OT * rowBytes + 63), _MM_HINT_T0);
+            uint16_t dh; memcpy(&dh, blk, 2);
+            const float dw = _cvtsh_ss(dh);
+            const __m512i wq = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(blk + 2)));
+            for (int r = 0; r < R; r++) {
+                const __m512i s = _mm512_madd_epi16(wq, _mm512_loadu_si512((const void *)(xq + r * ic + b * SM_Q8_0_BLOCK)));
+                acc[t][r] = _mm512_fmadd_ps(_mm512_set1_ps(dw * xd[r * nb + b]), _mm512_cvtepi32_ps(s), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < OT; t++)
+        for (int r = 0; r < R; r++) store_out(out, ldo, r, o + t, _mm512_reduce_add_ps(acc[t][r]), accumulate);
+}
+static SM_AVX512 void gemv_q8_0_q16_avx512(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic,
+                                           size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    SM_DRIVE(q8_q16_tile512, (w, xq + r0 * ic, xd + r0 * nb, ic))
+}
+
 SM_GEMV_FAMILY(avx512, SM_AVX512, bf16_tile512, q8_f32_tile512, q8_q8_tile512)
 #endif
 
@@ -583,4 +717,12 @@ void sm_gemv_q8_0_q8(const uint8_t *w, const int8_t *xq, const float *xd, size_t
     if (sm_quant_simd_level() >= 1) { gemv_q8_0_q8_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
     gemv_q8_0_q8_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
+}
+void sm_gemv_q8_0_q16(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic, size_t o0, size_t o1,
+                      float *out, size_t ldo, int accumulate) {
+#if SM_X86
+    if (sm_quant_simd_level() >= 2) { gemv_q8_0_q16_avx512(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
+    if (sm_quant_simd_level() >= 1) { gemv_q8_0_q16_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
+#endif
+    gemv_q8_0_q16_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
 }

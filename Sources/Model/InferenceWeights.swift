@@ -35,10 +35,10 @@ public final class InferenceWeights: @unchecked Sendable {
     public let dtype: WeightDType
     /// Bytes held (the low-precision copy; the fp32 parameters are kept too).
     public let byteCount: Int
-    /// q8_0 only: quantize each activation row to int8 per 32-block and use int8 dot products (GGML's scheme), else
-    /// multiply dequantized weights with the fp32 activations. Default: env `SWIFTMIND_Q8_ACTIVATIONS` = `f32`|`int8`,
-    /// else int8 (measured faster on AVX2; see README "Low-precision inference").
-    public var int8Activations: Bool
+    /// q8_0 only: how the activation rows meet the Q8_0 weights in the matrix-vector kernels (decode, ≤ `directRows`
+    /// rows; prefill dequantizes tiles to fp32 whatever this is). Default: env `SWIFTMIND_Q8_ACTIVATIONS`, else
+    /// `.int16` (see `Q8Activations`).
+    public var q8Activations: Q8Activations
 
     struct Matrix {
         let bytes: UnsafeRawPointer
@@ -57,7 +57,7 @@ public final class InferenceWeights: @unchecked Sendable {
     init(dtype: WeightDType, matrices: [(pointer: UnsafePointer<Float>, rows: Int, ic: Int)]) {
         precondition(dtype != .f32, "InferenceWeights holds bf16 or q8_0 copies only")
         self.dtype = dtype
-        int8Activations = InferenceWeights.int8ActivationsByDefault
+        q8Activations = Q8Activations.fromEnvironment
         let sorted = matrices.filter { $0.ic % 32 == 0 && $0.rows > 0 }.sorted { $0.pointer < $1.pointer }
         matrixCount = sorted.count
         offeredCount = matrices.count
@@ -116,7 +116,18 @@ public final class InferenceWeights: @unchecked Sendable {
                 }
             case .q8_0:
                 let w = m.bytes.assumingMemoryBound(to: UInt8.self)
-                if int8Activations {
+                switch q8Activations {
+                case .int16:
+                    withUnsafeTemporaryAllocation(of: Int16.self, capacity: n * ic) { xq in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
+                            sm_quantize_act_q16(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
+                            let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
+                            decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                                sm_gemv_q8_0_q16(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
+                            }
+                        }
+                    }
+                case .int8:
                     withUnsafeTemporaryAllocation(of: Int8.self, capacity: n * ic) { xq in
                         withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
                             sm_quantize_act_q8(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
@@ -126,7 +137,7 @@ public final class InferenceWeights: @unchecked Sendable {
                             }
                         }
                     }
-                } else {
+                case .f32:
                     decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
                         sm_gemv_q8_0_f32(w, inp, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
                     }
@@ -160,19 +171,6 @@ public final class InferenceWeights: @unchecked Sendable {
     public func bytes(of w: UnsafePointer<Float>, rows: Int, ic: Int) -> UnsafeRawBufferPointer? {
         guard let m = matrix(for: w, rows: rows, ic: ic) else { return nil }
         return UnsafeRawBufferPointer(start: m.bytes, count: rows * dtype.rowBytes(ic))
-    }
-
-    /// The q8_0 activation mode of new copies: env `SWIFTMIND_Q8_ACTIVATIONS` = `f32` (also `fp32`, `float32`, any case)
-    /// or `int8` (the default); another value is ignored with a warning on stderr. Read at each conversion.
-    static var int8ActivationsByDefault: Bool {
-        guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"], !v.isEmpty else { return true }
-        switch v.lowercased() {
-        case "f32", "fp32", "float32": return false
-        case "int8": return true
-        default:
-            FileHandle.standardError.write(Data("warning: SWIFTMIND_Q8_ACTIVATIONS=\(v) ignored (use f32 or int8); q8_0 uses int8 activations\n".utf8))
-            return true
-        }
     }
 
     /// Where a decode step's products and attention run: "spin" (CQuant's spin-waiting pool, the default) or "gcd"
@@ -269,4 +267,30 @@ public func dequantizeQ8_0(_ bytes: [UInt8]) -> [Float] {
     var out = [Float](repeating: 0, count: count)
     bytes.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { sm_dequantize_q8_0(b.baseAddress!, count, $0.baseAddress!) } }
     return out
+}
+
+/// How `--weight-dtype q8_0`'s matrix-vector kernels (decode) take the fp32 activation rows.
+/// - `int16` (the default): each row quantized per 32 values to int16 (d = max|x|/32767), integer block sums against the
+///   int8 weights. Its rounding (≤ 2⁻¹⁶ of the block maximum) is about 1/130 of the weights' Q8_0 rounding, so the
+///   outputs are those of int8 weight-only quantization to within fp32-level noise, at the speed of integer kernels.
+/// - `int8`: GGML's Q8_0 × Q8_0 scheme (d = max|x|/127), as llama.cpp computes it: the activations' rounding equals the
+///   weights', which doubles the deviation from fp32 (docs/LOW_PRECISION.md measures the cost in greedy agreement).
+/// - `f32`: the weights dequantized and multiplied with the fp32 activations (exact weight-only products; on AVX2 the
+///   slowest of the three).
+public enum Q8Activations: String, CaseIterable, Sendable {
+    case int16, int8, f32
+
+    /// From env `SWIFTMIND_Q8_ACTIVATIONS` (`int16`, `int8`, `f32`; also `fp32`/`float32`, any case), else `.int16`;
+    /// another value is ignored with a warning on stderr. Read at each conversion.
+    public static var fromEnvironment: Q8Activations {
+        guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"], !v.isEmpty else { return .int16 }
+        switch v.lowercased() {
+        case "f32", "fp32", "float32": return .f32
+        case "int8": return .int8
+        case "int16": return .int16
+        default:
+            FileHandle.standardError.write(Data("warning: SWIFTMIND_Q8_ACTIVATIONS=\(v) ignored (use int16, int8 or f32); q8_0 uses int16 activations\n".utf8))
+            return .int16
+        }
+    }
 }

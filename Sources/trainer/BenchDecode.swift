@@ -125,7 +125,7 @@ struct BenchDecode: ParsableCommand {
                                     "decode_over_floor": dtypeFloorMs > 0 ? bestDecode * 1e3 / dtypeFloorMs : NSNull(),
                                     "kernels": m.inferenceWeights == nil ? "openblas" : InferenceWeights.kernelName,
                                     "decode_pool": m.inferenceWeights == nil ? "openblas" : InferenceWeights.decodePool,
-                                    "q8_activations": m.inferenceWeights?.dtype == .q8_0 ? (m.inferenceWeights!.int8Activations ? "int8" : "f32") : "-"]
+                                    "q8_activations": m.inferenceWeights?.dtype == .q8_0 ? m.inferenceWeights!.q8Activations.rawValue : "-"]
             print(String(data: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), encoding: .utf8)!)
         } else {
             print(String(format: "model: hidden %d, layers %d, vocab %d, params %.1f M; OpenBLAS %@ × %d threads",
@@ -142,7 +142,7 @@ struct BenchDecode: ParsableCommand {
                 print(String(format: "%@ weights: %.1f MB; their floor at that bandwidth: %.3f ms; decode step / %@ floor = %.2f (%@ kernels%@, %@ pool%@)",
                              weights.weightDType, weightBytes / 1e6, dtypeFloorMs, weights.weightDType, bestDecode * 1e3 / dtypeFloorMs,
                              InferenceWeights.kernelName, InferenceWeights.simdKernels ? "" : ": no AVX2+FMA+F16C",
-                             InferenceWeights.decodePool, iw.dtype == .q8_0 ? (iw.int8Activations ? ", int8 activations" : ", f32 activations") : ""))
+                             InferenceWeights.decodePool, iw.dtype == .q8_0 ? ", \(iw.q8Activations.rawValue) activations" : ""))
             }
             if batch > 1 {
                 print(String(format: "batched decode (%d sequences): %.1f tokens/s aggregate, %.2f ms/step wall, %.2f ms/step CPU",
