@@ -199,33 +199,53 @@ SM_INLINE SM_AVX2 __m256 round_away_lanes(__m256 r) {
     const __m256 step = _mm256_or_ps(_mm256_and_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))), _mm256_set1_ps(1.0f));
     return _mm256_add_ps(t, _mm256_and_ps(half, step));
 }
+// One 32-value block v of an activation row: d = max|v|/qmax (returned), and round-half-away(v/d) in four 8-lane int32
+// registers, as the scalar quantizers compute them.
+SM_INLINE SM_AVX2 float quantize_block_lanes(const float *v, float qmax, __m256i *i0, __m256i *i1, __m256i *i2, __m256i *i3) {
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+    const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
+                                   _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h), inv = 1.0f / (amax / qmax);
+    // An all-zero block, or one so small (max < qmax/FLT_MAX) that 1/d overflows: d = 0 and every q = 0, as the
+    // scalar block_scale.
+    const int zero = amax / qmax == 0 || isinf(inv);
+    const float d = zero ? 0.0f : amax / qmax, id = zero ? 0.0f : inv;
+    const __m256 s = _mm256_set1_ps(id);
+    *i0 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v0, s)));
+    *i1 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v1, s)));
+    *i2 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v2, s)));
+    *i3 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v3, s)));
+    return d;
+}
 // As the scalar loop below (same d, same q), 32 values per block in four 8-lane registers.
 static SM_AVX2 void quantize_act_q8_avx2(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
     const size_t nb = ic / SM_Q8_0_BLOCK;
-    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (size_t r = 0; r < n; r++)
         for (size_t b = 0; b < nb; b++) {
             const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
-            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
-                                     _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            const float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-            xd[r * nb + b] = d;
-            const __m256 s = _mm256_set1_ps(id);
-            const __m256i i0 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v0, s)));
-            const __m256i i1 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v1, s)));
-            const __m256i i2 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v2, s)));
-            const __m256i i3 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v3, s)));
+            __m256i i0, i1, i2, i3;
+            xd[r * nb + b] = quantize_block_lanes(v, 127.0f, &i0, &i1, &i2, &i3);
             // packs work per 128-bit lane; the permutation puts the 32 bytes back in order.
             const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
             _mm256_storeu_si256((__m256i *)(xq + r * ic + b * SM_Q8_0_BLOCK), _mm256_permutevar8x32_epi32(p, order));
         }
 }
 #endif
+
+// A 32-value activation block's scale d = max|v|/qmax (returned) and its inverse (0 for an all-zero block).
+static inline float block_scale(const float *v, float qmax, float *id) {
+    float amax = 0;
+    for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
+    const float d = amax / qmax, inv = 1.0f / d;
+    if (d == 0 || isinf(inv)) { *id = 0; return 0; }     // all zero, or so small (< qmax/FLT_MAX) that 1/d overflows
+    *id = inv;
+    return d;
+}
 
 void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
 #if SM_X86
@@ -235,10 +255,8 @@ void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *
     for (size_t r = 0; r < n; r++) {
         for (size_t b = 0; b < nb; b++) {
             const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            float amax = 0;
-            for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
-            const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-            xd[r * nb + b] = d;
+            float id;
+            xd[r * nb + b] = block_scale(v, 127.0f, &id);
             int8_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
             for (int j = 0; j < SM_Q8_0_BLOCK; j++) q[j] = (int8_t)roundf(v[j] * id);
         }
@@ -246,27 +264,16 @@ void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *
 }
 
 // int16 activations for the Q8_0 × int16 kernels: per 32-block d = max|x|/32767, q = round(x/d) (half away from zero),
-// clamped to int16 (a product rounded up to ±32768 saturates as the SIMD pack does).
+// clamped to int16 (a product rounded up to ±32768 saturates as the SIMD pack does). A NaN activation is not
+// propagated (as in the int8 path): the block maximum ignores it and its q is arbitrary; fp32 activations keep it.
 #if SM_X86
 static SM_AVX2 void quantize_act_q16_avx2(const float *x, size_t n, size_t ic, int16_t *xq, float *xd) {
     const size_t nb = ic / SM_Q8_0_BLOCK;
-    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (size_t r = 0; r < n; r++)
         for (size_t b = 0; b < nb; b++) {
             const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
-            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absMask), _mm256_and_ps(v1, absMask)),
-                                     _mm256_max_ps(_mm256_and_ps(v2, absMask), _mm256_and_ps(v3, absMask)));
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            const float amax = _mm_cvtss_f32(h), d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
-            xd[r * nb + b] = d;
-            const __m256 s = _mm256_set1_ps(id);
-            const __m256i i0 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v0, s)));
-            const __m256i i1 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v1, s)));
-            const __m256i i2 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v2, s)));
-            const __m256i i3 = _mm256_cvtps_epi32(round_away_lanes(_mm256_mul_ps(v3, s)));
+            __m256i i0, i1, i2, i3;
+            xd[r * nb + b] = quantize_block_lanes(v, 32767.0f, &i0, &i1, &i2, &i3);
             // packs works per 128-bit lane; 0xD8 puts the 64-bit quarters back in order.
             int16_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
             _mm256_storeu_si256((__m256i *)q, _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8));
@@ -283,10 +290,8 @@ void sm_quantize_act_q16(const float *x, size_t n, size_t ic, int16_t *xq, float
     for (size_t r = 0; r < n; r++) {
         for (size_t b = 0; b < nb; b++) {
             const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            float amax = 0;
-            for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
-            const float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
-            xd[r * nb + b] = d;
+            float id;
+            xd[r * nb + b] = block_scale(v, 32767.0f, &id);
             int16_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
             for (int j = 0; j < SM_Q8_0_BLOCK; j++) {
                 float t = roundf(v[j] * id);

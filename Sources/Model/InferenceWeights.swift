@@ -116,27 +116,24 @@ public final class InferenceWeights: @unchecked Sendable {
                 }
             case .q8_0:
                 let w = m.bytes.assumingMemoryBound(to: UInt8.self)
+                // Integer activations: quantize the rows once, then the kernel over output-row ranges.
+                func integer<T>(_: T.Type, _ quantize: (CFPtr, Int, Int, UnsafeMutablePointer<T>, FPtr) -> Void,
+                                _ gemv: (UnsafePointer<UInt8>, UnsafePointer<T>, CFPtr, Int, Int, Int, Int, FPtr, Int, Int32) -> Void) {
+                    withUnsafeTemporaryAllocation(of: T.self, capacity: n * ic) { xq in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
+                            quantize(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
+                            let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
+                            decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
+                                gemv(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
+                            }
+                        }
+                    }
+                }
                 switch q8Activations {
-                case .int16:
-                    withUnsafeTemporaryAllocation(of: Int16.self, capacity: n * ic) { xq in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
-                            sm_quantize_act_q16(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
-                            let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
-                            decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
-                                sm_gemv_q8_0_q16(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
-                            }
-                        }
-                    }
-                case .int8:
-                    withUnsafeTemporaryAllocation(of: Int8.self, capacity: n * ic) { xq in
-                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n * ic / 32) { xd in
-                            sm_quantize_act_q8(inp, n, ic, xq.baseAddress!, xd.baseAddress!)
-                            let q = UnsafePointer(xq.baseAddress!), d = UnsafePointer(xd.baseAddress!)
-                            decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
-                                sm_gemv_q8_0_q8(w, q, d, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
-                            }
-                        }
-                    }
+                case .int16: integer(Int16.self, { sm_quantize_act_q16($0, $1, $2, $3, $4) },
+                                     { sm_gemv_q8_0_q16($0, $1, $2, $3, $4, $5, $6, $7, $8, $9) })
+                case .int8: integer(Int8.self, { sm_quantize_act_q8($0, $1, $2, $3, $4) },
+                                    { sm_gemv_q8_0_q8($0, $1, $2, $3, $4, $5, $6, $7, $8, $9) })
                 case .f32:
                     decodeRanges(oc, workers: workers, minPerWorker: minRows) { r in
                         sm_gemv_q8_0_f32(w, inp, n, ic, r.lowerBound, r.upperBound, out, ldo, acc)
@@ -271,8 +268,9 @@ public func dequantizeQ8_0(_ bytes: [UInt8]) -> [Float] {
 
 /// How `--weight-dtype q8_0`'s matrix-vector kernels (decode) take the fp32 activation rows.
 /// - `int16` (the default): each row quantized per 32 values to int16 (d = max|x|/32767), integer block sums against the
-///   int8 weights. Its rounding (≤ 2⁻¹⁶ of the block maximum) is about 1/130 of the weights' Q8_0 rounding, so the
-///   outputs are those of int8 weight-only quantization to within fp32-level noise, at the speed of integer kernels.
+///   int8 weights. Its rounding (≤ 2⁻¹⁶ of the block maximum) is about 1/256 of the weights' Q8_0 rounding (a
+///   product's relative error about 2e-5 against the weights' 5e-3 on random data), so the outputs are those of int8
+///   weight-only quantization up to that, at the speed of integer kernels.
 /// - `int8`: GGML's Q8_0 × Q8_0 scheme (d = max|x|/127), as llama.cpp computes it: the activations' rounding equals the
 ///   weights', which doubles the deviation from fp32 (docs/LOW_PRECISION.md measures the cost in greedy agreement).
 /// - `f32`: the weights dequantized and multiplied with the fp32 activations (exact weight-only products; on AVX2 the
@@ -283,7 +281,9 @@ public enum Q8Activations: String, CaseIterable, Sendable {
     /// From env `SWIFTMIND_Q8_ACTIVATIONS` (`int16`, `int8`, `f32`; also `fp32`/`float32`, any case), else `.int16`;
     /// another value is ignored with a warning on stderr. Read at each conversion.
     public static var fromEnvironment: Q8Activations {
-        guard let v = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"], !v.isEmpty else { return .int16 }
+        guard let raw = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"] else { return .int16 }
+        let v = raw.trimmingCharacters(in: .whitespaces)
+        if v.isEmpty { return .int16 }
         switch v.lowercased() {
         case "f32", "fp32", "float32": return .f32
         case "int8": return .int8

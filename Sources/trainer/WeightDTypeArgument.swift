@@ -5,7 +5,7 @@ import Model
 
 struct WeightDTypeArgument: ParsableArguments {
     @Option(name: .customLong("weight-dtype"),
-            help: "Inference weights: f32 (the checkpoint's), bf16 (rounded to nearest even) or q8_0 (GGUF Q8_0: int8 per 32 weights with an fp16 scale), converted on load. Activations stay f32, except that q8_0's decode kernels round each activation row to int16 per 32 values (about 1/130 of the weights' rounding: weight-only accuracy at integer-kernel speed); SWIFTMIND_Q8_ACTIVATIONS=int8 gives GGML's int8 scheme, =f32 dequantized weights × fp32 (docs/LOW_PRECISION.md).")
+            help: "Inference weights: f32 (the checkpoint's), bf16 (rounded to nearest even) or q8_0 (GGUF Q8_0: int8 per 32 weights with an fp16 scale), converted on load. Activations stay f32, except that q8_0's decode kernels round each activation row to int16 per 32 values (about 1/256 of the weights' rounding: weight-only accuracy at integer-kernel speed); SWIFTMIND_Q8_ACTIVATIONS=int8 gives GGML's int8 scheme, =f32 dequantized weights × fp32 (docs/LOW_PRECISION.md).")
     var weightDType: String = "f32"
 
     var dtype: WeightDType { WeightDType(rawValue: weightDType)! }

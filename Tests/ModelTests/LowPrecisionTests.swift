@@ -151,12 +151,43 @@ final class LowPrecisionTests: XCTestCase {
         }
     }
 
+    /// A block too small for 1/d (max below qmax/FLT_MAX: about 9.6e-35 for int16, 3.7e-37 for int8) and an all-zero
+    /// block quantize to d = 0 and q = 0 at every kernel level (the SIMD conversion of an infinite 1/d gave −32768 for
+    /// every value, zeros included), so their products are 0; a normal block beside them is unaffected.
+    func testTinyActivationBlocksQuantizeToZero() {
+        let ic = 96
+        var x = [Float](repeating: 0, count: ic)                  // block 0: all zero
+        for j in 32..<64 { x[j] = j % 2 == 0 ? 5e-35 : -2.5e-35 }   // block 1: below the int16 threshold
+        x[35] = 0
+        for j in 64..<96 { x[j] = Float(j - 80) / 16 }              // block 2: ordinary values
+        var wq = [UInt8](repeating: 0, count: ic / 32 * 34)
+        sm_quantize_q8_0([Float](repeating: 1, count: ic), ic, &wq)
+        let exactBlock2 = x[64...].reduce(0, +)
+        for level in InferenceWeights.availableKernelLevels {
+            InferenceWeights.useKernelLevel(level)
+            var q16 = [Int16](repeating: 7, count: ic), d16 = [Float](repeating: 7, count: 3), out16: Float = 0
+            sm_quantize_act_q16(x, 1, ic, &q16, &d16)
+            sm_gemv_q8_0_q16(wq, q16, d16, 1, ic, 0, 1, &out16, 1, 0)
+            XCTAssertEqual(Array(q16[0..<64]), [Int16](repeating: 0, count: 64), "level \(level)")
+            XCTAssertEqual(Array(d16[0..<2]), [0, 0], "level \(level)")
+            XCTAssertEqual(out16, exactBlock2, accuracy: 1e-3, "level \(level)")
+            var x8 = x
+            for j in 32..<64 { x8[j] *= 1e-3 }                      // below the int8 threshold too
+            var q8 = [Int8](repeating: 7, count: ic), d8 = [Float](repeating: 7, count: 3)
+            sm_quantize_act_q8(x8, 1, ic, &q8, &d8)
+            XCTAssertEqual(Array(q8[0..<64]), [Int8](repeating: 0, count: 64), "int8 level \(level)")
+            XCTAssertEqual(Array(d8[0..<2]), [0, 0], "int8 level \(level)")
+        }
+    }
+
     /// int16 activations (the q8_0 default) round each activation to a step of 1/32767 of its 32-block's maximum,
     /// 258× finer than int8's 1/127, so their logits stay far closer to the exact weight-only products (fp32
     /// activations) than int8 activations' do: asserted as ≥ 64× closer (a 4× margin on the step ratio), at every
     /// kernel level. Without the environment variable the default is int16.
     func testInt16ActivationsMatchWeightOnlyProducts() throws {
+        let userValue = ProcessInfo.processInfo.environment["SWIFTMIND_Q8_ACTIVATIONS"]
         unsetenv("SWIFTMIND_Q8_ACTIVATIONS")
+        defer { if let v = userValue { setenv("SWIFTMIND_Q8_ACTIVATIONS", v, 1) } }
         let g = try JSONDecoder().decode(GenerateJSON.self, from: Data(contentsOf: URL(fileURLWithPath: golden("generate_model/generate.json"))))
         let saved = ComputeThreads.count
         defer { ComputeThreads.set(saved) }

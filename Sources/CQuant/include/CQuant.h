@@ -34,7 +34,8 @@ void sm_dequantize_q8_0(const uint8_t *src, size_t count, float *dst);
 void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *xd);
 /// Activation rows for the Q8_0 × int16 kernel: x[n, ic] (ic % 32 == 0) → xq[n, ic] int16 and xd[n, ic/32] f32 scales
 /// (per 32-block, d = max|x|/32767, q = round(x/d) half away from zero): a relative rounding error ≤ 2⁻¹⁶ of the block
-/// maximum, about 1/130 of Q8_0's weight rounding (d_w/2 = 2⁻⁸ of the weight block's maximum).
+/// maximum, about 1/256 of Q8_0's weight rounding (d_w/2 = 2⁻⁸ of the weight block's maximum). A block whose maximum
+/// is below 32767/FLT_MAX (or zero) gets d = 0 and q = 0.
 void sm_quantize_act_q16(const float *x, size_t n, size_t ic, int16_t *xq, float *xd);
 /// Activation rows for the bf16 kernel: x[n, ic] (ic % 16 == 0) reordered per 16-group as the even then the odd
 /// elements (the order the kernel unpacks bf16 pairs in); xp[n, ic].
