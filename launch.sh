@@ -86,13 +86,15 @@ case "$np" in ''|*[!0-9]*|0) echo "launch.sh: -np needs a positive integer, got 
 
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
+# shellcheck source=scripts/swift_build.sh
+. "$ROOT/scripts/swift_build.sh"
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 
 if [ -n "${SWIFTMIND_TRAINER_BIN:-}" ]; then
   bin="$SWIFTMIND_TRAINER_BIN"   # a given binary (the tests' build): no build, no SwiftPM call
 else
   if [ "$build" = 1 ]; then
-    swift build --package-path "$ROOT" -c "$config" --product trainer >&2
+    swift_build --package-path "$ROOT" -c "$config" --product trainer >&2
   fi
   bin="$(swift build --package-path "$ROOT" -c "$config" --show-bin-path)/trainer"
 fi

@@ -16,8 +16,9 @@ DATA=data/demo/pretrain.jsonl
 
 bash scripts/install-deps.sh
 . scripts/env.sh
+. scripts/swift_build.sh
 echo "== building (release)"
-swift build -c release --product trainer
+swift_build -c release --product trainer
 BIN=.build/release/trainer
 mkdir -p "$OUT"
 

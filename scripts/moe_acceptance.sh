@@ -12,7 +12,8 @@ STAGES=${STAGES:-"pretrain sft dpo lora reason distill bench"}
 C=${CORPUS:-Tests/Fixtures/corpus}; TOK=${TOKENIZER:-Tests/Fixtures/tokenizers/minimind}   # Tests/Fixtures/README.md
 has() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 . scripts/env.sh
-swift build -c release --product trainer >&2
+. scripts/swift_build.sh
+swift_build -c release --product trainer >&2
 BIN="$(swift build -c release --show-bin-path)/trainer"
 L() { ./launch.sh --no-build -np "$NP" "$@"; }
 mkdir -p "$OUT"

@@ -70,7 +70,8 @@ for f in sft dpo reason lora_identity; do for s in train val test; do
 done; done
 
 . scripts/env.sh
-swift build -c "$CONFIG" --product trainer >&2
+. scripts/swift_build.sh
+swift_build -c "$CONFIG" --product trainer >&2
 BIN="$(swift build -c "$CONFIG" --show-bin-path)/trainer"
 LF=(--no-build); [ "$CONFIG" = debug ] && LF+=(--debug)
 L() { ./launch.sh "${LF[@]}" -np "$NP" "$@" "${MS[@]}"; }
