@@ -211,7 +211,7 @@ SM_INLINE SM_AVX2 float quantize_block_lanes(const float *v, float qmax, __m256i
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     const float amax = _mm_cvtss_f32(h), inv = 1.0f / (amax / qmax);
     // An all-zero block, or one so small (max < qmax/FLT_MAX) that 1/d overflows: d = 0 and every q = 0, as the
-    // scalar block_scale.
+    // scalar quantizer.
     const int zero = amax / qmax == 0 || isinf(inv);
     const float d = zero ? 0.0f : amax / qmax, id = zero ? 0.0f : inv;
     const __m256 s = _mm256_set1_ps(id);
@@ -237,30 +237,35 @@ static SM_AVX2 void quantize_act_q8_avx2(const float *x, size_t n, size_t ic, in
 }
 #endif
 
-// A 32-value activation block's scale d = max|v|/qmax (returned) and its inverse (0 for an all-zero block).
-static inline float block_scale(const float *v, float qmax, float *id) {
-    float amax = 0;
-    for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
-    const float d = amax / qmax, inv = 1.0f / d;
-    if (d == 0 || isinf(inv)) { *id = 0; return 0; }     // all zero, or so small (< qmax/FLT_MAX) that 1/d overflows
-    *id = inv;
-    return d;
+// Activation rows x[n, ic] quantized per 32-block (d = max|v|/qmax, q = round-half-away(v/d)) into int8 (q8, qmax 127)
+// or int16 (q16, qmax 32767, clamped as the SIMD pack saturates). A block so small that 1/d overflows (max <
+// qmax/FLT_MAX), or all zero, gets d = 0 and q = 0.
+static void quantize_act_scalar(const float *x, size_t n, size_t ic, float qmax, int8_t *q8, int16_t *q16, float *xd) {
+    const size_t nb = ic / SM_Q8_0_BLOCK;
+    for (size_t r = 0; r < n; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
+            float amax = 0;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
+            const float d = amax / qmax, inv = 1.0f / d;
+            const int zero = d == 0 || isinf(inv);
+            const float id = zero ? 0.0f : inv;
+            xd[r * nb + b] = zero ? 0.0f : d;
+            const size_t at = r * ic + b * SM_Q8_0_BLOCK;
+            for (int j = 0; j < SM_Q8_0_BLOCK; j++) {
+                const float t = roundf(v[j] * id);
+                if (q8) q8[at + j] = (int8_t)t;
+                else q16[at + j] = (int16_t)(t > 32767.0f ? 32767.0f : (t < -32768.0f ? -32768.0f : t));
+            }
+        }
+    }
 }
 
 void sm_quantize_act_q8(const float *x, size_t n, size_t ic, int8_t *xq, float *xd) {
 #if SM_X86
     if (sm_quant_simd_level() >= 1) { quantize_act_q8_avx2(x, n, ic, xq, xd); return; }
 #endif
-    const size_t nb = ic / SM_Q8_0_BLOCK;
-    for (size_t r = 0; r < n; r++) {
-        for (size_t b = 0; b < nb; b++) {
-            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            float id;
-            xd[r * nb + b] = block_scale(v, 127.0f, &id);
-            int8_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
-            for (int j = 0; j < SM_Q8_0_BLOCK; j++) q[j] = (int8_t)roundf(v[j] * id);
-        }
-    }
+    quantize_act_scalar(x, n, ic, 127.0f, xq, NULL, xd);
 }
 
 // int16 activations for the Q8_0 × int16 kernels: per 32-block d = max|x|/32767, q = round(x/d) (half away from zero),
@@ -286,19 +291,7 @@ void sm_quantize_act_q16(const float *x, size_t n, size_t ic, int16_t *xq, float
 #if SM_X86
     if (sm_quant_simd_level() >= 1) { quantize_act_q16_avx2(x, n, ic, xq, xd); return; }
 #endif
-    const size_t nb = ic / SM_Q8_0_BLOCK;
-    for (size_t r = 0; r < n; r++) {
-        for (size_t b = 0; b < nb; b++) {
-            const float *v = x + r * ic + b * SM_Q8_0_BLOCK;
-            float id;
-            xd[r * nb + b] = block_scale(v, 32767.0f, &id);
-            int16_t *q = xq + r * ic + b * SM_Q8_0_BLOCK;
-            for (int j = 0; j < SM_Q8_0_BLOCK; j++) {
-                float t = roundf(v[j] * id);
-                q[j] = (int16_t)(t > 32767.0f ? 32767.0f : (t < -32768.0f ? -32768.0f : t));
-            }
-        }
-    }
+    quantize_act_scalar(x, n, ic, 32767.0f, NULL, xq, xd);
 }
 
 // The AVX-512 bf16 kernel unpacks 32 weights at a time: activations per 32-group, the 16 even then the 16 odd ones.
@@ -364,29 +357,10 @@ static void gemv_q8_0_f32_scalar(const uint8_t *w, const float *x, size_t n, siz
     }
 }
 
-static void gemv_q8_0_q8_scalar(const uint8_t *w, const int8_t *xq, const float *xd, size_t n, size_t ic, size_t o0,
-                                size_t o1, float *out, size_t ldo, int accumulate) {
-    const size_t nb = ic / SM_Q8_0_BLOCK;
-    for (size_t o = o0; o < o1; o++) {
-        const uint8_t *wr = w + o * nb * SM_Q8_0_BYTES;
-        for (size_t r = 0; r < n; r++) {
-            float s = 0;
-            for (size_t b = 0; b < nb; b++) {
-                const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
-                uint16_t dh; memcpy(&dh, blk, 2);
-                const int8_t *q = (const int8_t *)(blk + 2), *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
-                int32_t bs = 0;
-                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
-                s += f16_bits_to_f32(dh) * xd[r * nb + b] * (float)bs;
-            }
-            store_out(out, ldo, r, o, s, accumulate);
-        }
-    }
-}
-
-// Q8_0 × int16 activations. A 32-block's integer sum is at most 32·127·32768 < 2³¹.
-static void gemv_q8_0_q16_scalar(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic, size_t o0,
-                                 size_t o1, float *out, size_t ldo, int accumulate) {
+// Q8_0 × integer activations (int8 from sm_quantize_act_q8 in q8, or int16 from sm_quantize_act_q16 in q16; the
+// other NULL). A 32-block's integer sum is at most 32·127·32768 < 2³¹.
+static void gemv_q8_0_int_scalar(const uint8_t *w, const int8_t *q8, const int16_t *q16, const float *xd, size_t n,
+                                 size_t ic, size_t o0, size_t o1, float *out, size_t ldo, int accumulate) {
     const size_t nb = ic / SM_Q8_0_BLOCK;
     for (size_t o = o0; o < o1; o++) {
         const uint8_t *wr = w + o * nb * SM_Q8_0_BYTES;
@@ -396,9 +370,9 @@ static void gemv_q8_0_q16_scalar(const uint8_t *w, const int16_t *xq, const floa
                 const uint8_t *blk = wr + b * SM_Q8_0_BYTES;
                 uint16_t dh; memcpy(&dh, blk, 2);
                 const int8_t *q = (const int8_t *)(blk + 2);
-                const int16_t *xv = xq + r * ic + b * SM_Q8_0_BLOCK;
+                const size_t at = r * ic + b * SM_Q8_0_BLOCK;
                 int32_t bs = 0;
-                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (int32_t)xv[j];
+                for (int j = 0; j < SM_Q8_0_BLOCK; j++) bs += (int32_t)q[j] * (q8 ? (int32_t)q8[at + j] : (int32_t)q16[at + j]);
                 s += f16_bits_to_f32(dh) * xd[r * nb + b] * (float)bs;
             }
             store_out(out, ldo, r, o, s, accumulate);
@@ -721,7 +695,7 @@ void sm_gemv_q8_0_q8(const uint8_t *w, const int8_t *xq, const float *xd, size_t
     if (sm_quant_simd_level() >= 2) { gemv_q8_0_q8_avx512(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
     if (sm_quant_simd_level() >= 1) { gemv_q8_0_q8_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
-    gemv_q8_0_q8_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
+    gemv_q8_0_int_scalar(w, xq, NULL, xd, n, ic, o0, o1, out, ldo, accumulate);
 }
 void sm_gemv_q8_0_q16(const uint8_t *w, const int16_t *xq, const float *xd, size_t n, size_t ic, size_t o0, size_t o1,
                       float *out, size_t ldo, int accumulate) {
@@ -729,5 +703,5 @@ void sm_gemv_q8_0_q16(const uint8_t *w, const int16_t *xq, const float *xd, size
     if (sm_quant_simd_level() >= 2) { gemv_q8_0_q16_avx512(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
     if (sm_quant_simd_level() >= 1) { gemv_q8_0_q16_avx2(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate); return; }
 #endif
-    gemv_q8_0_q16_scalar(w, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
+    gemv_q8_0_int_scalar(w, NULL, xq, xd, n, ic, o0, o1, out, ldo, accumulate);
 }
